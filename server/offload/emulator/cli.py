@@ -1,0 +1,62 @@
+"""`offload emulator` command line (wired into offload/cli.py by the integrator)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import EmulatorConfig
+from .faults import FaultSpec, FaultSpecError
+from .replies import Script, ScriptError
+from .server import serve_forever
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="offload emulator", description="Local Claude API emulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8787)
+    p.add_argument("--script", metavar="FILE", help="YAML reply script")
+    p.add_argument(
+        "--faults", metavar="SPEC", help="e.g. 429=0.1,529=0.05,500=0.05,drop=0.02,latency=20-80ms"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-delay", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--api-key", help="accept only this key (default: any non-empty key)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Fail fast on a bad script or fault spec, before binding the port.
+    try:
+        Script.load(args.script)
+        FaultSpec.parse(args.faults)
+    except (ScriptError, FaultSpecError) as exc:
+        print(f"offload emulator: {exc}", file=sys.stderr)
+        return 2
+    config = EmulatorConfig(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        script=args.script,
+        faults=args.faults,
+        batch_delay_s=args.batch_delay,
+        api_key=args.api_key,
+        access_log=args.verbose,
+    )
+    print(f"offload emulator: http://{args.host}:{args.port} (seed {args.seed})", file=sys.stderr)
+    try:
+        serve_forever(config)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"offload emulator: {exc}", file=sys.stderr)
+        return 1
+    return 0

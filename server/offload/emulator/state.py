@@ -1,0 +1,116 @@
+"""Everything the emulator remembers: clock, cache, script, faults, batches, request log.
+
+Tests reach it as ``emu.state`` to advance time, swap scripts or faults and inspect what
+the server received.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .batches import BatchStore
+from .caching import PromptCache
+from .clock import Clock
+from .config import EmulatorConfig
+from .errors import ApiError
+from .faults import Faults, FaultSpec
+from .prompt import parse_create
+from .replies import Script, make_reply
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    method: str
+    path: str
+    at: float  # emulator clock
+    retry_count: int  # the SDK's x-stainless-retry-count (0 = first attempt)
+    status: int | None = None
+    fault: str | None = None  # the injected fault, if any
+    body: Any = None  # parsed JSON body, kept for inspection
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+@dataclass
+class EmulatorState:
+    config: EmulatorConfig = field(default_factory=EmulatorConfig)
+
+    def __post_init__(self) -> None:
+        self.clock = self.config.clock or Clock()
+        self.cache = PromptCache(self.clock)
+        self.script = Script.load(self.config.script)
+        self.faults = Faults(FaultSpec.parse(self.config.faults), seed=self.config.seed)
+        self.requests: list[RequestRecord] = []
+        self._ids = random.Random(f"ids:{self.config.seed}")
+        self._lock = threading.Lock()
+        self.batches = BatchStore(self)
+
+    # -- programmatic API for tests -------------------------------------------------
+    def set_faults(self, spec: FaultSpec | str | None) -> None:
+        self.faults.set(spec)
+
+    def set_script(self, source: str | Path | list[Any] | dict[str, Any] | None) -> None:
+        self.script = Script.load(source)
+
+    def calls(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if (path is None or r.path == path) and (method is None or r.method == method)
+            ]
+
+    # -- internals --------------------------------------------------------------------
+    def new_id(self, prefix: str) -> str:
+        # Seeded so identical runs produce identical ids (repeatable logs and results).
+        with self._lock:
+            return prefix + "".join(self._ids.choice(_ALPHABET) for _ in range(24))
+
+    def log(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.requests.append(record)
+
+    def run_message(self, body: object, *, service_tier: str = "standard") -> dict[str, Any]:
+        """One Messages call: validate, apply script, cache and usage. Raises ApiError."""
+        prompt = parse_create(body)
+        if prompt.body.get("stream"):
+            raise ApiError.invalid("stream: streaming is not supported by the offload emulator")
+        model = prompt.model.id
+        rule = self.script.pick(model, prompt.last_user_text)
+        if rule is not None and rule.error is not None:
+            err = rule.error
+            raise ApiError(err.status, err.type, err.message)
+        outcome = self.cache.apply(prompt)
+        stops = list(prompt.body.get("stop_sequences") or [])
+        reply = make_reply(rule, model, prompt.last_user_text, int(prompt.body["max_tokens"]), stops)
+        usage: dict[str, Any] = {
+            "input_tokens": outcome.input_tokens,
+            "cache_creation_input_tokens": outcome.creation,
+            "cache_read_input_tokens": outcome.read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": outcome.write_5m,
+                "ephemeral_1h_input_tokens": outcome.write_1h,
+            },
+            "output_tokens": reply.output_tokens,
+            "service_tier": service_tier,
+        }
+        return {
+            "id": self.new_id("msg_"),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": reply.text, "citations": None}],
+            "stop_reason": reply.stop_reason,
+            "stop_sequence": reply.stop_sequence,
+            "stop_details": None,
+            "container": None,
+            "usage": usage,
+        }
