@@ -135,7 +135,7 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
     marked: list[tuple[int, str, str]] = []  # (item index, ttl, where)
 
     def add_block(key_prefix: str, block: object, where: str) -> None:
-        key, tokens, cc = _block(block, where)
+        key, tokens, cc = _block(block, where, is_tool=key_prefix == "tool")
         if cc is not None:
             marked.append((len(items), cc, where))
         items.append(Item((key_prefix, key), tokens))
@@ -229,13 +229,14 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
     return prompt
 
 
-def _block(block: object, where: str) -> tuple[dict[str, Any], int, str | None]:
-    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+def _block(block: object, where: str, *, is_tool: bool = False) -> tuple[dict[str, Any], int, str | None]:
+    # Custom tools may omit "type"; every content block must carry one.
+    if not isinstance(block, dict) or not (is_tool or isinstance(block.get("type"), str)):
         raise ApiError.invalid(f"{where}: content blocks must be objects with a 'type'")
     cc = block.get("cache_control")
     ttl = _cache_control(cc, f"{where}.cache_control") if cc is not None else None
     key = {k: v for k, v in block.items() if k != "cache_control"}
-    if block["type"] == "text":
+    if block.get("type") == "text" and not is_tool:
         text = block.get("text")
         if not isinstance(text, str):
             raise ApiError.invalid(f"{where}.text: Field required")
