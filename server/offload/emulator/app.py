@@ -36,6 +36,14 @@ def _error_response(err: ApiError, request_id: str) -> JSONResponse:
     return JSONResponse(err.body(request_id), status_code=err.status, headers=err.headers)
 
 
+def _retry_hints(err: ApiError, ms: int | None) -> ApiError:
+    if err.status == 429:
+        err.headers["retry-after"] = str(max(1, math.ceil((ms or 1000) / 1000)))
+    if ms is not None:
+        err.headers["retry-after-ms"] = str(ms)
+    return err
+
+
 def _record(request: Request) -> RequestRecord:
     record = request.scope["offload.record"]
     assert isinstance(record, RequestRecord)
@@ -48,6 +56,8 @@ def _endpoint(state: EmulatorState, handler: Handler) -> Callable[[Request], Awa
         try:
             return await handler(request, state)
         except ApiError as err:
+            if err.status == 429 or err.status >= 500:  # scripted errors are faults too
+                _retry_hints(err, state.config.retry_after_ms)
             return _error_response(err, record.request_id)
         except Exception:  # a bug here must still look like the API's 500, not a dropped socket
             log.exception("emulator handler failed")
@@ -264,14 +274,7 @@ class Front:
         return None
 
     def _fault_error(self, decision: Decision) -> ApiError:
-        status = decision.status or 500
-        err = ApiError.for_status(status)
-        ms = self.state.config.retry_after_ms
-        if status == 429:
-            err.headers["retry-after"] = str(max(1, math.ceil((ms or 1000) / 1000)))
-        if ms is not None:
-            err.headers["retry-after-ms"] = str(ms)
-        return err
+        return _retry_hints(ApiError.for_status(decision.status or 500), self.state.config.retry_after_ms)
 
     async def _drop(self, send: Send, fallback: Send) -> None:
         # uvicorn's `send` is a bound method of its per-request cycle, which owns the

@@ -49,6 +49,9 @@ class FaultSpec:
                 raise FaultSpecError(f"fault spec item {raw.strip()!r}: expected KEY=VALUE")
             if key == "latency":
                 lo, _, hi = value.partition("-")
+                if hi and lo.strip().replace(".", "").isdigit():
+                    # "20-80ms": the unit written once covers both ends.
+                    lo += "ms" if hi.strip().endswith("ms") else "s"
                 latency = (_duration(lo, raw), _duration(hi or lo, raw))
                 if latency[0] > latency[1]:
                     raise FaultSpecError(f"fault spec item {raw.strip()!r}: latency range is reversed")
