@@ -100,7 +100,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json)
     if cmd == "statusline":
-        from offload.ledger.reports import cmd_statusline
+        from offload.ledger.statusline import cmd_statusline
 
         return cmd_statusline(_settings(args))
     if cmd == "policy":
