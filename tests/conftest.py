@@ -1,0 +1,36 @@
+"""Shared fixtures: a real emulator on loopback, real SQLite files, real settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from offload.emulator.testing import emulator, running  # noqa: F401  (fixture re-export)
+from offload.settings import Settings, shipped
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for one test: a temp ledger file, tmp_path as the only allowed root."""
+
+    def make(base_url: str | None = None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "policy_path": shipped("default.yaml"),
+            "db_path": tmp_path / "ledger.db",
+            "session_id": "test-session",
+            "roots": (tmp_path,),
+            "api_key": "test-key" if base_url else None,
+            "base_url": base_url,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
