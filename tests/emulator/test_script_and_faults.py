@@ -87,9 +87,9 @@ def test_429_and_529_are_retried_by_the_sdk(emulator: EmulatorHandle, client: an
 
 def test_429_carries_retry_after(emulator: EmulatorHandle) -> None:
     emulator.state.faults.force(429)
-    with anthropic.Anthropic(base_url=emulator.url, api_key="k", max_retries=0) as c:
-        with pytest.raises(anthropic.RateLimitError) as info:
-            ask(c, "hi")
+    c = anthropic.Anthropic(base_url=emulator.url, api_key="k", max_retries=0)
+    with c, pytest.raises(anthropic.RateLimitError) as info:
+        ask(c, "hi")
     headers = info.value.response.headers
     assert headers["retry-after"] == "1" and headers["retry-after-ms"] == "20"
     assert headers["request-id"] == info.value.request_id
@@ -103,9 +103,9 @@ def test_drop_is_a_connection_error_and_is_retried(
     calls = emulator.state.calls("/v1/messages")
     assert [(r.fault, r.status) for r in calls] == [("drop", None), (None, 200)]
     emulator.state.faults.force("drop")
-    with anthropic.Anthropic(base_url=emulator.url, api_key="k", max_retries=0) as c:
-        with pytest.raises(anthropic.APIConnectionError):
-            ask(c, "hello")
+    c = anthropic.Anthropic(base_url=emulator.url, api_key="k", max_retries=0)
+    with c, pytest.raises(anthropic.APIConnectionError):
+        ask(c, "hello")
 
 
 def test_seeded_faults_repeat_exactly() -> None:
