@@ -1,0 +1,169 @@
+"""Routing decisions: request + policy + budget headroom -> `RouteDecision`. Pure: no I/O, no clock.
+
+The service layer (routed.py) prices each tier's worst case and reads the budget headroom from
+the ledger, then asks `decide`. It re-checks the budget before every escalation step, so the
+ladder returned here is only the order to try, not a promise that each step is affordable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from offload.errors import BudgetExceededError, InputError
+from offload.money import fmt_usd
+from offload.policy.models import DIFFICULTIES, TRIGGERS, Policy
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What the engine needs to know about one call.
+
+    `worst_case_pusd[tier]` is the most the call could cost on that tier: price it with
+    `worst_case_by_tier` so it uses the same max_tokens the decision will. `headroom_pusd` is the
+    smallest remaining budget across scopes (None: no budget set). Both None: no downgrade check.
+    """
+
+    prompt_tokens: int
+    task: str | None = None
+    difficulty: str | None = None
+    forced_tier: str | None = None
+    prompt_text: str = ""
+    worst_case_pusd: Mapping[str, int] | None = None
+    headroom_pusd: int | None = None
+    max_tokens: int | None = None  # the caller's explicit max_tokens, else the policy's per tier
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    tier: str
+    model: str
+    max_tokens: int
+    rule: str  # "rules[1] {task: [classify]}", "default_tier" or "forced"
+    reason: str  # one short human line
+    ladder: tuple[str, ...]  # tiers to escalate to next, in order, at most max_steps
+    downgraded_from: str | None = None
+    use_batch: bool = False
+    triage_needed: bool = False
+
+
+def _match(policy: Policy, req: RouteRequest, difficulty: str | None) -> tuple[str, str, int | None]:
+    """(tier, rule label, rule index) of the first matching rule, else the default tier."""
+    for i, rule in enumerate(policy.rules):
+        if rule.when.matches(
+            prompt_tokens=req.prompt_tokens, task=req.task, difficulty=difficulty, prompt_text=req.prompt_text
+        ):
+            return rule.tier, policy.rule_label(i), i
+    return policy.default_tier, "default_tier", None
+
+
+def _needs_triage(policy: Policy, req: RouteRequest, tier: str) -> bool:
+    # Triage is worth a call only if knowing the difficulty could change the tier.
+    if policy.triage is None or not policy.triage.enabled or req.difficulty is not None:
+        return False
+    return any(_match(policy, req, d)[0] != tier for d in DIFFICULTIES)
+
+
+def _ladder_after(policy: Policy, tier: str) -> tuple[str, ...]:
+    ladder = policy.escalation.ladder
+    if tier not in ladder:
+        return ()
+    start = ladder.index(tier) + 1
+    return ladder[start : start + policy.escalation.max_steps]
+
+
+def _fits(req: RouteRequest, tier: str) -> bool:
+    assert req.worst_case_pusd is not None and req.headroom_pusd is not None
+    cost = req.worst_case_pusd.get(tier)
+    # A tier the caller did not price cannot be shown to fit, so it is never chosen for a downgrade.
+    return cost is not None and cost <= req.headroom_pusd
+
+
+def _downgrade(policy: Policy, req: RouteRequest, tier: str) -> str | None:
+    """The most capable tier below `tier` on the ladder that fits the headroom, if any."""
+    ladder = policy.escalation.ladder
+    below = ladder[: ladder.index(tier)] if tier in ladder else ladder
+    for candidate in reversed(below):
+        if _fits(req, candidate):
+            return candidate
+    return None
+
+
+def _no_tier_fits(policy: Policy, req: RouteRequest, tier: str) -> BudgetExceededError:
+    assert req.worst_case_pusd is not None and req.headroom_pusd is not None
+    priced = {t: c for t, c in req.worst_case_pusd.items() if t in policy.tiers}
+    cheapest = min(priced, key=priced.__getitem__, default=tier)
+    worst = fmt_usd(priced[cheapest]) if cheapest in priced else "unknown"
+    return BudgetExceededError(
+        f"budget headroom is {fmt_usd(req.headroom_pusd)} but even tier {cheapest!r} could cost up to "
+        f"{worst} for this call ({req.prompt_tokens} input tokens + max_tokens); send a shorter prompt "
+        "or a lower max_tokens, or wait for the budget to reset (see budget_status)",
+        scope="headroom",
+        remaining_pusd=req.headroom_pusd,
+        resets_at=None,
+    )
+
+
+def decide(policy: Policy, req: RouteRequest) -> RouteDecision:
+    if req.forced_tier is not None:
+        if req.forced_tier not in policy.forceable:
+            raise InputError(
+                f"tier={req.forced_tier!r} is not allowed by policy {policy.name!r}; "
+                f"send one of {', '.join(policy.forceable)}, or omit tier to let the policy route"
+            )
+        tier, rule = req.forced_tier, "forced"
+        reason = f"caller forced tier {tier}"
+    else:
+        tier, rule, matched = _match(policy, req, req.difficulty)
+        if matched is None:
+            reason = f"no rule matched, so the default tier {tier}"
+        else:
+            reason = f"rule {policy.rules[matched].name or f'rules[{matched}]'} matched, so tier {tier}"
+
+    rule_tier = tier
+    downgraded_from: str | None = None
+    if (
+        policy.budgets.on_exceed == "downgrade"
+        and req.headroom_pusd is not None
+        and req.worst_case_pusd is not None
+        and not _fits(req, tier)
+    ):
+        lower = _downgrade(policy, req, tier)
+        if lower is None:
+            raise _no_tier_fits(policy, req, tier)
+        downgraded_from, tier = tier, lower
+        reason += (
+            f"; downgraded from {downgraded_from} to fit {fmt_usd(req.headroom_pusd)} of budget headroom"
+        )
+
+    return RouteDecision(
+        tier=tier,
+        model=policy.tiers[tier],
+        max_tokens=policy.max_tokens_for(tier, req.max_tokens),
+        rule=rule,
+        reason=reason,
+        ladder=_ladder_after(policy, tier),
+        downgraded_from=downgraded_from,
+        use_batch=downgraded_from is not None and policy.batch.prefer_when_downgrading,
+        triage_needed=req.forced_tier is None and _needs_triage(policy, req, rule_tier),
+    )
+
+
+def should_escalate(policy: Policy, trigger: str) -> bool:
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown escalation trigger {trigger!r}; known: {', '.join(TRIGGERS)}")
+    return policy.escalation.max_steps > 0 and trigger in policy.escalation.on
+
+
+def worst_case_by_tier(
+    policy: Policy,
+    prompt_tokens: int,
+    worst_case: Callable[[str, int, int], int],
+    max_tokens: int | None = None,
+) -> dict[str, int]:
+    """Each tier's worst-case cost, via `worst_case(model, input_tokens, max_tokens)`
+    (e.g. `PriceTable.worst_case`), with the max_tokens `decide` would pick for that tier."""
+    return {
+        tier: worst_case(model, prompt_tokens, policy.max_tokens_for(tier, max_tokens))
+        for tier, model in policy.tiers.items()
+    }
