@@ -155,4 +155,5 @@ async def test_async_client_end_to_end(emulator: EmulatorHandle, aclient: anthro
     lines = [r async for r in await aclient.messages.batches.results(batch.id)]
     assert [r.custom_id for r in lines] == ["only"]
     assert lines[0].result.type == "succeeded" and lines[0].result.message.usage.service_tier == "batch"
-    assert [m.id async for m in aclient.models.list()][0] == HAIKU
+    ids = [m.id async for m in aclient.models.list()]
+    assert ids[0] == HAIKU and len(ids) == 11
