@@ -1,0 +1,161 @@
+"""`offload serve` over stdio as a host launches it: a real subprocess, the real mcp client.
+
+No ANTHROPIC_API_KEY (listing tools and reading the budget must not need one), logs on stderr,
+and nothing but JSON-RPC on stdout (a host would drop the connection otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from offload.settings import shipped
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+OFFLOAD = str(VENV_BIN / "offload")
+TOOLS = {
+    "routed_complete",
+    "batch_submit",
+    "batch_status",
+    "batch_results",
+    "summarize_context",
+    "trim_result",
+    "budget_status",
+}
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    # Exactly what a host config would pass; the SDK adds only HOME/PATH/SHELL/TERM/USER/LOGNAME.
+    return {
+        "HOME": str(tmp_path),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OFFLOAD_DB": str(tmp_path / "ledger.db"),
+        "OFFLOAD_ROOTS": str(tmp_path),
+        **extra,
+    }
+
+
+@pytest.mark.anyio
+async def test_serves_tools_without_api_key_and_honours_offload_session(tmp_path: Path) -> None:
+    errlog = tmp_path / "stderr.log"
+    params = StdioServerParameters(
+        command=OFFLOAD, args=["serve"], env=_env(tmp_path, OFFLOAD_SESSION="stdio-7")
+    )
+    assert "ANTHROPIC_API_KEY" not in (params.env or {})
+    with errlog.open("w") as err:
+        async with Client(stdio_client(params, errlog=err), read_timeout_seconds=60) as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            status = await c.call_tool("budget_status", {"scope": "session"})
+    assert names >= TOOLS
+    assert not status.is_error, status
+    data = status.structured_content
+    assert isinstance(data, dict) and data["session"]["id"] == "stdio-7", data
+    logs = errlog.read_text()
+    assert "offload" in logs and "session stdio-7" in logs, logs
+    assert "Traceback" not in logs
+    assert (tmp_path / "ledger.db").is_file()
+
+
+def _read_messages(proc: subprocess.Popen[bytes], want_id: int, deadline_s: float) -> list[dict[str, Any]]:
+    """Every stdout line until the response `want_id`; each line must be one JSON-RPC message."""
+    assert proc.stdout is not None
+    messages: list[dict[str, Any]] = []
+    buffer = b""
+    deadline = time.monotonic() + deadline_s
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=0.2):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                message = json.loads(line)  # a stray print() would fail right here
+                assert message.get("jsonrpc") == "2.0", line
+                messages.append(message)
+                if message.get("id") == want_id:
+                    return messages
+    raise AssertionError(f"no response {want_id} within {deadline_s}s; got {messages}, partial {buffer!r}")
+
+
+def test_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
+    requests = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "0"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}},
+    ]
+    proc = subprocess.Popen(
+        [OFFLOAD, "serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        proc.stdin.flush()
+        messages = _read_messages(proc, want_id=2, deadline_s=60)
+        proc.stdin.close()
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        assert proc.stdout is not None and proc.stderr is not None
+        rest = proc.stdout.read()
+        stderr = proc.stderr.read().decode()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == 0, stderr
+    assert rest.strip() == b"", f"stdout after the protocol ended: {rest!r}"
+    assert messages[0]["result"]["serverInfo"]["name"] == "offload"
+    assert {t["name"] for t in messages[-1]["result"]["tools"]} >= TOOLS
+    assert "on stdio: session s-" in stderr, stderr  # a minted per-process session
+
+
+@pytest.mark.anyio
+async def test_claude_desktop_example_config_starts_the_server(tmp_path: Path) -> None:
+    config = json.loads((REPO / "claude_desktop_config.example.json").read_text())
+    entry = config["mcpServers"]["offload"]
+    assert (entry["command"], entry["args"]) == ("offload", ["serve"])
+    placeholders = entry["env"]
+    assert set(placeholders) == {"ANTHROPIC_API_KEY", "OFFLOAD_POLICY", "OFFLOAD_DB", "OFFLOAD_ROOTS"}
+    real = {
+        "ANTHROPIC_API_KEY": "sk-ant-test-not-used",
+        "OFFLOAD_POLICY": str(shipped("default.yaml")),
+        "OFFLOAD_DB": str(tmp_path / "desktop.db"),
+        "OFFLOAD_ROOTS": str(tmp_path),
+    }
+    # `command` stays the bare name, resolved on PATH as Claude Desktop would.
+    env = {**_env(tmp_path), **real}
+    params = StdioServerParameters(command=entry["command"], args=entry["args"], env=env)
+    with (tmp_path / "stderr.log").open("w") as err:
+        async with Client(stdio_client(params, errlog=err), read_timeout_seconds=60) as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+    assert names >= TOOLS
+    assert (tmp_path / "desktop.db").is_file()
