@@ -5,15 +5,23 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp.server import MCPServer
 
 from offload import __version__
+from offload.claude import ClaudeClient
 from offload.ledger import Ledger
+from offload.policy.loader import PolicyHolder
+from offload.policy.models import Policy
+from offload.pricing import PriceTable
 from offload.settings import Settings
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import Context
 
 log = logging.getLogger("offload")
 
@@ -25,28 +33,82 @@ INSTRUCTIONS = (
 
 @dataclass
 class AppState:
-    """What every tool call can reach through `ctx.request_context.lifespan_context`."""
+    """What every tool call reaches through `ctx.request_context.lifespan_context`."""
 
     settings: Settings
     ledger: Ledger
+    prices: PriceTable
+    policies: PolicyHolder
+    http: bool = False
+    background: list[Any] = field(default_factory=list)
+    _claude: ClaudeClient | None = None
+
+    @property
+    def policy(self) -> Policy:
+        return self.policies.current
+
+    def refresh_policy(self) -> None:
+        """Pick up an edited policy file before the call; a broken edit keeps the last good one."""
+        self.policies.check_reload()
+
+    def claude(self) -> ClaudeClient:
+        """The API client, created on first use so the server starts (and lists tools) without a key."""
+        if self._claude is None:
+            self._claude = ClaudeClient.from_settings(self.settings)
+        return self._claude
+
+    def session_for(self, ctx: Context[Any, Any]) -> str:
+        from offload.session import session_id
+
+        return session_id(ctx, self)
+
+    async def aclose(self) -> None:
+        if self._claude is not None:
+            await self._claude.close()
+            self._claude = None
 
 
-def build_server(settings: Settings) -> MCPServer[AppState]:
+@asynccontextmanager
+async def open_state(settings: Settings, *, http: bool = False) -> AsyncIterator[AppState]:
+    """Open everything a server (or the demo, or a test) needs, and close it all on the way out."""
+    prices = PriceTable.load()
+    policies = PolicyHolder(settings.policy_path, known_models=prices.models)
+    async with AsyncExitStack() as stack:
+        ledger = await Ledger.open(settings.db_path)
+        stack.push_async_callback(ledger.close)
+        state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies, http=http)
+        stack.push_async_callback(state.aclose)
+        from offload.ledger.records import record_policy
+        from offload.metered import limits_of
+
+        policy = state.policy
+        await record_policy(ledger, settings.session_id, policy.name, limits_of(policy), policy.budgets.warn_at)
+        yield state
+
+
+def build_server(settings: Settings, *, http: bool = False, **server_kwargs: Any) -> MCPServer[AppState]:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        ledger = await Ledger.open(settings.db_path)
-        try:
-            yield AppState(settings=settings, ledger=ledger)
-        finally:
-            await ledger.close()
+        async with open_state(settings, http=http) as state:
+            try:  # TEMP(integration): offload.batches is landing in a parallel change
+                from offload.batches import collector
+            except ImportError:
+                yield state
+                return
+            async with collector(state):
+                yield state
 
-    server: MCPServer[AppState] = MCPServer(
-        "offload", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, log_level="WARNING"
+    from offload.tools import build_tools
+
+    return MCPServer(
+        "offload",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level="WARNING",
+        tools=build_tools(),
+        **server_kwargs,
     )
-    from offload import tools
-
-    tools.register(server)
-    return server
 
 
 def configure_logging() -> None:
@@ -56,11 +118,12 @@ def configure_logging() -> None:
 
 def serve(settings: Settings, *, http: str | None = None) -> int:
     configure_logging()
-    server = build_server(settings)
     if http:
         from offload.http import serve_http
 
-        return serve_http(server, settings, http)
+        return serve_http(settings, http)
+    server = build_server(settings)
+    log.info("offload %s on stdio: session %s, ledger %s", __version__, settings.session_id, settings.db_path)
     backend_options = {"use_uvloop": True} if _has_uvloop() else {}
     anyio.run(server.run_stdio_async, backend_options=backend_options)
     return 0

@@ -123,8 +123,9 @@ def _text_of(content: Sequence[Any]) -> str:
 
 def _upstream(exc: anthropic.APIError) -> UpstreamError:
     if isinstance(exc, anthropic.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        err = body.get("error") if isinstance(body.get("error"), dict) else {}
+        body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
+        raw_err = body.get("error")
+        err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
         kind = str(err.get("type") or type(exc).__name__)
         message = str(err.get("message") or exc.message)
         hint = {
@@ -174,7 +175,7 @@ class ClaudeClient:
     async def create(self, params: dict[str, Any]) -> Completion:
         try:
             raw = await self._client.messages.with_raw_response.create(**params)
-            message = raw.parse()
+            message = await raw.parse()
         except anthropic.BadRequestError as exc:
             raise InputError(f"the Claude API rejected the request: {_upstream(exc)}") from None
         except anthropic.APIError as exc:

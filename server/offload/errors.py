@@ -25,9 +25,7 @@ class ConfigError(OffloadError):
 
 class UnpricedModelError(ConfigError):
     def __init__(self, model: str, table: str) -> None:
-        super().__init__(
-            f"model {model!r} has no price in {table}; add it there (offload never prices a model at $0)"
-        )
+        super().__init__(f"model {model!r} has no price in {table}; add it there (offload never prices a model at $0)")
         self.model = model
 
 
@@ -57,7 +55,12 @@ class MissingApiKeyError(OffloadError):
 
 class UpstreamError(OffloadError):
     def __init__(
-        self, message: str, *, status: int | None = None, kind: str | None = None, request_id: str | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        kind: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status

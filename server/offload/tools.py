@@ -1,17 +1,226 @@
 """Thin MCP tool adapters: validate, call a service, format a compact result.
 
-Every `OffloadError` becomes a `ToolError` whose text tells the model what to send instead.
+Descriptions are short on purpose: every host pays for `tools/list` on every turn. Argument
+schemas are compacted (no titles, `X | None` shown as plain `X`) for the same reason; the
+pydantic argument model still validates every call. Every `OffloadError` becomes a
+`ToolError` whose text tells the model what to send instead.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
 
-if TYPE_CHECKING:
-    from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools.base import Tool
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
 
-    from offload.app import AppState
+from offload.app import AppState
+from offload.errors import OffloadError
+from offload.output import Progress, ToolOutput
+
+Ctx = Context[AppState, Any]
+
+# Only the hints that differ from the spec's defaults (not read-only, destructive, open-world):
+# every byte here is paid for by the host on every turn.
+_READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+_LOCAL_WRITE = ToolAnnotations(destructive_hint=False, open_world_hint=False)
+_CALLS_CLAUDE = ToolAnnotations(destructive_hint=False)
 
 
-def register(server: MCPServer[AppState]) -> None:
-    """Attach every offload tool to `server`."""
+def _state(ctx: Ctx) -> AppState:
+    return ctx.request_context.lifespan_context
+
+
+def _progress(ctx: Ctx) -> Progress:
+    async def report(done: float, total: float | None = None, message: str | None = None) -> None:
+        await ctx.report_progress(done, total=total, message=message)
+
+    return report
+
+
+async def _run(ctx: Ctx, call: Callable[[AppState, str], Awaitable[ToolOutput]]) -> CallToolResult:
+    state = _state(ctx)
+    try:
+        state.refresh_policy()
+        out = await call(state, state.session_for(ctx))
+    except OffloadError as exc:
+        raise ToolError(str(exc)) from None
+    return CallToolResult(content=[TextContent(type="text", text=out.text)], structured_content=out.data)
+
+
+async def routed_complete(
+    prompt: Annotated[str, Field(description="The sub-task.")],
+    ctx: Ctx,
+    system: str | None = None,
+    context_files: Annotated[
+        list[str] | None, Field(description="Paths/globs the server reads (don't paste files).")
+    ] = None,
+    task: Annotated[str | None, Field(description="e.g. classify, extract, summarize, code")] = None,
+    difficulty: Literal["easy", "medium", "hard"] | None = None,
+    tier: Annotated[str | None, Field(description="Force a tier: cheap|standard|premium.")] = None,
+    max_tokens: Annotated[int | None, Field(ge=1, le=64000)] = None,
+    response_schema: Annotated[
+        dict[str, Any] | None, Field(description="JSON Schema the answer must pass, else escalate.")
+    ] = None,
+    must_match: Annotated[str | None, Field(description="Regex the answer must match, else escalate.")] = None,
+) -> CallToolResult:
+    """Run a sub-task on the cheapest adequate Claude tier; escalates only when a check fails."""
+    from offload.routed import RoutedArgs
+    from offload.routed import routed_complete as service
+
+    args = RoutedArgs(
+        prompt=prompt,
+        system=system,
+        context_files=tuple(context_files or ()),
+        task=task,
+        difficulty=difficulty,
+        tier=tier,
+        max_tokens=max_tokens,
+        response_schema=response_schema,
+        must_match=must_match,
+    )
+    return await _run(ctx, lambda state, session: service(state, session, args, progress=_progress(ctx)))
+
+
+async def batch_submit(
+    ctx: Ctx,
+    requests: Annotated[list[dict[str, Any]] | None, Field(description="[{prompt, system?, custom_id?}]")] = None,
+    template: Annotated[str | None, Field(description="Prompt with {item} (or {path}/{content} for files).")] = None,
+    items: list[str] | None = None,
+    files: Annotated[list[str] | None, Field(description="Paths/globs; the server reads them.")] = None,
+    system: str | None = None,
+    task: str | None = None,
+    tier: str | None = None,
+    max_tokens: Annotated[int | None, Field(ge=1, le=64000)] = None,
+    retry_failed: Annotated[str | None, Field(description="Batch id whose failed items to resubmit.")] = None,
+) -> CallToolResult:
+    """Queue work nobody waits on at half price (results within 24h). Returns a batch id."""
+    from offload.batches import SubmitArgs, submit
+
+    args = SubmitArgs(
+        requests=tuple(requests or ()),
+        template=template,
+        items=tuple(items or ()),
+        files=tuple(files or ()),
+        system=system,
+        task=task,
+        tier=tier,
+        max_tokens=max_tokens,
+        retry_failed=retry_failed,
+    )
+    return await _run(ctx, lambda state, session: submit(state, session, args, progress=_progress(ctx)))
+
+
+async def batch_status(ctx: Ctx, batch_id: str | None = None) -> CallToolResult:
+    """Progress and cost of one batch, or of all open ones."""
+    from offload.batches import status
+
+    return await _run(ctx, lambda state, session: status(state, session, batch_id))
+
+
+async def batch_results(
+    batch_id: str,
+    ctx: Ctx,
+    offset: Annotated[int, Field(ge=0)] = 0,
+    limit: Annotated[int, Field(ge=1, le=500)] = 20,
+    write_to: Annotated[
+        str | None, Field(description="Write all results here (.jsonl or .md); returns a digest.")
+    ] = None,
+) -> CallToolResult:
+    """A page of a finished batch's results, or all of them written to a file."""
+    from offload.batches import results
+
+    return await _run(ctx, lambda state, session: results(state, session, batch_id, offset, limit, write_to))
+
+
+async def summarize_context(
+    ctx: Ctx,
+    text: str | None = None,
+    paths: Annotated[list[str] | None, Field(description="Paths/globs the server reads.")] = None,
+    focus: Annotated[str | None, Field(description="What the summary is for.")] = None,
+    target_tokens: Annotated[int, Field(ge=50, le=8000)] = 600,
+    keep: Annotated[list[str] | None, Field(description="Strings that must survive verbatim.")] = None,
+) -> CallToolResult:
+    """Summarize bulky text or files on the cheap tier; paths, errors, numbers and `keep` survive."""
+    from offload.context.summarize import SummarizeArgs
+    from offload.context.summarize import summarize_context as service
+
+    args = SummarizeArgs(
+        text=text, paths=tuple(paths or ()), focus=focus, target_tokens=target_tokens, keep=tuple(keep or ())
+    )
+    return await _run(ctx, lambda state, session: service(state, session, args, progress=_progress(ctx)))
+
+
+async def trim_result(
+    ctx: Ctx,
+    content: str | None = None,
+    path: str | None = None,
+    handle: Annotated[str | None, Field(description="From an earlier trim: reslice without resending.")] = None,
+    fields: Annotated[
+        str | list[str] | None, Field(description="JMESPath, dotted paths, or CSV columns to keep.")
+    ] = None,
+    query: Annotated[str | None, Field(description="Keep only what answers this.")] = None,
+    max_tokens: Annotated[int, Field(ge=50, le=20000)] = 800,
+) -> CallToolResult:
+    """Shrink JSON, logs, tables or text to what matters, locally and free; keeps a handle."""
+    from offload.context.service import TrimArgs
+    from offload.context.service import trim_result as service
+
+    args = TrimArgs(content=content, path=path, handle=handle, fields=fields, query=query, max_tokens=max_tokens)
+    return await _run(ctx, lambda state, session: service(state, session, args))
+
+
+async def budget_status(ctx: Ctx, scope: Literal["session", "day", "month", "all"] = "all") -> CallToolResult:
+    """Spend, budget left, savings vs the baseline model, cache hits, pending batches."""
+    from offload.status import budget_status as service
+
+    return await _run(ctx, lambda state, session: service(state, session, scope))
+
+
+_TOOLS: list[tuple[Callable[..., Any], ToolAnnotations]] = [
+    (routed_complete, _CALLS_CLAUDE),
+    (batch_submit, _CALLS_CLAUDE),
+    (batch_status, _READ_ONLY),
+    (batch_results, _LOCAL_WRITE),
+    (summarize_context, _CALLS_CLAUDE),
+    (trim_result, _LOCAL_WRITE),
+    (budget_status, _READ_ONLY),
+]
+
+
+def compact_schema(node: Any) -> Any:
+    """Drop what a model doesn't need from a pydantic JSON schema: titles, and `null` options."""
+    if isinstance(node, list):
+        return [compact_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key == "default" and value is None:
+            continue
+        if key == "additionalProperties" and value is True:
+            continue
+        out[key] = compact_schema(value)
+    any_of = out.get("anyOf")
+    if isinstance(any_of, list):
+        options = [o for o in any_of if o != {"type": "null"}]
+        if len(options) == 1 and isinstance(options[0], dict):
+            del out["anyOf"]
+            out = {**options[0], **out}
+        else:
+            out["anyOf"] = options
+    return out
+
+
+def build_tools() -> list[Tool]:
+    tools = []
+    for fn, hints in _TOOLS:
+        tool = Tool.from_function(fn, annotations=hints, structured_output=False)
+        tool.parameters = compact_schema(tool.parameters)
+        tools.append(tool)
+    return tools

@@ -1,0 +1,176 @@
+"""`routed_complete`: the cheapest adequate tier, proven by the caller's checks.
+
+decide (policy + budget headroom) → call the chosen tier → check → climb the ladder only
+when a check names a trigger the policy escalates on. Every rung is a priced ledger row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from offload import roots
+from offload.checks import Checks, failed_check
+from offload.claude import Completion, Prompt, build_params
+from offload.errors import InputError, UpstreamError
+from offload.ledger import budgets
+from offload.metered import budget_warnings, footer, limits_of, metered_call
+from offload.money import usd_json
+from offload.output import Progress, ToolOutput, no_progress
+from offload.policy import engine
+from offload.tokens import request_upper_bound
+
+if TYPE_CHECKING:
+    from offload.app import AppState
+
+TOOL = "routed_complete"
+
+
+@dataclass(frozen=True)
+class RoutedArgs:
+    prompt: str
+    system: str | None = None
+    context_files: tuple[str, ...] = ()
+    task: str | None = None
+    difficulty: str | None = None
+    tier: str | None = None
+    max_tokens: int | None = None
+    response_schema: dict[str, Any] | None = None
+    must_match: str | None = None
+
+
+@dataclass(frozen=True)
+class _Rung:
+    tier: str
+    model: str
+    cost_pusd: int
+    outcome: str
+    trigger: str | None
+    completion: Completion
+
+
+def _system(args: RoutedArgs, checks: Checks) -> str | None:
+    parts = [p for p in (args.system, checks.instruction()) if p]
+    return "\n\n".join(parts) or None
+
+
+async def routed_complete(
+    state: AppState, session: str, args: RoutedArgs, *, progress: Progress = no_progress
+) -> ToolOutput:
+    if not args.prompt.strip():
+        raise InputError("prompt is empty; send the sub-task to run as `prompt`")
+    checks = Checks.build(args.response_schema, args.must_match)
+    settings = state.settings
+    docs = roots.read_many(list(args.context_files), settings) if args.context_files else []
+    root = settings.roots[0]
+    documents = tuple((_label(path, root), text) for path, text in docs)
+    prompt = Prompt(prompt=args.prompt, system=_system(args, checks), documents=documents)
+    upper = request_upper_bound([args.prompt, prompt.system or "", *(t for _, t in documents)])
+
+    policy = state.policy
+    worst_by_tier = engine.worst_case_by_tier(policy, upper, state.prices.worst_case, args.max_tokens)
+    headroom = None
+    if policy.budgets.on_exceed == "downgrade":
+        headroom = (await budgets.headroom(state.ledger, session, limits_of(policy))).min_pusd
+    decision = engine.decide(
+        policy,
+        engine.RouteRequest(
+            prompt_tokens=upper,
+            task=args.task,
+            difficulty=args.difficulty,
+            forced_tier=args.tier,
+            prompt_text=args.prompt,
+            worst_case_pusd=worst_by_tier,
+            headroom_pusd=headroom,
+            max_tokens=args.max_tokens,
+        ),
+    )
+
+    ladder = [decision.tier, *decision.ladder]
+    rungs: list[_Rung] = []
+    for step, tier in enumerate(ladder):
+        model = policy.tiers[tier]
+        max_tokens = policy.max_tokens_for(tier, args.max_tokens)
+        params = build_params(
+            model,
+            prompt,
+            max_tokens=max_tokens,
+            ttl=policy.caching.ttl,
+            min_cacheable=state.prices.min_cacheable(model),
+        )
+        last = step == len(ladder) - 1
+        trigger_box: list[str | None] = [None]
+
+        def judge(c: Completion, last: bool = last, box: list[str | None] = trigger_box) -> tuple[str, bool]:
+            box[0] = failed_check(c.text, c.stop_reason, checks)
+            climbs = box[0] is not None and not last and engine.should_escalate(policy, box[0])
+            return ("escalated" if climbs else ("ok" if box[0] is None else "check_failed")), not climbs
+
+        await progress(step, len(ladder), f"{tier}: {model}")
+        try:
+            metered = await metered_call(
+                state,
+                session,
+                tool=TOOL,
+                tier=tier,
+                params=params,
+                upper_input_tokens=upper,
+                step=step,
+                judge=judge,
+                prompt_text=args.prompt,
+            )
+        except UpstreamError:
+            if last or not engine.should_escalate(policy, "api_error"):
+                raise
+            continue
+        trigger = trigger_box[0]
+        rungs.append(_Rung(tier, model, metered.cost_pusd, metered.outcome, trigger, metered.completion))
+        if metered.outcome != "escalated":
+            break
+    if not rungs:  # every rung failed upstream and escalation moved past all of them
+        raise UpstreamError("the Claude API failed on every tier of the ladder; try again later")
+    return await _output(state, session, decision, rungs)
+
+
+def _label(path: Any, root: Any) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+async def _output(state: AppState, session: str, decision: engine.RouteDecision, rungs: list[_Rung]) -> ToolOutput:
+    final = rungs[-1]
+    total = sum(r.cost_pusd for r in rungs)
+    usage = final.completion.usage
+    extra = []
+    if final.trigger is not None:
+        extra.append(f"check failed: {final.trigger}")
+    if decision.downgraded_from:
+        extra.append(f"downgraded from {decision.downgraded_from}")
+    extra += await budget_warnings(state, session)
+    line = footer(final.model, total, usage.cache_read, len(rungs) - 1, extra)
+    data = {
+        "model": final.model,
+        "tier": final.tier,
+        "cost_usd": usd_json(total),
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_write_tokens": usage.cache_write_5m + usage.cache_write_1h,
+            "cache_read_tokens": usage.cache_read,
+        },
+        "attempts": [
+            {
+                "tier": r.tier,
+                "model": r.model,
+                "cost_usd": usd_json(r.cost_pusd),
+                "outcome": r.outcome,
+                "failed": r.trigger,
+            }
+            for r in rungs
+        ],
+        "rule": decision.rule,
+        "check_passed": final.trigger is None,
+    }
+    return ToolOutput(text=f"{final.completion.text}\n{line}", data=data)
