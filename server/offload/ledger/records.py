@@ -81,7 +81,9 @@ _COLUMNS = (
     " cache_write_5m, cache_write_1h, cache_read, cost_pusd, baseline_pusd, batch, step, outcome,"
     " stop_reason, request_hash, batch_id, prompt_text, completion_text"
 )
-_INSERT = f"INSERT OR IGNORE INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+# ON CONFLICT(request_key), not INSERT OR IGNORE: OR IGNORE would also silently drop a row that
+# breaks a CHECK constraint, and a lost row is lost money.
+_INSERT = f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 22)}) ON CONFLICT (request_key) DO NOTHING"
 
 
 def _row(a: Attempt, now: datetime) -> tuple[object, ...]:
