@@ -50,9 +50,7 @@ def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | N
     table = _price_table()
     policy = load_policy(file, known_models=_known_models(table))
     tokens = request_upper_bound([prompt])
-    decision = decide(
-        policy, RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt)
-    )
+    decision = decide(policy, RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt))
     ladder = " -> ".join(decision.ladder) if decision.ladder else "(none)"
     out = [
         f"policy     {policy.name} ({file})",
@@ -63,9 +61,7 @@ def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | N
         f"escalation {ladder} (on: {', '.join(policy.escalation.on) or 'never'})",
     ]
     if decision.triage_needed and policy.triage is not None:
-        out.append(
-            f"triage     a {policy.triage.tier}-tier call would first guess the difficulty (none given)"
-        )
+        out.append(f"triage     a {policy.triage.tier}-tier call would first guess the difficulty (none given)")
     if table is not None:
         first = table.worst_case(decision.model, tokens, decision.max_tokens)
         total = first

@@ -132,9 +132,7 @@ def decide(policy: Policy, req: RouteRequest) -> RouteDecision:
         if lower is None:
             raise _no_tier_fits(policy, req, tier)
         downgraded_from, tier = tier, lower
-        reason += (
-            f"; downgraded from {downgraded_from} to fit {fmt_usd(req.headroom_pusd)} of budget headroom"
-        )
+        reason += f"; downgraded from {downgraded_from} to fit {fmt_usd(req.headroom_pusd)} of budget headroom"
 
     return RouteDecision(
         tier=tier,

@@ -158,9 +158,7 @@ def _read(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            f"policy {path}: file not found (set OFFLOAD_POLICY or --policy to a policy YAML)"
-        ) from None
+        raise ConfigError(f"policy {path}: file not found (set OFFLOAD_POLICY or --policy to a policy YAML)") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"policy {path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
@@ -218,9 +216,7 @@ class PolicyHolder:
                 return False
             if sig is None:
                 self._sig = None
-                self._set_error(
-                    f"policy {self.path}: file is missing or unreadable; still using the last good policy"
-                )
+                self._set_error(f"policy {self.path}: file is missing or unreadable; still using the last good policy")
                 return False
             try:
                 text = _read(self.path)

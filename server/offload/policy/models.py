@@ -75,9 +75,7 @@ def _usd(value: Any) -> Any:
         try:
             dec = Decimal(str(value).strip().lstrip("$"))
         except (InvalidOperation, ValueError):
-            raise _fail(
-                "usd", "expected a dollar amount like 2 or 0.50, got {got}", got=repr(value)
-            ) from None
+            raise _fail("usd", "expected a dollar amount like 2 or 0.50, got {got}", got=repr(value)) from None
         if not dec.is_finite() or dec < 0:
             raise _fail("usd", "expected a dollar amount of 0 or more, got {got}", got=repr(value))
         try:
@@ -94,9 +92,7 @@ def _fraction(value: Any) -> Any:
     try:
         dec = Decimal(str(value))
     except (InvalidOperation, ValueError):
-        raise _fail(
-            "fraction", "expected a fraction in (0, 1] like 0.8, got {got}", got=repr(value)
-        ) from None
+        raise _fail("fraction", "expected a fraction in (0, 1] like 0.8, got {got}", got=repr(value)) from None
     if not dec.is_finite() or not (0 < dec <= 1):
         raise _fail("fraction", "expected a fraction in (0, 1] like 0.8, got {got}", got=repr(value))
     return dec
@@ -141,9 +137,7 @@ class _Section(BaseModel):
 class When(_Section):
     """Conditions of one rule; all given conditions must hold. An empty `when` always matches."""
 
-    task: (
-        Annotated[tuple[Annotated[StrictStr, Field(min_length=1)], ...], BeforeValidator(_as_list)] | None
-    ) = None
+    task: Annotated[tuple[Annotated[StrictStr, Field(min_length=1)], ...], BeforeValidator(_as_list)] | None = None
     difficulty: Annotated[tuple[Difficulty, ...], BeforeValidator(_difficulties)] | None = None
     input_tokens_over: NonNegInt | None = None
     input_tokens_under: PositiveInt | None = None
@@ -170,9 +164,7 @@ class When(_Section):
             )
         return self
 
-    def matches(
-        self, *, prompt_tokens: int, task: str | None, difficulty: str | None, prompt_text: str
-    ) -> bool:
+    def matches(self, *, prompt_tokens: int, task: str | None, difficulty: str | None, prompt_text: str) -> bool:
         if self.task is not None and task not in self.task:
             return False
         if self.difficulty is not None and difficulty not in self.difficulty:
@@ -217,9 +209,7 @@ class Escalation(_Section):
         seen: set[str] = set()
         for i, tier in enumerate(self.ladder):
             if tier in seen:
-                raise _fail(
-                    "ladder", "tier {tier} appears twice in the ladder", at=f"ladder[{i}]", tier=repr(tier)
-                )
+                raise _fail("ladder", "tier {tier} appears twice in the ladder", at=f"ladder[{i}]", tier=repr(tier))
             seen.add(tier)
         return self
 

@@ -1,0 +1,175 @@
+"""The pure routing engine: rule kinds, first match wins, forced tiers, downgrade, ladders, triage."""
+
+from __future__ import annotations
+
+import pytest
+
+from offload.errors import BudgetExceededError, InputError
+from offload.policy import Policy, RouteRequest, decide, parse_policy, should_escalate, worst_case_by_tier
+from offload.pricing import PriceTable
+
+POLICY = """
+name: t
+tiers: {cheap: claude-haiku-5-5, standard: claude-sonnet-5-5, premium: claude-opus-5-5}
+rules:
+  - {name: mech, when: {task: [classify, extract]}, tier: cheap}
+  - {when: {difficulty: hard}, tier: premium}
+  - {when: {difficulty: [medium]}, tier: standard}
+  - {when: {input_tokens_over: 1000}, tier: standard}
+  - {when: {input_tokens_under: 5, prompt_matches: '(?i)\\bsql\\b'}, tier: premium}
+  - {when: {prompt_matches: '(?i)\\bsql\\b'}, tier: standard}
+default_tier: cheap
+max_tokens: {cheap: 100, standard: 200, premium: 300}
+escalation: {ladder: [cheap, standard, premium], on: [max_tokens, refusal], max_steps: 2}
+budgets: {daily_usd: 1, on_exceed: downgrade}
+forced_tiers: [cheap, standard]
+batch: {prefer_when_downgrading: true}
+baseline: claude-opus-5-5
+"""
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return parse_policy(POLICY)
+
+
+def req(**kw: object) -> RouteRequest:
+    base: dict[str, object] = {"prompt_tokens": 10, "prompt_text": "hello"}
+    base.update(kw)
+    return RouteRequest(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "tier", "rule"),
+    [
+        ({"task": "classify"}, "cheap", "rules[0] mech {task: [classify, extract]}"),
+        ({"difficulty": "hard"}, "premium", "rules[1] {difficulty: hard}"),
+        ({"difficulty": "medium"}, "standard", "rules[2] {difficulty: medium}"),
+        ({"prompt_tokens": 1001}, "standard", "rules[3] {input_tokens_over: 1000}"),
+        ({"prompt_tokens": 1000}, "cheap", "default_tier"),  # "over" is strict
+        ({"prompt_tokens": 4, "prompt_text": "an SQL join"}, "premium", None),
+        ({"prompt_tokens": 5, "prompt_text": "an SQL join"}, "standard", "rules[5] {prompt_matches: '(?i)\\bsql\\b'}"),
+        ({"prompt_text": "mysqladmin"}, "cheap", "default_tier"),
+        ({"task": "write", "difficulty": "easy"}, "cheap", "default_tier"),
+    ],
+)
+def test_each_rule_kind(policy: Policy, kw: dict[str, object], tier: str, rule: str | None) -> None:
+    d = decide(policy, req(**kw))
+    assert d.tier == tier
+    assert d.model == policy.tiers[tier]
+    assert d.max_tokens == {"cheap": 100, "standard": 200, "premium": 300}[tier]
+    if rule is not None:
+        assert d.rule == rule
+    assert d.downgraded_from is None and not d.use_batch
+
+
+def test_first_match_wins(policy: Policy) -> None:
+    # matches rule 0 (cheap) and rule 1 (premium): the earlier rule decides
+    d = decide(policy, req(task="extract", difficulty="hard", prompt_tokens=5000))
+    assert (d.tier, d.rule) == ("cheap", "rules[0] mech {task: [classify, extract]}")
+    assert "mech" in d.reason
+
+
+def test_empty_when_always_matches() -> None:
+    p = parse_policy(POLICY.replace("rules:\n", "rules:\n  - {when: {}, tier: standard}\n"))
+    assert decide(p, req(task="classify", difficulty="hard")).tier == "standard"
+
+
+def test_caller_max_tokens_wins(policy: Policy) -> None:
+    assert decide(policy, req(max_tokens=7)).max_tokens == 7
+
+
+def test_forced_tier_allowed(policy: Policy) -> None:
+    d = decide(policy, req(forced_tier="standard", task="classify"))
+    assert (d.tier, d.rule, d.ladder) == ("standard", "forced", ("premium",))
+
+
+def test_forced_tier_refused_names_allowed_tiers(policy: Policy) -> None:
+    with pytest.raises(InputError) as info:
+        decide(policy, req(forced_tier="premium"))
+    assert "'premium'" in str(info.value) and "cheap, standard" in str(info.value)
+    with pytest.raises(InputError):
+        decide(policy, req(forced_tier="nonexistent"))
+
+
+def test_ladder_from_chosen_tier_capped_by_max_steps(policy: Policy) -> None:
+    assert decide(policy, req()).ladder == ("standard", "premium")
+    assert decide(policy, req(difficulty="medium")).ladder == ("premium",)
+    assert decide(policy, req(difficulty="hard")).ladder == ()
+    one_step = parse_policy(POLICY.replace("max_steps: 2", "max_steps: 1"))
+    assert decide(one_step, req()).ladder == ("standard",)
+    none = parse_policy(POLICY.replace("max_steps: 2", "max_steps: 0"))
+    assert decide(none, req()).ladder == ()
+
+
+WORST = {"cheap": 10, "standard": 100, "premium": 1000}
+
+
+def test_no_downgrade_when_it_fits(policy: Policy) -> None:
+    d = decide(policy, req(difficulty="hard", worst_case_pusd=WORST, headroom_pusd=1000))
+    assert d.tier == "premium" and d.downgraded_from is None
+
+
+def test_downgrade_to_most_capable_tier_that_fits(policy: Policy) -> None:
+    d = decide(policy, req(difficulty="hard", worst_case_pusd=WORST, headroom_pusd=999))
+    assert (d.tier, d.downgraded_from) == ("standard", "premium")
+    assert d.model == "claude-sonnet-5-5" and d.max_tokens == 200
+    assert d.ladder == ("premium",)  # the service re-checks the budget before each step
+    assert d.use_batch  # prefer_when_downgrading
+    assert "downgraded from premium" in d.reason
+    d = decide(policy, req(difficulty="hard", worst_case_pusd=WORST, headroom_pusd=99))
+    assert (d.tier, d.downgraded_from) == ("cheap", "premium")
+
+
+def test_unpriced_tier_is_never_a_downgrade_target(policy: Policy) -> None:
+    d = decide(policy, req(difficulty="hard", worst_case_pusd={"cheap": 10, "premium": 1000}, headroom_pusd=500))
+    assert d.tier == "cheap"
+
+
+def test_nothing_fits_raises_budget_error(policy: Policy) -> None:
+    with pytest.raises(BudgetExceededError) as info:
+        decide(policy, req(difficulty="hard", worst_case_pusd=WORST, headroom_pusd=9))
+    err = info.value
+    assert err.scope == "headroom" and err.remaining_pusd == 9
+    assert "'cheap'" in str(err) and "shorter prompt" in str(err)
+
+
+def test_refuse_mode_never_downgrades() -> None:
+    p = parse_policy(POLICY.replace("on_exceed: downgrade", "on_exceed: refuse"))
+    d = decide(p, req(difficulty="hard", worst_case_pusd=WORST, headroom_pusd=0))
+    assert d.tier == "premium" and d.downgraded_from is None
+
+
+def test_forced_tier_is_downgraded_too(policy: Policy) -> None:
+    d = decide(policy, req(forced_tier="standard", worst_case_pusd=WORST, headroom_pusd=50))
+    assert (d.tier, d.downgraded_from, d.rule) == ("cheap", "standard", "forced")
+
+
+def test_worst_case_by_tier_uses_the_decisions_max_tokens(policy: Policy) -> None:
+    table = PriceTable.load()
+    wc = worst_case_by_tier(policy, 1000, table.worst_case)
+    assert wc["premium"] == table.worst_case("claude-opus-5-5", 1000, 300)
+    assert wc["cheap"] == table.worst_case("claude-haiku-5-5", 1000, 100)
+    assert worst_case_by_tier(policy, 1000, table.worst_case, 5)["standard"] == table.worst_case(
+        "claude-sonnet-5-5", 1000, 5
+    )
+
+
+def test_triage_only_when_difficulty_could_change_the_tier() -> None:
+    p = parse_policy(POLICY + "triage: {tier: cheap}\n")
+    assert decide(p, req()).triage_needed
+    assert not decide(p, req(difficulty="easy")).triage_needed  # the caller said
+    assert not decide(p, req(task="classify")).triage_needed  # rule 0 wins whatever the difficulty
+    assert not decide(p, req(forced_tier="cheap")).triage_needed
+    off = parse_policy(POLICY + "triage: {enabled: false, tier: cheap}\n")
+    assert not decide(off, req()).triage_needed
+    assert not decide(parse_policy(POLICY), req()).triage_needed
+
+
+def test_should_escalate(policy: Policy) -> None:
+    assert should_escalate(policy, "max_tokens")
+    assert not should_escalate(policy, "schema_invalid")
+    no_steps = parse_policy(POLICY.replace("max_steps: 2", "max_steps: 0"))
+    assert not should_escalate(no_steps, "max_tokens")
+    with pytest.raises(ValueError, match="unknown escalation trigger"):
+        should_escalate(policy, "timeout")
