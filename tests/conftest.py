@@ -8,13 +8,20 @@ from typing import Any
 
 import pytest
 
-from offload.emulator.testing import emulator, running  # noqa: F401  (fixture re-export)
+from offload.emulator.testing import emulator  # noqa: F401  (fixture re-export)
+from offload.emulator.testing import running as start_emulator
 from offload.settings import Settings, shipped
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def running() -> Callable[..., Any]:
+    """`with running(script=[...], faults="529=0.2") as emu:` for a test's own emulator setup."""
+    return start_emulator
 
 
 @pytest.fixture

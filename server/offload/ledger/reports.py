@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["BudgetSummary", "SpendRow", "cmd_spend", "cmd_statusline", "spend_rows", "summary"]
 
 # Batch states after which nothing more will be billed (colleague-owned `batches` table).
-_DONE_BATCH = ("ended", "collected", "canceled", "expired", "failed", "errored")
 _BY = {"day": "substr(ts, 1, 10)", "model": "model", "tool": "tool", "session": "session_id"}
 _WINDOWS = {"session": None, "day": (w.day_start, w.next_day), "month": (w.month_start, w.next_month)}
 
@@ -117,9 +116,8 @@ async def summary(
     models = [ModelSpend(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
     pending = 0
     if await _table_exists(conn, "batches"):
-        marks = ",".join("?" * len(_DONE_BATCH))
-        cur = await conn.execute(f"SELECT COUNT(*) FROM batches WHERE status NOT IN ({marks})", _DONE_BATCH)
-        got = await cur.fetchone()
+        # 0003_batches.sql: a local batch is 'open' until every request is settled.
+        got = await (await conn.execute("SELECT COUNT(*) FROM batches WHERE state = 'open'")).fetchone()
         pending = int(got[0]) if got else 0
     return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending)
 

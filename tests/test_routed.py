@@ -1,0 +1,239 @@
+"""routed_complete end to end: real MCP client → server → real SDK over HTTP → emulator → SQLite."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from offload.app import build_server
+from offload.settings import Settings, shipped
+
+pytestmark = pytest.mark.anyio
+
+# Published rates in pusd per token (= USD per million tokens × 10^6), written out by hand.
+HAIKU = {"in": 100_000, "w5m": 125_000, "read": 10_000, "out": 500_000}
+SONNET = {"in": 2_000_000, "w5m": 2_500_000, "read": 100_000, "out": 10_000_000}
+OPUS_IN, OPUS_OUT = 4_000_000, 20_000_000
+
+
+def hand_cost(rates: dict[str, int], usage: dict[str, Any]) -> int:
+    return (
+        usage["input_tokens"] * rates["in"]
+        + (usage.get("cache_creation_input_tokens") or 0) * rates["w5m"]
+        + (usage.get("cache_read_input_tokens") or 0) * rates["read"]
+        + usage["output_tokens"] * rates["out"]
+    )
+
+
+def rows(db: Path) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute("SELECT * FROM attempts ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+@asynccontextmanager
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    async with Client(build_server(settings)) as c:
+        yield c
+
+
+def message_calls(emu: Any) -> list[Any]:
+    return [r for r in emu.state.calls("/v1/messages") if r.status == 200]
+
+
+async def test_schema_failure_on_cheap_tier_escalates_once(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    script = [
+        {"model": "claude-haiku-5-5", "match": "invoice", "reply": "The total is probably 42."},
+        {"model": "claude-sonnet-5-5", "match": "invoice", "reply": '{"total": 42}'},
+    ]
+    with running(script=script) as emu:
+        settings = make_settings(emu.url)
+        async with client(settings) as c:
+            result = await c.call_tool(
+                "routed_complete",
+                {
+                    "prompt": "Extract the total of this invoice: ... TOTAL 42 EUR",
+                    "response_schema": {"type": "object", "required": ["total"]},
+                },
+            )
+        calls = message_calls(emu)
+
+    assert not result.is_error, result.content
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text.startswith('{"total": 42}')
+    footer = text.splitlines()[-1]
+    assert footer.startswith("[sonnet-5-5 · $") and "escalated 1" in footer
+    data = result.structured_content
+    assert data is not None
+    assert [a["outcome"] for a in data["attempts"]] == ["escalated", "ok"]
+    assert [a["failed"] for a in data["attempts"]] == ["schema_invalid", None]
+
+    ledger = rows(settings.db_path)
+    assert [(r["tier"], r["model"], r["outcome"], r["step"]) for r in ledger] == [
+        ("cheap", "claude-haiku-5-5", "escalated", 0),
+        ("standard", "claude-sonnet-5-5", "ok", 1),
+    ]
+    assert [c.model for c in calls] == ["claude-haiku-5-5", "claude-sonnet-5-5"]
+    expected = [hand_cost(HAIKU, calls[0].usage), hand_cost(SONNET, calls[1].usage)]
+    assert [r["cost_pusd"] for r in ledger] == expected
+    # The footer shows the whole call's cost: both rungs.
+    assert Decimal(data["cost_usd"]) == Decimal(sum(expected)) / 10**12
+    # Only the answer the host used stands for "what the host would have paid": one Opus call.
+    u = calls[1].usage
+    assert ledger[0]["baseline_pusd"] == 0
+    assert ledger[1]["baseline_pusd"] == u["input_tokens"] * OPUS_IN + u["output_tokens"] * OPUS_OUT
+    # No reservation is left behind once the calls are settled.
+    conn = sqlite3.connect(settings.db_path)
+    assert conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
+    conn.close()
+
+
+async def test_shared_context_files_are_read_from_cache_on_the_second_call(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # Large enough to pass Haiku 5.5's 2,048-token minimum cacheable prefix.
+    for i in range(3):
+        source = "".join(f"def handler_{i}_{n}(x):\n    return x * {n}\n" for n in range(400))
+        (tmp_path / f"module{i}.py").write_text(source)
+    settings = make_settings(emulator.url)
+    async with client(settings) as c:
+        first = await c.call_tool("routed_complete", {"prompt": "Which handler doubles?", "context_files": ["*.py"]})
+        second = await c.call_tool("routed_complete", {"prompt": "Which handler triples?", "context_files": ["*.py"]})
+    assert not first.is_error and not second.is_error
+    u1, u2 = first.structured_content["usage"], second.structured_content["usage"]  # type: ignore[index]
+    assert u1["cache_write_tokens"] > 2048 and u1["cache_read_tokens"] == 0
+    assert u2["cache_read_tokens"] == u1["cache_write_tokens"] and u2["cache_write_tokens"] == 0
+    ledger = rows(settings.db_path)
+    assert ledger[1]["cache_read"] == u2["cache_read_tokens"]
+    # Reads cost a tenth of input and writes 1.25x: the second call is several times cheaper.
+    assert ledger[1]["cost_pusd"] * 4 < ledger[0]["cost_pusd"]
+    assert "cached " in second.content[0].text.splitlines()[-1]  # type: ignore[union-attr]
+    # The files were read by the server, never sent by the host: the prompt holds them.
+    body = emulator.state.calls("/v1/messages")[-1].body
+    assert "def handler_2_399" in str(body["messages"][0]["content"])
+
+
+def _policy(path: Path, classify_tier: str, **budgets: Any) -> None:
+    text = shipped("default.yaml").read_text()
+    text = text.replace(
+        "    when: {task: [classify, extract, summarize, trim]}\n    tier: cheap",
+        f"    when: {{task: [classify, extract, summarize, trim]}}\n    tier: {classify_tier}",
+    )
+    for key, value in budgets.items():
+        text = text.replace(f"  {key}: ", f"  {key}: {value} #", 1)
+    path.write_text(text)
+
+
+async def test_editing_the_policy_file_changes_the_next_decision_and_a_broken_edit_does_not(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    _policy(policy, "cheap")
+    settings = make_settings(emulator.url, policy_path=policy)
+    args = {"prompt": "Is this spam? 'WIN A PRIZE'", "task": "classify"}
+    async with client(settings) as c:
+        before = await c.call_tool("routed_complete", args)
+        _policy(policy, "standard")
+        os.utime(policy, ns=(1, 1))  # a rewrite within the same mtime tick must still be seen
+        after = await c.call_tool("routed_complete", args)
+        policy.write_text("name: broken\ntiers: [this is not a mapping\n")
+        still = await c.call_tool("routed_complete", args)
+        status = await c.call_tool("budget_status", {})
+    assert before.structured_content["tier"] == "cheap"  # type: ignore[index]
+    assert after.structured_content["tier"] == "standard"  # type: ignore[index]
+    assert still.structured_content["tier"] == "standard"  # type: ignore[index]
+    assert status.structured_content["policy_error"]  # type: ignore[index]
+    assert str(policy) in status.structured_content["policy_error"]  # type: ignore[index]
+    assert "policy file error" in status.content[0].text  # type: ignore[union-attr]
+
+
+async def test_over_budget_with_refuse_is_a_clear_error_and_costs_nothing(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    policy = tmp_path / "tight.yaml"
+    _policy(policy, "cheap", session_usd="0.0001", on_exceed="refuse")
+    settings = make_settings(emulator.url, policy_path=policy)
+    async with client(settings) as c:
+        result = await c.call_tool("routed_complete", {"prompt": "hello " * 50, "task": "classify"})
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "session budget" in text and "left" in text
+    assert message_calls(emulator) == []
+    assert rows(settings.db_path) == []
+
+
+async def test_downgrade_picks_a_cheaper_tier_that_fits_the_headroom(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    policy = tmp_path / "down.yaml"
+    _policy(policy, "cheap", session_usd="0.05")  # premium's worst case (8192 out × $20/M) is $0.16
+    settings = make_settings(emulator.url, policy_path=policy)
+    async with client(settings) as c:
+        result = await c.call_tool("routed_complete", {"prompt": "Prove it.", "difficulty": "hard"})
+    assert not result.is_error, result.content
+    assert result.structured_content["tier"] in ("cheap", "standard")  # type: ignore[index]
+    assert "downgraded from premium" in result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_without_an_api_key_the_tool_says_how_to_fix_it(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(None)
+    async with client(settings) as c:
+        tools = await c.list_tools()
+        result = await c.call_tool("routed_complete", {"prompt": "hi"})
+    assert {t.name for t in tools.tools} >= {"routed_complete", "budget_status"}
+    assert result.is_error
+    assert "ANTHROPIC_API_KEY" in result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_overloaded_api_becomes_a_clear_error_and_releases_the_hold(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    script = [{"match": "busy", "error": {"status": 529, "type": "overloaded_error", "message": "Overloaded"}}]
+    with running(script=script) as emu:
+        settings = make_settings(emu.url)
+        async with client(settings) as c:
+            result = await c.call_tool("routed_complete", {"prompt": "busy day", "task": "classify"})
+        attempts = emu.state.calls("/v1/messages")
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "529" in text and "overloaded" in text.lower() and "batch_submit" in text
+    assert len(attempts) == 3  # the SDK's two retries, then a clear error; not retried forever
+    conn = sqlite3.connect(settings.db_path)
+    assert conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 0
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"prompt": "x", "context_files": ["/etc/passwd"]}, "OFFLOAD_ROOTS"),
+        ({"prompt": "x", "must_match": "(unclosed"}, "must_match"),
+        ({"prompt": "x", "response_schema": {"type": "no-such-type"}}, "response_schema"),
+        ({"prompt": "x", "tier": "galactic"}, "tier="),
+        ({"prompt": "   "}, "prompt is empty"),
+    ],
+)
+async def test_bad_input_is_refused_before_any_api_call(
+    emulator: Any, make_settings: Callable[..., Settings], args: dict[str, Any], needle: str
+) -> None:
+    async with client(make_settings(emulator.url)) as c:
+        result = await c.call_tool("routed_complete", args)
+        ok = await c.call_tool("budget_status", {})
+    assert result.is_error
+    assert needle in result.content[0].text  # type: ignore[union-attr]
+    assert not ok.is_error
+    assert emulator.state.calls("/v1/messages") == []
