@@ -237,3 +237,23 @@ async def test_bad_input_is_refused_before_any_api_call(
     assert needle in result.content[0].text  # type: ignore[union-attr]
     assert not ok.is_error
     assert emulator.state.calls("/v1/messages") == []
+
+
+async def test_triage_sets_the_difficulty_when_the_caller_gives_none(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    script = [{"model": "claude-haiku-5-5", "match": "Task to rate", "reply": "hard"}]
+    with running(script=script) as emu:
+        settings = make_settings(emu.url, policy_path=shipped("quality.yaml"))
+        async with client(settings) as c:
+            result = await c.call_tool("routed_complete", {"prompt": "Design a lock-free queue."})
+        calls = message_calls(emu)
+    assert not result.is_error, result.content
+    data = result.structured_content
+    assert data is not None
+    assert data["triaged_difficulty"] == "hard" and data["tier"] == "premium"
+    assert [c.model for c in calls] == ["claude-haiku-5-5", "claude-opus-5-5"]
+    ledger = rows(settings.db_path)
+    assert [(r["outcome"], r["baseline_pusd"] > 0) for r in ledger] == [("triage", False), ("ok", True)]
+    # The footer's cost covers the triage call too.
+    assert Decimal(data["cost_usd"]) * 10**12 == sum(r["cost_pusd"] for r in ledger)

@@ -6,7 +6,8 @@ when a check names a trigger the policy escalates on. Every rung is a priced led
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from offload import roots
@@ -18,6 +19,7 @@ from offload.metered import budget_warnings, footer, limits_of, metered_call
 from offload.money import usd_json
 from offload.output import Progress, ToolOutput, no_progress
 from offload.policy import engine
+from offload.policy.models import DIFFICULTIES
 from offload.tokens import request_upper_bound
 
 if TYPE_CHECKING:
@@ -72,19 +74,23 @@ async def routed_complete(
     headroom = None
     if policy.budgets.on_exceed == "downgrade":
         headroom = (await budgets.headroom(state.ledger, session, limits_of(policy))).min_pusd
-    decision = engine.decide(
-        policy,
-        engine.RouteRequest(
-            prompt_tokens=upper,
-            task=args.task,
-            difficulty=args.difficulty,
-            forced_tier=args.tier,
-            prompt_text=args.prompt,
-            worst_case_pusd=worst_by_tier,
-            headroom_pusd=headroom,
-            max_tokens=args.max_tokens,
-        ),
+    request = engine.RouteRequest(
+        prompt_tokens=upper,
+        task=args.task,
+        difficulty=args.difficulty,
+        forced_tier=args.tier,
+        prompt_text=args.prompt,
+        worst_case_pusd=worst_by_tier,
+        headroom_pusd=headroom,
+        max_tokens=args.max_tokens,
     )
+    decision = engine.decide(policy, request)
+    triaged: str | None = None
+    triage_cost = 0
+    if decision.triage_needed:
+        triaged, triage_cost = await _triage(state, session, args.prompt)
+        if triaged is not None:
+            decision = engine.decide(policy, replace(request, difficulty=triaged))
 
     ladder = [decision.tier, *decision.ladder]
     rungs: list[_Rung] = []
@@ -129,7 +135,38 @@ async def routed_complete(
             break
     if not rungs:  # every rung failed upstream and escalation moved past all of them
         raise UpstreamError("the Claude API failed on every tier of the ladder; try again later")
-    return await _output(state, session, decision, rungs)
+    return await _output(state, session, decision, rungs, triaged, triage_cost)
+
+
+TRIAGE_SYSTEM = (
+    "Rate how hard the task below is for a language model. Answer with exactly one word: easy, medium or hard."
+)
+TRIAGE_PROMPT_CHARS = 4000  # the start of a task says enough about its difficulty
+
+
+async def _triage(state: AppState, session: str, prompt: str) -> tuple[str | None, int]:
+    """A few-token call on the triage tier that sets the difficulty the caller didn't give."""
+    policy = state.policy
+    triage = policy.triage
+    assert triage is not None
+    model = policy.tiers[triage.tier]
+    text = "Task to rate:\n" + prompt[:TRIAGE_PROMPT_CHARS]
+    params = build_params(
+        model, Prompt(prompt=text, system=TRIAGE_SYSTEM), max_tokens=triage.max_tokens, min_cacheable=1 << 30
+    )
+    metered = await metered_call(
+        state,
+        session,
+        tool=TOOL,
+        tier=triage.tier,
+        params=params,
+        upper_input_tokens=request_upper_bound([text, TRIAGE_SYSTEM]),
+        step=-1,
+        judge=lambda _: ("triage", False),
+    )
+    words = re.findall(r"[a-z]+", metered.completion.text.lower())
+    # An unusable answer leaves the route to the rules, as if triage were off.
+    return next((w for w in words if w in DIFFICULTIES), None), metered.cost_pusd
 
 
 def _label(path: Any, root: Any) -> str:
@@ -139,15 +176,24 @@ def _label(path: Any, root: Any) -> str:
         return str(path)
 
 
-async def _output(state: AppState, session: str, decision: engine.RouteDecision, rungs: list[_Rung]) -> ToolOutput:
+async def _output(
+    state: AppState,
+    session: str,
+    decision: engine.RouteDecision,
+    rungs: list[_Rung],
+    triaged: str | None,
+    triage_cost: int,
+) -> ToolOutput:
     final = rungs[-1]
-    total = sum(r.cost_pusd for r in rungs)
+    total = triage_cost + sum(r.cost_pusd for r in rungs)
     usage = final.completion.usage
     extra = []
     if final.trigger is not None:
         extra.append(f"check failed: {final.trigger}")
     if decision.downgraded_from:
         extra.append(f"downgraded from {decision.downgraded_from}")
+    if decision.use_batch:
+        extra.append("near budget: batch_submit is 50% off")
     extra += await budget_warnings(state, session)
     line = footer(final.model, total, usage.cache_read, len(rungs) - 1, extra)
     data = {
@@ -171,6 +217,7 @@ async def _output(state: AppState, session: str, decision: engine.RouteDecision,
             for r in rungs
         ],
         "rule": decision.rule,
+        "triaged_difficulty": triaged,
         "check_passed": final.trigger is None,
     }
     return ToolOutput(text=f"{final.completion.text}\n{line}", data=data)
