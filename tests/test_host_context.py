@@ -42,9 +42,7 @@ async def test_tools_list_fits_the_host_budget_and_keeps_every_contract_name(set
     names = [t.name for t in result.tools]
     assert sorted(names) == sorted(CONTRACT_TOOLS), f"tools/list names: {names}"
     per_tool = {
-        t.name: len(
-            json.dumps(t.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
-        )
+        t.name: len(json.dumps(t.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":")))
         for t in result.tools
     }
     assert len(wire) < MAX_TOOLS_LIST_CHARS, f"tools/list is {len(wire)} chars; per tool: {per_tool}"

@@ -49,9 +49,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 @pytest.mark.anyio
 async def test_serves_tools_without_api_key_and_honours_offload_session(tmp_path: Path) -> None:
     errlog = tmp_path / "stderr.log"
-    params = StdioServerParameters(
-        command=OFFLOAD, args=["serve"], env=_env(tmp_path, OFFLOAD_SESSION="stdio-7")
-    )
+    params = StdioServerParameters(command=OFFLOAD, args=["serve"], env=_env(tmp_path, OFFLOAD_SESSION="stdio-7"))
     assert "ANTHROPIC_API_KEY" not in (params.env or {})
     with errlog.open("w") as err:
         async with Client(stdio_client(params, errlog=err), read_timeout_seconds=60) as c:
@@ -60,7 +58,7 @@ async def test_serves_tools_without_api_key_and_honours_offload_session(tmp_path
     assert names >= TOOLS
     assert not status.is_error, status
     data = status.structured_content
-    assert isinstance(data, dict) and data["session"]["id"] == "stdio-7", data
+    assert isinstance(data, dict) and data["session"] == "stdio-7", data
     logs = errlog.read_text()
     assert "offload" in logs and "session stdio-7" in logs, logs
     assert "Traceback" not in logs
