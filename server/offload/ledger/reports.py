@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BudgetSummary", "SpendRow", "cmd_spend", "cmd_statusline", "spend_rows", "summary"]
 
-# Batch states after which nothing more will be billed (colleague-owned `batches` table).
 _BY = {"day": "substr(ts, 1, 10)", "model": "model", "tool": "tool", "session": "session_id"}
 _WINDOWS = {"session": None, "day": (w.day_start, w.next_day), "month": (w.month_start, w.next_month)}
 
