@@ -119,9 +119,7 @@ def _pid_alive(pid: int) -> bool:
 async def _purge(conn: aiosqlite.Connection, now: datetime) -> None:
     await conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (w.iso(now),))
     rows = await (
-        await conn.execute(
-            "SELECT DISTINCT pid FROM reservations WHERE host = ? AND pid != ?", (_HOST, os.getpid())
-        )
+        await conn.execute("SELECT DISTINCT pid FROM reservations WHERE host = ? AND pid != ?", (_HOST, os.getpid()))
     ).fetchall()
     dead = [int(r[0]) for r in rows if not _pid_alive(int(r[0]))]
     if dead:
@@ -141,9 +139,7 @@ async def scope_states(
     live = w.iso(now)
     d0, d1 = w.day_start(now), w.next_day(now)
     m0, m1 = w.month_start(now), w.next_month(now)
-    spent_session = await _one(
-        conn, "SELECT SUM(cost_pusd) FROM attempts WHERE session_id = ?", (session_id,)
-    )
+    spent_session = await _one(conn, "SELECT SUM(cost_pusd) FROM attempts WHERE session_id = ?", (session_id,))
     window = "SELECT SUM(cost_pusd) FROM attempts WHERE ts >= ? AND ts < ?"
     spent_day = await _one(conn, window, (w.iso(d0), w.iso(d1)))
     spent_month = await _one(conn, window, (w.iso(m0), w.iso(m1)))
@@ -163,11 +159,7 @@ async def scope_states(
 def _refusal(state: ScopeState, amount_pusd: int) -> BudgetExceededError:
     assert state.limit_pusd is not None
     left = state.remaining_pusd or 0
-    resets = (
-        "resets when a new session starts"
-        if state.resets_at is None
-        else f"resets {w.fmt_reset(state.resets_at)}"
-    )
+    resets = "resets when a new session starts" if state.resets_at is None else f"resets {w.fmt_reset(state.resets_at)}"
     msg = (
         f"{state.scope} budget {_money(state.limit_pusd)} would be exceeded: "
         f"spent {_money(state.spent_pusd)}, "
@@ -219,9 +211,7 @@ async def release(ledger: Ledger, reservation: Reservation) -> None:
         await conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
 
 
-async def headroom(
-    ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None
-) -> Headroom:
+async def headroom(ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None) -> Headroom:
     states = await scope_states(ledger.conn, session_id, limits, now or w.utcnow())
     by = {s.scope: s.remaining_pusd for s in states}
     return Headroom(by["session"], by["daily"], by["monthly"])

@@ -168,8 +168,7 @@ def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[Spend
         f"SELECT {key} AS k, COUNT(*), SUM(input_tokens + cache_write_5m + cache_write_1h),"
         " SUM(output_tokens),"
         " SUM(cache_read), SUM(cost_pusd), SUM(baseline_pusd)"
-        " FROM attempts WHERE ts >= ? GROUP BY k ORDER BY "
-        + ("k" if by == "day" else "SUM(cost_pusd) DESC, k"),
+        " FROM attempts WHERE ts >= ? GROUP BY k ORDER BY " + ("k" if by == "day" else "SUM(cost_pusd) DESC, k"),
         (w.iso(since),),
     ).fetchall()
     return [SpendRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]
@@ -187,9 +186,7 @@ def total(rows: list[SpendRow]) -> SpendRow:
     )
 
 
-def cmd_spend(
-    settings: Settings, *, by: str, since: str | None, as_json: bool, now: datetime | None = None
-) -> int:
+def cmd_spend(settings: Settings, *, by: str, since: str | None, as_json: bool, now: datetime | None = None) -> int:
     try:
         start = w.parse_since(since, now or w.utcnow())
     except ValueError as exc:

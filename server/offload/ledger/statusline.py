@@ -31,14 +31,11 @@ def statusline_text(conn: sqlite3.Connection, now: datetime) -> str:
     d0, d1 = w.iso(w.day_start(now)), w.iso(w.next_day(now))
     m0, m1 = w.iso(w.month_start(now)), w.iso(w.next_month(now))
     day_cost, day_base = conn.execute(
-        "SELECT COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0)"
-        " FROM attempts WHERE ts >= ? AND ts < ?",
+        "SELECT COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?",
         (d0, d1),
     ).fetchone()
     parts = [f"offload {fmt_usd(day_cost)} today"]  # 4 places under $1: small spend stays visible
-    snap = conn.execute(
-        "SELECT daily_pusd, monthly_pusd FROM policy_snapshots ORDER BY id DESC LIMIT 1"
-    ).fetchone()
+    snap = conn.execute("SELECT daily_pusd, monthly_pusd FROM policy_snapshots ORDER BY id DESC LIMIT 1").fetchone()
     if snap is not None and (snap[0] is not None or snap[1] is not None):
         held = conn.execute(
             "SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE expires_at > ?", (w.iso(now),)
@@ -71,9 +68,7 @@ def cmd_statusline(settings: Settings, *, now: datetime | None = None) -> int:
             conn.close()
     except sqlite3.Error as exc:
         # A ledger from before its first server run has no tables yet: say so, never fail the prompt.
-        line = (
-            "offload: no spend yet" if "no such table" in str(exc) else f"offload: ledger unreadable ({exc})"
-        )
+        line = "offload: no spend yet" if "no such table" in str(exc) else f"offload: ledger unreadable ({exc})"
     print(line)
     sys.stdout.flush()
     return 0

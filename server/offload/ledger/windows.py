@@ -56,7 +56,5 @@ def parse_since(text: str | None, now: datetime) -> datetime:
     try:
         d = datetime.strptime(text.strip(), "%Y-%m-%d")
     except ValueError:
-        raise ValueError(
-            f"--since {text!r}: expected a date like 2026-11-01 or a span like 7d or 24h"
-        ) from None
+        raise ValueError(f"--since {text!r}: expected a date like 2026-11-01 or a span like 7d or 24h") from None
     return d.replace(tzinfo=UTC)
