@@ -91,10 +91,12 @@ def select_fields(value: Any, fields: str | Sequence[str]) -> Any:
         try:
             compiled = jmespath.compile(fields)
         except JMESPathError as exc:
+            where = getattr(exc, "lex_position", None)
+            why = str(exc).splitlines()[0] + (f" at character {where}" if where is not None else "")
             pieces = [p.strip() for p in fields.split(",") if p.strip()]
             if not pieces or not all(_DOTTED.match(p) for p in pieces):
                 raise InputError(
-                    f"fields {fields!r} is not a valid JMESPath expression ({exc}); send e.g. "
+                    f"fields {fields!r} is not a valid JMESPath expression ({why}); send e.g. "
                     "'items[].{id: id, name: name}' or a list of dotted paths such as ['items[].id', 'next']"
                 ) from None
             fields = pieces
@@ -244,13 +246,8 @@ class _Renderer:
         cap = self.level.cap
         if cap is None or (len(items) <= cap and not self.level.fold):
             return items, ""
-        if not self.level.fold or not any(isinstance(e, dict) for e in items[:cap]):
-            if len(items) <= cap:
-                return items, ""
-            self.capped.append((path or "(top)", len(items) - cap, len(items)))
-            return items[:cap], f"… {len(items) - cap:,} more items"
-        # Fold: first one example per distinct object shape (up to cap shapes), then fill the
-        # remaining slots in order; the rest is counted per shape.
+        # First one example per distinct object shape (up to cap shapes), so a rare record type
+        # is not hidden behind a thousand common ones; then fill the remaining slots in order.
         shapes = [tuple(e) if isinstance(e, dict) else (f"<{type(e).__name__}>",) for e in items]
         picked: list[int] = []
         seen: set[tuple[str, ...]] = set()
@@ -268,14 +265,16 @@ class _Renderer:
                 chosen.add(i)
                 picked.append(i)
         shown = [items[i] for i in sorted(picked)]
+        hidden = len(items) - len(shown)
+        if not hidden:
+            return shown, ""
+        self.capped.append((path or "(top)", hidden, len(items)))
+        if not self.level.fold or (len(seen) == 1 and not isinstance(items[0], dict)):
+            return shown, f"… {hidden:,} more items"
         rest: dict[tuple[str, ...], int] = {}
         for i, shape in enumerate(shapes):
             if i not in chosen:
                 rest[shape] = rest.get(shape, 0) + 1
-        hidden = sum(rest.values())
-        if not hidden:
-            return shown, ""
-        self.capped.append((path or "(top)", hidden, len(items)))
         top = sorted(rest.items(), key=lambda kv: -kv[1])
         desc = "; ".join(f"{n:,} with keys {','.join(shape)[:80]}" for shape, n in top[:3])
         if len(top) > 3:
