@@ -75,9 +75,7 @@ def resolve(patterns: Sequence[str], roots: Sequence[Path], *, max_files: int = 
             real = match.resolve()
             _check_inside(str(match), real, real_roots)
             if not real.exists():
-                raise PathRefusedError(
-                    f"no such file: {match}; send an existing path inside {_fmt_roots(real_roots)}"
-                )
+                raise PathRefusedError(f"no such file: {match}; send an existing path inside {_fmt_roots(real_roots)}")
             if real.is_dir():
                 raise PathRefusedError(
                     f"{match} is a directory; send files, e.g. the glob '{match}/**/*.py' or '{match}/*'"
