@@ -59,6 +59,8 @@ def resolve(patterns: Sequence[str], roots: Sequence[Path], *, max_files: int = 
     for pattern in patterns:
         if not pattern or not pattern.strip():
             raise PathRefusedError("an empty path was given; send a file path or a glob such as 'logs/*.log'")
+        if "\x00" in pattern:  # the OS rejects NUL in paths with a ValueError, which would crash the tool
+            raise PathRefusedError(f"path {pattern[:80]!r} contains a NUL character; send a plain file path or glob")
         base = Path(pattern).expanduser()
         if not base.is_absolute():
             base = Path(roots[0]).expanduser() / base
