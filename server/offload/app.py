@@ -47,9 +47,16 @@ class AppState:
     def policy(self) -> Policy:
         return self.policies.current
 
-    def refresh_policy(self) -> None:
+    async def refresh_policy(self) -> None:
         """Pick up an edited policy file before the call; a broken edit keeps the last good one."""
-        self.policies.check_reload()
+        if self.policies.check_reload():
+            await self.note_policy()
+
+    async def note_policy(self) -> None:
+        """Record the active policy's budgets, so `offload statusline` shows them without YAML."""
+        from offload.ledger.records import record_policy_snapshot
+
+        await record_policy_snapshot(self.ledger, self.policy, str(self.policies.path), self.settings.session_id)
 
     def claude(self) -> ClaudeClient:
         """The API client, created on first use so the server starts (and lists tools) without a key."""
@@ -78,11 +85,7 @@ async def open_state(settings: Settings, *, http: bool = False) -> AsyncIterator
         stack.push_async_callback(ledger.close)
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies, http=http)
         stack.push_async_callback(state.aclose)
-        from offload.ledger.records import record_policy
-        from offload.metered import limits_of
-
-        policy = state.policy
-        await record_policy(ledger, settings.session_id, policy.name, limits_of(policy), policy.budgets.warn_at)
+        await state.note_policy()
         yield state
 
 

@@ -29,8 +29,7 @@ RESERVATION_TTL_S = 3600
 
 
 def limits_of(policy: Policy) -> BudgetLimits:
-    b = policy.budgets
-    return BudgetLimits.from_usd(b.session_usd, b.daily_usd, b.monthly_usd)
+    return BudgetLimits.from_budgets(policy.budgets)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ pydantic argument model still validates every call. Every `OffloadError` becomes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from offload.app import AppState
 from offload.errors import OffloadError
@@ -25,6 +26,16 @@ Ctx = Context[AppState, Any]
 
 # Only the hints that differ from the spec's defaults (not read-only, destructive, open-world):
 # every byte here is paid for by the host on every turn.
+
+
+def _json_back_to_text(value: Any) -> Any:
+    # mcp pre-parses a JSON-looking string sent for any parameter not typed plain `str`; a JSON
+    # API response sent as `content`/`text` must reach the service as text, not fail validation.
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+
+
+RawText = Annotated[str | None, BeforeValidator(_json_back_to_text)]
+
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _LOCAL_WRITE = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 _CALLS_CLAUDE = ToolAnnotations(destructive_hint=False)
@@ -44,7 +55,7 @@ def _progress(ctx: Ctx) -> Progress:
 async def _run(ctx: Ctx, call: Callable[[AppState, str], Awaitable[ToolOutput]]) -> CallToolResult:
     state = _state(ctx)
     try:
-        state.refresh_policy()
+        await state.refresh_policy()
         out = await call(state, state.session_for(ctx))
     except OffloadError as exc:
         raise ToolError(str(exc)) from None
@@ -138,7 +149,7 @@ async def batch_results(
 
 async def summarize_context(
     ctx: Ctx,
-    text: str | None = None,
+    text: RawText = None,
     paths: Annotated[list[str] | None, Field(description="Paths/globs the server reads.")] = None,
     focus: Annotated[str | None, Field(description="What the summary is for.")] = None,
     target_tokens: Annotated[int, Field(ge=50, le=8000)] = 600,
@@ -156,7 +167,7 @@ async def summarize_context(
 
 async def trim_result(
     ctx: Ctx,
-    content: str | None = None,
+    content: RawText = None,
     path: str | None = None,
     handle: Annotated[str | None, Field(description="From an earlier trim: reslice without resending.")] = None,
     fields: Annotated[

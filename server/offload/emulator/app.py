@@ -16,7 +16,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,6 +59,11 @@ def _endpoint(state: EmulatorState, handler: Handler) -> Callable[[Request], Awa
             if err.status == 429 or err.status >= 500:  # scripted errors are faults too
                 _retry_hints(err, state.config.retry_after_ms)
             return _error_response(err, record.request_id)
+        except ClientDisconnect:
+            # The caller went away mid-body (a killed client, a timeout): nobody reads the answer.
+            log.info("client disconnected before its request body arrived")
+            record.status = 499
+            return Response(status_code=499)
         except Exception:  # a bug here must still look like the API's 500, not a dropped socket
             log.exception("emulator handler failed")
             return _error_response(ApiError.for_status(500), record.request_id)
