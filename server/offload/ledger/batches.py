@@ -227,7 +227,8 @@ async def claim_due(
             )
         ).fetchall()
         for r in stale:
-            if r[2] != owner and (r[3] is None or r[3] < stamp or _pid_dead(r[2])):
+            # Our own submit may still be uploading: only its lease running out marks it here.
+            if r[3] is None or r[3] < stamp or (r[2] != owner and _pid_dead(r[2])):
                 await conn.execute(
                     "UPDATE batch_parts SET state = 'unknown', lease_owner = NULL, lease_until = NULL,"
                     " error = 'the server stopped while this part was being submitted'"

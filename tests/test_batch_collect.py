@@ -1,0 +1,96 @@
+"""Collection under stress: two processes' collectors on one ledger, and an interrupted submission."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from offload.app import open_state
+from offload.batches import SubmitArgs, run_once, status, submit
+from offload.batches.build import Shared
+from offload.ledger import batches as store
+from offload.ledger import windows as w
+from offload.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+def count(db: Path, sql: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_two_collectors_on_one_ledger_settle_each_item_exactly_once(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    with running(batch_delay_s=0.2) as emu:
+        settings = make_settings(emu.url)
+        async with open_state(settings) as a, open_state(settings) as b:
+            out = await submit(a, "s1", SubmitArgs(template="Tag {item}", items=tuple(f"x{i}" for i in range(300))))
+            bid = out.data["batch_id"]
+            # The whole worst case is held, by the batch rather than by this process.
+            held = count(settings.db_path, "SELECT amount_pusd FROM reservations WHERE pid = 0 AND host = 'batch'")
+            assert held > 0 and held == count(settings.db_path, "SELECT worst_pusd FROM batches")
+
+            async def loop(state: Any) -> None:
+                while (await status(state, "s1", bid)).data["state"] != "done":
+                    await run_once(state)
+                    await anyio.sleep(0.05)
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(loop, a)
+                    tg.start_soon(loop, b)
+            # A late, redundant collection pass changes nothing.
+            ref = store.PartRef(bid, 0, out.data["api_batches"][0], "ended", 9)
+            from offload.batches.collect import collect_part
+
+            await collect_part(b, ref)
+        results_calls = [r for r in emu.state.calls() if r.path.endswith("/results")]
+    db = settings.db_path
+    assert count(db, "SELECT COUNT(*) FROM attempts WHERE batch = 1") == 300
+    assert count(db, "SELECT COUNT(DISTINCT request_key) FROM attempts") == 300
+    assert count(db, "SELECT COUNT(*) FROM reservations") == 0
+    assert count(db, "SELECT SUM(cost_pusd) FROM attempts") == count(db, "SELECT SUM(cost_pusd) FROM batch_items")
+    assert len(results_calls) == 2  # one real collection (the lease kept the other out) + the redundant one
+
+
+async def test_submission_interrupted_before_the_api_answered_is_surfaced_not_resent(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    with running(batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        async with open_state(settings) as state:
+            from offload.ledger import budgets
+            from offload.metered import limits_of
+
+            # What a process killed mid-submit leaves behind: the batch saved, part 0 'submitting'.
+            res = await budgets.reserve(state.ledger, "s1", 10**9, limits_of(state.policy))
+            shared = Shared(model="claude-haiku-5-5", max_tokens=20, prefix="Tag ").to_json()
+            nb = store.NewBatch(
+                "b_cut", "s1", "default", "cheap", "claude-haiku-5-5", "claude-opus-5-5", 2, 10**9, 1, 2, shared
+            )
+            await store.create(
+                state.ledger, nb, [(0, 0, "a", "a", None, 5 * 10**8), (1, 0, "b", "b", None, 5 * 10**8)], [2], res.id
+            )
+            assert await store.begin_submit(state.ledger, "b_cut", 0)
+            # Later (the lease has run out), a collector notices.
+            await store.claim_due(state.ledger, now=w.utcnow() + timedelta(hours=1))
+            text = (await status(state, "s1", "b_cut")).text
+            assert "interrupted during submission" in text and "retry_failed='b_cut'" in text, text
+            assert count(settings.db_path, "SELECT amount_pusd FROM reservations") == 10**9  # still held
+            assert emu.state.calls("/v1/messages/batches") == []  # nothing was resent on a guess
+
+            again = await submit(state, "s1", SubmitArgs(retry_failed="b_cut"))
+            assert again.data["requests"] == 2
+            sent = [r.body for r in emu.state.calls("/v1/messages/batches") if r.method == "POST"]
+            assert [q["params"]["messages"][0]["content"][-1]["text"] for q in sent[0]["requests"]] == ["a", "b"]
