@@ -48,17 +48,24 @@ def plan(docs: Sequence[tuple[str | None, str]], max_tokens: int) -> list[list[P
     """
     if max_tokens < 1:
         raise ValueError("max_tokens must be positive")
-    total = sum(approx_tokens(text) for _, text in docs)
+    rough = sum(approx_tokens(text) for _, text in docs)
+    # Units well below a chunk's share, so packing can balance chunks; never above max_tokens.
+    unit_limit = max(1, min(max_tokens, math.ceil(rough / math.ceil(max(rough, 1) / max_tokens)) // 8))
+    units = [(label, _units(text, unit_limit)) for label, text in docs]
+    sizes = [approx_tokens(u) for _, us in units for u in us]
+    total = sum(sizes)
     if total == 0:
         return []
-    target = math.ceil(total / math.ceil(total / max_tokens))
+    # Greedy packing to capacity avg + largest unit needs at most ceil(total / max_tokens) chunks:
+    # every chunk but the last is filled past avg, so the remainder fits in the last one.
+    target = min(max_tokens, math.ceil(total / math.ceil(total / max_tokens)) + max(sizes))
     chunks: list[list[Piece]] = []
     current: list[Piece] = []
     size = 0
-    for label, text in docs:
+    for label, doc_units in units:
         first = True
         buf: list[str] = []
-        for unit in _units(text, target):
+        for unit in doc_units:
             n = approx_tokens(unit)
             if size + n > target and (current or buf):
                 if buf:
