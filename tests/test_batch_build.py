@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from offload.batches import build
@@ -93,3 +96,32 @@ def test_upper_bound_is_never_below_the_request_bytes() -> None:
     shared = Shared(model="m", max_tokens=5, system="ß" * 10, prefix="p")
     spec = Spec(label="l", body="é" * 7)
     assert build.input_upper_bound(shared, spec) >= 20 + 1 + 14
+
+
+def test_cmd_list_prints_open_batches_as_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import anyio
+
+    from offload.batches import cmd_list
+    from offload.ledger import Ledger, budgets
+    from offload.ledger import batches as store
+    from offload.settings import Settings, shipped
+
+    async def seed() -> None:
+        led = await Ledger.open(tmp_path / "l.db")
+        try:
+            hold = await budgets.reserve(led, "s", 7, budgets.BudgetLimits())
+            nb = store.NewBatch("b_list", "s", "p", "cheap", "claude-haiku-5-5", "claude-opus-5-5", 1, 7, 5, 9, "{}")
+            await store.create(led, nb, [(0, 0, "a", "a", None, 7)], [1], hold.id)
+        finally:
+            await led.close()
+
+    anyio.run(seed)
+    settings = Settings(policy_path=shipped("default.yaml"), db_path=tmp_path / "l.db", session_id="s", roots=())
+    assert cmd_list(settings) == 0
+    table = capsys.readouterr().out
+    assert "b_list" in table and "0/1" in table and "claude-haiku-5-5" in table
+    assert cmd_list(settings, as_json=True) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["id"] == "b_list" and row["typical_usd"] == "0.000000000005" and row["state"] == "open"
+    missing = Settings(policy_path=shipped("default.yaml"), db_path=tmp_path / "none.db", session_id="s", roots=())
+    assert cmd_list(missing) == 0 and "no batches yet" in capsys.readouterr().out
