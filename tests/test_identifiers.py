@@ -119,9 +119,7 @@ def test_nothing_missing_gives_an_empty_block() -> None:
 
 
 @given(st.text(max_size=400), st.lists(st.text(min_size=1, max_size=12), max_size=5))
-def test_every_identifier_is_present_in_its_own_input_and_restoring_all_keeps_them(
-    text: str, keep: list[str]
-) -> None:
+def test_every_identifier_is_present_in_its_own_input_and_restoring_all_keeps_them(text: str, keep: list[str]) -> None:
     items = extract(text, keep)
     assert all(i.text in text for i in items if i.kind != "keep")
     if not any(k.strip() for k in keep):

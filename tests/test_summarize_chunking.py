@@ -49,9 +49,7 @@ def test_an_overlong_line_is_cut_hard() -> None:
     st.lists(st.tuples(st.sampled_from([None, "f.txt", "g.md"]), st.text(max_size=3000)), max_size=4),
     st.integers(min_value=20, max_value=2000),
 )
-def test_plan_keeps_every_character_in_order_within_the_limit(
-    docs: list[tuple[str | None, str]], limit: int
-) -> None:
+def test_plan_keeps_every_character_in_order_within_the_limit(docs: list[tuple[str | None, str]], limit: int) -> None:
     chunks = plan(docs, limit)
     assert "".join(p.text for c in chunks for p in c) == "".join(t for _, t in docs)
     assert all(sum(approx_tokens(p.text) for p in c) <= limit + len(c) for c in chunks)

@@ -53,7 +53,9 @@ def paginated_api() -> str:
 
 
 def ci_log() -> str:
-    lines = [f"2025-03-01 10:{i // 60 % 60:02d}:{i % 60:02d} INFO tests/test_shop.py::test_{i} PASSED" for i in range(4000)]
+    lines = [
+        f"2025-03-01 10:{i // 60 % 60:02d}:{i % 60:02d} INFO tests/test_shop.py::test_{i} PASSED" for i in range(4000)
+    ]
     lines.insert(2500, "2025-03-01 10:41:40 ERROR tests/test_shop.py::test_checkout FAILED")
     lines.insert(2501, "E   AssertionError: expected status 200, got 503")
     lines.append("==== 1 failed, 4000 passed in 81.20s ====")
