@@ -92,14 +92,10 @@ async def open_state(settings: Settings, *, http: bool = False) -> AsyncIterator
 def build_server(settings: Settings, *, http: bool = False, **server_kwargs: Any) -> MCPServer[AppState]:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with open_state(settings, http=http) as state:
-            try:  # TEMP(integration): offload.batches is landing in a parallel change
-                from offload.batches import collector
-            except ImportError:
-                yield state
-                return
-            async with collector(state):
-                yield state
+        from offload.batches import collector
+
+        async with open_state(settings, http=http) as state, collector(state):
+            yield state
 
     from offload.tools import build_tools
 

@@ -60,13 +60,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    cmd = args.command
-    if cmd == "emulator":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        # The emulator owns its flags; argparse.REMAINDER would stop at the first option.
         from offload.emulator.cli import main as emulator_main
 
-        return emulator_main(list(args.rest))
-
+        return emulator_main(argv[1:])
+    args = _parser().parse_args(argv)
+    cmd = args.command
     from offload.errors import OffloadError
 
     try:

@@ -124,7 +124,7 @@ async def _rehearse(settings: Settings, out: Callable[[str], None]) -> int:
             out(f"{n}. {tool:<17} {what}\n   {describe(result)}   [cost ${cost}]")
         batch = await _wait_for_batch(client)
         if batch:
-            out(f"   batch collected: {batch}")
+            out(f"   batch: {batch}")
         status = await client.call_tool("budget_status", {})
         out("\nbudget_status:\n  " + _text(status).replace("\n", "\n  "))
     return failures
@@ -136,9 +136,8 @@ async def _wait_for_batch(client: Any, timeout_s: float = 20.0) -> str | None:
         result = await client.call_tool("batch_status", {})
         if result.is_error:
             return None
-        data = result.structured_content or {}
-        if not data.get("open"):
-            return _text(result).splitlines()[0] if _text(result) else "done"
+        if not (result.structured_content or {}).get("batches"):
+            return "every request settled at batch rates"
         await anyio.sleep(0.25)
     return "still running (the demo does not wait longer)"
 
