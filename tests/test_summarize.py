@@ -223,3 +223,32 @@ async def test_bad_input_says_what_to_send(
     assert empty.is_error and "send `text`" in str(empty.content[0].text)  # type: ignore[union-attr]
     assert refused.is_error and "outside the allowed roots" in str(refused.content[0].text)  # type: ignore[union-attr]
     assert message_calls(emulator) == []
+
+
+async def test_a_failed_chunk_call_surfaces_its_error_and_every_paid_call_stays_in_the_ledger(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    script = [
+        {"match": "Part 2 of", "error": {"status": 500, "type": "api_error", "message": "boom"}},
+        *SCRIPT,
+    ]
+    incident_files(tmp_path / "incident")
+    with running(script=script) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            result = await c.call_tool(
+                "summarize_context", {"paths": ["incident/*"], "focus": FOCUS, "keep": list(KEEP)}
+            )
+        answered = message_calls(emu)
+    assert result.is_error
+    msg = str(result.content[0].text)  # type: ignore[union-attr]
+    assert "Claude API error 500 api_error: boom" in msg
+    # Chunk 1 went alone, then 2 and 3 together: 2 failed (after the SDK's retries), 3 was paid for.
+    assert len(answered) == 2 and not any(MERGE_ASK in last_text(c) for c in answered)
+    ledger = rows(settings.db_path)
+    assert len(ledger) == 2 and all(r["cost_pusd"] > 0 for r in ledger)
+    conn = sqlite3.connect(settings.db_path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM reservations").fetchone() == (0,)
+    finally:
+        conn.close()

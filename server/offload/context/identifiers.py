@@ -65,8 +65,8 @@ _UNITS = (
     r"req/s|rps|qps|ops/s|tokens?|GHz|MHz|Gbps|Mbps|°C|°F|USD|EUR|GBP|k|M|x|%"
 )
 _NUMBER = re.compile(
-    r"(?<![\w.$])\$\d[\d,]*(?:\.\d+)?(?:\s?(?:[kKMB]|million|billion|thousand)\b)?"
-    rf"|(?<![\w.])\d[\d,]*(?:\.\d+)?\s?(?:{_UNITS})(?![\w/])"
+    r"(?<![\w.$])(?:\$\d[\d,]*(?:\.\d+)?(?:\s?(?:[kKMB]|million|billion|thousand)\b)?"
+    rf"|\d[\d,]*(?:\.\d+)?\s?(?:{_UNITS})(?![\w/]))"
 )
 _CONSTRAINT = re.compile(
     r"\b(?:must|mustn't|do not|don't|never|shall|decided|decision|constraint|requirement|required to|"
@@ -156,11 +156,17 @@ def _strip(s: str) -> str:
 
 
 def _constraints(text: str) -> list[str]:
+    # Search the whole text once and visit only the lines with a marker: on a large log that
+    # is a few lines, where splitting every line first would cost more than all other kinds.
     out: list[str] = []
-    for line in text.splitlines():
-        if not _CONSTRAINT.search(line):
-            continue
-        body = _BULLET.sub("", line).strip()
+    pos = 0
+    for m in _CONSTRAINT.finditer(text):
+        if m.start() < pos:
+            continue  # another marker on a line already taken
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.end())
+        pos = len(text) if end < 0 else end
+        body = _BULLET.sub("", text[start:pos]).strip()
         for sentence in _SENTENCE_END.split(body):
             sentence = sentence.strip()
             if _CONSTRAINT.search(sentence) and len(sentence) <= MAX_CONSTRAINT_CHARS:
@@ -176,6 +182,30 @@ def _words(s: str) -> set[str]:
     return {w for w in _WORD.findall(s.lower()) if len(w) >= 3 and w not in _STOP}
 
 
+class _Output:
+    """An output prepared once for many presence checks (inputs can yield 10^5 identifiers)."""
+
+    def __init__(self, output: str) -> None:
+        self.text = output
+        self.squashed = _squash(output)
+        self._sentences: list[set[str]] | None = None
+
+    @property
+    def sentences(self) -> list[set[str]]:
+        if self._sentences is None:
+            self._sentences = [_words(s) for s in re.split(r"(?<=[.!?;])\s+|\n", self.text)]
+        return self._sentences
+
+
+def _present(item: Identifier, out: _Output) -> bool:
+    if item.text in out.text or _squash(item.text) in out.squashed:
+        return True
+    if item.kind != "constraint":
+        return False
+    needed = _words(item.text)
+    return bool(needed) and any(needed <= words for words in out.sentences)
+
+
 def present(item: Identifier, output: str) -> bool:
     """Whether `output` still carries `item`.
 
@@ -183,19 +213,12 @@ def present(item: Identifier, output: str) -> bool:
     sentence of the output holds every significant word of it, so a faithful reordering passes
     while a dropped or weakened one ("must not" lost) does not.
     """
-    if item.text in output or _squash(item.text) in _squash(output):
-        return True
-    if item.kind != "constraint":
-        return False
-    needed = _words(item.text)
-    if not needed:
-        return False
-    sentences = re.split(r"(?<=[.!?;])\s+|\n", output)
-    return any(needed <= _words(s) for s in sentences)
+    return _present(item, _Output(output))
 
 
 def missing(items: Iterable[Identifier], output: str) -> list[Identifier]:
-    return [i for i in items if not present(i, output)]
+    out = _Output(output)
+    return [i for i in items if not _present(i, out)]
 
 
 @dataclass(frozen=True)
@@ -213,21 +236,23 @@ def restore(lost: Sequence[Identifier]) -> Restored:
     longer restored one (`app.py` in `src/app.py:3`) is not listed twice.
     """
     ordered = sorted(lost, key=lambda i: KINDS.index(i.kind))
-    longer = [i.text for i in ordered if i.kind != "keep"]
+    others = [i.text for i in ordered if i.kind != "keep"]
     chosen: list[Identifier] = []
-    chars = 0
-    omitted = 0
+    n_others = chars = omitted = 0
     for item in ordered:
+        if item.kind != "keep" and n_others >= MAX_RESTORED:
+            omitted += 1  # counted without the containment scans below: inputs can be huge
+            continue
         if any(item.text in c.text for c in chosen):
             continue
-        if item.kind != "keep" and any(item.text != t and item.text in t for t in longer):
-            continue  # the longer item that holds it is restored (or counted as omitted)
         if item.kind != "keep":
-            others = sum(1 for c in chosen if c.kind != "keep")
-            if others >= MAX_RESTORED or chars + len(item.text) > MAX_RESTORED_CHARS:
+            if any(item.text != t and item.text in t for t in others):
+                continue  # the longer item that holds it is restored (or counted as omitted)
+            if chars + len(item.text) > MAX_RESTORED_CHARS:
                 omitted += 1
                 continue
             chars += len(item.text)
+            n_others += 1
         chosen.append(item)
     if not chosen:
         return Restored("", (), omitted)

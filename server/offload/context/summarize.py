@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
+
 from offload import roots
 from offload.claude import Prompt
 from offload.context import chunking, identifiers
@@ -148,7 +150,7 @@ async def summarize_context(
     system = instructions(args.focus, args.keep)
     chunk_limit = max(MIN_CHUNK_TOKENS, MAX_CHUNK_TOKENS - approx_tokens(system))
     tier = pick_tier(state, "summarize", min(tokens_in, chunk_limit) + approx_tokens(system))
-    chunks = chunking.split(docs, chunk_limit)
+    chunks = await anyio.to_thread.run_sync(chunking.split, docs, chunk_limit)
     if len(chunks) > MAX_CHUNKS:
         raise InputError(
             f"the material is about {tokens_in:,} tokens, over {MAX_CHUNKS} chunks of {chunk_limit:,}; "
@@ -166,6 +168,44 @@ async def summarize_context(
 
     steps = n + (1 if n > 1 else 0)
     await progress(0, steps, f"summarizing {n} chunk(s) on {short_model(tier.model)}")
+    # Extraction is linear but takes seconds on megabytes: it runs in a worker thread while
+    # the model calls are in flight, so it neither blocks the event loop nor adds latency.
+    found: list[list[identifiers.Identifier]] = []
+
+    async def extract() -> None:
+        found.append(await anyio.to_thread.run_sync(identifiers.extract, source, args.keep))
+
+    failed: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(extract)
+        try:
+            summary, results, merged = await _model_calls(
+                state, session, tier, system, prompts, part_cap, args, progress
+            )
+        except Exception as exc:  # raised as itself below, not wrapped in an ExceptionGroup
+            failed.append(exc)
+    if failed:
+        raise failed[0]
+    restored = await anyio.to_thread.run_sync(lambda: identifiers.restore(identifiers.missing(found[0], summary)))
+    text = f"{summary}\n\n{restored.text}" if restored.text else summary
+    calls = [*results, *merged]
+    data = _data(tier, calls, n, tokens_in, approx_tokens(text), sum(1 for _ in merged), labels, restored)
+    return ToolOutput(f"{text}\n{_footer(tier, calls, n, tokens_in, approx_tokens(text), restored)}", data)
+
+
+async def _model_calls(
+    state: AppState,
+    session: str,
+    tier: Tier,
+    system: str,
+    prompts: list[Prompt],
+    part_cap: int,
+    args: SummarizeArgs,
+    progress: Progress,
+) -> tuple[str, list[Metered], list[Metered]]:
+    """(summary, chunk calls, merge calls): chunk summaries, then one merge when there are several."""
+    n = len(prompts)
+    steps = n + (1 if n > 1 else 0)
     results = await run_calls(
         state,
         session,
@@ -176,29 +216,21 @@ async def summarize_context(
         total_steps=steps,
         label="chunk",
     )
-    summary = results[0].completion.text.strip()
-    merged: list[Metered] = []
-    if n > 1:
-        merge = Prompt(prompt=merge_prompt([r.completion.text for r in results], args.target_tokens), system=system)
-        merged = await run_calls(
-            state,
-            session,
-            tool=TOOL,
-            tier=tier,
-            calls=[(merge, out_cap(args.target_tokens, tier.max_tokens))],
-            progress=progress,
-            done_before=n,
-            total_steps=steps,
-            label="merge",
-        )
-        summary = merged[0].completion.text.strip()
-
-    lost = identifiers.missing(identifiers.extract(source, args.keep), summary)
-    restored = identifiers.restore(lost)
-    text = f"{summary}\n\n{restored.text}" if restored.text else summary
-    calls = [*results, *merged]
-    data = _data(tier, calls, n, tokens_in, approx_tokens(text), sum(1 for _ in merged), labels, restored)
-    return ToolOutput(f"{text}\n{_footer(tier, calls, n, tokens_in, approx_tokens(text), restored)}", data)
+    if n == 1:
+        return results[0].completion.text.strip(), results, []
+    merge = Prompt(prompt=merge_prompt([r.completion.text for r in results], args.target_tokens), system=system)
+    merged = await run_calls(
+        state,
+        session,
+        tool=TOOL,
+        tier=tier,
+        calls=[(merge, out_cap(args.target_tokens, tier.max_tokens))],
+        progress=progress,
+        done_before=n,
+        total_steps=steps,
+        label="merge",
+    )
+    return merged[0].completion.text.strip(), results, merged
 
 
 def _k(tokens: int) -> str:
