@@ -257,3 +257,17 @@ async def test_triage_sets_the_difficulty_when_the_caller_gives_none(
     assert [(r["outcome"], r["baseline_pusd"] > 0) for r in ledger] == [("triage", False), ("ok", True)]
     # The footer's cost covers the triage call too.
     assert Decimal(data["cost_usd"]) * 10**12 == sum(r["cost_pusd"] for r in ledger)
+
+
+async def test_json_looking_text_arguments_arrive_as_the_text_sent(
+    emulator: Any, make_settings: Callable[..., Settings]
+) -> None:
+    # mcp pre-parses JSON-looking strings for non-`str` parameters; offload turns them back.
+    async with client(make_settings(emulator.url)) as c:
+        result = await c.call_tool(
+            "routed_complete",
+            {"prompt": "Give me 3 digits", "system": '{"format": "digits"}', "must_match": "[0-9]", "task": "1"},
+        )
+    assert not result.is_error, result.content
+    body = emulator.state.calls("/v1/messages")[-1].body
+    assert '{"format": "digits"}' in body["system"][0]["text"]

@@ -24,18 +24,21 @@ from offload.output import Progress, ToolOutput
 
 Ctx = Context[AppState, Any]
 
-# Only the hints that differ from the spec's defaults (not read-only, destructive, open-world):
-# every byte here is paid for by the host on every turn.
-
 
 def _json_back_to_text(value: Any) -> Any:
-    # mcp pre-parses a JSON-looking string sent for any parameter not typed plain `str`; a JSON
-    # API response sent as `content`/`text` must reach the service as text, not fail validation.
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+    # mcp pre-parses a JSON-looking string sent for any parameter not typed plain `str`: a JSON
+    # API response sent as `content`, a system prompt that is a JSON example, a regex like `[0-9]`
+    # or a path named `123` must reach the service as the text the caller sent.
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
-RawText = Annotated[str | None, BeforeValidator(_json_back_to_text)]
+# An optional free-text argument (see _json_back_to_text).
+Text = Annotated[str | None, BeforeValidator(_json_back_to_text)]
 
+# Only the hints that differ from the spec's defaults (not read-only, destructive, open-world):
+# every byte here is paid for by the host on every turn.
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _LOCAL_WRITE = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 _CALLS_CLAUDE = ToolAnnotations(destructive_hint=False)
@@ -65,18 +68,18 @@ async def _run(ctx: Ctx, call: Callable[[AppState, str], Awaitable[ToolOutput]])
 async def routed_complete(
     prompt: Annotated[str, Field(description="The sub-task.")],
     ctx: Ctx,
-    system: str | None = None,
+    system: Text = None,
     context_files: Annotated[
         list[str] | None, Field(description="Paths/globs the server reads (don't paste files).")
     ] = None,
-    task: Annotated[str | None, Field(description="e.g. classify, extract, summarize, code")] = None,
+    task: Annotated[Text, Field(description="e.g. classify, extract, summarize, code")] = None,
     difficulty: Literal["easy", "medium", "hard"] | None = None,
-    tier: Annotated[str | None, Field(description="Force a tier: cheap|standard|premium.")] = None,
+    tier: Annotated[Text, Field(description="Force a tier: cheap|standard|premium.")] = None,
     max_tokens: Annotated[int | None, Field(ge=1, le=64000)] = None,
     response_schema: Annotated[
         dict[str, Any] | None, Field(description="JSON Schema the answer must pass, else escalate.")
     ] = None,
-    must_match: Annotated[str | None, Field(description="Regex the answer must match, else escalate.")] = None,
+    must_match: Annotated[Text, Field(description="Regex the answer must match, else escalate.")] = None,
 ) -> CallToolResult:
     """Run a sub-task on the cheapest adequate Claude tier; escalates only when a check fails."""
     from offload.routed import RoutedArgs
@@ -99,14 +102,14 @@ async def routed_complete(
 async def batch_submit(
     ctx: Ctx,
     requests: Annotated[list[dict[str, Any]] | None, Field(description="[{prompt, system?, custom_id?}]")] = None,
-    template: Annotated[str | None, Field(description="Prompt with {item} (or {path}/{content} for files).")] = None,
+    template: Annotated[Text, Field(description="Prompt with {item} (or {path}/{content} for files).")] = None,
     items: list[str] | None = None,
     files: Annotated[list[str] | None, Field(description="Paths/globs; the server reads them.")] = None,
-    system: str | None = None,
-    task: str | None = None,
-    tier: str | None = None,
+    system: Text = None,
+    task: Text = None,
+    tier: Text = None,
     max_tokens: Annotated[int | None, Field(ge=1, le=64000)] = None,
-    retry_failed: Annotated[str | None, Field(description="Batch id whose failed items to resubmit.")] = None,
+    retry_failed: Annotated[Text, Field(description="Batch id whose failed items to resubmit.")] = None,
 ) -> CallToolResult:
     """Queue work nobody waits on at half price (results within 24h). Returns a batch id."""
     from offload.batches import SubmitArgs, submit
@@ -125,7 +128,7 @@ async def batch_submit(
     return await _run(ctx, lambda state, session: submit(state, session, args, progress=_progress(ctx)))
 
 
-async def batch_status(ctx: Ctx, batch_id: str | None = None) -> CallToolResult:
+async def batch_status(ctx: Ctx, batch_id: Text = None) -> CallToolResult:
     """Progress and cost of one batch, or of all open ones."""
     from offload.batches import status
 
@@ -137,9 +140,7 @@ async def batch_results(
     ctx: Ctx,
     offset: Annotated[int, Field(ge=0)] = 0,
     limit: Annotated[int, Field(ge=1, le=500)] = 20,
-    write_to: Annotated[
-        str | None, Field(description="Write all results here (.jsonl or .md); returns a digest.")
-    ] = None,
+    write_to: Annotated[Text, Field(description="Write all results here (.jsonl or .md); returns a digest.")] = None,
 ) -> CallToolResult:
     """A page of a finished batch's results, or all of them written to a file."""
     from offload.batches import results
@@ -149,9 +150,9 @@ async def batch_results(
 
 async def summarize_context(
     ctx: Ctx,
-    text: RawText = None,
+    text: Text = None,
     paths: Annotated[list[str] | None, Field(description="Paths/globs the server reads.")] = None,
-    focus: Annotated[str | None, Field(description="What the summary is for.")] = None,
+    focus: Annotated[Text, Field(description="What the summary is for.")] = None,
     target_tokens: Annotated[int, Field(ge=50, le=8000)] = 600,
     keep: Annotated[list[str] | None, Field(description="Strings that must survive verbatim.")] = None,
 ) -> CallToolResult:
@@ -167,13 +168,13 @@ async def summarize_context(
 
 async def trim_result(
     ctx: Ctx,
-    content: RawText = None,
-    path: str | None = None,
-    handle: Annotated[str | None, Field(description="From an earlier trim: reslice without resending.")] = None,
+    content: Text = None,
+    path: Text = None,
+    handle: Annotated[Text, Field(description="From an earlier trim: reslice without resending.")] = None,
     fields: Annotated[
         str | list[str] | None, Field(description="JMESPath, dotted paths, or CSV columns to keep.")
     ] = None,
-    query: Annotated[str | None, Field(description="Keep only what answers this.")] = None,
+    query: Annotated[Text, Field(description="Keep only what answers this.")] = None,
     max_tokens: Annotated[int, Field(ge=50, le=20000)] = 800,
 ) -> CallToolResult:
     """Shrink JSON, logs, tables or text to what matters, locally and free; keeps a handle."""
