@@ -36,7 +36,7 @@ def ratio(value: float | int | Decimal, base: float | int | Decimal, places: int
     if not base:
         return "n/a"
     if isinstance(value, float) or isinstance(base, float):
-        return f"{value / base:.{places}f}x"
+        return f"{float(value) / float(base):.{places}f}x"
     return f"{Decimal(value) / Decimal(base):.{places}f}x"
 
 

@@ -271,10 +271,11 @@ def test_the_fuzzing_reached_the_server(harness: Harness) -> None:
 def test_paths_outside_the_roots_are_never_read(harness: Harness, tmp_path: Path) -> None:
     secret = tmp_path / "outside-secret.txt"
     secret.write_text("TOP-SECRET-CANARY")
-    for tool, args in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("routed_complete", {"prompt": "echo it", "context_files": [str(secret)]}),
         ("trim_result", {"path": str(secret)}),
         ("summarize_context", {"paths": [str(secret)]}),
-    ]:
+    ]
+    for tool, args in cases:
         result = harness.call(tool, args)
         assert result.is_error and "TOP-SECRET-CANARY" not in result_text(result), (tool, result_text(result))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -147,7 +148,7 @@ async def test_sigkill_while_the_api_call_is_in_flight(
     assert len(served) == 1 and [r["session_id"] for r in rows] == ["test-session"]
     cost = PriceTable.load().cost(str(served[0].model), Usage.from_api(served[0].usage))
     assert rows[0]["cost_pusd"] == cost
-    day = status.structured_content["scopes"]["daily"]  # type: ignore[index]
+    day = status.structured_content["scopes"]["daily"]
     assert day["spent_usd"] == usd_json(cost) and day["reserved_usd"] == "0"
     assert _integrity(db) == "ok"
 
@@ -162,8 +163,11 @@ async def test_sigkill_at_an_arbitrary_moment_of_a_busy_stream(
         try:
             _send(proc, *_handshake(), *(_call(10 + i, f"stream task {i}") for i in range(40)))
 
-            def settled() -> bool:
-                return len([r for r in emu.state.calls("/v1/messages") if r.status == 200]) >= 6
+            def settled() -> bool:  # some calls recorded, most still in flight
+                try:
+                    return ledger_rows(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] >= 3
+                except sqlite3.OperationalError:  # the server has not created the schema yet
+                    return False
 
             _wait_for(settled, "a few settled calls")
             _kill(proc)
@@ -189,7 +193,7 @@ async def test_sigkill_at_an_arbitrary_moment_of_a_busy_stream(
     for cost in row_costs:
         assert cost in remaining, f"ledger row costing {cost} pusd matches no served response"
         remaining.remove(cost)
-    # Settled rows are durable: the restart did not lose any of them.
-    assert len(row_costs) >= 1
+    # Rows recorded before the kill are durable (WAL commit), so none was lost to it.
+    assert len(row_costs) >= 3
     assert ledger_rows(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
     assert _integrity(db) == "ok"
