@@ -271,3 +271,26 @@ async def test_json_looking_text_arguments_arrive_as_the_text_sent(
     assert not result.is_error, result.content
     body = emulator.state.calls("/v1/messages")[-1].body
     assert '{"format": "digits"}' in body["system"][0]["text"]
+
+
+async def test_budget_status_does_not_count_a_dead_process_hold_as_in_flight(
+    make_settings: Callable[..., Settings],
+) -> None:
+    import subprocess
+    import sys
+
+    from offload.ledger import Ledger, budgets
+
+    settings = make_settings(None)
+    ledger = await Ledger.open(settings.db_path)
+    await budgets.reserve(ledger, "test-session", 5 * 10**10, budgets.BudgetLimits())
+    await ledger.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    conn = sqlite3.connect(settings.db_path)
+    with conn:
+        conn.execute("UPDATE reservations SET pid = ?", (int(dead.stdout),))
+    conn.close()
+    async with client(settings) as c:
+        status = await c.call_tool("budget_status", {})
+    assert status.structured_content["scopes"]["daily"]["reserved_usd"] == "0"  # type: ignore[index]
+    assert "in flight" not in status.content[0].text  # type: ignore[union-attr]

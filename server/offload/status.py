@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from offload.ledger import reports
+from offload.ledger import budgets, reports
 from offload.metered import limits_of, short_model
 from offload.money import fmt_usd, usd_json
 from offload.output import ToolOutput
@@ -22,6 +22,7 @@ def _money(pusd: int | None) -> str | None:
 
 async def budget_status(state: AppState, session: str, scope: str = "all") -> ToolOutput:
     policy = state.policy
+    await budgets.expire(state.ledger)
     summary = await reports.summary(state.ledger, session, limits_of(policy), window=_WINDOW[scope])
     wanted = [s for s in summary.scopes if scope == "all" or s.scope == _SCOPE_OF[scope]]
 

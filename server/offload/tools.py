@@ -44,6 +44,17 @@ _LOCAL_WRITE = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 _CALLS_CLAUDE = ToolAnnotations(destructive_hint=False)
 
 
+MAX_ERROR_CHARS = 2_000
+
+
+def bounded(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error that echoes a huge argument back would cost the host its context window."""
+    if len(message) <= limit:
+        return message
+    head, tail = message[: limit * 3 // 4], message[-limit // 5 :]
+    return f"{head} …[{len(message) - len(head) - len(tail):,} chars cut]… {tail}"
+
+
 def _state(ctx: Ctx) -> AppState:
     return ctx.request_context.lifespan_context
 
@@ -61,7 +72,7 @@ async def _run(ctx: Ctx, call: Callable[[AppState, str], Awaitable[ToolOutput]])
         await state.refresh_policy()
         out = await call(state, state.session_for(ctx))
     except OffloadError as exc:
-        raise ToolError(str(exc)) from None
+        raise ToolError(bounded(str(exc))) from None
     return CallToolResult(content=[TextContent(type="text", text=out.text)], structured_content=out.data)
 
 

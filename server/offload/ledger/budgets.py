@@ -211,6 +211,12 @@ async def release(ledger: Ledger, reservation: Reservation) -> None:
         await conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
 
 
+async def expire(ledger: Ledger, now: datetime | None = None) -> None:
+    """Drop expired holds and holds of dead local processes, so reports don't show them in flight."""
+    async with ledger.write() as conn:
+        await _purge(conn, now or w.utcnow())
+
+
 async def headroom(ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None) -> Headroom:
     states = await scope_states(ledger.conn, session_id, limits, now or w.utcnow())
     by = {s.scope: s.remaining_pusd for s in states}
