@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +10,23 @@ import pytest
 
 from offload.emulator.testing import emulator  # noqa: F401  (fixture re-export)
 from offload.emulator.testing import running as start_emulator
+from offload.ledger import Ledger
 from offload.settings import Settings, shipped
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    """A real ledger file, migrated, closed after the test."""
+    led = await Ledger.open(tmp_path / "ledger.db")
+    try:
+        yield led
+    finally:
+        await led.close()
 
 
 @pytest.fixture

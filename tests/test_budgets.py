@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -19,20 +17,6 @@ from offload.pricing import Usage
 pytestmark = pytest.mark.anyio
 USD = 10**12
 CENT = 10**10
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    led = await Ledger.open(tmp_path / "ledger.db")
-    try:
-        yield led
-    finally:
-        await led.close()
 
 
 async def spend(ledger: Ledger, key: str, cost: int, at: datetime, session: str = "s1") -> None:

@@ -11,19 +11,10 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from helpers import CONTRACT_TOOLS
 from offload.app import build_server
 from offload.settings import Settings
 
-# DESIGN.md §3: names other code, docs and users' prompts rely on.
-CONTRACT_TOOLS = (
-    "routed_complete",
-    "batch_submit",
-    "batch_status",
-    "batch_results",
-    "summarize_context",
-    "trim_result",
-    "budget_status",
-)
 MAX_TOOLS_LIST_CHARS = 4_800  # ≈ 1,200 tokens at ~4 characters per token
 
 

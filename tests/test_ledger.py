@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,20 +21,6 @@ from offload.pricing import PriceTable, Usage
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    led = await Ledger.open(tmp_path / "ledger.db")
-    try:
-        yield led
-    finally:
-        await led.close()
 
 
 def attempt(key: str, cost: int, *, session: str = "s1", ts: datetime | None = NOW) -> Attempt:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from helpers import ledger_rows as rows
 from offload.app import build_server
 from offload.settings import Settings, shipped
 
@@ -31,15 +32,6 @@ def hand_cost(rates: dict[str, int], usage: dict[str, Any]) -> int:
         + (usage.get("cache_read_input_tokens") or 0) * rates["read"]
         + usage["output_tokens"] * rates["out"]
     )
-
-
-def rows(db: Path) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute("SELECT * FROM attempts ORDER BY id").fetchall()
-    finally:
-        conn.close()
 
 
 @asynccontextmanager

@@ -19,20 +19,13 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from helpers import CONTRACT_TOOLS, handshake
 from offload.settings import shipped
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 OFFLOAD = str(VENV_BIN / "offload")
-TOOLS = {
-    "routed_complete",
-    "batch_submit",
-    "batch_status",
-    "batch_results",
-    "summarize_context",
-    "trim_result",
-    "budget_status",
-}
+TOOLS = set(CONTRACT_TOOLS)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -91,20 +84,7 @@ def _read_messages(proc: subprocess.Popen[bytes], want_id: int, deadline_s: floa
 
 
 def test_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
-    requests = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "raw-test", "version": "0"},
-            },
-        },
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}},
-    ]
+    requests = [*handshake("raw-test"), {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}]
     proc = subprocess.Popen(
         [OFFLOAD, "serve"],
         stdin=subprocess.PIPE,

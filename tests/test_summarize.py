@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from helpers import ledger_rows as rows
 from offload.app import build_server
 from offload.money import usd_json
 from offload.settings import Settings, shipped
@@ -38,15 +39,6 @@ SCRIPT = [
     {"match": MERGE_ASK, "reply": "Checkout failed after the deploy; see services/checkout/handler.py. INC-2291."},
     {"match": CHUNK_ASK, "reply": "Part: checkout errors in services/checkout/handler.py after deploy."},
 ]
-
-
-def rows(db: Path) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute("SELECT * FROM attempts ORDER BY id").fetchall()
-    finally:
-        conn.close()
 
 
 def message_calls(emu: Any) -> list[Any]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -150,6 +151,14 @@ def _upstream(exc: anthropic.APIError) -> UpstreamError:
     return UpstreamError(f"Claude API client error: {type(exc).__name__}", kind=type(exc).__name__)
 
 
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    try:
+        yield
+    except anthropic.APIError as exc:
+        raise _upstream(exc) from None
+
+
 class ClaudeClient:
     """Async client for the calls offload makes. Construct through `ClaudeClient.from_settings`."""
 
@@ -191,40 +200,30 @@ class ClaudeClient:
 
     async def count_tokens(self, params: dict[str, Any]) -> int:
         body = {k: v for k, v in params.items() if k in ("model", "messages", "system", "tools")}
-        try:
+        with _mapped_errors():
             result = await self._client.messages.count_tokens(**body)
-        except anthropic.APIError as exc:
-            raise _upstream(exc) from None
         return int(result.input_tokens)
 
     async def batch_create(self, requests: list[dict[str, Any]]) -> BatchInfo:
-        try:
+        with _mapped_errors():
             batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
-        except anthropic.APIError as exc:
-            raise _upstream(exc) from None
         return _batch_info(batch)
 
     async def batch_retrieve(self, batch_id: str) -> BatchInfo:
-        try:
+        with _mapped_errors():
             batch = await self._client.messages.batches.retrieve(batch_id)
-        except anthropic.APIError as exc:
-            raise _upstream(exc) from None
         return _batch_info(batch)
 
     async def batch_cancel(self, batch_id: str) -> BatchInfo:
-        try:
+        with _mapped_errors():
             batch = await self._client.messages.batches.cancel(batch_id)
-        except anthropic.APIError as exc:
-            raise _upstream(exc) from None
         return _batch_info(batch)
 
     async def batch_results(self, batch_id: str) -> AsyncIterator[BatchItemResult]:
-        try:
+        with _mapped_errors():
             decoder = await self._client.messages.batches.results(batch_id)
             async for line in decoder:
                 yield _item_result(line)
-        except anthropic.APIError as exc:
-            raise _upstream(exc) from None
 
 
 def _batch_info(batch: Any) -> BatchInfo:

@@ -75,9 +75,7 @@ def test_results_order_is_seeded_not_request_order() -> None:
     assert first != [f"r{i}" for i in range(12)]
 
 
-def test_cancel_ends_with_remaining_requests_canceled(
-    emulator: EmulatorHandle, client: anthropic.Anthropic
-) -> None:
+def test_cancel_ends_with_remaining_requests_canceled(emulator: EmulatorHandle, client: anthropic.Anthropic) -> None:
     emulator.state.clock.freeze()
     batch = client.messages.batches.create(requests=[req(f"r{i}", "q") for i in range(4)])  # type: ignore[list-item]
     emulator.state.clock.advance(0.11)  # batch_delay_s is 0.2: 2 of 4 requests are done
@@ -142,9 +140,7 @@ def test_malformed_batch_is_400(client: anthropic.Anthropic) -> None:
 
 @pytest.mark.anyio
 async def test_async_client_end_to_end(emulator: EmulatorHandle, aclient: anthropic.AsyncAnthropic) -> None:
-    msg = await aclient.messages.create(
-        model=HAIKU, max_tokens=20, messages=[{"role": "user", "content": "hi"}]
-    )
+    msg = await aclient.messages.create(model=HAIKU, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
     assert msg.usage.output_tokens > 0
     emulator.state.faults.force(529)
     count = await aclient.messages.count_tokens(model=HAIKU, messages=[{"role": "user", "content": "hi"}])

@@ -150,9 +150,7 @@ _ttls = st.sampled_from([None, "1h", "5m"])
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(_texts, _ttls, _texts, _ttls), min_size=1, max_size=6), st.integers(0, 400))
-def test_usage_always_adds_up_to_count_tokens(
-    calls: list[tuple[str, str | None, str, str | None]], step: int
-) -> None:
+def test_usage_always_adds_up_to_count_tokens(calls: list[tuple[str, str | None, str, str | None]], step: int) -> None:
     state = EmulatorState(EmulatorConfig())
     for sys_text, sys_ttl, user_text, user_ttl in calls:
         if sys_ttl == "5m" and user_ttl == "1h":
@@ -175,8 +173,7 @@ def test_usage_always_adds_up_to_count_tokens(
         total = parse_count({k: v for k, v in body.items() if k != "max_tokens"}).total_tokens
         parts = u["cache_creation"]
         assert (
-            u["cache_creation_input_tokens"]
-            == parts["ephemeral_5m_input_tokens"] + parts["ephemeral_1h_input_tokens"]
+            u["cache_creation_input_tokens"] == parts["ephemeral_5m_input_tokens"] + parts["ephemeral_1h_input_tokens"]
         )
         assert u["input_tokens"] + u["cache_creation_input_tokens"] + u["cache_read_input_tokens"] == total
         state.clock.advance(step)

@@ -93,9 +93,7 @@ def test_malformed_requests_are_400(client: anthropic.Anthropic, extra: dict, ex
 
 def test_missing_max_tokens_is_400(client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError, match="max_tokens: Field required"):
-        client.post(
-            "/v1/messages", body={"model": HAIKU, "messages": user("x")}, cast_to=anthropic.types.Message
-        )
+        client.post("/v1/messages", body={"model": HAIKU, "messages": user("x")}, cast_to=anthropic.types.Message)
 
 
 def test_no_key_is_401(emulator: EmulatorHandle) -> None:

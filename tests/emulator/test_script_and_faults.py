@@ -29,9 +29,7 @@ SCRIPT = """
 """
 
 
-def ask(
-    c: anthropic.Anthropic, text: str, model: str = HAIKU, max_tokens: int = 100
-) -> anthropic.types.Message:
+def ask(c: anthropic.Anthropic, text: str, model: str = HAIKU, max_tokens: int = 100) -> anthropic.types.Message:
     return c.messages.create(model=model, max_tokens=max_tokens, messages=[{"role": "user", "content": text}])
 
 
@@ -95,9 +93,7 @@ def test_429_carries_retry_after(emulator: EmulatorHandle) -> None:
     assert headers["request-id"] == info.value.request_id
 
 
-def test_drop_is_a_connection_error_and_is_retried(
-    emulator: EmulatorHandle, client: anthropic.Anthropic
-) -> None:
+def test_drop_is_a_connection_error_and_is_retried(emulator: EmulatorHandle, client: anthropic.Anthropic) -> None:
     emulator.state.faults.force("drop")
     assert ask(client, "hello").stop_reason == "end_turn"
     calls = emulator.state.calls("/v1/messages")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from helpers import handshake
 from offload.app import build_server
 from offload.money import usd_json
 from offload.pricing import PriceTable, Usage
@@ -58,22 +59,6 @@ def _send(proc: subprocess.Popen[bytes], *messages: dict[str, Any]) -> None:
     assert proc.stdin is not None
     proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
     proc.stdin.flush()
-
-
-def _handshake() -> list[dict[str, Any]]:
-    return [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "kill-test", "version": "0"},
-            },
-        },
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-    ]
 
 
 def _call(rid: int, prompt: str) -> dict[str, Any]:
@@ -120,7 +105,7 @@ async def test_sigkill_while_the_api_call_is_in_flight(
     with running(faults="latency=5s") as emu:
         proc = _start_server(tmp_path, emu.url, "doomed")
         try:
-            _send(proc, *_handshake(), _call(2, "a slow sub-task"))
+            _send(proc, *handshake("kill-test"), _call(2, "a slow sub-task"))
             _wait_for(lambda: bool(emu.state.calls("/v1/messages")), "the server's API request")
             held = ledger_rows(db, "SELECT pid, session_id, amount_pusd FROM reservations")
             _kill(proc)
@@ -161,7 +146,7 @@ async def test_sigkill_at_an_arbitrary_moment_of_a_busy_stream(
     with running(faults="latency=20-200ms", seed=7) as emu:
         proc = _start_server(tmp_path, emu.url, "busy")
         try:
-            _send(proc, *_handshake(), *(_call(10 + i, f"stream task {i}") for i in range(40)))
+            _send(proc, *handshake("kill-test"), *(_call(10 + i, f"stream task {i}") for i in range(40)))
 
             def settled() -> bool:  # some calls recorded, most still in flight
                 try:

@@ -39,6 +39,21 @@ def _pct(part: int, whole: int) -> Decimal:
     return (Decimal(part) * 100 / Decimal(whole)).quantize(Decimal("0.1"))
 
 
+class _Savings:
+    """Savings against the baseline model, for any figures that carry both costs."""
+
+    cost_pusd: int
+    baseline_pusd: int
+
+    @property
+    def saved_pusd(self) -> int:
+        return self.baseline_pusd - self.cost_pusd
+
+    @property
+    def saved_pct(self) -> Decimal:
+        return _pct(self.saved_pusd, self.baseline_pusd)
+
+
 @dataclass(frozen=True)
 class ModelSpend:
     model: str
@@ -47,7 +62,7 @@ class ModelSpend:
 
 
 @dataclass(frozen=True)
-class BudgetSummary:
+class BudgetSummary(_Savings):
     scopes: list[ScopeState]  # session, daily, monthly: spent / reserved / limit / remaining
     window: str  # which attempts the figures below cover: session | day | month
     cost_pusd: int
@@ -57,14 +72,6 @@ class BudgetSummary:
     prompt_tokens: int
     top_models: list[ModelSpend]
     pending_batches: int
-
-    @property
-    def saved_pusd(self) -> int:
-        return self.baseline_pusd - self.cost_pusd
-
-    @property
-    def saved_pct(self) -> Decimal:
-        return _pct(self.saved_pusd, self.baseline_pusd)
 
     @property
     def cache_hit_pct(self) -> Decimal:
@@ -125,7 +132,7 @@ async def summary(
 
 
 @dataclass(frozen=True)
-class SpendRow:
+class SpendRow(_Savings):
     key: str
     calls: int
     input_tokens: int
@@ -133,14 +140,6 @@ class SpendRow:
     cache_read: int
     cost_pusd: int
     baseline_pusd: int
-
-    @property
-    def saved_pusd(self) -> int:
-        return self.baseline_pusd - self.cost_pusd
-
-    @property
-    def saved_pct(self) -> Decimal:
-        return _pct(self.saved_pusd, self.baseline_pusd)
 
     def to_json(self) -> dict[str, object]:
         return {
