@@ -248,9 +248,7 @@ class Front:
             if decision.kind == "drop":
                 await self._drop(send, send_with_id)
                 return
-            await _error_response(self._fault_error(decision), record.request_id)(
-                scope, receive, send_with_id
-            )
+            await _error_response(self._fault_error(decision), record.request_id)(scope, receive, send_with_id)
             return
         await self.app(scope, receive, send_with_id)
 
@@ -273,9 +271,7 @@ class Front:
         limit = cfg.max_batch_body if path.startswith("/v1/messages/batches") else cfg.max_message_body
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            return ApiError(
-                413, "request_too_large", f"Request exceeds the maximum allowed size of {limit} bytes"
-            )
+            return ApiError(413, "request_too_large", f"Request exceeds the maximum allowed size of {limit} bytes")
         return None
 
     def _fault_error(self, decision: Decision) -> ApiError:
@@ -292,7 +288,5 @@ class Front:
             cycle.disconnected = True  # type: ignore[union-attr]
             return
         # Other servers: start a response and stop mid-way; clients see a broken response.
-        await fallback(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
-        )
+        await fallback({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
         raise ConnectionAbortedError("emulated dropped connection")

@@ -158,11 +158,7 @@ class BatchStore:
         results = []
         for i, (custom_id, params) in enumerate(batch.requests):
             done_at = batch.finish_time(i)
-            if (
-                batch.cancel_at is not None
-                and batch.cancel_at < done_at
-                and batch.cancel_at < batch.expires_at
-            ):
+            if batch.cancel_at is not None and batch.cancel_at < done_at and batch.cancel_at < batch.expires_at:
                 result: dict[str, Any] = {"type": "canceled"}
             elif done_at > batch.expires_at:
                 result = {"type": "expired"}
@@ -201,9 +197,7 @@ class BatchStore:
             "ended_at": rfc3339(batch.ended_at),
             "cancel_initiated_at": rfc3339(batch.cancel_at),
             "archived_at": None,
-            "results_url": f"{base_url.rstrip('/')}/v1/messages/batches/{batch.id}/results"
-            if ended
-            else None,
+            "results_url": f"{base_url.rstrip('/')}/v1/messages/batches/{batch.id}/results" if ended else None,
         }
 
 

@@ -83,6 +83,4 @@ class PromptCache:
                 written[bp.ttl] += bp.prefix_tokens - boundary
                 boundary = bp.prefix_tokens
                 self._entries[bp.key] = CacheEntry(bp.prefix_tokens, bp.ttl, now + TTL_SECONDS[bp.ttl])
-        return CacheOutcome(
-            input_tokens=total - boundary, read=read, write_5m=written["5m"], write_1h=written["1h"]
-        )
+        return CacheOutcome(input_tokens=total - boundary, read=read, write_5m=written["5m"], write_1h=written["1h"])

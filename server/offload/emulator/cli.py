@@ -17,9 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8787)
     p.add_argument("--script", metavar="FILE", help="YAML reply script")
-    p.add_argument(
-        "--faults", metavar="SPEC", help="e.g. 429=0.1,529=0.05,500=0.05,drop=0.02,latency=20-80ms"
-    )
+    p.add_argument("--faults", metavar="SPEC", help="e.g. 429=0.1,529=0.05,500=0.05,drop=0.02,latency=20-80ms")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-delay", type=float, default=1.0, metavar="SECONDS")
     p.add_argument("--api-key", help="accept only this key (default: any non-empty key)")

@@ -64,9 +64,7 @@ class FaultSpec:
             try:
                 prob = float(value)
             except ValueError:
-                raise FaultSpecError(
-                    f"fault spec item {raw.strip()!r}: probability must be a number"
-                ) from None
+                raise FaultSpecError(f"fault spec item {raw.strip()!r}: probability must be a number") from None
             if not 0.0 <= prob <= 1.0:
                 raise FaultSpecError(f"fault spec item {raw.strip()!r}: probability must be in [0, 1]")
             rates = [(k, p) for k, p in rates if k != key] + [(key, prob)]

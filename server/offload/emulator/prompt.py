@@ -106,9 +106,7 @@ def parse_create(body: object) -> Prompt:
             f"output tokens for {prompt.model.id}"
         )
     stops = prompt.body.get("stop_sequences")
-    if stops is not None and (
-        not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops)
-    ):
+    if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops)):
         raise ApiError.invalid("stop_sequences: Input should be a list of non-empty strings")
     return prompt
 
@@ -122,9 +120,7 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
         raise ApiError.invalid("request body must be a JSON object")
     for name in REMOVED_FIELDS:
         if name in body:
-            raise ApiError.invalid(
-                f"{name}: this parameter is not supported in API version {API_VERSION}; remove it"
-            )
+            raise ApiError.invalid(f"{name}: this parameter is not supported in API version {API_VERSION}; remove it")
     for name in body:
         if name not in allowed:
             raise ApiError.invalid(f"{name}: Extra inputs are not permitted")
@@ -223,9 +219,7 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
         items[idx].ttl = ttl
     prompt.breakpoints = _breakpoints(model.id, items)
     if prompt.total_tokens > model.max_input_tokens:
-        raise ApiError.invalid(
-            f"prompt is too long: {prompt.total_tokens} tokens > {model.max_input_tokens} maximum"
-        )
+        raise ApiError.invalid(f"prompt is too long: {prompt.total_tokens} tokens > {model.max_input_tokens} maximum")
     return prompt
 
 

@@ -170,9 +170,7 @@ def default_text(model: str, prompt_text: str) -> str:
     return f"Emulated answer ({model}): {digest} {echo}".rstrip()
 
 
-def make_reply(
-    rule: Rule | None, model: str, prompt_text: str, max_tokens: int, stop_sequences: list[str]
-) -> Reply:
+def make_reply(rule: Rule | None, model: str, prompt_text: str, max_tokens: int, stop_sequences: list[str]) -> Reply:
     text = rule.reply if rule is not None and rule.reply is not None else default_text(model, prompt_text)
     stop_reason = rule.stop_reason if rule is not None and rule.stop_reason else "end_turn"
     stop_sequence: str | None = None

@@ -63,9 +63,7 @@ def serve_in_thread(config: EmulatorConfig | None = None) -> Iterator[EmulatorHa
     sock = _bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(_uvicorn_config(state))
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="offload-emulator", daemon=True
-    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="offload-emulator", daemon=True)
     thread.start()
     try:
         while not server.started:

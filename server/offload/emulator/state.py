@@ -63,9 +63,7 @@ class EmulatorState:
     def calls(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
         with self._lock:
             return [
-                r
-                for r in self.requests
-                if (path is None or r.path == path) and (method is None or r.method == method)
+                r for r in self.requests if (path is None or r.path == path) and (method is None or r.method == method)
             ]
 
     # -- internals --------------------------------------------------------------------
