@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from offload.emulator.testing import emulator  # noqa: F401  (fixture re-export)
 from offload.emulator.testing import running as start_emulator
 from offload.ledger import Ledger
 from offload.settings import Settings, shipped
+
+# CI must judge the code, not the draw: there, hypothesis replays the same examples every run.
+# Locally every run explores new ones (and the database replays what failed before).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -170,3 +170,10 @@ def test_read_many_limits(tree: tuple[Path, Path]) -> None:
         read_many(["src/**/*.py"], _settings((root,), max_total_bytes=10))
     with pytest.raises(PathRefusedError, match="OFFLOAD_MAX_FILE_BYTES"):
         read_many(["src/**/*.py"], _settings((root,), max_file_bytes=5))
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "a" * 5000, "d/" + "b" * 300 + "/*.py"])
+def test_names_the_file_system_cannot_hold_are_refused_clearly(tmp_path: Path, name: str) -> None:
+    # Found by the tool fuzzer: an over-long name raised a bare OSError (ENAMETOOLONG).
+    with pytest.raises(PathRefusedError, match="send"):
+        resolve([name], [tmp_path])

@@ -61,36 +61,47 @@ def resolve(patterns: Sequence[str], roots: Sequence[Path], *, max_files: int = 
             raise PathRefusedError("an empty path was given; send a file path or a glob such as 'logs/*.log'")
         if "\x00" in pattern:  # the OS rejects NUL in paths with a ValueError, which would crash the tool
             raise PathRefusedError(f"path {pattern[:80]!r} contains a NUL character; send a plain file path or glob")
-        base = Path(pattern).expanduser()
-        if not base.is_absolute():
-            base = Path(roots[0]).expanduser() / base
-        if glob.has_magic(str(base)):
-            matches = _glob_files(str(base), limit=max_files + 1)
-            if not matches:
-                raise PathRefusedError(
-                    f"the glob {pattern!r} matched no files under {_fmt_roots(real_roots)}; "
-                    "check the pattern (use '**/' to search subdirectories) or send exact paths"
-                )
-        else:
-            matches = [base]
-        for match in matches:
-            real = match.resolve()
-            _check_inside(str(match), real, real_roots)
-            if not real.exists():
-                raise PathRefusedError(f"no such file: {match}; send an existing path inside {_fmt_roots(real_roots)}")
-            if real.is_dir():
-                raise PathRefusedError(
-                    f"{match} is a directory; send files, e.g. the glob '{match}/**/*.py' or '{match}/*'"
-                )
-            if real not in seen:
-                seen.add(real)
-                found.append(real)
-            if len(found) > max_files:
-                raise PathRefusedError(
-                    f"the paths {list(patterns)!r} match more than {max_files} files; "
-                    "narrow the glob (e.g. a subdirectory or a file extension) or send fewer paths"
-                )
+        try:
+            matches = _matches(pattern, roots, real_roots, max_files)
+            for match in matches:
+                real = match.resolve()
+                _check_inside(str(match), real, real_roots)
+                if not real.exists():
+                    raise PathRefusedError(
+                        f"no such file: {match}; send an existing path inside {_fmt_roots(real_roots)}"
+                    )
+                if real.is_dir():
+                    raise PathRefusedError(
+                        f"{match} is a directory; send files, e.g. the glob '{match}/**/*.py' or '{match}/*'"
+                    )
+                if real not in seen:
+                    seen.add(real)
+                    found.append(real)
+                if len(found) > max_files:
+                    raise PathRefusedError(
+                        f"the paths match more than {max_files} files; "
+                        "narrow the glob (e.g. a subdirectory or a file extension) or send fewer paths"
+                    )
+        except OSError as exc:  # e.g. a name longer than the file system allows, a loop of links
+            raise PathRefusedError(
+                f"cannot use path {pattern[:80]!r}: {exc.strerror or exc}; send a plain file path or glob"
+            ) from None
     return found
+
+
+def _matches(pattern: str, roots: Sequence[Path], real_roots: Sequence[Path], max_files: int) -> list[Path]:
+    base = Path(pattern).expanduser()
+    if not base.is_absolute():
+        base = Path(roots[0]).expanduser() / base
+    if not glob.has_magic(str(base)):
+        return [base]
+    matches = _glob_files(str(base), limit=max_files + 1)
+    if not matches:
+        raise PathRefusedError(
+            f"the glob {pattern[:200]!r} matched no files under {_fmt_roots(real_roots)}; "
+            "check the pattern (use '**/' to search subdirectories) or send exact paths"
+        )
+    return matches
 
 
 def _glob_files(pattern: str, *, limit: int) -> list[Path]:
