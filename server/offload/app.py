@@ -86,7 +86,17 @@ async def open_state(settings: Settings, *, http: bool = False) -> AsyncIterator
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies, http=http)
         stack.push_async_callback(state.aclose)
         await state.note_policy()
+        await _apply_retention(ledger)
         yield state
+
+
+async def _apply_retention(ledger: Ledger) -> None:
+    """Forget stored payloads past their use: trim originals after a week unused, batch prompts
+    and answers 29 days after settling (as the API does). Spend rows are never deleted."""
+    from offload.ledger import batches, handles
+
+    await handles.prune(ledger)
+    await batches.forget_payloads(ledger)
 
 
 def build_server(settings: Settings, *, http: bool = False, **server_kwargs: Any) -> MCPServer[AppState]:

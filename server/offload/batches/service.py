@@ -110,6 +110,11 @@ async def _retry_specs(state: AppState, batch_id: str) -> tuple[Shared, list[Spe
     row = await store.batch_row(conn, batch_id)
     if row is None:
         raise InputError(f"retry_failed={batch_id!r}: no such batch; see batch_status for batch ids")
+    if str(row["shared"]) == "{}":
+        raise InputError(
+            f"batch {batch_id} settled more than {store.PAYLOAD_DAYS} days ago and its prompts were forgotten; "
+            "submit the work again with batch_submit"
+        )
     open_parts = [p for p in await store.parts(conn, batch_id) if p["state"] in ("pending", "in_progress", "ended")]
     if open_parts:
         raise InputError(

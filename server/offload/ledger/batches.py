@@ -472,3 +472,28 @@ async def retry_items(conn: aiosqlite.Connection, batch_id: str) -> list[aiosqli
             )
         ).fetchall()
     )
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+# The API keeps results for 29 days; so do we, then only counts and costs stay (the ledger's
+# attempt rows are never touched: spend history is forever).
+PAYLOAD_DAYS = 29
+
+
+async def forget_payloads(ledger: Ledger, older_than_days: int = PAYLOAD_DAYS, *, now: datetime | None = None) -> int:
+    """Blank the prompts and answers of batches settled more than `older_than_days` ago."""
+    cutoff = w.iso((now or w.utcnow()) - timedelta(days=older_than_days))
+    async with ledger.write() as conn:
+        cur = await conn.execute(
+            "UPDATE batch_items SET label = 'item ' || idx, body = '', system = NULL, text = NULL"
+            " WHERE batch_id IN (SELECT id FROM batches WHERE state = 'done' AND settled_at < ?)"
+            " AND (body != '' OR text IS NOT NULL)",
+            (cutoff,),
+        )
+        changed = cur.rowcount
+        await cur.close()
+        await conn.execute(
+            "UPDATE batches SET shared = '{}' WHERE state = 'done' AND settled_at < ? AND shared != '{}'", (cutoff,)
+        )
+    return max(changed, 0)

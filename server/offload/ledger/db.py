@@ -56,6 +56,8 @@ class Ledger:
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
+            # Forgotten payloads (retention) are zeroed in place, not left readable in free pages.
+            await conn.execute("PRAGMA secure_delete = FAST")
             ledger = cls(conn, path)
             await ledger._migrate()
         except BaseException:
