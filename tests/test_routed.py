@@ -286,3 +286,21 @@ async def test_budget_status_does_not_count_a_dead_process_hold_as_in_flight(
         status = await c.call_tool("budget_status", {})
     assert status.structured_content["scopes"]["daily"]["reserved_usd"] == "0"  # type: ignore[index]
     assert "in flight" not in status.content[0].text  # type: ignore[union-attr]
+
+
+async def test_past_warn_at_every_spending_tool_says_so(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    policy = tmp_path / "warn.yaml"
+    _policy(policy, "cheap", session_usd="0.01", warn_at="[0.001]")
+    settings = make_settings(emulator.url, policy_path=policy)
+    (tmp_path / "notes.md").write_text("\n\n".join(f"Paragraph {n}: the deploy took 40 s." for n in range(400)))
+    async with client(settings) as c:
+        routed = await c.call_tool("routed_complete", {"prompt": "Label: 'refund please'", "task": "classify"})
+        summary = await c.call_tool("summarize_context", {"paths": ["notes.md"], "target_tokens": 100})
+        local = await c.call_tool("trim_result", {"content": "a\n" * 50})
+    assert "session budget" in routed.content[0].text.splitlines()[-1]  # type: ignore[union-attr]
+    assert not summary.is_error, summary.content
+    assert "[budget: session budget" in summary.content[0].text  # type: ignore[union-attr]
+    assert summary.structured_content["budget_warnings"]  # type: ignore[index]
+    assert "budget" not in local.content[0].text  # type: ignore[union-attr]

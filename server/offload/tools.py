@@ -66,14 +66,31 @@ def _progress(ctx: Ctx) -> Progress:
     return report
 
 
-async def _run(ctx: Ctx, call: Callable[[AppState, str], Awaitable[ToolOutput]]) -> CallToolResult:
+async def _run(
+    ctx: Ctx, call: Callable[[AppState, str], Awaitable[ToolOutput]], *, spends: bool = False
+) -> CallToolResult:
     state = _state(ctx)
     try:
         await state.refresh_policy()
-        out = await call(state, state.session_for(ctx))
+        session = state.session_for(ctx)
+        out = await call(state, session)
+        if spends:
+            out = await _with_budget_warnings(state, session, out)
     except OffloadError as exc:
         raise ToolError(bounded(str(exc))) from None
     return CallToolResult(content=[TextContent(type="text", text=out.text)], structured_content=out.data)
+
+
+async def _with_budget_warnings(state: AppState, session: str, out: ToolOutput) -> ToolOutput:
+    """Past a `warn_at` threshold, every tool that spent money says so in its last line."""
+    from offload.metered import budget_warnings
+
+    if out.data.get("cost_usd") == "0":  # answered locally: nothing new to warn about
+        return out
+    warnings = await budget_warnings(state, session)
+    if not warnings:
+        return out
+    return ToolOutput(f"{out.text}\n[budget: {'; '.join(warnings)}]", {**out.data, "budget_warnings": warnings})
 
 
 async def routed_complete(
@@ -136,7 +153,7 @@ async def batch_submit(
         max_tokens=max_tokens,
         retry_failed=retry_failed,
     )
-    return await _run(ctx, lambda state, session: submit(state, session, args, progress=_progress(ctx)))
+    return await _run(ctx, lambda state, session: submit(state, session, args, progress=_progress(ctx)), spends=True)
 
 
 async def batch_status(ctx: Ctx, batch_id: Text = None) -> CallToolResult:
@@ -174,7 +191,7 @@ async def summarize_context(
     args = SummarizeArgs(
         text=text, paths=tuple(paths or ()), focus=focus, target_tokens=target_tokens, keep=tuple(keep or ())
     )
-    return await _run(ctx, lambda state, session: service(state, session, args, progress=_progress(ctx)))
+    return await _run(ctx, lambda state, session: service(state, session, args, progress=_progress(ctx)), spends=True)
 
 
 async def trim_result(
@@ -193,7 +210,7 @@ async def trim_result(
     from offload.context.service import trim_result as service
 
     args = TrimArgs(content=content, path=path, handle=handle, fields=fields, query=query, max_tokens=max_tokens)
-    return await _run(ctx, lambda state, session: service(state, session, args))
+    return await _run(ctx, lambda state, session: service(state, session, args), spends=True)
 
 
 async def budget_status(ctx: Ctx, scope: Literal["session", "day", "month", "all"] = "all") -> CallToolResult:
