@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 
 from offload.emulator import EmulatorConfig, serve_in_thread
+from offload.metered import short_model
+from offload.money import fmt_usd, usd_to_pusd
 from offload.settings import Settings, shipped
 
 # The cheap tier "forgets" the JSON format for the invoice; the standard tier gets it right.
@@ -52,10 +54,6 @@ def _files(root: Path) -> None:
 
 def _text(result: Any) -> str:
     return "".join(getattr(b, "text", "") for b in result.content)
-
-
-def _last_line(result: Any) -> str:
-    return _text(result).strip().splitlines()[-1]
 
 
 async def _rehearse(settings: Settings, out: Callable[[str], None]) -> int:
@@ -103,13 +101,20 @@ async def _rehearse(settings: Settings, out: Callable[[str], None]) -> int:
             "summarize_context",
             "summarize incident notes on the cheap tier",
             {"paths": ["incident.md"], "target_tokens": 120, "keep": ["2026.11.3"]},
-            lambda r: _last_line(r)[:70],
+            lambda r: (
+                f"{r.structured_content['tokens_in']:,} → {r.structured_content['tokens_out']:,} tokens "
+                f"in {r.structured_content['calls']} call(s), {len(r.structured_content['kept_verbatim'])} "
+                "identifiers restored verbatim"
+            ),
         ),
         (
             "batch_submit",
             "queue 20 items at the 50% batch rate",
             {"template": "Tag this product name with a category: {item}", "items": [f"item {n}" for n in range(20)]},
-            lambda r: _last_line(r)[:70],
+            lambda r: (
+                f"{r.structured_content['requests']} requests on {short_model(r.structured_content['model'])}, "
+                f"~{_usd(r.structured_content['sync_cost_usd'])} one by one"
+            ),
         ),
     ]
     failures = 0
@@ -120,26 +125,38 @@ async def _rehearse(settings: Settings, out: Callable[[str], None]) -> int:
                 failures += 1
                 out(f"{n}. {tool:<17} {what}\n   ERROR: {_text(result)}")
                 continue
-            cost = (result.structured_content or {}).get("cost_usd", "0")
-            out(f"{n}. {tool:<17} {what}\n   {describe(result)}   [cost ${cost}]")
-        batch = await _wait_for_batch(client)
-        if batch:
-            out(f"   batch: {batch}")
+            data = result.structured_content or {}
+            if "estimated_cost_usd" in data:  # a batch is paid as its requests settle, not when queued
+                cost = f"estimate {_usd(data['estimated_cost_usd'])}"
+            elif data.get("cost_usd", "0") == "0":
+                cost = "free: no API call"
+            else:
+                cost = f"cost {_usd(data['cost_usd'])}"
+            out(f"{n}. {tool:<17} {what}\n   {describe(result)}   [{cost}]")
+            if "batch_id" in data:
+                out(f"   batch: {await _wait_for_batch(client, data['batch_id'])}")
         status = await client.call_tool("budget_status", {})
         out("\nbudget_status:\n  " + _text(status).replace("\n", "\n  "))
     return failures
 
 
-async def _wait_for_batch(client: Any, timeout_s: float = 20.0) -> str | None:
+async def _wait_for_batch(client: Any, batch_id: str, timeout_s: float = 20.0) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        result = await client.call_tool("batch_status", {})
+        result = await client.call_tool("batch_status", {"batch_id": batch_id})
+        data = result.structured_content or {}
         if result.is_error:
-            return None
-        if not (result.structured_content or {}).get("batches"):
-            return "every request settled at batch rates"
+            return f"ERROR: {_text(result)}"
+        if data.get("state") == "done":
+            settled = ", ".join(f"{n} {kind}" for kind, n in sorted(data["counts"].items()))
+            return f"{settled} at batch rates, cost {_usd(data['cost_usd'])}"
         await anyio.sleep(0.25)
     return "still running (the demo does not wait longer)"
+
+
+def _usd(exact: str) -> str:
+    """An exact cost string from structuredContent, shown as the tools show money."""
+    return fmt_usd(usd_to_pusd(exact))
 
 
 def run_demo(*, keep: bool = False, out: Callable[[str], None] = print) -> int:

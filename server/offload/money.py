@@ -11,6 +11,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 PUSD_PER_USD = 10**12
 PUSD_PER_MTOK_USD = 10**6  # $1 per million tokens == 1_000_000 pusd per token
+TINY_USD = Decimal("0.0001")  # fmt_usd: below this, significant digits instead of 4 places
+FLOOR_USD = Decimal("0.000001")  # fmt_usd: below this, "<$0.000001"
 
 
 def usd_to_pusd(amount: Decimal | str | int) -> int:
@@ -28,8 +30,18 @@ def to_usd(pusd: int) -> Decimal:
 
 
 def fmt_usd(pusd: int, *, places: int | None = None) -> str:
-    """Short dollar string: 4 decimals under a dollar (so small calls are visible), else cents."""
+    """Short dollar string: 4 decimals under a dollar (so small calls are visible), else cents.
+
+    A nonzero amount never prints as zero: under $0.0001 (a typical Haiku call) it gets two
+    significant digits (`$0.000023`), and under a millionth of a dollar it reads `<$0.000001`.
+    """
     usd = to_usd(pusd)
+    sign = "-" if usd < 0 else ""
+    if places is None and pusd and abs(usd) < TINY_USD:
+        if abs(usd) < FLOOR_USD:
+            return f"{sign}<${FLOOR_USD:f}"
+        two_digits = Decimal(1).scaleb(abs(usd).adjusted() - 1)
+        return f"{sign}${abs(usd).quantize(two_digits, rounding=ROUND_HALF_EVEN).normalize():f}"
     if places is None:
         places = 2 if abs(usd) >= 1 else 4
     q = Decimal(1).scaleb(-places)

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 _WINDOW = {"session": "session", "day": "day", "month": "month", "all": "session"}
 _SCOPE_OF = {"session": "session", "day": "daily", "month": "monthly"}
+# Budget lines say which limit; the activity line says which calls it counts: no two share a label.
+_LABEL = {"session": "session budget", "daily": "daily budget", "monthly": "monthly budget"}
+_ACTIVITY = {"session": "this session", "day": "today", "month": "this month"}
 
 
 def _money(pusd: int | None) -> str | None:
@@ -28,18 +31,24 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
 
     lines = []
     for s in wanted:
+        label = _LABEL[s.scope]
         if s.limit_pusd is None:
-            lines.append(f"{s.scope}: {fmt_usd(s.spent_pusd)} spent, no limit")
+            lines.append(f"{label}: {fmt_usd(s.spent_pusd)} spent, no limit")
         else:
-            held = f" (+{fmt_usd(s.reserved_pusd)} in flight)" if s.reserved_pusd else ""
+            # Held for calls still running and batches still pending; counted against the limit.
+            held = f" (+{fmt_usd(s.reserved_pusd)} reserved)" if s.reserved_pusd else ""
             lines.append(
-                f"{s.scope}: {fmt_usd(s.spent_pusd)}{held} of {fmt_usd(s.limit_pusd)}, "
+                f"{label}: {fmt_usd(s.spent_pusd)}{held} of {fmt_usd(s.limit_pusd)}, "
                 f"{fmt_usd(s.remaining_pusd or 0)} left"
             )
-    lines.append(
-        f"{summary.window}: {summary.calls} calls, saved {fmt_usd(summary.saved_pusd)} "
-        f"({summary.saved_pct}%) vs {short_model(policy.baseline)}, cache hits {summary.cache_hit_pct}%"
-    )
+    activity = _ACTIVITY[summary.window]
+    if summary.calls:
+        lines.append(
+            f"{activity}: {summary.calls} calls, saved {fmt_usd(summary.saved_pusd)} "
+            f"({summary.saved_pct}%) vs {short_model(policy.baseline)}, cache hits {summary.cache_hit_pct}%"
+        )
+    else:
+        lines.append(f"{activity}: no calls yet")
     if summary.top_models:
         lines.append("top: " + ", ".join(f"{short_model(m.model)} {fmt_usd(m.cost_pusd)}" for m in summary.top_models))
     if summary.pending_batches:

@@ -133,23 +133,36 @@ async def results(
     total = int(row["request_count"])
     if not page:
         raise InputError(f"offset {offset} is past the end of batch {batch_id} ({total:,} requests)")
-    per_item = max(MIN_ITEM_TOKENS, PAGE_TOKENS // len(page))
+    settled = [r for r in page if r["result_type"]]
+    waiting = len(page) - len(settled)
+    end = offset + len(page)
+    if not settled:
+        # A page of "(pending): pending" lines tells the host nothing and costs it ~10 tokens each.
+        done = total - (await store.counts(conn, batch_id)).get("pending", 0)
+        text = (
+            f"{batch_id}: results {offset}-{end - 1} are not in yet ({done:,} of {total:,} settled); "
+            f"batch_status('{batch_id}') shows progress"
+        )
+        return ToolOutput(text, {"batch_id": batch_id, "offset": offset, "items": [], "pending": waiting})
+    per_item = max(MIN_ITEM_TOKENS, PAGE_TOKENS // len(settled))
     lines, items, cut = [], [], 0
-    for r in page:
-        kind = r["result_type"] or "pending"
+    for r in settled:
+        kind = str(r["result_type"])
         body = r["text"] if kind == "succeeded" else (r["error"] or kind)
         short, trimmed = _shorten(str(body or ""), per_item)
         cut += trimmed
         label, _ = _shorten(str(r["label"]), 12)
         lines.append(f"[{r['idx']}] {label} ({kind}): {short}")
         items.append({"index": r["idx"], "label": r["label"], "status": kind, "text": short, "truncated": trimmed})
-    end = offset + len(page)
     head = f"{batch_id} results {offset}-{end - 1} of {total:,}"
+    if waiting:
+        head += f"; {waiting} of these not in yet (batch_status('{batch_id}') shows progress)"
     if cut:
         head += f"; {cut} shortened to fit (write_to='results.jsonl' gets full text)"
     if end < total:
         head += f"; next: offset={end}"
-    return ToolOutput(head + "\n" + "\n".join(lines), {"batch_id": batch_id, "offset": offset, "items": items})
+    data = {"batch_id": batch_id, "offset": offset, "items": items, "pending": waiting}
+    return ToolOutput(head + "\n" + "\n".join(lines), data)
 
 
 def _target(path: str, roots: tuple[Path, ...]) -> Path:
@@ -248,10 +261,21 @@ def cmd_list(settings: Settings, *, include_done: bool = False, as_json: bool = 
 
 
 async def _list_rows(settings: Settings, include_done: bool) -> list[dict[str, Any]]:
-    from offload.ledger.db import Ledger
+    import sqlite3
 
-    ledger = await Ledger.open(settings.db_path)
+    import aiosqlite
+
+    # Read-only: listing must not migrate, switch to WAL or otherwise write the user's file.
+    path = settings.db_path
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    hint = "pass the server's ledger with --db FILE or OFFLOAD_DB"
     try:
-        return await store.list_batches(ledger.conn, include_done=include_done, limit=200)
-    finally:
-        await ledger.close()
+        async with aiosqlite.connect(uri, uri=True) as conn:
+            await conn.execute("PRAGMA query_only = ON")
+            return await store.list_batches(conn, include_done=include_done, limit=200)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None
+        raise InputError(f"cannot read the ledger {path} ({exc}); {hint}") from None
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None

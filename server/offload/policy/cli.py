@@ -13,6 +13,7 @@ from offload.policy.loader import load_policy
 from offload.tokens import request_upper_bound
 
 if TYPE_CHECKING:
+    from offload.policy.models import Policy
     from offload.pricing import PriceTable
 
 
@@ -29,11 +30,26 @@ def _known_models(table: PriceTable | None) -> Collection[str] | None:
     return None if table is None else set(table.models)
 
 
+def _is_price_table(file: str) -> bool:
+    """pricing.yaml sits beside the policies, so `policy check policies/*.yaml` meets it."""
+    import yaml
+
+    try:
+        with open(file, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(doc, dict) and "models" in doc and "tiers" not in doc
+
+
 def cmd_check(files: list[str]) -> int:
     """Validate each file; print `ok ...` per good file, the error per bad one. 1 if any was bad."""
     known = _known_models(_price_table())
     status = 0
     for file in files:
+        if _is_price_table(file):
+            print(f"skip {file} (a price table, not a policy)")
+            continue
         try:
             policy = load_policy(file, known_models=known)
         except ConfigError as exc:
@@ -45,20 +61,32 @@ def cmd_check(files: list[str]) -> int:
     return status
 
 
+def _why_no_escalation(policy: Policy, tier: str) -> str:
+    ladder = policy.escalation.ladder
+    if not ladder or not policy.escalation.on or policy.escalation.max_steps == 0:
+        return "escalation is off in this policy"
+    if tier not in ladder:
+        return f"{tier} is not on the ladder {', '.join(ladder)}"
+    return f"{tier} is the top of the ladder"
+
+
 def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | None) -> int:
     """Print the routing decision for one prompt, with its worst-case cost on each step."""
     table = _price_table()
     policy = load_policy(file, known_models=_known_models(table))
     tokens = request_upper_bound([prompt])
     decision = decide(policy, RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt))
-    ladder = " -> ".join(decision.ladder) if decision.ladder else "(none)"
+    if decision.ladder:
+        escalation = f"{' -> '.join(decision.ladder)} (on: {', '.join(policy.escalation.on) or 'never'})"
+    else:
+        escalation = f"(none): {_why_no_escalation(policy, decision.tier)}"
     out = [
         f"policy     {policy.name} ({file})",
         f"tier       {decision.tier} -> {decision.model}",
         f"rule       {decision.rule}",
         f"reason     {decision.reason}",
         f"max_tokens {decision.max_tokens}",
-        f"escalation {ladder} (on: {', '.join(policy.escalation.on) or 'never'})",
+        f"escalation {escalation}",
     ]
     if decision.triage_needed and policy.triage is not None:
         out.append(f"triage     a {policy.triage.tier}-tier call would first guess the difficulty (none given)")
