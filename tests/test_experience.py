@@ -164,3 +164,12 @@ def test_demo_lines_are_whole_and_the_batch_step_shows_its_estimate() -> None:
     batch_step = out.split("batch_submit", 1)[1].split("\n")[1]
     assert "[cost $0]" not in batch_step and "estimate" in batch_step, batch_step
     assert re.search(r"batch: .*\$0\.\d", out), out  # what the settled batch actually cost
+
+
+def test_offload_spend_on_a_file_that_is_not_a_ledger_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    notdb = tmp_path / "notes.txt"
+    notdb.write_text("not a database\n" * 200)
+    res = run("spend", "--db", str(notdb))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr, res.stderr
+    assert str(notdb) in res.stderr, res.stderr

@@ -196,7 +196,7 @@ def cmd_spend(settings: Settings, *, by: str, since: str | None, as_json: bool, 
         conn = open_ro(path)
         try:
             rows = spend_rows(conn, by, start)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:  # OperationalError, or "file is not a database"
             if "no such table" not in str(exc):
                 raise InputError(f"{path}: cannot read the ledger ({exc})") from None
         finally:
