@@ -1,10 +1,16 @@
 """Message Batches: lifecycle evaluated lazily on the emulator clock.
 
 Requests finish evenly spread over ``batch_delay_s`` (request i of n at
-created + delay*(i+1)/n). Whenever a batch is looked at, the clock decides what has
-happened: a cancel at time t cancels the requests not finished by t; requests not
-finished within 24 h expire. Like the API, ``request_counts`` show every request as
-``processing`` until the whole batch ends.
+created + delay*(i+1)/n). Whenever a batch is looked at (and before every synchronous
+Messages call), the clock decides what has happened: a cancel at time t cancels the
+requests not finished by t; requests not finished within 24 h expire. Each request runs
+against the prompt cache as of its own finish time, so its usage never depends on how
+late a client polls. Like the API, ``request_counts`` show every request as
+``processing`` until the whole batch ends, and ``results_url`` is set only then.
+
+Simplifications: requests run in order (the API runs them in any order and its cache hits
+inside a batch are best-effort); results are never archived (``archived_at`` stays null;
+the API keeps them 29 days); a cancel on an ended batch returns it unchanged.
 """
 
 from __future__ import annotations
@@ -110,6 +116,12 @@ class BatchStore:
                 "last_id": data[-1]["id"] if data else None,
             }
 
+    def advance_all(self) -> None:
+        """Let every batch whose processing has ended by now produce its results."""
+        with self._lock:
+            for batch in sorted(self._batches.values(), key=lambda b: (b.created_at, b.seq)):
+                self._advance(batch)
+
     def cancel(self, batch_id: str, base_url: str) -> dict[str, Any]:
         with self._lock:
             batch = self._advance(self._get(batch_id))
@@ -163,15 +175,15 @@ class BatchStore:
             elif done_at > batch.expires_at:
                 result = {"type": "expired"}
             else:
-                result = self._run(params)
+                result = self._run(params, done_at)
             results.append({"custom_id": custom_id, "result": result})
         batch.results = results
         batch.ended_at = end
         return batch
 
-    def _run(self, params: Any) -> dict[str, Any]:
+    def _run(self, params: Any, at: float) -> dict[str, Any]:
         try:
-            message = self._state.run_message(params, service_tier="batch")
+            message = self._state.run_message(params, service_tier="batch", at=at)
         except ApiError as err:
             return {
                 "type": "errored",

@@ -1,9 +1,29 @@
-"""Prompt cache: breakpoint prefixes keyed by model + canonical prefix bytes.
+"""Prompt cache: prefixes keyed by model + canonical prefix bytes, at content-block ends.
 
-Accounting follows the API: the longest cached breakpoint prefix is read; the tokens
-from there to each later (eligible) breakpoint are written under that breakpoint's TTL;
-everything after the last eligible breakpoint is plain input. So
-input + creation + read == the request's token count, always.
+Accounting follows the API:
+
+* Reads: for each breakpoint the cache is checked at its own block and, as on the API, at
+  the ends of up to ``LOOKBACK_BLOCKS`` (20) earlier content blocks (tools, system blocks,
+  message blocks); the longest live prefix found over all breakpoints is read. So a
+  conversation whose breakpoint moves to the newest message reads what the last turn wrote.
+* Writes happen only at breakpoints: the tokens from the read point to each later breakpoint
+  are written under that breakpoint's TTL (longer TTLs come first, prompt.py enforces it, so
+  this is the API's "1h for B-A, 5m for C-B" rule). A breakpoint whose prefix is below the
+  model's minimum cacheable length is silently not cached; its tokens fall to the next
+  eligible breakpoint's write, or to plain input.
+* Everything after the last written breakpoint is plain ``input_tokens``. So
+  input + creation + read == the request's token count (count_tokens), always.
+* A read refreshes the entry's TTL; a read through a breakpoint asking for a longer TTL
+  extends the entry to it.
+
+``apply(prompt, at=t)`` evaluates a request at an earlier emulator time ``t`` (a batch request
+when it ran, not when a client first polled): entries written after ``t`` are invisible
+to it and entries alive at ``t`` still count.
+
+Deliberate simplifications: the cache is exact and deterministic (the API's hits, batch
+hits especially, are best-effort); changing ``tool_choice``, ``thinking`` or images does
+not invalidate message-level entries; one cache per emulator (no per-organisation or
+per-workspace isolation).
 """
 
 from __future__ import annotations
@@ -12,7 +32,9 @@ import threading
 from dataclasses import dataclass
 
 from .clock import Clock
-from .prompt import TTL_SECONDS, Prompt
+from .prompt import TTL_SECONDS, Boundary, Prompt
+
+LOOKBACK_BLOCKS = 20  # earlier block ends checked before each breakpoint
 
 
 @dataclass
@@ -20,6 +42,10 @@ class CacheEntry:
     tokens: int
     ttl: str
     expires_at: float
+    written_at: float
+
+    def live_at(self, t: float) -> bool:
+        return self.written_at <= t < self.expires_at
 
 
 @dataclass(frozen=True)
@@ -53,34 +79,57 @@ class PromptCache:
         for key in [k for k, e in self._entries.items() if e.expires_at <= now]:
             del self._entries[key]
 
-    def apply(self, prompt: Prompt) -> CacheOutcome:
+    def _find(self, prompt: Prompt, t: float) -> tuple[Boundary, str] | None:
+        """The longest live prefix any breakpoint reaches (itself or by lookback), with its TTL."""
+        best: tuple[Boundary, str] | None = None
+        for bp in prompt.breakpoints:
+            window = prompt.boundaries[max(0, bp.block - LOOKBACK_BLOCKS) : bp.block + 1]
+            for bound in reversed(window):
+                entry = self._entries.get(bound.key)
+                if entry is not None and entry.live_at(t):
+                    if best is None or bound.prefix_tokens > best[0].prefix_tokens:
+                        best = (bound, bp.ttl)
+                    break
+        return best
+
+    def _write(self, key: str, tokens: int, ttl: str, t: float) -> None:
+        entry = self._entries.get(key)
+        expires = t + TTL_SECONDS[ttl]
+        if entry is None:
+            self._entries[key] = CacheEntry(tokens, ttl, expires, t)
+            return
+        # Only an entry from "later" (a request evaluated after this one) can exist here.
+        entry.written_at = min(entry.written_at, t)
+        entry.expires_at = max(entry.expires_at, expires)
+        if TTL_SECONDS[ttl] > TTL_SECONDS[entry.ttl]:
+            entry.ttl = ttl
+
+    def apply(self, prompt: Prompt, *, at: float | None = None) -> CacheOutcome:
         """Read/write the cache for one request and return its input-side usage."""
         total = prompt.total_tokens
         minimum = prompt.model.min_cacheable
         with self._lock:
             now = self._clock.now()
-            self._prune(now)
-            hit = -1
-            for i, bp in enumerate(prompt.breakpoints):
-                if bp.key in self._entries:
-                    hit = i
+            t = now if at is None else min(at, now)
+            self._prune(t)
             boundary = 0
             read = 0
-            if hit >= 0:
-                bp = prompt.breakpoints[hit]
-                entry = self._entries[bp.key]
+            found = self._find(prompt, t)
+            if found is not None:
+                bound, asked = found
+                entry = self._entries[bound.key]
                 # A read refreshes the entry; a request asking for a longer TTL extends it.
-                ttl = entry.ttl if TTL_SECONDS[entry.ttl] >= TTL_SECONDS[bp.ttl] else bp.ttl
-                entry.ttl = ttl
-                entry.expires_at = now + TTL_SECONDS[ttl]
-                read = boundary = bp.prefix_tokens
+                if TTL_SECONDS[asked] > TTL_SECONDS[entry.ttl]:
+                    entry.ttl = asked
+                entry.expires_at = max(entry.expires_at, t + TTL_SECONDS[entry.ttl])
+                read = boundary = bound.prefix_tokens
             written = {"5m": 0, "1h": 0}
-            for bp in prompt.breakpoints[hit + 1 :]:
-                # Below the model's minimum a breakpoint is silently not cached; its tokens
-                # fall to the next eligible breakpoint's write, or to plain input.
-                if bp.prefix_tokens < minimum:
+            for bp in prompt.breakpoints:
+                # At or before the read point: already cached. Below the model's minimum: not
+                # cached; its tokens fall to the next eligible breakpoint or to plain input.
+                if bp.prefix_tokens <= boundary or bp.prefix_tokens < minimum:
                     continue
                 written[bp.ttl] += bp.prefix_tokens - boundary
                 boundary = bp.prefix_tokens
-                self._entries[bp.key] = CacheEntry(bp.prefix_tokens, bp.ttl, now + TTL_SECONDS[bp.ttl])
+                self._write(bp.key, bp.prefix_tokens, bp.ttl, t)
         return CacheOutcome(input_tokens=total - boundary, read=read, write_5m=written["5m"], write_1h=written["1h"])

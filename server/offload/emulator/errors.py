@@ -1,4 +1,12 @@
-"""The API's error envelope and status/type pairs."""
+"""The API's error envelope and status/type pairs.
+
+Body: ``{"type": "error", "error": {"type", "message"}, "request_id"}``, with the same id in
+the ``request-id`` header (app.py). Types per status follow the API's error list: 402
+billing_error, 413 request_too_large, 504 timeout_error, 529 overloaded_error; statuses the
+list does not name (408, 409, 502, 503) answer api_error. 429s carry ``retry-after``
+(seconds); injected retryable faults also ``retry-after-ms`` (see EmulatorConfig). The
+emulator never sends ``x-should-retry``, so the SDK decides by status code alone.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from typing import Any
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
@@ -14,6 +23,7 @@ ERROR_TYPES: dict[int, str] = {
     429: "rate_limit_error",
     500: "api_error",
     503: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 
@@ -48,4 +58,5 @@ _DEFAULT_MESSAGES = {
     "rate_limit_error": "Number of request tokens has exceeded your per-minute rate limit (emulated)",
     "overloaded_error": "Overloaded (emulated)",
     "api_error": "Internal server error (emulated)",
+    "timeout_error": "Request timed out (emulated)",
 }

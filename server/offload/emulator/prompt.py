@@ -58,13 +58,23 @@ class Item:
     key: object  # what identifies the content for caching (cache_control removed)
     tokens: int
     ttl: str | None = None  # set when this item carries a cache breakpoint
+    block: bool = False  # a content block (tool, system or message block), not an overhead
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """The end of one content block: where the cache can hold a prefix."""
+
+    key: str  # model + hash of the canonical prefix up to and including the block
+    prefix_tokens: int
 
 
 @dataclass
 class Breakpoint:
-    key: str  # model + hash of the canonical prefix up to and including the block
+    key: str  # the key of its block's boundary
     prefix_tokens: int
     ttl: str
+    block: int  # index of its block in Prompt.boundaries (for the lookback)
 
 
 @dataclass
@@ -73,6 +83,7 @@ class Prompt:
     items: list[Item]
     body: dict[str, Any]
     breakpoints: list[Breakpoint] = field(default_factory=list)
+    boundaries: list[Boundary] = field(default_factory=list)  # one per content block, in order
 
     @property
     def total_tokens(self) -> int:
@@ -134,7 +145,7 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
         key, tokens, cc = _block(block, where, is_tool=key_prefix == "tool")
         if cc is not None:
             marked.append((len(items), cc, where))
-        items.append(Item((key_prefix, key), tokens))
+        items.append(Item((key_prefix, key), tokens, block=True))
 
     tools = body.get("tools")
     if tools is not None:
@@ -149,7 +160,7 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
     if system is not None:
         items.append(Item(("system",), tokenizer.MESSAGE_OVERHEAD))
         if isinstance(system, str):
-            items.append(Item(("system", {"type": "text", "text": system}), tokenizer.count_text(system)))
+            items.append(Item(("system", {"type": "text", "text": system}), tokenizer.count_text(system), block=True))
         elif isinstance(system, list):
             for i, block in enumerate(system):
                 if not isinstance(block, dict) or block.get("type") != "text":
@@ -186,7 +197,7 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
         if isinstance(content, str):
             if not content and m != len(messages) - 1:
                 raise ApiError.invalid(f"messages.{m}.content: text content must be non-empty")
-            items.append(Item(("block", {"type": "text", "text": content}), tokenizer.count_text(content)))
+            items.append(Item(("block", {"type": "text", "text": content}), tokenizer.count_text(content), block=True))
         elif isinstance(content, list) and content:
             for b, block in enumerate(content):
                 add_block("block", block, f"messages.{m}.content.{b}")
@@ -217,7 +228,7 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
     prompt = Prompt(model=model, items=items, body=body)
     for idx, ttl, _ in marked:
         items[idx].ttl = ttl
-    prompt.breakpoints = _breakpoints(model.id, items)
+    prompt.boundaries, prompt.breakpoints = _boundaries(model.id, items)
     if prompt.total_tokens > model.max_input_tokens:
         raise ApiError.invalid(f"prompt is too long: {prompt.total_tokens} tokens > {model.max_input_tokens} maximum")
     return prompt
@@ -252,15 +263,19 @@ def _cache_control(cc: object, where: str) -> str:
     return str(ttl)
 
 
-def _breakpoints(model_id: str, items: list[Item]) -> list[Breakpoint]:
-    # One running hash over the canonical prefix: the key of a breakpoint covers every
-    # byte before it, so any earlier change yields a different key (a miss).
+def _boundaries(model_id: str, items: list[Item]) -> tuple[list[Boundary], list[Breakpoint]]:
+    # One running hash over the canonical prefix: the key at a block's end covers every
+    # byte before it, so any earlier change yields a different key (a miss). Every block
+    # end gets a key (the lookback reads at any of them); breakpoints are where writes go.
     h = hashlib.sha256(model_id.encode())
-    out: list[Breakpoint] = []
+    bounds: list[Boundary] = []
+    points: list[Breakpoint] = []
     running = 0
     for item in items:
         h.update(b"\x1e" + canonical(item.key).encode())
         running += item.tokens
+        if item.block:
+            bounds.append(Boundary(key=h.hexdigest(), prefix_tokens=running))
         if item.ttl is not None:
-            out.append(Breakpoint(key=h.hexdigest(), prefix_tokens=running, ttl=item.ttl))
-    return out
+            points.append(Breakpoint(key=h.hexdigest(), prefix_tokens=running, ttl=item.ttl, block=len(bounds) - 1))
+    return bounds, points

@@ -76,8 +76,14 @@ class EmulatorState:
         with self._lock:
             self.requests.append(record)
 
-    def run_message(self, body: object, *, service_tier: str = "standard") -> dict[str, Any]:
-        """One Messages call: validate, apply script, cache and usage. Raises ApiError."""
+    def run_message(self, body: object, *, service_tier: str = "standard", at: float | None = None) -> dict[str, Any]:
+        """One Messages call: validate, apply script, cache and usage. Raises ApiError.
+
+        ``at`` is when a batch request ran (its cache view is of that moment). A synchronous
+        call first lets every batch that has ended by now run, so it sees their cache writes.
+        """
+        if at is None:
+            self.batches.advance_all()
         prompt = parse_create(body)
         if prompt.body.get("stream"):
             raise ApiError.invalid("stream: streaming is not supported by the offload emulator")
@@ -86,7 +92,7 @@ class EmulatorState:
         if rule is not None and rule.error is not None:
             err = rule.error
             raise ApiError(err.status, err.type, err.message)
-        outcome = self.cache.apply(prompt)
+        outcome = self.cache.apply(prompt, at=at)
         stops = list(prompt.body.get("stop_sequences") or [])
         reply = make_reply(rule, model, prompt.last_user_text, int(prompt.body["max_tokens"]), stops)
         usage: dict[str, Any] = {
