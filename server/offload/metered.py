@@ -8,6 +8,7 @@ by a request key, so a cost is never lost once the answer is in hand and never c
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from offload.ledger.budgets import BudgetLimits, Reservation
 from offload.ledger.windows import utcnow
 from offload.money import fmt_usd
 from offload.policy.models import Policy
+from offload.tokens import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, upper_bound_tokens
 
 if TYPE_CHECKING:
     from offload.app import AppState
@@ -57,6 +59,35 @@ async def reserve(state: AppState, session: str, amount_pusd: int) -> Reservatio
     return await budgets.reserve(state.ledger, session, amount_pusd, limits_of(state.policy), ttl_s=RESERVATION_TTL_S)
 
 
+def _content_bytes(content: Any) -> int:
+    if isinstance(content, str):
+        return upper_bound_tokens(content)
+    total = 0
+    for block in content or ():
+        if isinstance(block, dict) and block.get("type") == "text":
+            total += upper_bound_tokens(str(block.get("text", "")))
+        else:  # other blocks are tokenized as their JSON: bound them by it
+            total += len(json.dumps(block, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return total
+
+
+def params_upper_bound(params: dict[str, Any]) -> int:
+    """A true upper bound on the prompt tokens of `params` exactly as sent.
+
+    Callers bound their own texts, but the request carries more (document wrappers, prefills,
+    several messages); for text that is one token per byte those extra bytes are extra tokens,
+    and a reservation short of them lets a settled call exceed its budget.
+    """
+    n = REQUEST_OVERHEAD_TOKENS
+    if params.get("system"):
+        n += MESSAGE_OVERHEAD_TOKENS + _content_bytes(params["system"])
+    for message in params.get("messages", ()):
+        n += MESSAGE_OVERHEAD_TOKENS + _content_bytes(message.get("content"))
+    if params.get("tools"):
+        n += len(json.dumps(params["tools"], ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return n
+
+
 async def metered_call(
     state: AppState,
     session: str,
@@ -71,7 +102,8 @@ async def metered_call(
 ) -> Metered:
     model = str(params["model"])
     policy = state.policy
-    worst = state.prices.worst_case(model, upper_input_tokens, int(params["max_tokens"]))
+    upper = max(upper_input_tokens, params_upper_bound(params))
+    worst = state.prices.worst_case(model, upper, int(params["max_tokens"]))
     reservation = await reserve(state, session, worst)
     try:
         completion = await state.claude().create(params)
