@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from offload import roots
 from offload.checks import Checks, failed_check
 from offload.claude import Completion, Prompt, build_params
-from offload.errors import InputError, UpstreamError
+from offload.errors import BudgetExceededError, InputError, UpstreamError
 from offload.ledger import budgets
 from offload.metered import budget_warnings, footer, limits_of, metered_call
-from offload.money import usd_json
+from offload.money import fmt_usd, usd_json
 from offload.output import Progress, ToolOutput, no_progress
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
@@ -71,9 +71,10 @@ async def routed_complete(
 
     policy = state.policy
     worst_by_tier = engine.worst_case_by_tier(policy, upper, state.prices.worst_case, args.max_tokens)
-    headroom = None
+    headroom = headroom_scope = None
     if policy.budgets.on_exceed == "downgrade":
-        headroom = (await budgets.headroom(state.ledger, session, limits_of(policy))).min_pusd
+        room = await budgets.headroom(state.ledger, session, limits_of(policy))
+        headroom, headroom_scope = room.min_pusd, room.tightest
     request = engine.RouteRequest(
         prompt_tokens=upper,
         task=args.task,
@@ -82,6 +83,7 @@ async def routed_complete(
         prompt_text=args.prompt,
         worst_case_pusd=worst_by_tier,
         headroom_pusd=headroom,
+        headroom_scope=headroom_scope,
         max_tokens=args.max_tokens,
     )
     decision = engine.decide(policy, request)
@@ -94,6 +96,7 @@ async def routed_complete(
 
     ladder = [decision.tier, *decision.ladder]
     rungs: list[_Rung] = []
+    budget_stop: str | None = None
     for step, tier in enumerate(ladder):
         model = policy.tiers[tier]
         max_tokens = policy.max_tokens_for(tier, args.max_tokens)
@@ -129,13 +132,19 @@ async def routed_complete(
             if last or not engine.should_escalate(policy, "api_error"):
                 raise
             continue
+        except BudgetExceededError as exc:
+            if not rungs:
+                raise
+            # The budget can't cover the next rung: the host keeps the answer it already paid for.
+            budget_stop = f"escalation stopped, {exc.scope} budget: {fmt_usd(exc.remaining_pusd)} left"
+            break
         trigger = trigger_box[0]
         rungs.append(_Rung(tier, model, metered.cost_pusd, metered.outcome, trigger, metered.completion))
         if metered.outcome != "escalated":
             break
     if not rungs:  # every rung failed upstream and escalation moved past all of them
         raise UpstreamError("the Claude API failed on every tier of the ladder; try again later")
-    return await _output(state, session, decision, rungs, triaged, triage_cost)
+    return await _output(state, session, decision, rungs, triaged, triage_cost, budget_stop)
 
 
 TRIAGE_SYSTEM = (
@@ -183,6 +192,7 @@ async def _output(
     rungs: list[_Rung],
     triaged: str | None,
     triage_cost: int,
+    budget_stop: str | None = None,
 ) -> ToolOutput:
     final = rungs[-1]
     total = triage_cost + sum(r.cost_pusd for r in rungs)
@@ -190,6 +200,8 @@ async def _output(
     extra = []
     if final.trigger is not None:
         extra.append(f"check failed: {final.trigger}")
+    if budget_stop is not None:
+        extra.append(budget_stop)
     if decision.downgraded_from:
         extra.append(f"downgraded from {decision.downgraded_from}")
     if decision.use_batch:

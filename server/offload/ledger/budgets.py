@@ -100,6 +100,13 @@ class Headroom:
         limited = [v for v in (self.session_pusd, self.daily_pusd, self.monthly_pusd) if v is not None]
         return min(limited) if limited else None
 
+    @property
+    def tightest(self) -> str | None:
+        """The scope whose budget leaves the least (session on a tie), None when nothing is limited."""
+        by = {"session": self.session_pusd, "daily": self.daily_pusd, "monthly": self.monthly_pusd}
+        limited = [(v, i, scope) for i, (scope, v) in enumerate(by.items()) if v is not None]
+        return min(limited)[2] if limited else None
+
 
 def _money(pusd: int) -> str:
     # Whole cents print as cents ("$0.10"); smaller amounts keep 4 places so they stay visible.

@@ -21,7 +21,8 @@ class RouteRequest:
 
     `worst_case_pusd[tier]` is the most the call could cost on that tier: price it with
     `worst_case_by_tier` so it uses the same max_tokens the decision will. `headroom_pusd` is the
-    smallest remaining budget across scopes (None: no budget set). Both None: no downgrade check.
+    smallest remaining budget across scopes (None: no budget set), `headroom_scope` the budget it
+    comes from (session, daily or monthly), named in refusals. Both None: no downgrade check.
     """
 
     prompt_tokens: int
@@ -32,6 +33,7 @@ class RouteRequest:
     worst_case_pusd: Mapping[str, int] | None = None
     headroom_pusd: int | None = None
     max_tokens: int | None = None  # the caller's explicit max_tokens, else the policy's per tier
+    headroom_scope: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,17 @@ def _no_tier_fits(policy: Policy, req: RouteRequest, tier: str) -> BudgetExceede
     priced = {t: c for t, c in req.worst_case_pusd.items() if t in policy.tiers}
     cheapest = min(priced, key=priced.__getitem__, default=tier)
     worst = fmt_usd(priced[cheapest]) if cheapest in priced else "unknown"
+    scope = req.headroom_scope
+    room = (
+        f"the {scope} budget has {fmt_usd(req.headroom_pusd)} left"
+        if scope
+        else f"budget headroom is {fmt_usd(req.headroom_pusd)}"
+    )
     return BudgetExceededError(
-        f"budget headroom is {fmt_usd(req.headroom_pusd)} but even tier {cheapest!r} could cost up to "
+        f"{room} but even tier {cheapest!r} could cost up to "
         f"{worst} for this call ({req.prompt_tokens} input tokens + max_tokens); send a shorter prompt "
         "or a lower max_tokens, or wait for the budget to reset (see budget_status)",
-        scope="headroom",
+        scope=scope or "headroom",
         remaining_pusd=req.headroom_pusd,
         resets_at=None,
     )
