@@ -173,3 +173,18 @@ def test_offload_spend_on_a_file_that_is_not_a_ledger_is_an_error_not_a_tracebac
     assert res.returncode == 1
     assert "Traceback" not in res.stderr, res.stderr
     assert str(notdb) in res.stderr, res.stderr
+
+
+@pytest.mark.anyio
+async def test_batch_status_of_many_open_batches_stays_near_300_tokens(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    with running(batch_delay_s=3600) as emu:
+        async with Client(build_server(make_settings(emu.url))) as c:
+            for n in range(12):
+                await c.call_tool("batch_submit", {"template": "Tag: {item}", "items": [f"b{n}", f"c{n}"]})
+            listing = await c.call_tool("batch_status", {})
+    text = text_of(listing)
+    assert len(text) <= 1_200, f"{len(text)} chars: {text}"
+    assert "+2 more" in text and "batch_status(batch_id=" in text, text
+    assert listing.structured_content is not None and len(listing.structured_content["batches"]) == 10

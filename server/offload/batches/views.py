@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from offload.errors import InputError, PathRefusedError
 from offload.ledger import batches as store
 from offload.ledger import windows as w
-from offload.money import fmt_usd, usd_json
+from offload.money import fmt_usd, usd_json, usd_to_pusd
 from offload.output import ToolOutput
 from offload.tokens import approx_tokens
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 PAGE_TOKENS = 2000  # a results page stays near this many tokens, whatever `limit` is
 MIN_ITEM_TOKENS = 24
 WRITE_CHUNK = 1000
+LIST_MAX = 10  # batch_status() with no id: at most this many lines, ~70 characters each
 
 
 def _age(created: str, now: datetime) -> str:
@@ -84,6 +85,7 @@ async def _describe(conn: aiosqlite.Connection, row: aiosqlite.Row, now: datetim
         "created_at": row["created_at"],
         "expires_at": expires,
         "api_batches": [p["api_batch_id"] for p in parts if p["api_batch_id"]],
+        "failed_parts": len(failed),
     }
     return text, data
 
@@ -98,14 +100,25 @@ async def status(state: AppState, session: str, batch_id: str | None) -> ToolOut
     if not rows:
         return ToolOutput("no open batches", {"batches": []})
     texts, datas = [], []
-    for r in rows[:20]:
+    for r in rows[:LIST_MAX]:
         full = await store.batch_row(conn, str(r["id"]))
         assert full is not None
         t, d = await _describe(conn, full, now)
-        texts.append(t)
+        # One short line per batch; the full story (ETA, interrupted parts) only where it needs action.
+        texts.append(t if d["state"] == "needs_attention" or d["failed_parts"] else _brief(d, now))
         datas.append(d)
-    more = f"\n(+{len(rows) - 20} more)" if len(rows) > 20 else ""
-    return ToolOutput("\n".join(texts) + more, {"batches": datas})
+    if len(rows) > LIST_MAX:
+        texts.append(f"(+{len(rows) - LIST_MAX} more; batch_status(batch_id=...) for one)")
+    return ToolOutput("\n".join(texts), {"batches": datas})
+
+
+def _brief(d: dict[str, Any], now: datetime) -> str:
+    settled = d["requests"] - d["pending"]
+    return (
+        f"{d['batch_id']}: {settled:,}/{d['requests']:,} settled on {str(d['model']).removeprefix('claude-')}, "
+        f"cost {fmt_usd(usd_to_pusd(d['cost_usd']))} of ~{fmt_usd(usd_to_pusd(d['estimated_cost_usd']))}, "
+        f"age {_age(str(d['created_at']), now)}"
+    )
 
 
 async def _row(conn: aiosqlite.Connection, batch_id: str) -> aiosqlite.Row:
