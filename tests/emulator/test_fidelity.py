@@ -108,7 +108,9 @@ def test_batch_usage_does_not_depend_on_when_it_is_polled(
     clock.advance(600)
     ended = client.messages.batches.retrieve(batch.id)
     assert ended.processing_status == "ended"
-    assert ended.ended_at is not None and (ended.ended_at - ended.created_at).total_seconds() == pytest.approx(0.2)
+    assert ended.ended_at is not None
+    ran_for = (ended.ended_at - ended.created_at).total_seconds()
+    assert ran_for == pytest.approx(0.2, abs=1e-5)  # RFC 3339 keeps microseconds
     (line,) = list(client.messages.batches.results(batch.id))
     assert line.result.type == "succeeded"
     u = line.result.message.usage
@@ -155,3 +157,13 @@ def test_a_request_evaluated_in_the_past_sees_the_cache_of_that_moment() -> None
     assert state.run_message(body, service_tier="batch", at=1320.0)["usage"]["cache_read_input_tokens"] == 0
     # That run (at 1320) wrote it again, alive until 1620: a call now reads it.
     assert state.run_message(body)["usage"]["cache_read_input_tokens"] == TURN1
+
+
+def test_every_emulated_model_is_priced_with_the_same_minimum_cacheable_prefix() -> None:
+    from offload.emulator.models import MODELS
+    from offload.pricing import PriceTable
+
+    prices = PriceTable.load()
+    for model in MODELS:
+        assert prices.has(model.id), model.id
+        assert prices.min_cacheable(model.id) == model.min_cacheable, model.id
