@@ -8,18 +8,24 @@ symlink between the check and the open (a classic race) cannot leak a file from 
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
+import secrets
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TextIO
 
 from offload.errors import PathRefusedError
 from offload.settings import Settings
 
 _HOW_TO_ALLOW = "to allow it, add its directory to OFFLOAD_ROOTS (paths separated by ':') in the server's env"
 _BINARY_SNIFF_BYTES = 8192
+# A glob that has to list more directories than this is refused rather than walked on.
+MAX_GLOB_DIRS = 100_000
 
 
 def _fmt_roots(roots: Sequence[Path]) -> str:
@@ -95,7 +101,7 @@ def _matches(pattern: str, roots: Sequence[Path], real_roots: Sequence[Path], ma
         base = Path(roots[0]).expanduser() / base
     if not glob.has_magic(str(base)):
         return [base]
-    matches = _glob_files(str(base), limit=max_files + 1)
+    matches = _Glob(pattern, real_roots, limit=max_files + 1).run(base)
     if not matches:
         raise PathRefusedError(
             f"the glob {pattern[:200]!r} matched no files under {_fmt_roots(real_roots)}; "
@@ -104,17 +110,103 @@ def _matches(pattern: str, roots: Sequence[Path], real_roots: Sequence[Path], ma
     return matches
 
 
-def _glob_files(pattern: str, *, limit: int) -> list[Path]:
-    # iglob so a huge tree stops being walked once we already know it is too many files.
-    out: list[Path] = []
-    for hit in glob.iglob(pattern, recursive=True):
-        p = Path(hit)
-        if p.is_dir():
-            continue
-        out.append(p)
-        if len(out) >= limit:
-            break
-    return sorted(out)
+class _Glob:
+    """The stdlib glob's matching rules, walked so that it never lists a directory outside the roots.
+
+    `glob.iglob` lists wherever the pattern points (so a refusal could name files found outside,
+    and "matched nothing" versus "outside" told whether they exist) and follows symlinked
+    directories under `**` without end (two links to `..` meant 2**40 paths). Here every
+    directory is resolved and checked before it is listed, and each real directory is walked at
+    most once per pattern position.
+    """
+
+    def __init__(self, pattern: str, real_roots: Sequence[Path], *, limit: int) -> None:
+        self.pattern = pattern
+        self.real_roots = real_roots
+        self.limit = limit
+        self.out: list[Path] = []
+        self.seen: set[tuple[Path, int]] = set()
+        self.listed = 0
+
+    def run(self, base: Path) -> list[Path]:
+        parts = base.parts
+        first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        self.parts = parts[first:]
+        self._walk(Path(*parts[:first]), 0)
+        return sorted(self.out)
+
+    def _enter(self, shown: Path, index: int) -> bool:
+        """Check a directory about to be listed; False if it was already walked at this position."""
+        real = shown.resolve()
+        if not _inside(real, self.real_roots):
+            via = "" if real == shown else f" (it resolves to {real})"
+            raise PathRefusedError(
+                f"the glob {self.pattern[:200]!r} reaches {shown}{via}, outside the allowed roots "
+                f"{_fmt_roots(self.real_roots)}; send a pattern inside them, or {_HOW_TO_ALLOW}"
+            )
+        if (real, index) in self.seen:
+            return False
+        self.seen.add((real, index))
+        self.listed += 1
+        if self.listed > MAX_GLOB_DIRS:
+            raise PathRefusedError(
+                f"the glob {self.pattern[:200]!r} walks more than {MAX_GLOB_DIRS:,} directories; "
+                "narrow it to a subdirectory or send exact paths"
+            )
+        return True
+
+    def _entries(self, directory: Path) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(directory) as it:
+                return sorted(it, key=lambda e: e.name)
+        except (NotADirectoryError, FileNotFoundError, PermissionError):
+            return []
+
+    def _found(self, path: Path) -> None:
+        if len(self.out) < self.limit:
+            self.out.append(path)
+
+    def _walk(self, directory: Path, index: int) -> None:
+        if len(self.out) >= self.limit:
+            return
+        part = self.parts[index]
+        last = index == len(self.parts) - 1
+        if part == "**":
+            if not self._enter(directory, index):
+                return
+            if last:  # 'dir/**': every file below
+                for entry in self._entries(directory):
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_dir():
+                        self._walk(directory / entry.name, index)
+                    else:
+                        self._found(directory / entry.name)
+                return
+            self._walk(directory, index + 1)  # '**' matching no directory at all
+            for entry in self._entries(directory):
+                if not entry.name.startswith(".") and entry.is_dir():
+                    self._walk(directory / entry.name, index)
+            return
+        if not glob.has_magic(part):  # a literal name (or '..') between magic parts
+            path = directory / part
+            if last:
+                if os.path.lexists(path) and not path.is_dir():
+                    self._found(path)
+            elif path.is_dir():
+                self._walk(path, index + 1)
+            return
+        if not self._enter(directory, index):
+            return
+        hidden_ok = part.startswith(".")
+        for entry in self._entries(directory):
+            if (entry.name.startswith(".") and not hidden_ok) or not fnmatch.fnmatch(entry.name, part):
+                continue
+            if last:
+                if not entry.is_dir():
+                    self._found(directory / entry.name)
+            elif entry.is_dir():
+                self._walk(directory / entry.name, index + 1)
 
 
 def _fd_real_path(fd: int) -> Path | None:
@@ -183,6 +275,69 @@ def _too_big(path: Path, size: int, limit: int) -> str:
         f"{path} is {size:,} bytes, over the {limit:,}-byte limit per file; send a smaller file or a "
         "slice of it, or raise OFFLOAD_MAX_FILE_BYTES in the server's env"
     )
+
+
+@contextmanager
+def atomic_writer(target: Path, roots: Sequence[Path], *, may_replace: Callable[[bytes], bool]) -> Iterator[TextIO]:
+    """A text file handle whose contents become `target` when the block ends without error.
+
+    The directory is opened once and checked through its descriptor (a parent swapped for a
+    symlink after an earlier check is caught); the data goes to a new temporary file in it and is
+    renamed over the name, so a symlink or a hard link planted at the name is replaced, never
+    written through. An existing file is only replaced when `may_replace(first 4 KiB)` says it is
+    one of ours (a file the user wrote is never clobbered silently); an empty one always may be.
+    """
+    real_roots = _real_roots(roots)
+    parent, name = target.parent, target.name
+    try:
+        dir_fd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise PathRefusedError(f"cannot write {target} ({exc.strerror}); send another path") from None
+    try:
+        real = _fd_real_path(dir_fd)
+        if real is None:  # pragma: no cover - platforms without /proc or F_GETPATH
+            real = parent.resolve()
+        _check_inside(str(parent), real, real_roots)
+        _check_replaceable(dir_fd, name, target, may_replace)
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+        except OSError as exc:
+            raise PathRefusedError(f"cannot write in {parent} ({exc.strerror}); send another path") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                yield fh
+            _check_replaceable(dir_fd, name, target, may_replace)  # it may have appeared meanwhile
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
+
+
+def _check_replaceable(dir_fd: int, name: str, target: Path, may_replace: Callable[[bytes], bool]) -> None:
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise PathRefusedError(f"{target} is a symlink; offload does not write through links — send another name")
+    if not stat.S_ISREG(info.st_mode):
+        raise PathRefusedError(f"{target} exists and is not a regular file; send another name")
+    if info.st_size == 0:
+        return
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(name, flags, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as fh:
+        head = fh.read(4096)
+    if not may_replace(head):
+        raise PathRefusedError(
+            f"{target} already exists and was not written by offload; send a new file name, "
+            "or delete that file first if it may be replaced"
+        )
 
 
 def read_many(patterns: Sequence[str], settings: Settings) -> list[tuple[Path, str]]:

@@ -7,11 +7,11 @@ collector), so paging through them costs no API calls and works after the API's 
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from offload import roots
 from offload.errors import InputError, PathRefusedError
 from offload.ledger import batches as store
 from offload.ledger import windows as w
@@ -199,13 +199,10 @@ def _target(path: str, roots: tuple[Path, ...]) -> Path:
 async def _write_all(state: AppState, row: aiosqlite.Row, path: str) -> ToolOutput:
     target = _target(path, state.settings.roots)
     bid, md = str(row["id"]), target.suffix.lower() == ".md"
-    try:
-        # O_NOFOLLOW: a symlink planted at the name cannot redirect the write outside the roots.
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as exc:
-        raise PathRefusedError(f"cannot write {target} ({exc.strerror}); send another path") from None
     counts: dict[str, int] = {}
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    # A temp file renamed over the name: a symlink or hard link planted there is replaced, not
+    # written through, and only an earlier results file may be replaced (roots.atomic_writer).
+    with roots.atomic_writer(target, state.settings.roots, may_replace=_is_results_file) as fh:
         if md:
             fh.write(f"# Batch {bid} ({row['model']})\n\n")
         offset = 0
@@ -224,6 +221,21 @@ async def _write_all(state: AppState, row: aiosqlite.Row, path: str) -> ToolOutp
         f"wrote {offset:,} results of {bid} ({summary}) to {target} ({size:,} bytes)",
         {"batch_id": bid, "path": str(target), "bytes": size, "count": offset, "counts": counts},
     )
+
+
+_JSONL_KEYS = {"index", "label", "status", "text", "stop_reason", "error", "cost_usd"}
+
+
+def _is_results_file(head: bytes) -> bool:
+    """Whether an existing file starts like one `batch_results(write_to=...)` wrote."""
+    if head.startswith(b"# Batch "):
+        return True
+    first = head.split(b"\n", 1)[0]
+    try:
+        rec = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(rec, dict) and set(rec) == _JSONL_KEYS
 
 
 def _jsonl(r: Any, kind: str) -> str:

@@ -114,7 +114,13 @@ async def run_calls(
                 return
             try:
                 results[i] = await metered_call(
-                    state, session, tool=tool, tier=tier.name, params=params[i], upper_input_tokens=uppers[i]
+                    state,
+                    session,
+                    tool=tool,
+                    tier=tier.name,
+                    params=params[i],
+                    upper_input_tokens=uppers[i],
+                    prompt_text=calls[i][0].prompt,  # kept only when the policy opts in (store_text)
                 )
             except Exception as exc:  # collected, re-raised once the others are settled
                 errors.append(exc)
