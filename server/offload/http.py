@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -121,11 +122,38 @@ def add_health_route(server: MCPServer[AppState]) -> None:
 def http_app(server: MCPServer[AppState], *, host: str = "127.0.0.1") -> Starlette:
     """The ASGI app for an already-built server (`/mcp` plus `/healthz`).
 
-    On a loopback host the SDK also turns on DNS-rebinding protection (Host/Origin checks); off
-    loopback a token is mandatory, and a browser page cannot attach it.
+    On a loopback host, Host/Origin checks block DNS rebinding (a web page whose name was
+    rebound to 127.0.0.1 calling the tools); off loopback a token is mandatory, and a browser
+    page cannot attach it.
     """
     add_health_route(server)
-    return server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    return server.streamable_http_app(
+        streamable_http_path=MCP_PATH, host=host, transport_security=rebinding_protection(host)
+    )
+
+
+def rebinding_protection(host: str) -> TransportSecuritySettings | None:
+    """Host/Origin allow-lists for every name `is_loopback` admits, not only the SDK's three.
+
+    The SDK turns the checks on for exactly "127.0.0.1", "localhost" and "::1"; a server bound to
+    127.0.0.2, "LOCALHOST" or "0:0:0:0:0:0:0:1" runs tokenless too, and would have had none.
+    """
+    if not is_loopback(host):
+        return None
+    names = {"127.0.0.1", "localhost", "[::1]", host.lower()}
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        names.discard(host.lower())
+        names.add(f"[{ip.compressed}]" if ip.version == 6 else ip.compressed)
+    ordered = sorted(names)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{n}:*" for n in ordered],
+        allowed_origins=[f"http://{n}:*" for n in ordered],
+    )
 
 
 def build_http_app(settings: Settings, *, host: str = "127.0.0.1") -> Starlette:

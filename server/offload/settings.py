@@ -84,7 +84,7 @@ class Settings:
                 lines = Path(token_file).read_text().splitlines()
             except OSError as exc:
                 raise ConfigError(f"OFFLOAD_HTTP_TOKEN_FILE={token_file}: cannot read ({exc.strerror})") from None
-            tokens += [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+            tokens += [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
         base = cls(
             policy_path=Path(env.get("OFFLOAD_POLICY") or shipped("default.yaml")).expanduser(),
             db_path=Path(env.get("OFFLOAD_DB") or default_db_path(env)).expanduser(),
