@@ -285,7 +285,7 @@ async def test_budget_status_does_not_count_a_dead_process_hold_as_in_flight(
     async with client(settings) as c:
         status = await c.call_tool("budget_status", {})
     assert status.structured_content["scopes"]["daily"]["reserved_usd"] == "0"  # type: ignore[index]
-    assert "in flight" not in status.content[0].text  # type: ignore[union-attr]
+    assert "reserved" not in status.content[0].text  # type: ignore[union-attr]
 
 
 async def test_past_warn_at_every_spending_tool_says_so(

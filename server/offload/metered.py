@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from offload.claude import Completion, request_hash
 from offload.errors import OffloadError
 from offload.ledger import budgets, records
@@ -108,8 +110,10 @@ async def metered_call(
     try:
         completion = await state.claude().create(params)
     except BaseException:
-        # No answer means nothing billed that we can see: free the hold at once.
-        await budgets.release(state.ledger, reservation)
+        # No answer means nothing billed that we can see: free the hold at once, even when the
+        # host cancelled the call (a cancelled await would otherwise leave it held for an hour).
+        with anyio.CancelScope(shield=True):
+            await budgets.release(state.ledger, reservation)
         raise
     outcome, counts = judge(completion)
     key = f"{tool}:{uuid.uuid4().hex}"
@@ -130,7 +134,9 @@ async def metered_call(
         prompt_text=prompt_text if policy.store_text else None,
         completion_text=completion.text if policy.store_text else None,
     )
-    await records.record(state.ledger, attempt, reservation)
+    # The answer is paid for: a cancellation arriving now must not lose its row.
+    with anyio.CancelScope(shield=True):
+        await records.record(state.ledger, attempt, reservation)
     return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, key, outcome)
 
 
