@@ -192,3 +192,19 @@ def test_writer_refuses_fifo_and_directory_names(tree: tuple[Path, Path]) -> Non
     (root / "d.md").mkdir()
     with pytest.raises(PathRefusedError, match="not a regular file"):
         _write(root / "d.md", [root])
+
+
+def test_a_server_started_in_the_filesystem_root_reads_nothing_until_roots_are_set(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from offload.settings import Settings\n"
+        "from offload.roots import resolve\n"
+        "s = Settings.from_env({'HOME': '/tmp'})\n"
+        "print(s.roots)\n"
+        "try:\n    resolve(['etc/hostname'], s.roots)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "()"
+    assert "PathRefusedError" in out and "OFFLOAD_ROOTS" in out

@@ -39,6 +39,13 @@ def _new_session_id() -> str:
     return f"s-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def _default_roots() -> tuple[Path, ...]:
+    # A desktop host often starts servers in `/`; "everything readable" is no default for a
+    # tool a model steers. There, file tools refuse until OFFLOAD_ROOTS names directories.
+    cwd = Path.cwd().resolve()
+    return () if cwd == Path(cwd.anchor) else (cwd,)
+
+
 def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -75,7 +82,7 @@ class Settings:
         roots = (
             tuple(Path(p).expanduser().resolve() for p in roots_raw.split(os.pathsep) if p)
             if roots_raw
-            else (Path.cwd().resolve(),)
+            else _default_roots()
         )
         tokens: list[str] = [t for t in (env.get("OFFLOAD_HTTP_TOKENS") or "").split(",") if t.strip()]
         token_file = env.get("OFFLOAD_HTTP_TOKEN_FILE")
