@@ -304,3 +304,23 @@ async def test_past_warn_at_every_spending_tool_says_so(
     assert "[budget: session budget" in summary.content[0].text  # type: ignore[union-attr]
     assert summary.structured_content["budget_warnings"]  # type: ignore[index]
     assert "budget" not in local.content[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        ({"prompt": "x", "difficulty": "extreme"}, ["difficulty", "'easy', 'medium' or 'hard'", "got 'extreme'"]),
+        ({"difficulty": "easy"}, ["prompt: Field required"]),
+        ({"prompt": "x", "files": ["a.py"]}, ["unknown argument(s) files", "context_files"]),
+    ],
+)
+async def test_argument_mistakes_read_as_instructions(
+    make_settings: Callable[..., Settings], args: dict[str, Any], needles: list[str]
+) -> None:
+    async with client(make_settings(None)) as c:
+        result = await c.call_tool("routed_complete", args)
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    for needle in needles:
+        assert needle in text
+    assert "pydantic" not in text and "validation error for" not in text

@@ -16,7 +16,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, ValidationError
 
 from offload.app import AppState
 from offload.errors import OffloadError
@@ -257,10 +257,39 @@ def compact_schema(node: Any) -> Any:
     return out
 
 
+class _OffloadTool(Tool):
+    """A tool whose argument errors read as instructions, not as a pydantic dump."""
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        known = set(self.parameters.get("properties", {}))
+        unknown = sorted(set(arguments) - known)
+        if unknown:
+            # Ignoring them would let a model believe e.g. `files=` was read when it wasn't.
+            raise ToolError(
+                f"{self.name}: unknown argument(s) {', '.join(unknown)}; this tool takes {', '.join(sorted(known))}"
+            )
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(argument_errors(self.name, exc.__cause__)) from None
+            raise
+
+
+def argument_errors(tool: str, exc: ValidationError) -> str:
+    """`tool: field: what was wrong (got …)` for each bad argument, without pydantic's boilerplate."""
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        got = "" if err["type"] == "missing" else f" (got {bounded(repr(err.get('input')), 60)})"
+        parts.append(f"{where}: {err['msg']}{got}")
+    return f"{tool}: fix these arguments and call again: " + "; ".join(parts)
+
+
 def build_tools() -> list[Tool]:
-    tools = []
+    tools: list[Tool] = []
     for fn, hints in _TOOLS:
-        tool = Tool.from_function(fn, annotations=hints, structured_output=False)
+        tool = _OffloadTool.from_function(fn, annotations=hints, structured_output=False)
         tool.parameters = compact_schema(tool.parameters)
         tools.append(tool)
     return tools
