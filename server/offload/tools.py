@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BeforeValidator, Field, ValidationError
@@ -271,8 +271,12 @@ class _OffloadTool(Tool):
         try:
             return await super().run(arguments, context, convert_result)
         except ToolError as exc:
-            if isinstance(exc.__cause__, ValidationError):
-                raise ToolError(argument_errors(self.name, exc.__cause__)) from None
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(argument_errors(self.name, cause)) from None
+            if isinstance(cause, ToolError) and not isinstance(exc, UnexpectedToolError):
+                # Our own message is complete; the SDK's "Error executing tool X: " prefix is noise.
+                raise ToolError(str(cause)) from None
             raise
 
 
