@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import uvicorn
+
+from offload.http import bind_socket
 
 # DESIGN.md §3: names other code, docs and users' prompts rely on.
 CONTRACT_TOOLS = (
@@ -18,14 +25,41 @@ CONTRACT_TOOLS = (
 )
 
 
-def ledger_rows(db: Path) -> list[sqlite3.Row]:
-    """Every attempt row of a ledger file, read the way an auditor would: plain sqlite3."""
+def query(db: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
+    """Read a ledger file the way an auditor would: plain sqlite3, no offload code."""
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
-        return conn.execute("SELECT * FROM attempts ORDER BY id").fetchall()
+        return conn.execute(sql, args).fetchall()
     finally:
         conn.close()
+
+
+def ledger_rows(db: Path) -> list[sqlite3.Row]:
+    """Every attempt row, in the order they were recorded."""
+    return query(db, "SELECT * FROM attempts ORDER BY id")
+
+
+@contextmanager
+def uvicorn_serving(app: Any) -> Iterator[str]:
+    """A real ASGI app under uvicorn in a thread on a kernel-picked loopback port; yields its base URL."""
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(400):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.025)
+        assert server.started, "uvicorn did not start within 10 s"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop within 10 s"
 
 
 def handshake(client_name: str) -> list[dict[str, Any]]:

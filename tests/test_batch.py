@@ -7,7 +7,6 @@ results itself with the SDK and prices the reported usage with hand-written batc
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from helpers import query as db_rows
 from offload.app import build_server
 from offload.settings import Settings
 
@@ -38,15 +38,6 @@ def hand_cost(usage: Any) -> int:
         + (usage.cache_read_input_tokens or 0) * HAIKU_BATCH["read"]
         + usage.output_tokens * HAIKU_BATCH["out"]
     )
-
-
-def db_rows(db: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 async def wait_done(c: Client, batch_id: str, timeout: float = 30) -> dict[str, Any]:

@@ -5,7 +5,6 @@ Auth, /healthz, the loopback-only refusal and per-caller budget sessions.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -14,11 +13,11 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from helpers import uvicorn_serving
 from offload import __version__
 from offload.http import (
     BindError,
@@ -60,24 +59,8 @@ class Running:
 @contextmanager
 def http_server(settings: Settings) -> Iterator[Running]:
     """The real ASGI app under uvicorn in a thread, on a port the kernel picked."""
-    sock = bind_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(build_http_app(settings), log_config=None, lifespan="on", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(400):
-            if server.started or not thread.is_alive():
-                break
-            threading.Event().wait(0.025)
-        assert server.started, "uvicorn did not start within 10 s"
-        yield Running(f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop within 10 s"
+    with uvicorn_serving(build_http_app(settings)) as url:
+        yield Running(url)
 
 
 @asynccontextmanager

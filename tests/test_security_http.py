@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
 import pytest
-import uvicorn
 
-from offload.http import BindError, bind_socket, build_http_app, check_bind, is_loopback
+from helpers import uvicorn_serving
+from offload.http import BindError, build_http_app, check_bind, is_loopback
 from offload.settings import Settings
 
 TOKEN = "tok-sec-5b2e8d1f9a7c3e4b6d0f"
@@ -39,23 +38,8 @@ def _settings(tmp_path: Path, *tokens: str, **env: str) -> Settings:
 @contextmanager
 def served(settings: Settings, *, host: str = "127.0.0.1") -> Iterator[str]:
     """The app built for `host` (what `offload serve --http HOST:PORT` builds), on 127.0.0.1."""
-    sock = bind_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(build_http_app(settings, host=host), log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(400):
-            if server.started or not thread.is_alive():
-                break
-            threading.Event().wait(0.025)
-        assert server.started
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with uvicorn_serving(build_http_app(settings, host=host)) as url:
+        yield url
 
 
 # --- binding ----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from helpers import query
+
 # A crash inside a tool reaches the model only as this bare prefix (possibly nested): the SDK
 # hides the cause. A deliberate error keeps its own text after the prefix.
 _GENERIC = re.compile(r"^(?:\s*Error executing tool [\w-]+:?\s*)+$")
@@ -22,9 +24,4 @@ def is_generic_error(text: str) -> bool:
 
 
 def ledger_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+    return query(db, sql, *params)
