@@ -286,17 +286,6 @@ async def batch_row(conn: aiosqlite.Connection, batch_id: str) -> aiosqlite.Row 
     return await (await conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,))).fetchone()
 
 
-async def worst_of(ledger: Ledger, batch_id: str, idxs: Sequence[int]) -> dict[int, int]:
-    marks = ",".join("?" * len(idxs))
-    rows = await (
-        await ledger.conn.execute(
-            f"SELECT idx, worst_pusd FROM batch_items WHERE batch_id = ? AND idx IN ({marks})",
-            (batch_id, *idxs),
-        )
-    ).fetchall()
-    return {int(r[0]): int(r[1]) for r in rows}
-
-
 async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, lease_s: float = 120) -> int:
     """Write results not yet settled, their attempts and the reservation cut; returns how many were new."""
     now = w.utcnow()
@@ -485,10 +474,10 @@ async def forget_payloads(ledger: Ledger, older_than_days: int = PAYLOAD_DAYS, *
     """Blank the prompts and answers of batches settled more than `older_than_days` ago."""
     cutoff = w.iso((now or w.utcnow()) - timedelta(days=older_than_days))
     async with ledger.write() as conn:
+        # shared = '{}' marks a batch already forgotten: each start touches only newly old ones.
         cur = await conn.execute(
             "UPDATE batch_items SET label = 'item ' || idx, body = '', system = NULL, text = NULL"
-            " WHERE batch_id IN (SELECT id FROM batches WHERE state = 'done' AND settled_at < ?)"
-            " AND (body != '' OR text IS NOT NULL)",
+            " WHERE batch_id IN (SELECT id FROM batches WHERE state = 'done' AND settled_at < ? AND shared != '{}')",
             (cutoff,),
         )
         changed = cur.rowcount
