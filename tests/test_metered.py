@@ -25,7 +25,7 @@ async def test_a_call_cancelled_in_flight_frees_its_reservation(
         async with open_state(settings) as state:
             params = build_params("claude-haiku-5-5", Prompt(prompt="slow one"), max_tokens=100)
             with anyio.move_on_after(0.5) as scope:
-                await metered_call(state, "s1", tool="t", tier="cheap", params=params, upper_input_tokens=50)
+                await metered_call(state, "s1", tool="t", tier="cheap", params=params)
             assert scope.cancelled_caught
     conn = sqlite3.connect(settings.db_path)
     held = conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]

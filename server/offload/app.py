@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -40,7 +40,6 @@ class AppState:
     prices: PriceTable
     policies: PolicyHolder
     http: bool = False
-    background: list[Any] = field(default_factory=list)
     _claude: ClaudeClient | None = None
 
     @property

@@ -198,12 +198,6 @@ class ClaudeClient:
             message_id=message.id,
         )
 
-    async def count_tokens(self, params: dict[str, Any]) -> int:
-        body = {k: v for k, v in params.items() if k in ("model", "messages", "system", "tools")}
-        with _mapped_errors():
-            result = await self._client.messages.count_tokens(**body)
-        return int(result.input_tokens)
-
     async def batch_create(self, requests: list[dict[str, Any]]) -> BatchInfo:
         with _mapped_errors():
             batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
@@ -212,11 +206,6 @@ class ClaudeClient:
     async def batch_retrieve(self, batch_id: str) -> BatchInfo:
         with _mapped_errors():
             batch = await self._client.messages.batches.retrieve(batch_id)
-        return _batch_info(batch)
-
-    async def batch_cancel(self, batch_id: str) -> BatchInfo:
-        with _mapped_errors():
-            batch = await self._client.messages.batches.cancel(batch_id)
         return _batch_info(batch)
 
     async def batch_results(self, batch_id: str) -> AsyncIterator[BatchItemResult]:

@@ -76,9 +76,9 @@ def _content_bytes(content: Any) -> int:
 def params_upper_bound(params: dict[str, Any]) -> int:
     """A true upper bound on the prompt tokens of `params` exactly as sent.
 
-    Callers bound their own texts, but the request carries more (document wrappers, prefills,
-    several messages); for text that is one token per byte those extra bytes are extra tokens,
-    and a reservation short of them lets a settled call exceed its budget.
+    Bounding the request as sent, not the caller's texts, counts what assembly adds (document
+    wrappers, prefills, several messages): for text that is one token per byte those bytes are
+    tokens, and a reservation short of them would let a settled call exceed its budget.
     """
     n = REQUEST_OVERHEAD_TOKENS
     if params.get("system"):
@@ -97,15 +97,13 @@ async def metered_call(
     tool: str,
     tier: str,
     params: dict[str, Any],
-    upper_input_tokens: int,
     step: int = 0,
     judge: Judge = _accept,
     prompt_text: str | None = None,
 ) -> Metered:
     model = str(params["model"])
     policy = state.policy
-    upper = max(upper_input_tokens, params_upper_bound(params))
-    worst = state.prices.worst_case(model, upper, int(params["max_tokens"]))
+    worst = state.prices.worst_case(model, params_upper_bound(params), int(params["max_tokens"]))
     reservation = await reserve(state, session, worst)
     try:
         completion = await state.claude().create(params)

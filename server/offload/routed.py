@@ -123,7 +123,6 @@ async def routed_complete(
                 tool=TOOL,
                 tier=tier,
                 params=params,
-                upper_input_tokens=upper,
                 step=step,
                 judge=judge,
                 prompt_text=args.prompt,
@@ -169,7 +168,6 @@ async def _triage(state: AppState, session: str, prompt: str) -> tuple[str | Non
         tool=TOOL,
         tier=triage.tier,
         params=params,
-        upper_input_tokens=request_upper_bound([text, TRIAGE_SYSTEM]),
         step=-1,
         judge=lambda _: ("triage", False),
     )

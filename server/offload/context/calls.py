@@ -23,7 +23,7 @@ from offload.money import fmt_usd
 from offload.output import Progress, no_progress
 from offload.policy import engine
 from offload.pricing import Usage
-from offload.tokens import approx_tokens, request_upper_bound
+from offload.tokens import approx_tokens
 
 if TYPE_CHECKING:
     from offload.app import AppState
@@ -100,7 +100,6 @@ async def run_calls(
 ) -> list[Metered]:
     """Send each (prompt, max_tokens) through `metered_call`; results in input order."""
     params = [params_for(state, tier, p, m) for p, m in calls]
-    uppers = [request_upper_bound([p.prompt, p.system or ""]) for p, _ in calls]
     results: list[Metered | None] = [None] * len(calls)
     errors: list[BaseException] = []
     total = total_steps if total_steps is not None else len(calls)
@@ -119,7 +118,6 @@ async def run_calls(
                     tool=tool,
                     tier=tier.name,
                     params=params[i],
-                    upper_input_tokens=uppers[i],
                     prompt_text=calls[i][0].prompt,  # kept only when the policy opts in (store_text)
                 )
             except Exception as exc:  # collected, re-raised once the others are settled
