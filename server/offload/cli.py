@@ -37,7 +37,6 @@ def _parser() -> argparse.ArgumentParser:
 
     sl = sub.add_parser("statusline", help="one short line for Claude Code's statusline")
     sl.add_argument("--db", help="ledger SQLite file")
-    sl.add_argument("--policy", help="policy YAML whose budgets to show")
 
     po = sub.add_parser("policy", help="check or explain routing policies")
     posub = po.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
