@@ -26,10 +26,10 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from offload.app import open_state
-from offload.batches import SubmitArgs, submit
-from offload.batches.build import MAX_REQUESTS_PER_BATCH
-from offload.settings import Settings, shipped
+from offload.config.settings import Settings, shipped
+from offload.mcp.server import open_state
+from offload.services.batches import SubmitArgs, submit
+from offload.services.batches.build import MAX_REQUESTS_PER_BATCH
 
 TEMPLATE = "Classify the sentiment of this review as positive, negative or mixed:\n{item}"
 
@@ -83,7 +83,7 @@ def main() -> int:
     n = ap.parse_args().requests
     port = free_port()
     emu = subprocess.Popen(
-        [sys.executable, "-m", "offload.emulator", "--port", str(port), "--batch-delay", "3600"],
+        [sys.executable, "-m", "offload_emulator", "--port", str(port), "--batch-delay", "3600"],
         stderr=subprocess.DEVNULL,
     )
     try:

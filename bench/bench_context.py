@@ -1,6 +1,6 @@
 """Host context: what offload costs the host per turn (tools/list) and saves it per task.
 
-Token counts are chars/4 (offload.tokens.approx_tokens) on both sides of every ratio, plus the
+Token counts are chars/4 (offload.core.tokens.approx_tokens) on both sides of every ratio, plus the
 emulator's count_tokens for tools/list. "Without" is the host reading the material itself;
 "with" is the tool call's arguments plus the result the host actually receives.
 
@@ -23,10 +23,10 @@ from mcp import Client
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row, ratio, table
-from offload.app import build_server
-from offload.emulator import EmulatorConfig, serve_in_thread
-from offload.settings import Settings, shipped
-from offload.tokens import approx_tokens
+from offload.config.settings import Settings, shipped
+from offload.core.tokens import approx_tokens
+from offload.mcp.server import build_server
+from offload_emulator import EmulatorConfig, serve_in_thread
 
 TOOLS_LIST_BUDGET = 1_200  # DESIGN.md §3
 

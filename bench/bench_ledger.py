@@ -22,10 +22,10 @@ from pathlib import Path
 WORKER = textwrap.dedent(
     """
     import asyncio, sys, time
-    from offload.ledger import Ledger
-    from offload.ledger.budgets import BudgetLimits, reserve
-    from offload.ledger.records import Attempt, record
-    from offload.pricing import Usage
+    from offload.infra.ledger import Ledger
+    from offload.infra.ledger.budgets import BudgetLimits, reserve
+    from offload.infra.ledger.records import Attempt, record
+    from offload.core.pricing import Usage
 
     async def main(db, n, tag, start_at):
         led = await Ledger.open(db)
@@ -48,7 +48,7 @@ def run(procs: int, calls_per_proc: int, workdir: Path) -> float:
     script.write_text(WORKER)
     # Migrate once up front so the timed runs measure settling, not eight simultaneous first opens.
     init = (
-        "import asyncio\nfrom offload.ledger import Ledger\n"
+        "import asyncio\nfrom offload.infra.ledger import Ledger\n"
         f"async def m():\n    led = await Ledger.open({str(db)!r})\n    await led.close()\nasyncio.run(m())"
     )
     subprocess.run([sys.executable, "-c", init], check=True)
@@ -87,7 +87,7 @@ def main() -> None:
         print(f"{args.procs:>10} {many:>16.0f} {many / one:>7.2f}")
         env = {**os.environ, "OFFLOAD_DB": str(work / "bench-1.db")}
         base = time_cmd([sys.executable, "-c", "pass"], env, 5)
-        line = time_cmd([sys.executable, "-m", "offload.cli", "statusline"], env, 5)
+        line = time_cmd([sys.executable, "-m", "offload.cli.main", "statusline"], env, 5)
         print(f"statusline process: {line * 1000:.0f} ms (python -c pass: {base * 1000:.0f} ms, x{line / base:.1f})")
 
 

@@ -27,7 +27,7 @@ from mcp.client.stdio import stdio_client
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row, latency_rows, table
-from offload.emulator import EmulatorConfig, serve_in_thread
+from offload_emulator import EmulatorConfig, serve_in_thread
 
 BIN = Path(sys.executable).parent
 PROMPT = "Classify this ticket: the refund never arrived."

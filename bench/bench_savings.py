@@ -24,10 +24,10 @@ from mcp import Client
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row, ratio, table, usd
-from offload.app import build_server
-from offload.emulator import EmulatorConfig, serve_in_thread
-from offload.pricing import PriceTable, Usage
-from offload.settings import Settings, shipped
+from offload.config.settings import Settings, shipped
+from offload.core.pricing import PriceTable, Usage
+from offload.mcp.server import build_server
+from offload_emulator import EmulatorConfig, serve_in_thread
 from workload import SCRIPT, TIER_RANK, Task, reference_workload
 
 OPUS, SONNET = "claude-opus-5-5", "claude-sonnet-5-5"

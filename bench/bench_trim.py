@@ -44,7 +44,7 @@ def _peak(fn: Callable[[], object]) -> int:
 
 
 def child(path: str) -> None:
-    from offload.context.trim import trim
+    from offload.trim.content import trim
 
     text = Path(path).read_text()
     cases: list[tuple[str, Callable[[], object]]] = [

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from offload.money import to_usd
+from offload.core.money import to_usd
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from offload.emulator.testing import emulator  # noqa: F401  (fixture re-export)
-from offload.emulator.testing import running as start_emulator
-from offload.ledger import Ledger
-from offload.settings import Settings, shipped
+from emulator_fixtures import emulator  # noqa: F401  (fixture re-export)
+from emulator_fixtures import running as start_emulator
+from offload.config.settings import Settings, shipped
+from offload.infra.ledger import Ledger
 
 # CI must judge the code, not the draw: there, hypothesis replays the same examples every run.
 # Locally every run explores new ones (and the database replays what failed before).

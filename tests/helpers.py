@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-from offload.http import bind_socket
+from offload.mcp.http import bind_socket
 
 # DESIGN.md §3: names other code, docs and users' prompts rely on.
 CONTRACT_TOOLS = (

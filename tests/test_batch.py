@@ -17,8 +17,8 @@ import pytest
 from mcp import Client
 
 from helpers import query as db_rows
-from offload.app import build_server
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -167,7 +167,7 @@ async def test_files_mode_reads_under_roots_and_errors_are_actionable(
 async def test_budget_refusal_names_what_is_left_and_holds_nothing(
     running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    from offload.settings import shipped
+    from offload.config.settings import shipped
 
     policy = tmp_path / "tight.yaml"
     policy.write_text(shipped("default.yaml").read_text().replace("session_usd: 2", "session_usd: 0.01"))

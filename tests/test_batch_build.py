@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from offload.batches import build
-from offload.batches.build import Shared, Spec, SubmitArgs
-from offload.errors import InputError
+from offload.core.errors import InputError
+from offload.services.batches import build
+from offload.services.batches.build import Shared, Spec, SubmitArgs
 
 
 def test_split_starts_a_second_part_after_100000_requests() -> None:
@@ -101,10 +101,10 @@ def test_upper_bound_is_never_below_the_request_bytes() -> None:
 def test_cmd_list_prints_open_batches_as_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import anyio
 
-    from offload.batches import cmd_list
-    from offload.ledger import Ledger, budgets
-    from offload.ledger import batches as store
-    from offload.settings import Settings, shipped
+    from offload.config.settings import Settings, shipped
+    from offload.infra.ledger import Ledger, budgets
+    from offload.infra.ledger import batches as store
+    from offload.services.batches import cmd_list
 
     async def seed() -> None:
         led = await Ledger.open(tmp_path / "l.db")

@@ -11,12 +11,12 @@ from typing import Any
 import anyio
 import pytest
 
-from offload.app import open_state
-from offload.batches import SubmitArgs, run_once, status, submit
-from offload.batches.build import Shared
-from offload.ledger import batches as store
-from offload.ledger import windows as w
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.infra.ledger import batches as store
+from offload.infra.ledger import windows as w
+from offload.mcp.server import open_state
+from offload.services.batches import SubmitArgs, run_once, status, submit
+from offload.services.batches.build import Shared
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +52,7 @@ async def test_two_collectors_on_one_ledger_settle_each_item_exactly_once(
                     tg.start_soon(loop, b)
             # A late, redundant collection pass changes nothing.
             ref = store.PartRef(bid, 0, out.data["api_batches"][0], "ended", 9)
-            from offload.batches.collect import collect_part
+            from offload.services.batches.collect import collect_part
 
             await collect_part(b, ref)
         results_calls = [r for r in emu.state.calls() if r.path.endswith("/results")]
@@ -70,8 +70,8 @@ async def test_submission_interrupted_before_the_api_answered_is_surfaced_not_re
     with running(batch_delay_s=0.1) as emu:
         settings = make_settings(emu.url)
         async with open_state(settings) as state:
-            from offload.ledger import budgets
-            from offload.metered import limits_of
+            from offload.infra.ledger import budgets
+            from offload.metering.metered import limits_of
 
             # What a process killed mid-submit leaves behind: the batch saved, part 0 'submitting'.
             res = await budgets.reserve(state.ledger, "s1", 10**9, limits_of(state.policy))

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from offload.errors import BudgetExceededError
-from offload.ledger import Ledger
-from offload.ledger import windows as w
-from offload.ledger.budgets import BudgetLimits, Headroom, Spent, headroom, release, reserve, warnings
-from offload.ledger.records import Attempt, record
-from offload.pricing import Usage
+from offload.core.errors import BudgetExceededError
+from offload.core.pricing import Usage
+from offload.infra.ledger import Ledger
+from offload.infra.ledger import windows as w
+from offload.infra.ledger.budgets import BudgetLimits, Headroom, Spent, headroom, release, reserve, warnings
+from offload.infra.ledger.records import Attempt, record
 
 pytestmark = pytest.mark.anyio
 USD = 10**12

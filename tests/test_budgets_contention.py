@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from offload.emulator.testing import running
+from emulator_fixtures import running
 
 PROCS = 8
 
 WORKER = textwrap.dedent(
     """
     import asyncio, json, random, sys
-    from offload.errors import BudgetExceededError
-    from offload.ledger import Ledger
-    from offload.ledger.budgets import BudgetLimits, reserve
-    from offload.ledger.records import Attempt, record
-    from offload.pricing import PriceTable, Usage
-    from offload.tokens import request_upper_bound
+    from offload.core.errors import BudgetExceededError
+    from offload.infra.ledger import Ledger
+    from offload.infra.ledger.budgets import BudgetLimits, reserve
+    from offload.infra.ledger.records import Attempt, record
+    from offload.core.pricing import PriceTable, Usage
+    from offload.core.tokens import request_upper_bound
 
     MODEL = "claude-haiku-5-5"
 
@@ -89,7 +89,7 @@ def _hammer(tmp_path: Path, limit: int, n: int, url: str | None = None) -> tuple
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     # Create the schema once so eight first-openers don't all migrate at the same instant.
-    subprocess.run([sys.executable, "-c", f"import asyncio; from offload.ledger import Ledger\n"
+    subprocess.run([sys.executable, "-c", f"import asyncio; from offload.infra.ledger import Ledger\n"
                     f"async def m():\n    l = await Ledger.open({str(db)!r}); await l.close()\n"
                     "asyncio.run(m())"], check=True)  # fmt: skip
     extra = [url] if url else []

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from offload.cli import _parser
-from offload.policy.loader import parse_policy
-from offload.pricing import PriceTable
-from offload.tools import build_tools
+from offload.cli.main import _parser
+from offload.config.policy import parse_policy
+from offload.core.pricing import PriceTable
+from offload.mcp.tools import build_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -36,7 +36,7 @@ def test_every_cli_command_is_documented() -> None:
 
 
 def test_every_environment_variable_is_documented() -> None:
-    source = (ROOT / "server" / "offload" / "settings.py").read_text()
+    source = (ROOT / "server" / "offload" / "config" / "settings.py").read_text()
     for var in sorted(set(re.findall(r'"((?:OFFLOAD|ANTHROPIC)_[A-Z_]+)"', source))):
         assert f"`{var}`" in README, f"README's configuration table lacks {var}"
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from offload.app import build_server
-from offload.money import fmt_usd
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.core.money import fmt_usd
+from offload.mcp.server import build_server
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 OFFLOAD = str(Path(sys.executable).with_name("offload"))
@@ -154,7 +154,7 @@ def test_policy_explain_at_the_top_tier_says_there_is_nowhere_to_climb() -> None
 
 
 def test_demo_lines_are_whole_and_the_batch_step_shows_its_estimate() -> None:
-    from offload.demo import run_demo
+    from offload.cli.demo import run_demo
 
     lines: list[str] = []
     assert run_demo(out=lines.append) == 0, "\n".join(lines)

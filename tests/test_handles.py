@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.realistic import FAILING_ERROR, ci_log
-from offload.context.trim import trim
-from offload.errors import InputError
-from offload.ledger import Ledger
-from offload.ledger.handles import kind_of, load, prune, save
+from offload.core.errors import InputError
+from offload.infra.ledger import Ledger
+from offload.infra.ledger.handles import kind_of, load, prune, save
+from offload.trim.content import trim
 
 
 @pytest.mark.anyio

@@ -12,8 +12,8 @@ import pytest
 from mcp import Client
 
 from helpers import CONTRACT_TOOLS
-from offload.app import build_server
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.mcp.server import build_server
 
 MAX_TOOLS_LIST_CHARS = 4_800  # ≈ 1,200 tokens at ~4 characters per token
 

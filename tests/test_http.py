@@ -19,7 +19,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from helpers import uvicorn_serving
 from offload import __version__
-from offload.http import (
+from offload.config.settings import Settings
+from offload.mcp.http import (
     BindError,
     StaticTokenVerifier,
     bind_socket,
@@ -29,8 +30,7 @@ from offload.http import (
     parse_bind,
     serve_http,
 )
-from offload.session import http_session_id
-from offload.settings import Settings
+from offload.mcp.session import http_session_id
 
 TOKEN_A = "tok-A-8f3c1e9d2b7a4c6e"
 TOKEN_B = "tok-B-1d5e7f9a3c2b4e6d"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offload.context.identifiers import (
+from offload.trim.identifiers import (
     MAX_RESTORED,
     Identifier,
     extract,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import BudgetExceededError
-from offload.ledger import Ledger
-from offload.ledger.budgets import BudgetLimits, reserve
-from offload.ledger.records import Attempt, record, record_many, record_policy
-from offload.pricing import PriceTable, Usage
+from offload.core.errors import BudgetExceededError
+from offload.core.pricing import PriceTable, Usage
+from offload.infra.ledger import Ledger
+from offload.infra.ledger.budgets import BudgetLimits, reserve
+from offload.infra.ledger.records import Attempt, record, record_many, record_policy
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -120,10 +120,10 @@ CRASHER = textwrap.dedent(
     """
     import asyncio, sys, time
     from datetime import datetime, UTC
-    from offload.ledger import Ledger
-    from offload.ledger.budgets import BudgetLimits, reserve
-    from offload.ledger.records import Attempt, record
-    from offload.pricing import Usage
+    from offload.infra.ledger import Ledger
+    from offload.infra.ledger.budgets import BudgetLimits, reserve
+    from offload.infra.ledger.records import Attempt, record
+    from offload.core.pricing import Usage
 
     async def main():
         led = await Ledger.open(sys.argv[1])

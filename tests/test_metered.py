@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 import pytest
 
-from offload.app import open_state
-from offload.claude import Prompt, build_params
-from offload.metered import metered_call
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.infra.claude import Prompt, build_params
+from offload.mcp.server import open_state
+from offload.metering.metered import metered_call
 
 pytestmark = pytest.mark.anyio
 

@@ -30,8 +30,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from offload.app import build_server
-from offload.settings import Settings, shipped
+from offload.config.settings import Settings, shipped
+from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +93,7 @@ def usage_of_api(model: str, usage: Any) -> tuple[Any, ...]:
 def run_cli(*args: str, db: Path) -> str:
     env = {**os.environ, "OFFLOAD_DB": str(db)}
     out = subprocess.run(
-        [sys.executable, "-m", "offload.cli", *args, "--db", str(db)],
+        [sys.executable, "-m", "offload.cli.main", *args, "--db", str(db)],
         env=env,
         capture_output=True,
         text=True,

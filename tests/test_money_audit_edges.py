@@ -12,12 +12,12 @@ import pytest
 from mcp import Client
 
 from helpers import ledger_rows
-from offload.app import build_server
-from offload.ledger import Ledger
-from offload.ledger.budgets import BudgetLimits, Headroom, reserve
-from offload.ledger.records import Attempt, record
-from offload.pricing import PriceTable, Usage
-from offload.settings import Settings, shipped
+from offload.config.settings import Settings, shipped
+from offload.core.pricing import PriceTable, Usage
+from offload.infra.ledger import Ledger
+from offload.infra.ledger.budgets import BudgetLimits, Headroom, reserve
+from offload.infra.ledger.records import Attempt, record
+from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -106,7 +106,7 @@ def test_huge_max_tokens_reservation_stays_exact_and_is_refused_cleanly() -> Non
 
 
 async def test_huge_reservation_is_refused_with_the_budget_named(ledger: Ledger) -> None:
-    from offload.errors import BudgetExceededError
+    from offload.core.errors import BudgetExceededError
 
     now = datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)
     with pytest.raises(BudgetExceededError) as info:
@@ -118,7 +118,7 @@ async def test_month_and_day_roll_over_at_utc_midnight(ledger: Ledger) -> None:
     limits = BudgetLimits.from_usd(daily="1", monthly="1.5")
     late = datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=UTC)
     await record(ledger, Attempt("k1", "s", "t", "claude-haiku-5-5", Usage(), cost_pusd=10**12), now=late)
-    from offload.errors import BudgetExceededError
+    from offload.core.errors import BudgetExceededError
 
     with pytest.raises(BudgetExceededError):  # the day is spent
         await reserve(ledger, "s", 1, limits, now=late)

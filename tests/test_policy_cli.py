@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from offload.money import fmt_usd
-from offload.pricing import PriceTable
-from offload.tokens import request_upper_bound
+from offload.core.money import fmt_usd
+from offload.core.pricing import PriceTable
+from offload.core.tokens import request_upper_bound
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 OFFLOAD = str(Path(sys.executable).with_name("offload"))

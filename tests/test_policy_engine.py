@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from offload.errors import BudgetExceededError, InputError
-from offload.policy import Policy, RouteRequest, decide, parse_policy, should_escalate, worst_case_by_tier
-from offload.pricing import PriceTable
+from offload.config.policy import parse_policy
+from offload.core.errors import BudgetExceededError, InputError
+from offload.core.pricing import PriceTable
+from offload.policy import Policy, RouteRequest, decide, should_escalate, worst_case_by_tier
 
 POLICY = """
 name: t

@@ -8,8 +8,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offload.errors import ConfigError
-from offload.policy import Policy, decide, parse_policy
+from offload.config.policy import parse_policy
+from offload.core.errors import ConfigError
+from offload.policy import Policy, decide
 from offload.policy.engine import RouteRequest
 
 KEYS = [

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import ConfigError
-from offload.policy import load_policy, parse_policy
-from offload.pricing import PriceTable
+from offload.config.policy import load_policy, parse_policy
+from offload.core.errors import ConfigError
+from offload.core.pricing import PriceTable
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 SHIPPED = sorted(p for p in POLICIES.glob("*.yaml") if p.name != "pricing.yaml")

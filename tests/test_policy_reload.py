@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import ConfigError
-from offload.policy import PolicyHolder
+from offload.config.policy import PolicyHolder
+from offload.core.errors import ConfigError
 
 GOOD = """
 name: {name}

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offload.errors import ConfigError, UnpricedModelError
-from offload.pricing import PriceTable, Usage
+from offload.core.errors import ConfigError, UnpricedModelError
+from offload.core.pricing import PriceTable, Usage
 
 T = PriceTable.load()
 HAIKU, SONNET, OPUS = "claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5"

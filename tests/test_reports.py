@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from offload.ledger import Ledger
-from offload.ledger.budgets import BudgetLimits
-from offload.ledger.records import Attempt, record, record_policy
-from offload.ledger.reports import summary
-from offload.pricing import Usage
+from offload.core.pricing import Usage
+from offload.infra.ledger import Ledger
+from offload.infra.ledger.budgets import BudgetLimits
+from offload.infra.ledger.records import Attempt, record, record_policy
+from offload.infra.ledger.reports import summary
 
 USD = 10**12
 CENT = 10**10
@@ -86,7 +86,7 @@ def offload(db: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
     if db is not None:
         env["OFFLOAD_DB"] = str(db)
     return subprocess.run(
-        [sys.executable, "-m", "offload.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "offload.cli.main", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 
@@ -138,7 +138,7 @@ def test_statusline_without_a_ledger_is_friendly(tmp_path: Path) -> None:
 
 def test_statusline_imports_nothing_heavy(db: Path) -> None:
     code = (
-        "import sys\nfrom offload.cli import main\nmain(['statusline'])\n"
+        "import sys\nfrom offload.cli.main import main\nmain(['statusline'])\n"
         "heavy = {'aiosqlite', 'rich', 'pydantic', 'mcp', 'anthropic', 'yaml', 'httpx2', 'asyncio'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )

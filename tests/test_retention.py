@@ -11,8 +11,8 @@ import pytest
 from mcp import Client
 
 from helpers import ledger_rows
-from offload.app import build_server
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.mcp.server import build_server
 from test_batch import wait_done
 
 pytestmark = pytest.mark.anyio

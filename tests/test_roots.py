@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import PathRefusedError
-from offload.roots import read_many, read_text, resolve
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.core.errors import PathRefusedError
+from offload.infra.files import read_many, read_text, resolve
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 from mcp import Client
 
 from helpers import ledger_rows as rows
-from offload.app import build_server
-from offload.settings import Settings, shipped
+from offload.config.settings import Settings, shipped
+from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -272,7 +272,7 @@ async def test_budget_status_does_not_count_a_dead_process_hold_as_in_flight(
     import subprocess
     import sys
 
-    from offload.ledger import Ledger, budgets
+    from offload.infra.ledger import Ledger, budgets
 
     settings = make_settings(None)
     ledger = await Ledger.open(settings.db_path)

@@ -11,8 +11,8 @@ import httpx2
 import pytest
 
 from helpers import uvicorn_serving
-from offload.http import BindError, build_http_app, check_bind, is_loopback
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.mcp.http import BindError, build_http_app, check_bind, is_loopback
 
 TOKEN = "tok-sec-5b2e8d1f9a7c3e4b6d0f"
 INIT = {

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import PathRefusedError
-from offload.roots import atomic_writer, read_text, resolve
+from offload.core.errors import PathRefusedError
+from offload.infra.files import atomic_writer, read_text, resolve
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_symlink_loops_under_double_star_terminate(tree: tuple[Path, Path]) -> N
     (root / "src" / "up1").symlink_to("..", target_is_directory=True)
     (root / "src" / "up2").symlink_to("..", target_is_directory=True)
     code = (
-        "from pathlib import Path; from offload.roots import resolve; from offload.errors import PathRefusedError\n"
+        "from pathlib import Path; from offload.infra.files import resolve; from offload.core.errors import PathRefusedError\n"
         f"root = Path({str(root)!r})\n"
         "print([str(p) for p in resolve(['**/*.py'], [root])])\n"
         "try:\n    resolve(['**/*.rs'], [root])\nexcept PathRefusedError as e:\n    print(str(e)[:29])\n"
@@ -199,8 +199,8 @@ def test_a_server_started_in_the_filesystem_root_reads_nothing_until_roots_are_s
     import sys
 
     code = (
-        "from offload.settings import Settings\n"
-        "from offload.roots import resolve\n"
+        "from offload.config.settings import Settings\n"
+        "from offload.infra.files import resolve\n"
         "s = Settings.from_env({'HOME': '/tmp'})\n"
         "print(s.roots)\n"
         "try:\n    resolve(['etc/hostname'], s.roots)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"

@@ -15,8 +15,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from offload.app import build_server
-from offload.settings import Settings, shipped
+from offload.config.settings import Settings, shipped
+from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 

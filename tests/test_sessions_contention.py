@@ -21,7 +21,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from offload.settings import shipped
+from offload.config.settings import shipped
 
 pytestmark = pytest.mark.anyio
 

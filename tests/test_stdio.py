@@ -20,7 +20,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from helpers import CONTRACT_TOOLS, handshake
-from offload.settings import shipped
+from offload.config.settings import shipped
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -17,9 +17,9 @@ import pytest
 from mcp import Client
 
 from helpers import ledger_rows as rows
-from offload.app import build_server
-from offload.money import usd_json
-from offload.settings import Settings, shipped
+from offload.config.settings import Settings, shipped
+from offload.core.money import usd_json
+from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offload.context.chunking import plan, render, split
-from offload.context.summarize import chunk_prompt, instructions, part_target
-from offload.tokens import approx_tokens
+from offload.core.tokens import approx_tokens
+from offload.services.summarize import chunk_prompt, instructions, part_target
+from offload.trim.chunking import plan, render, split
 
 
 def paragraphs(n: int, words: int = 60) -> str:

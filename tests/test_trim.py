@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from offload.context.detect import KINDS, detect
-from offload.context.trim import trim
-from offload.context.trim_query import parse_query
-from offload.errors import InputError
+from offload.core.errors import InputError
+from offload.trim.content import trim
+from offload.trim.detect import KINDS, detect
+from offload.trim.query import parse_query
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from fixtures.realistic import (
     long_markdown,
     wide_csv,
 )
-from offload.context.trim import TrimResult, trim
+from offload.trim.content import TrimResult, trim
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from offload.app import build_server
-from offload.money import usd_json
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.core.money import usd_json
+from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 

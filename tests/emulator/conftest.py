@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 import anthropic
 import pytest
 
-from offload.emulator.server import EmulatorHandle
-from offload.emulator.testing import emulator
+from emulator_fixtures import emulator
+from offload_emulator.server import EmulatorHandle
 
 __all__ = ["emulator"]
 

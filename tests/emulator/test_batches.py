@@ -8,8 +8,8 @@ from typing import Any
 import anthropic
 import pytest
 
-from offload.emulator.server import EmulatorHandle
-from offload.emulator.testing import running
+from emulator_fixtures import running
+from offload_emulator.server import EmulatorHandle
 
 HAIKU = "claude-haiku-5-5"
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offload.emulator import EmulatorConfig, EmulatorState
-from offload.emulator.server import EmulatorHandle
-from offload.emulator.tokenizer import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_text
+from offload_emulator import EmulatorConfig, EmulatorState
+from offload_emulator.server import EmulatorHandle
+from offload_emulator.tokenizer import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_text
 
 SONNET = "claude-sonnet-5-5"  # minimum cacheable prefix: 1024 tokens
 LONG = " ".join(f"fact{i}" for i in range(800))  # about 2,400 tokens
@@ -168,7 +168,7 @@ def test_usage_always_adds_up_to_count_tokens(calls: list[tuple[str, str | None,
             "messages": [{"role": "user", "content": [block]}],
         }
         u = state.run_message(body)["usage"]
-        from offload.emulator.prompt import parse_count
+        from offload_emulator.prompt import parse_count
 
         total = parse_count({k: v for k, v in body.items() if k != "max_tokens"}).total_tokens
         parts = u["cache_creation"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from offload.emulator.cli import main
+from offload_emulator.cli import main
 
 
 def test_bad_script_or_faults_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,7 +38,7 @@ def test_module_runs_a_server(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "offload.emulator",
+        "offload_emulator",
         "--port",
         str(port),
         "--seed",

@@ -15,9 +15,9 @@ from typing import Any
 import anthropic
 import pytest
 
-from offload.emulator.server import EmulatorHandle
-from offload.emulator.testing import running
-from offload.emulator.tokenizer import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_text
+from emulator_fixtures import running
+from offload_emulator.server import EmulatorHandle
+from offload_emulator.tokenizer import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_text
 
 SONNET = "claude-sonnet-5-5"  # minimum cacheable prefix: 1024 tokens
 LONG = " ".join(f"fact{i}" for i in range(800))  # about 2,400 tokens
@@ -143,8 +143,8 @@ def test_504_is_a_timeout_error() -> None:
 
 
 def test_a_request_evaluated_in_the_past_sees_the_cache_of_that_moment() -> None:
-    from offload.emulator import EmulatorConfig, EmulatorState
-    from offload.emulator.clock import Clock
+    from offload_emulator import EmulatorConfig, EmulatorState
+    from offload_emulator.clock import Clock
 
     state = EmulatorState(EmulatorConfig(clock=Clock(1000.0, frozen=True)))
     body = first_turn()
@@ -160,8 +160,8 @@ def test_a_request_evaluated_in_the_past_sees_the_cache_of_that_moment() -> None
 
 
 def test_every_emulated_model_is_priced_with_the_same_minimum_cacheable_prefix() -> None:
-    from offload.emulator.models import MODELS
-    from offload.pricing import PriceTable
+    from offload.core.pricing import PriceTable
+    from offload_emulator.models import MODELS
 
     prices = PriceTable.load()
     for model in MODELS:

@@ -6,8 +6,8 @@ import anthropic
 import httpx2
 import pytest
 
-from offload.emulator.server import EmulatorHandle
-from offload.emulator.testing import running
+from emulator_fixtures import running
+from offload_emulator.server import EmulatorHandle
 
 HAIKU = "claude-haiku-5-5"
 

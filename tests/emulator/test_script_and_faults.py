@@ -7,9 +7,9 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from offload.emulator import FaultSpec, FaultSpecError, Script, ScriptError
-from offload.emulator.server import EmulatorHandle
-from offload.emulator.testing import running
+from emulator_fixtures import running
+from offload_emulator import FaultSpec, FaultSpecError, Script, ScriptError
+from offload_emulator.server import EmulatorHandle
 
 HAIKU = "claude-haiku-5-5"
 SCRIPT = """

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offload.emulator import tokenizer
+from offload_emulator import tokenizer
 
 
 @given(st.text())

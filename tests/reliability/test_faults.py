@@ -14,10 +14,10 @@ import anyio
 import pytest
 from mcp import Client
 
-from offload.app import build_server
-from offload.money import usd_json
-from offload.pricing import PriceTable, Usage
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.core.money import usd_json
+from offload.core.pricing import PriceTable, Usage
+from offload.mcp.server import build_server
 
 from .conftest import is_generic_error, ledger_rows, result_text
 

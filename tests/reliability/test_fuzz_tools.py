@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
-from offload.app import build_server
-from offload.emulator.testing import running
-from offload.settings import Settings, shipped
+from emulator_fixtures import running
+from offload.config.settings import Settings, shipped
+from offload.mcp.server import build_server
 
 from .conftest import is_generic_error, result_text
 

@@ -22,10 +22,10 @@ import pytest
 from mcp import Client
 
 from helpers import handshake
-from offload.app import build_server
-from offload.money import usd_json
-from offload.pricing import PriceTable, Usage
-from offload.settings import Settings
+from offload.config.settings import Settings
+from offload.core.money import usd_json
+from offload.core.pricing import PriceTable, Usage
+from offload.mcp.server import build_server
 
 from .conftest import ledger_rows, result_text
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from offload.errors import BudgetExceededError, InputError
-from offload.money import fmt_usd
+from offload.core.errors import BudgetExceededError, InputError
+from offload.core.money import fmt_usd
 from offload.policy.models import DIFFICULTIES, TRIGGERS, Policy
 
 

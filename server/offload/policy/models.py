@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from offload.money import usd_to_pusd
+from offload.core.money import usd_to_pusd
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
 TRIGGERS: tuple[str, ...] = ("max_tokens", "refusal", "schema_invalid", "must_match_failed", "api_error")

@@ -1,0 +1,124 @@
+"""`offload` command line. Parsing lives here; each command's work lives in its own module.
+
+Imports are lazy: `offload statusline` runs on every Claude Code prompt redraw and must not
+pay for `mcp` or `anthropic` start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from offload.config.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="offload", description="Cheap Claude sub-work for agents, priced exactly.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    s.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
+    s.add_argument("--db", help="ledger SQLite file (default: $OFFLOAD_DB or ~/.local/share/offload/offload.db)")
+    s.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP instead of stdio")
+    s.add_argument("--session", help="budget session id (default: $OFFLOAD_SESSION or one per process)")
+
+    e = sub.add_parser("emulator", help="run the local Claude API emulator", add_help=False)
+    e.add_argument("rest", nargs=argparse.REMAINDER)
+
+    sp = sub.add_parser("spend", help="spend and savings report from the ledger")
+    sp.add_argument("--by", choices=["day", "model", "tool", "session"], default="day")
+    sp.add_argument("--since", help="ISO date (YYYY-MM-DD) or a span like 7d, 24h (default: 30d)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--db", help="ledger SQLite file")
+
+    sl = sub.add_parser("statusline", help="one short line for Claude Code's statusline")
+    sl.add_argument("--db", help="ledger SQLite file")
+
+    po = sub.add_parser("policy", help="check or explain routing policies")
+    posub = po.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    pc = posub.add_parser("check", help="validate policy files (exit 1 on the first bad one)")
+    pc.add_argument("files", nargs="+")
+    px = posub.add_parser("explain", help="show the routing decision for a prompt")
+    px.add_argument("file")
+    px.add_argument("prompt")
+    px.add_argument("--task")
+    px.add_argument("--difficulty", choices=["easy", "medium", "hard"])
+
+    b = sub.add_parser("batches", help="list batches recorded in the ledger")
+    b.add_argument("--db", help="ledger SQLite file")
+    b.add_argument("--all", action="store_true", help="include finished batches")
+    b.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="end-to-end rehearsal on the emulator and a temporary database")
+    d.add_argument("--keep", action="store_true", help="keep the temporary database and print its path")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        # The emulator owns its flags; argparse.REMAINDER would stop at the first option.
+        from offload_emulator.cli import main as emulator_main
+
+        return emulator_main(argv[1:])
+    args = _parser().parse_args(argv)
+    cmd = args.command
+    from offload.core.errors import OffloadError
+
+    try:
+        return _dispatch(args)
+    except OffloadError as exc:
+        print(f"offload {cmd}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from offload.config.settings import Settings
+
+    policy, db = getattr(args, "policy", None), getattr(args, "db", None)
+    return Settings.from_env(
+        policy_path=Path(policy) if policy else None,
+        db_path=Path(db) if db else None,
+        session_id=getattr(args, "session", None),
+    )
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "serve":
+        from offload.mcp.server import serve
+
+        return serve(_settings(args), http=args.http)
+    if cmd == "spend":
+        from offload.infra.ledger.reports import cmd_spend
+
+        return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json)
+    if cmd == "statusline":
+        from offload.infra.ledger.statusline import cmd_statusline
+
+        return cmd_statusline(_settings(args))
+    if cmd == "policy":
+        from offload.cli import policy as policy_cli
+
+        if args.policy_command == "check":
+            return policy_cli.cmd_check(args.files)
+        return policy_cli.cmd_explain(args.file, args.prompt, task=args.task, difficulty=args.difficulty)
+    if cmd == "batches":
+        from offload.services.batches import cmd_list
+
+        return cmd_list(_settings(args), include_done=args.all, as_json=args.json)
+    if cmd == "demo":
+        from offload.cli.demo import run_demo
+
+        return run_demo(keep=args.keep)
+    raise AssertionError(f"unhandled command {cmd}")  # pragma: no cover - argparse restricts choices
+
+
+if __name__ == "__main__":
+    sys.exit(main())

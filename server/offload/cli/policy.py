@@ -1,0 +1,103 @@
+"""`offload policy check FILE...` and `offload policy explain FILE "prompt"`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from offload.config.policy import load_policy
+from offload.core.errors import ConfigError
+from offload.core.money import fmt_usd
+from offload.core.tokens import request_upper_bound
+from offload.policy.engine import RouteRequest, decide
+
+if TYPE_CHECKING:
+    from offload.core.pricing import PriceTable
+    from offload.policy.models import Policy
+
+
+def _price_table() -> PriceTable | None:
+    # The price table is optional for checking: without it, model ids are not cross-checked.
+    try:
+        from offload.core.pricing import PriceTable
+    except ImportError:
+        return None
+    return PriceTable.load()
+
+
+def _known_models(table: PriceTable | None) -> Collection[str] | None:
+    return None if table is None else set(table.models)
+
+
+def _is_price_table(file: str) -> bool:
+    """pricing.yaml sits beside the policies, so `policy check policies/*.yaml` meets it."""
+    import yaml
+
+    try:
+        with open(file, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(doc, dict) and "models" in doc and "tiers" not in doc
+
+
+def cmd_check(files: list[str]) -> int:
+    """Validate each file; print `ok ...` per good file, the error per bad one. 1 if any was bad."""
+    known = _known_models(_price_table())
+    status = 0
+    for file in files:
+        if _is_price_table(file):
+            print(f"skip {file} (a price table, not a policy)")
+            continue
+        try:
+            policy = load_policy(file, known_models=known)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            status = 1
+            continue
+        tiers = " ".join(f"{t}={m}" for t, m in policy.tiers.items())
+        print(f"ok {file} ({policy.name}: {len(policy.rules)} rules, tiers {tiers})")
+    return status
+
+
+def _why_no_escalation(policy: Policy, tier: str) -> str:
+    ladder = policy.escalation.ladder
+    if not ladder or not policy.escalation.on or policy.escalation.max_steps == 0:
+        return "escalation is off in this policy"
+    if tier not in ladder:
+        return f"{tier} is not on the ladder {', '.join(ladder)}"
+    return f"{tier} is the top of the ladder"
+
+
+def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | None) -> int:
+    """Print the routing decision for one prompt, with its worst-case cost on each step."""
+    table = _price_table()
+    policy = load_policy(file, known_models=_known_models(table))
+    tokens = request_upper_bound([prompt])
+    decision = decide(policy, RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt))
+    if decision.ladder:
+        escalation = f"{' -> '.join(decision.ladder)} (on: {', '.join(policy.escalation.on) or 'never'})"
+    else:
+        escalation = f"(none): {_why_no_escalation(policy, decision.tier)}"
+    out = [
+        f"policy     {policy.name} ({file})",
+        f"tier       {decision.tier} -> {decision.model}",
+        f"rule       {decision.rule}",
+        f"reason     {decision.reason}",
+        f"max_tokens {decision.max_tokens}",
+        f"escalation {escalation}",
+    ]
+    if decision.triage_needed and policy.triage is not None:
+        out.append(f"triage     a {policy.triage.tier}-tier call would first guess the difficulty (none given)")
+    if table is not None:
+        first = table.worst_case(decision.model, tokens, decision.max_tokens)
+        total = first
+        for tier in decision.ladder:
+            total += table.worst_case(policy.tiers[tier], tokens, policy.max_tokens_for(tier))
+        line = f"worst case {fmt_usd(first)} for <= {tokens} input tokens + {decision.max_tokens} output"
+        if decision.ladder:
+            line += f"; {fmt_usd(total)} if every escalation step runs"
+        out.append(line)
+    print("\n".join(out))
+    return 0

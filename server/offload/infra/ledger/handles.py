@@ -1,0 +1,72 @@
+"""Handles: content kept in the ledger so a later trim can reslice it without a resend.
+
+The id is a digest of the content, so saving the same text twice returns the same handle and
+stores one row; rows unused for a week are pruned. Compression runs in a worker thread so a
+multi-megabyte result does not stall the event loop other tool calls share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import zlib
+from datetime import datetime, timedelta
+
+from offload.core.errors import InputError
+from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.windows import iso, utcnow
+
+HANDLE_PREFIX = "h_"
+
+
+def handle_for(content: str) -> str:
+    return HANDLE_PREFIX + hashlib.sha256(content.encode("utf-8")).hexdigest()[:12]
+
+
+async def save(ledger: Ledger, content: str, kind: str, *, now: datetime | None = None) -> str:
+    """Store `content` (idempotent) and return its handle."""
+    handle = handle_for(content)
+    raw = content.encode("utf-8")
+    blob = await asyncio.to_thread(zlib.compress, raw, 6)
+    ts = iso(now or utcnow())
+    async with ledger.write() as conn:
+        await conn.execute(
+            "INSERT INTO handles (id, kind, bytes, created_at, last_used_at, content) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET last_used_at = excluded.last_used_at",
+            (handle, kind, len(raw), ts, ts, blob),
+        )
+    return handle
+
+
+async def load(ledger: Ledger, handle: str, *, now: datetime | None = None) -> str:
+    """The content saved under `handle`; refreshes its last use so it is not pruned."""
+    async with ledger.write() as conn:
+        cur = await conn.execute("SELECT content FROM handles WHERE id = ?", (handle,))
+        row = await cur.fetchone()
+        await cur.close()
+        if row is None:
+            raise InputError(
+                f"handle {handle!r} is unknown or expired (handles are kept 7 days after last use); "
+                "send the content or its path instead"
+            )
+        await conn.execute("UPDATE handles SET last_used_at = ? WHERE id = ?", (iso(now or utcnow()), handle))
+    data = await asyncio.to_thread(zlib.decompress, row[0])
+    return data.decode("utf-8")
+
+
+async def kind_of(ledger: Ledger, handle: str) -> str | None:
+    """The kind recorded with `handle`, or None if there is no such handle."""
+    cur = await ledger.conn.execute("SELECT kind FROM handles WHERE id = ?", (handle,))
+    row = await cur.fetchone()
+    await cur.close()
+    return None if row is None else str(row[0])
+
+
+async def prune(ledger: Ledger, older_than_days: int = 7, *, now: datetime | None = None) -> int:
+    """Delete handles not used for `older_than_days`; returns how many went."""
+    cutoff = iso((now or utcnow()) - timedelta(days=older_than_days))
+    async with ledger.write() as conn:
+        cur = await conn.execute("DELETE FROM handles WHERE last_used_at < ?", (cutoff,))
+        deleted = cur.rowcount
+        await cur.close()
+    return max(deleted, 0)

@@ -1,0 +1,250 @@
+"""Read-side reports: `budget_status` summary and `offload spend`.
+
+Savings are measured against each attempt's `baseline_pusd` (what the same tokens would cost
+sent plainly to the policy's baseline model); cache hit rate is cache-read tokens over prompt
+tokens. Money stays integer pusd until it is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from offload.core.errors import InputError
+from offload.core.money import fmt_usd, usd_json
+from offload.infra.ledger import windows as w
+from offload.infra.ledger.budgets import BudgetLimits, ScopeState, scope_states
+from offload.infra.ledger.statusline import cmd_statusline, open_ro
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+    from offload.config.settings import Settings
+    from offload.infra.ledger.db import Ledger
+
+__all__ = ["BudgetSummary", "SpendRow", "cmd_spend", "cmd_statusline", "spend_rows", "summary"]
+
+_BY = {"day": "substr(ts, 1, 10)", "model": "model", "tool": "tool", "session": "session_id"}
+_WINDOWS = {"session": None, "day": (w.day_start, w.next_day), "month": (w.month_start, w.next_month)}
+
+
+def _pct(part: int, whole: int) -> Decimal:
+    # One decimal place, exact (Decimal), 0 when there is nothing to compare against.
+    if whole <= 0:
+        return Decimal(0)
+    return (Decimal(part) * 100 / Decimal(whole)).quantize(Decimal("0.1"))
+
+
+class _Savings:
+    """Savings against the baseline model, for any figures that carry both costs."""
+
+    cost_pusd: int
+    baseline_pusd: int
+
+    @property
+    def saved_pusd(self) -> int:
+        return self.baseline_pusd - self.cost_pusd
+
+    @property
+    def saved_pct(self) -> Decimal:
+        return _pct(self.saved_pusd, self.baseline_pusd)
+
+
+@dataclass(frozen=True)
+class ModelSpend:
+    model: str
+    calls: int
+    cost_pusd: int
+
+
+@dataclass(frozen=True)
+class BudgetSummary(_Savings):
+    scopes: list[ScopeState]  # session, daily, monthly: spent / reserved / limit / remaining
+    window: str  # which attempts the figures below cover: session | day | month
+    cost_pusd: int
+    baseline_pusd: int
+    calls: int
+    cache_read_tokens: int
+    prompt_tokens: int
+    top_models: list[ModelSpend]
+    pending_batches: int
+
+    @property
+    def cache_hit_pct(self) -> Decimal:
+        return _pct(self.cache_read_tokens, self.prompt_tokens)
+
+
+async def _table_exists(conn: aiosqlite.Connection, name: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return await cur.fetchone() is not None
+
+
+async def summary(
+    ledger: Ledger,
+    session_id: str,
+    limits: BudgetLimits,
+    now: datetime | None = None,
+    *,
+    window: str = "session",
+    top: int = 3,
+) -> BudgetSummary:
+    """Budgets for every scope, plus savings, cache hits and top models for `window`."""
+    if window not in _WINDOWS:
+        raise InputError(f"scope {window!r} is not one of session, day, month")
+    now = now or w.utcnow()
+    conn = ledger.conn
+    states = await scope_states(conn, session_id, limits, now)
+    bounds = _WINDOWS[window]
+    params: tuple[str, ...]
+    if bounds is None:
+        where, params = "session_id = ?", (session_id,)
+    else:
+        where, params = "ts >= ? AND ts < ?", (w.iso(bounds[0](now)), w.iso(bounds[1](now)))
+    cur = await conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0),"
+        " COALESCE(SUM(cache_read), 0),"
+        " COALESCE(SUM(input_tokens + cache_write_5m + cache_write_1h + cache_read), 0)"
+        f" FROM attempts WHERE {where}",
+        params,
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    calls, cost, base, cache_read, prompt = (int(v) for v in row)
+    cur = await conn.execute(
+        f"SELECT model, COUNT(*), SUM(cost_pusd) AS c FROM attempts WHERE {where}"
+        " GROUP BY model ORDER BY c DESC, model LIMIT ?",
+        (*params, top),
+    )
+    models = [ModelSpend(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+    pending = 0
+    if await _table_exists(conn, "batches"):
+        # 0003_batches.sql: a local batch is 'open' until every request is settled.
+        got = await (await conn.execute("SELECT COUNT(*) FROM batches WHERE state = 'open'")).fetchone()
+        pending = int(got[0]) if got else 0
+    return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending)
+
+
+# --- offload spend ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpendRow(_Savings):
+    key: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read: int
+    cost_pusd: int
+    baseline_pusd: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read,
+            "cost_usd": usd_json(self.cost_pusd),
+            "baseline_usd": usd_json(self.baseline_pusd),
+            "saved_usd": usd_json(self.saved_pusd),
+            "saved_pct": str(self.saved_pct),
+        }
+
+
+def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[SpendRow]:
+    """Spend grouped by day | model | tool | session since `since`.
+
+    Synchronous on a stdlib connection: the CLI must not pay for an event loop.
+    """
+    if by not in _BY:
+        raise InputError(f"--by {by!r}: expected one of {', '.join(_BY)}")
+    key = _BY[by]
+    rows = conn.execute(
+        f"SELECT {key} AS k, COUNT(*), SUM(input_tokens + cache_write_5m + cache_write_1h),"
+        " SUM(output_tokens),"
+        " SUM(cache_read), SUM(cost_pusd), SUM(baseline_pusd)"
+        " FROM attempts WHERE ts >= ? GROUP BY k ORDER BY " + ("k" if by == "day" else "SUM(cost_pusd) DESC, k"),
+        (w.iso(since),),
+    ).fetchall()
+    return [SpendRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]
+
+
+def total(rows: list[SpendRow]) -> SpendRow:
+    return SpendRow(
+        "total",
+        sum(r.calls for r in rows),
+        sum(r.input_tokens for r in rows),
+        sum(r.output_tokens for r in rows),
+        sum(r.cache_read for r in rows),
+        sum(r.cost_pusd for r in rows),
+        sum(r.baseline_pusd for r in rows),
+    )
+
+
+def cmd_spend(settings: Settings, *, by: str, since: str | None, as_json: bool, now: datetime | None = None) -> int:
+    try:
+        start = w.parse_since(since, now or w.utcnow())
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    path = settings.db_path
+    rows: list[SpendRow] = []
+    if path.exists():
+        conn = open_ro(path)
+        try:
+            rows = spend_rows(conn, by, start)
+        except sqlite3.DatabaseError as exc:  # OperationalError, or "file is not a database"
+            if "no such table" not in str(exc):
+                raise InputError(f"{path}: cannot read the ledger ({exc})") from None
+        finally:
+            conn.close()
+    tot = total(rows)
+    if as_json:
+        doc: dict[str, object] = {"db": str(path), "by": by, "since": w.iso(start)}
+        doc["rows"] = [r.to_json() for r in rows]
+        doc["total"] = tot.to_json()
+        print(json.dumps(doc, indent=2))
+        return 0
+    _print_table(rows, tot, by, start)
+    return 0
+
+
+def _print_table(rows: list[SpendRow], tot: SpendRow, by: str, start: datetime) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"offload spend by {by} since {start:%Y-%m-%d %H:%M} UTC", show_footer=bool(rows))
+    table.add_column(by, footer="total")
+    for name, attr, fmt in (
+        ("calls", "calls", str),
+        ("input+write tok", "input_tokens", "{:,}".format),
+        ("cache read", "cache_read", "{:,}".format),
+        ("output tok", "output_tokens", "{:,}".format),
+        ("cost", "cost_pusd", fmt_usd),
+        ("baseline", "baseline_pusd", fmt_usd),
+        ("saved", "saved_pusd", fmt_usd),
+    ):
+        table.add_column(name, justify="right", footer=fmt(getattr(tot, attr)))
+    table.add_column("saved %", justify="right", footer=f"{tot.saved_pct}%")
+    for r in rows:
+        table.add_row(
+            r.key,
+            str(r.calls),
+            f"{r.input_tokens:,}",
+            f"{r.cache_read:,}",
+            f"{r.output_tokens:,}",
+            fmt_usd(r.cost_pusd),
+            fmt_usd(r.baseline_pusd),
+            fmt_usd(r.saved_pusd),
+            f"{r.saved_pct}%",
+        )
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:  # piped: rich would squeeze to 80 columns and elide the money
+        console = Console(soft_wrap=False, width=150)
+    if rows:
+        console.print(table)
+    else:
+        console.print(f"no attempts recorded since {start:%Y-%m-%d %H:%M} UTC")

@@ -1,0 +1,74 @@
+"""`offload statusline`: one short line, printed on every Claude Code prompt redraw.
+
+It must start and finish in a few tens of milliseconds, so it uses the stdlib sqlite3 module on
+a read-only connection and imports nothing heavy (no aiosqlite, rich, pydantic, mcp, anthropic).
+Budget limits come from the newest `policy_snapshots` row the server wrote, not from YAML.
+It never fails the prompt: any problem becomes a short line and exit status 0.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from offload.core.money import fmt_usd
+from offload.infra.ledger import windows as w
+
+if TYPE_CHECKING:
+    from offload.config.settings import Settings
+
+
+def open_ro(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def statusline_text(conn: sqlite3.Connection, now: datetime) -> str:
+    d0, d1 = w.iso(w.day_start(now)), w.iso(w.next_day(now))
+    m0, m1 = w.iso(w.month_start(now)), w.iso(w.next_month(now))
+    day_cost, day_base = conn.execute(
+        "SELECT COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?",
+        (d0, d1),
+    ).fetchone()
+    parts = [f"offload {fmt_usd(day_cost)} today"]  # 4 places under $1: small spend stays visible
+    snap = conn.execute("SELECT daily_pusd, monthly_pusd FROM policy_snapshots ORDER BY id DESC LIMIT 1").fetchone()
+    if snap is not None and (snap[0] is not None or snap[1] is not None):
+        held = conn.execute(
+            "SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE expires_at > ?", (w.iso(now),)
+        ).fetchone()[0]
+        lefts = []
+        if snap[0] is not None:
+            lefts.append(snap[0] - day_cost - held)
+        if snap[1] is not None:
+            month_cost = conn.execute(
+                "SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?", (m0, m1)
+            ).fetchone()[0]
+            lefts.append(snap[1] - month_cost - held)
+        parts.append(f"{fmt_usd(max(0, min(lefts)), places=2)} left")
+    if day_base > 0:
+        saved = day_base - day_cost
+        parts.append(f"saved {fmt_usd(saved, places=2)} ({saved * 100 // day_base}%)")
+    return " · ".join(parts)
+
+
+def cmd_statusline(settings: Settings, *, now: datetime | None = None) -> int:
+    path = settings.db_path
+    if not path.exists():
+        print("offload: no spend yet")
+        return 0
+    try:
+        conn = open_ro(path)
+        try:
+            line = statusline_text(conn, now or w.utcnow())
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        # A ledger from before its first server run has no tables yet: say so, never fail the prompt.
+        line = "offload: no spend yet" if "no such table" in str(exc) else f"offload: ledger unreadable ({exc})"
+    print(line)
+    sys.stdout.flush()
+    return 0

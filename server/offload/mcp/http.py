@@ -1,0 +1,227 @@
+"""Streamable HTTP transport: bearer-token auth, a loopback-only default, and `/healthz`.
+
+Auth uses the SDK's own seam (`token_verifier` + `AuthSettings`) rather than a hand-rolled
+middleware because the SDK then binds every MCP session to the principal that opened it: a
+client holding token A gets "session not found" for a session opened with token B. Each
+configured token becomes one principal (`token-1`, `token-2`, ... by position in the list).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import socket
+import sys
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from offload import __version__
+
+if TYPE_CHECKING:
+    from mcp.server import MCPServer
+    from starlette.applications import Starlette
+
+    from offload.config.settings import Settings
+    from offload.mcp.server import AppState
+
+log = logging.getLogger("offload.mcp.http")
+
+MCP_PATH = "/mcp"
+HEALTH_PATH = "/healthz"
+EXIT_USAGE = 2
+
+# The SDK requires an issuer URL, but it is only published when the server is itself an OAuth
+# authorization server or advertises resource metadata; offload is neither, so `.invalid` (a
+# reserved, never-resolving TLD) makes it obvious that no real issuer is involved.
+_STATIC_ISSUER = "https://static-tokens.offload.invalid"
+
+
+class BindError(ValueError):
+    """A `--http HOST:PORT` value that cannot or must not be served; str() says what to send instead."""
+
+
+class StaticTokenVerifier:
+    """Accepts exactly the configured tokens, compared in constant time."""
+
+    def __init__(self, tokens: tuple[str, ...]) -> None:
+        if not tokens:
+            raise ValueError("StaticTokenVerifier needs at least one token")
+        # Comparing fixed-length digests hides the tokens' lengths as well as their contents.
+        self._digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        offered = hashlib.sha256(token.encode()).digest()
+        match = 0
+        # No early exit: the time taken does not depend on which token (if any) matched.
+        for index, digest in enumerate(self._digests, start=1):
+            if hmac.compare_digest(offered, digest) and not match:
+                match = index
+        if not match:
+            return None
+        return AccessToken(token=token, client_id=f"token-{match}", scopes=[])
+
+
+def auth_kwargs(settings: Settings) -> dict[str, Any]:
+    """`build_server` keyword arguments that turn on bearer auth when tokens are configured."""
+    if not settings.http_tokens:
+        return {}
+    return {
+        "token_verifier": StaticTokenVerifier(settings.http_tokens),
+        "auth": AuthSettings(issuer_url=AnyHttpUrl(_STATIC_ISSUER), resource_server_url=None),
+    }
+
+
+def parse_bind(spec: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[::1]:PORT` or `:PORT` (all interfaces) -> (host, port)."""
+    host, sep, port_text = spec.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise BindError(f"--http {spec!r}: expected HOST:PORT, e.g. 127.0.0.1:8765 or [::1]:8765")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """True only for addresses no other machine can reach: 127.0.0.0/8, ::1, localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "" (all interfaces), 0.0.0.0, other names: reachable from elsewhere
+
+
+def check_bind(host: str, port: int, settings: Settings) -> None:
+    """Refuse to expose an unauthenticated server beyond this machine."""
+    if not settings.http_tokens and not is_loopback(host):
+        shown = host or "all interfaces"
+        raise BindError(
+            f"refusing to serve HTTP on {shown}:{port} without a token: anyone who can reach it could "
+            "spend on your API key. Set OFFLOAD_HTTP_TOKENS=<token>[,<token>...] or "
+            "OFFLOAD_HTTP_TOKEN_FILE=<file, one token per line>, or bind 127.0.0.1."
+        )
+
+
+def add_health_route(server: MCPServer[AppState]) -> None:
+    # Custom routes sit outside the SDK's auth wrapper: probes need no token, so this says
+    # nothing beyond liveness and version.
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"ok": True, "name": "offload", "version": __version__})
+
+    server.custom_route(HEALTH_PATH, methods=["GET"], include_in_schema=False)(healthz)
+
+
+def http_app(server: MCPServer[AppState], *, host: str = "127.0.0.1") -> Starlette:
+    """The ASGI app for an already-built server (`/mcp` plus `/healthz`).
+
+    On a loopback host, Host/Origin checks block DNS rebinding (a web page whose name was
+    rebound to 127.0.0.1 calling the tools); off loopback a token is mandatory, and a browser
+    page cannot attach it.
+    """
+    add_health_route(server)
+    return server.streamable_http_app(
+        streamable_http_path=MCP_PATH, host=host, transport_security=rebinding_protection(host)
+    )
+
+
+def rebinding_protection(host: str) -> TransportSecuritySettings | None:
+    """Host/Origin allow-lists for every name `is_loopback` admits, not only the SDK's three.
+
+    The SDK turns the checks on for exactly "127.0.0.1", "localhost" and "::1"; a server bound to
+    127.0.0.2, "LOCALHOST" or "0:0:0:0:0:0:0:1" runs tokenless too, and would have had none.
+    """
+    if not is_loopback(host):
+        return None
+    names = {"127.0.0.1", "localhost", "[::1]", host.lower()}
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        names.discard(host.lower())
+        names.add(f"[{ip.compressed}]" if ip.version == 6 else ip.compressed)
+    ordered = sorted(names)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{n}:*" for n in ordered],
+        allowed_origins=[f"http://{n}:*" for n in ordered],
+    )
+
+
+def build_http_app(settings: Settings, *, host: str = "127.0.0.1") -> Starlette:
+    """A complete ASGI app from settings alone (auth on when `settings.http_tokens` is set)."""
+    return http_app(_build(settings), host=host)
+
+
+def _build(settings: Settings) -> MCPServer[AppState]:
+    from offload.mcp.server import build_server
+
+    return build_server(settings, http=True, **auth_kwargs(settings))
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {host or '*'}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_http(settings: Settings, spec: str, *, server: MCPServer[AppState] | None = None) -> int:
+    """Serve over streamable HTTP on `spec` (HOST:PORT) until interrupted; returns the exit code.
+
+    Every refusal (bad spec, exposed without a token, port taken) happens before the server
+    starts, prints one line to stderr and returns 2. `server` defaults to
+    `build_server(settings, http=True, **auth_kwargs(settings))`.
+    """
+    import uvicorn
+
+    from offload.mcp.server import _has_uvloop
+
+    try:
+        host, port = parse_bind(spec)
+        check_bind(host, port, settings)
+        if server is not None and settings.http_tokens and server.settings.auth is None:
+            raise BindError("tokens are configured but the server was built without auth_kwargs(settings)")
+        if server is None:
+            server = _build(settings)
+        sock = bind_socket(host, port)
+    except BindError as exc:
+        print(f"offload serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    log.info(
+        "serving MCP on http://%s:%d%s (auth: %s)",
+        shown,
+        bound_port,
+        MCP_PATH,
+        f"{len(settings.http_tokens)} bearer token(s)" if settings.http_tokens else "none, loopback only",
+    )
+    config = uvicorn.Config(
+        http_app(server, host=host),
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        log_config=None,  # keep our stderr logging; uvicorn's default sends access logs to stdout
+        lifespan="on",
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # pragma: no cover - uvicorn handles SIGINT itself
+        pass
+    finally:
+        sock.close()
+    return 0

@@ -1,0 +1,167 @@
+"""Every synchronous Claude call goes through here: reserve → call → price → record.
+
+The reservation is the worst case (upper-bound input tokens + max_tokens of output), taken
+atomically across processes before the call, so concurrent sessions can't jointly overrun a
+budget. The attempt row and the release of its reservation commit in one transaction, keyed
+by a request key, so a cost is never lost once the answer is in hand and never counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from offload.core.errors import OffloadError
+from offload.core.money import fmt_usd
+from offload.core.tokens import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, upper_bound_tokens
+from offload.infra.claude import Completion, request_hash
+from offload.infra.ledger import budgets, records
+from offload.infra.ledger.budgets import BudgetLimits, Reservation
+from offload.infra.ledger.windows import utcnow
+from offload.policy.models import Policy
+
+if TYPE_CHECKING:
+    from offload.mcp.server import AppState
+
+
+RESERVATION_TTL_S = 3600
+
+
+def limits_of(policy: Policy) -> BudgetLimits:
+    return BudgetLimits.from_budgets(policy.budgets)
+
+
+@dataclass(frozen=True)
+class Metered:
+    completion: Completion
+    cost_pusd: int
+    baseline_pusd: int
+    request_key: str
+    outcome: str
+
+
+# judge(completion) -> (outcome, counts_toward_baseline). Only the answer the host finally
+# uses stands in for "the call the host would have made itself"; failed rungs of an
+# escalation don't add to the baseline, so savings are never inflated by our own retries.
+Judge = Callable[[Completion], tuple[str, bool]]
+
+
+def _accept(_: Completion) -> tuple[str, bool]:
+    return "ok", True
+
+
+async def reserve(state: AppState, session: str, amount_pusd: int) -> Reservation:
+    # The TTL only matters for a process that hangs (a dead one is freed at once by its pid), so
+    # it is set well past the slowest call the SDK can make with its timeout and retries.
+    return await budgets.reserve(state.ledger, session, amount_pusd, limits_of(state.policy), ttl_s=RESERVATION_TTL_S)
+
+
+def _content_bytes(content: Any) -> int:
+    if isinstance(content, str):
+        return upper_bound_tokens(content)
+    total = 0
+    for block in content or ():
+        if isinstance(block, dict) and block.get("type") == "text":
+            total += upper_bound_tokens(str(block.get("text", "")))
+        else:  # other blocks are tokenized as their JSON: bound them by it
+            total += len(json.dumps(block, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return total
+
+
+def params_upper_bound(params: dict[str, Any]) -> int:
+    """A true upper bound on the prompt tokens of `params` exactly as sent.
+
+    Bounding the request as sent, not the caller's texts, counts what assembly adds (document
+    wrappers, prefills, several messages): for text that is one token per byte those bytes are
+    tokens, and a reservation short of them would let a settled call exceed its budget.
+    """
+    n = REQUEST_OVERHEAD_TOKENS
+    if params.get("system"):
+        n += MESSAGE_OVERHEAD_TOKENS + _content_bytes(params["system"])
+    for message in params.get("messages", ()):
+        n += MESSAGE_OVERHEAD_TOKENS + _content_bytes(message.get("content"))
+    if params.get("tools"):
+        n += len(json.dumps(params["tools"], ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return n
+
+
+async def metered_call(
+    state: AppState,
+    session: str,
+    *,
+    tool: str,
+    tier: str,
+    params: dict[str, Any],
+    step: int = 0,
+    judge: Judge = _accept,
+    prompt_text: str | None = None,
+) -> Metered:
+    model = str(params["model"])
+    policy = state.policy
+    worst = state.prices.worst_case(model, params_upper_bound(params), int(params["max_tokens"]))
+    reservation = await reserve(state, session, worst)
+    try:
+        completion = await state.claude().create(params)
+    except BaseException:
+        # No answer means nothing billed that we can see: free the hold at once, even when the
+        # host cancelled the call (a cancelled await would otherwise leave it held for an hour).
+        with anyio.CancelScope(shield=True):
+            await budgets.release(state.ledger, reservation)
+        raise
+    outcome, counts = judge(completion)
+    key = f"{tool}:{uuid.uuid4().hex}"
+    attempt = records.Attempt(
+        request_key=key,
+        session_id=session,
+        tool=tool,
+        model=model,
+        usage=completion.usage,
+        cost_pusd=state.prices.cost(model, completion.usage),
+        baseline_pusd=state.prices.baseline_cost(policy.baseline, completion.usage) if counts else 0,
+        policy=policy.name,
+        tier=tier,
+        step=step,
+        outcome=outcome,
+        stop_reason=completion.stop_reason,
+        request_hash=request_hash(params),
+        prompt_text=prompt_text if policy.store_text else None,
+        completion_text=completion.text if policy.store_text else None,
+    )
+    # The answer is paid for: a cancellation arriving now must not lose its row.
+    with anyio.CancelScope(shield=True):
+        await records.record(state.ledger, attempt, reservation)
+    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, key, outcome)
+
+
+async def budget_warnings(state: AppState, session: str) -> list[str]:
+    policy = state.policy
+    if not policy.budgets.warn_at:
+        return []
+    limits = limits_of(policy)
+    states = {s.scope: s.spent_pusd for s in await budgets.scope_states(state.ledger.conn, session, limits, utcnow())}
+    spent = budgets.Spent(states["session"], states["daily"], states["monthly"])
+    return budgets.warnings(spent, limits, policy.budgets.warn_at)
+
+
+def short_model(model: str) -> str:
+    return model.removeprefix("claude-")
+
+
+def footer(model: str, cost_pusd: int, cached_tokens: int, escalated: int, extra: list[str] | None = None) -> str:
+    cached = f"{cached_tokens / 1000:.1f}k" if cached_tokens >= 1000 else str(cached_tokens)
+    parts = [
+        short_model(model),
+        fmt_usd(cost_pusd),
+        f"cached {cached}",
+        f"escalated {escalated}",
+        *(extra or []),
+    ]
+    return "[" + " · ".join(parts) + "]"
+
+
+__all__ = ["Metered", "OffloadError", "budget_warnings", "footer", "limits_of", "metered_call", "reserve"]

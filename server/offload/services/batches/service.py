@@ -1,0 +1,270 @@
+"""`batch_submit`: validate -> route -> price -> reserve -> persist everything -> create API batches.
+
+Order matters for "nothing lost": the batch, every custom_id -> item mapping and the budget
+hold are committed in one transaction BEFORE the first API call. A part is marked
+'submitting' just before its create call; if the process dies before the API's answer is
+stored, that part becomes 'unknown' (the API may or may not have it). offload never resends
+it on its own — that could pay twice — and batch_status tells the user how to decide.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from offload.core.errors import InputError, UpstreamError
+from offload.core.money import fmt_usd, usd_json
+from offload.core.output import Progress, ToolOutput, no_progress
+from offload.infra import files
+from offload.infra.ledger import batches as store
+from offload.infra.ledger import budgets
+from offload.infra.ledger import windows as w
+from offload.metering.metered import limits_of
+from offload.policy import engine
+from offload.services.batches import build
+from offload.services.batches.build import Shared, Spec, SubmitArgs
+
+if TYPE_CHECKING:
+    from offload.mcp.server import AppState
+
+log = logging.getLogger("offload.services.batches")
+FIRST_POLL_S = 0.5
+MAX_FILES = 10_000
+
+
+async def submit(state: AppState, session: str, args: SubmitArgs, *, progress: Progress = no_progress) -> ToolOutput:
+    mode = build.mode_of(args)
+    if mode == "retry":
+        assert args.retry_failed is not None
+        shared, specs, retry_of = await _retry_specs(state, args.retry_failed)
+        tier = await _tier_of(state, args.retry_failed)
+    else:
+        shared, specs, tier = _fresh(state, args, mode)
+        retry_of = None
+    if not specs:
+        raise InputError("there is nothing to submit: the list of requests, items or files is empty")
+    await progress(0, 3, f"pricing {len(specs):,} requests")
+    return await _persist_and_send(state, session, shared, specs, tier=tier, retry_of=retry_of, progress=progress)
+
+
+def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[Spec], str]:
+    prefix: str | None = None
+    if mode == "requests":
+        _, specs = build.from_requests(args.requests, args.system)
+    elif mode == "items":
+        assert args.template is not None
+        prefix, specs = build.from_items(args.template, args.items)
+    else:
+        assert args.template is not None
+        prefix, specs = build.from_files(args.template, _read_files(state, args.files))
+    policy = state.policy
+    sample = specs[0].body if specs else ""
+    upper = max((build.input_upper_bound(Shared("", 1, args.system, prefix), s) for s in specs), default=0)
+    # Batches are budgeted as a whole when reserving; the per-call downgrade of routed_complete
+    # does not apply, so the decision is taken without headroom.
+    decision = engine.decide(
+        policy,
+        engine.RouteRequest(
+            prompt_tokens=upper, task=args.task, forced_tier=args.tier, prompt_text=sample, max_tokens=args.max_tokens
+        ),
+    )
+    model = policy.tiers[decision.tier]
+    shared = Shared(
+        model=model,
+        max_tokens=decision.max_tokens,
+        system=args.system,
+        prefix=prefix or None,
+        ttl=policy.caching.batch_ttl,
+        min_cacheable=state.prices.min_cacheable(model),
+    )
+    return shared, specs, decision.tier
+
+
+def _read_files(state: AppState, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
+    settings = state.settings
+    paths = files.resolve(list(patterns), settings.roots, max_files=MAX_FILES)
+    total = sum(p.stat().st_size for p in paths)
+    if total > settings.max_total_bytes:
+        raise InputError(
+            f"the {len(paths)} files add up to {total:,} bytes, over the {settings.max_total_bytes:,}-byte "
+            "limit per call; submit them in several batches or raise OFFLOAD_MAX_TOTAL_BYTES"
+        )
+    out = []
+    for p in paths:
+        text = files.read_text(p, max_bytes=settings.max_file_bytes, roots=settings.roots)
+        out.append((_shown(p, settings.roots[0]), text))
+    return out
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+async def _retry_specs(state: AppState, batch_id: str) -> tuple[Shared, list[Spec], str]:
+    conn = state.ledger.conn
+    row = await store.batch_row(conn, batch_id)
+    if row is None:
+        raise InputError(f"retry_failed={batch_id!r}: no such batch; see batch_status for batch ids")
+    if str(row["shared"]) == "{}":
+        raise InputError(
+            f"batch {batch_id} settled more than {store.PAYLOAD_DAYS} days ago and its prompts were forgotten; "
+            "submit the work again with batch_submit"
+        )
+    open_parts = [p for p in await store.parts(conn, batch_id) if p["state"] in ("pending", "in_progress", "ended")]
+    if open_parts:
+        raise InputError(
+            f"batch {batch_id} is still running ({len(open_parts)} part(s) in flight); "
+            "retry its failed items once batch_status shows it finished"
+        )
+    rows = await store.retry_items(conn, batch_id)
+    if not rows:
+        raise InputError(f"batch {batch_id} has no failed, expired or canceled items to retry")
+    specs = [Spec(label=str(r["label"]), body=str(r["body"]), system=r["system"]) for r in rows]
+    return Shared.from_json(str(row["shared"])), specs, batch_id
+
+
+async def _tier_of(state: AppState, batch_id: str) -> str:
+    row = await store.batch_row(state.ledger.conn, batch_id)
+    assert row is not None
+    return str(row["tier"])
+
+
+async def _persist_and_send(
+    state: AppState,
+    session: str,
+    shared: Shared,
+    specs: list[Spec],
+    *,
+    tier: str,
+    retry_of: str | None,
+    progress: Progress,
+) -> ToolOutput:
+    prices, policy = state.prices, state.policy
+    sizes: list[int] = []
+    worst: list[int] = []
+    typical = sync = 0
+    for idx, spec in enumerate(specs):
+        sizes.append(build.line_bytes(build.request_line(shared, spec, idx)))
+        upper = build.input_upper_bound(shared, spec)
+        worst.append(prices.worst_case(shared.model, upper, shared.max_tokens, batch=True))
+        guess_in = build.input_typical(shared, spec)
+        guess_out = min(shared.max_tokens, build.TYPICAL_OUTPUT_TOKENS)
+        typical += _typical(state, shared, guess_in, guess_out, batch=True)
+        sync += _typical(state, shared, guess_in, guess_out, batch=False)
+    part_of = build.split(sizes)
+    del sizes
+    part_counts = [0] * (part_of[-1] + 1)
+    for p in part_of:
+        part_counts[p] += 1
+    total_worst = sum(worst)
+    state.claude()  # fail on a missing key before holding any money
+    reservation = await budgets.reserve(state.ledger, session, total_worst, limits_of(policy))
+    batch_id = store.new_batch_id()
+    try:
+        await store.create(
+            state.ledger,
+            store.NewBatch(
+                id=batch_id,
+                session_id=session,
+                policy=policy.name,
+                tier=tier,
+                model=shared.model,
+                baseline_model=policy.baseline,
+                request_count=len(specs),
+                worst_pusd=total_worst,
+                typical_pusd=typical,
+                sync_pusd=sync,
+                shared=shared.to_json(),
+                retry_of=retry_of,
+            ),
+            ((i, part_of[i], s.label, s.body, s.system, worst[i]) for i, s in enumerate(specs)),
+            part_counts,
+            reservation.id,
+        )
+    except BaseException:
+        await budgets.release(state.ledger, reservation)
+        raise
+    await progress(1, 3, f"saved {batch_id}; creating {len(part_counts)} API batch(es)")
+    api_ids, failures = await _send_parts(state, batch_id, shared, part_counts)
+    await progress(3, 3, None)
+    return _submitted_output(batch_id, shared, tier, len(specs), api_ids, failures, total_worst, typical, sync)
+
+
+def _typical(state: AppState, shared: Shared, tokens_in: int, tokens_out: int, *, batch: bool) -> int:
+    """A plain-input guess (no cache effects) for the 'typical' figure; reservations use worst cases."""
+    rates = state.prices.price(shared.model).rates_for(tokens_in, batch=batch)
+    return tokens_in * rates.input + tokens_out * rates.output
+
+
+async def _send_parts(
+    state: AppState, batch_id: str, shared: Shared, part_counts: list[int]
+) -> tuple[list[str], list[str]]:
+    api_ids: list[str] = []
+    failures: list[str] = []
+    client = state.claude()
+    for part in range(len(part_counts)):
+        if not await store.begin_submit(state.ledger, batch_id, part):
+            continue
+        rows = await store.part_items(state.ledger, batch_id, part)
+        lines = [build.request_line(shared, Spec("", body, system), idx) for idx, body, system in rows]
+        del rows
+        try:
+            info = await client.batch_create(lines)
+        except UpstreamError as exc:
+            # A status code means the API answered "no": nothing was created. No status (a
+            # timeout, a dropped connection) means it may exist: never resend on a guess.
+            definite = exc.status is not None
+            await store.submit_failed(state.ledger, batch_id, part, str(exc), definite=definite)
+            failures.append(f"part {part + 1}: {exc}" + ("" if definite else " (it may have been created)"))
+            continue
+        finally:
+            del lines
+        await store.submitted(
+            state.ledger, batch_id, part, info.id, info.expires_at, w.utcnow() + timedelta(seconds=FIRST_POLL_S)
+        )
+        api_ids.append(info.id)
+    return api_ids, failures
+
+
+def _submitted_output(
+    batch_id: str,
+    shared: Shared,
+    tier: str,
+    count: int,
+    api_ids: list[str],
+    failures: list[str],
+    worst: int,
+    typical: int,
+    sync: int,
+) -> ToolOutput:
+    if not api_ids and failures:
+        raise UpstreamError(
+            f"batch {batch_id} was saved but the API did not accept it: {'; '.join(failures)}. "
+            "Nothing is charged for refused parts; fix the cause and submit again"
+        )
+    text = (
+        f"batch {batch_id}: {count:,} requests on {shared.model} ({tier}) at batch rates; "
+        f"typical ~{fmt_usd(typical)} (vs ~{fmt_usd(sync)} sent one by one), at most {fmt_usd(worst)} reserved. "
+        f"Results within 24h: batch_status('{batch_id}'), then batch_results('{batch_id}')."
+    )
+    if len(api_ids) > 1:
+        text += f" Split into {len(api_ids)} API batches."
+    if failures:
+        text += " Problems: " + "; ".join(failures)
+    data = {
+        "batch_id": batch_id,
+        "requests": count,
+        "model": shared.model,
+        "tier": tier,
+        "api_batches": api_ids,
+        "estimated_cost_usd": usd_json(typical),
+        "max_cost_usd": usd_json(worst),
+        "sync_cost_usd": usd_json(sync),
+        "problems": failures,
+    }
+    return ToolOutput(text, data)

@@ -1,0 +1,168 @@
+"""Metered cheap-tier calls for the context tools: tier choice, budget pre-check, bounded fan-out.
+
+Chunk calls share one system prompt under a cache breakpoint. The API serves cache reads only
+after the first write has completed, so when there is something to cache the first call goes
+alone and the rest follow in parallel; otherwise all go in parallel. A failed call does not
+cancel its siblings: a call already answered has been paid for and must reach the ledger, so
+in-flight calls finish, no new ones start, and then the first error is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from offload.core.errors import BudgetExceededError
+from offload.core.money import fmt_usd
+from offload.core.output import Progress, no_progress
+from offload.core.pricing import Usage
+from offload.core.tokens import approx_tokens
+from offload.infra.claude import Prompt, build_params
+from offload.infra.ledger import budgets
+from offload.metering.metered import Metered, limits_of, metered_call
+from offload.policy import engine
+
+if TYPE_CHECKING:
+    from offload.mcp.server import AppState
+
+CONCURRENCY = 4
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    model: str
+    max_tokens: int  # the policy's output cap for this tier
+
+
+def pick_tier(state: AppState, task: str, prompt_tokens: int) -> Tier:
+    """The tier the policy routes `task` to (the shipped policies send summarize/trim to cheap)."""
+    policy = state.policy
+    decision = engine.decide(policy, engine.RouteRequest(prompt_tokens=prompt_tokens, task=task))
+    return Tier(decision.tier, decision.model, policy.max_tokens_for(decision.tier, None))
+
+
+def params_for(state: AppState, tier: Tier, prompt: Prompt, max_tokens: int) -> dict[str, Any]:
+    return build_params(
+        tier.model,
+        prompt,
+        max_tokens=max_tokens,
+        ttl=state.policy.caching.ttl,
+        min_cacheable=state.prices.min_cacheable(tier.model),
+    )
+
+
+def prompt_tokens(prompt: Prompt) -> int:
+    return approx_tokens(prompt.prompt) + approx_tokens(prompt.system or "")
+
+
+def estimate_pusd(state: AppState, tier: Tier, calls: Sequence[tuple[int, int]]) -> int:
+    """A realistic (not worst-case) cost of (input_tokens, max_tokens) calls, for the pre-check below."""
+    return sum(state.prices.cost(tier.model, Usage(input_tokens=i, output_tokens=o)) for i, o in calls)
+
+
+async def check_headroom(state: AppState, session: str, estimate_pusd: int, what: str) -> None:
+    """Refuse a multi-call job up front when even its expected cost exceeds the budget left.
+
+    Each call still reserves its own worst case; this only avoids paying for half a job.
+    """
+    left = (await budgets.headroom(state.ledger, session, limits_of(state.policy))).min_pusd
+    if left is not None and estimate_pusd > left:
+        raise BudgetExceededError(
+            f"{what} would cost about {fmt_usd(estimate_pusd)} but only {fmt_usd(left)} of budget is left; "
+            "send less material (fewer paths, or trim_result first), or wait for the budget to reset "
+            "(see budget_status)",
+            scope="headroom",
+            remaining_pusd=left,
+            resets_at=None,
+        )
+
+
+def _cacheable(params: dict[str, Any]) -> bool:
+    system = params.get("system")
+    return isinstance(system, list) and any("cache_control" in b for b in system)
+
+
+async def run_calls(
+    state: AppState,
+    session: str,
+    *,
+    tool: str,
+    tier: Tier,
+    calls: Sequence[tuple[Prompt, int]],
+    progress: Progress = no_progress,
+    done_before: int = 0,
+    total_steps: int | None = None,
+    label: str = "call",
+) -> list[Metered]:
+    """Send each (prompt, max_tokens) through `metered_call`; results in input order."""
+    params = [params_for(state, tier, p, m) for p, m in calls]
+    results: list[Metered | None] = [None] * len(calls)
+    errors: list[BaseException] = []
+    total = total_steps if total_steps is not None else len(calls)
+    finished = done_before
+    limiter = anyio.CapacityLimiter(CONCURRENCY)
+
+    async def one(i: int) -> None:
+        nonlocal finished
+        async with limiter:
+            if errors:
+                return
+            try:
+                results[i] = await metered_call(
+                    state,
+                    session,
+                    tool=tool,
+                    tier=tier.name,
+                    params=params[i],
+                    prompt_text=calls[i][0].prompt,  # kept only when the policy opts in (store_text)
+                )
+            except Exception as exc:  # collected, re-raised once the others are settled
+                errors.append(exc)
+                return
+        finished += 1
+        await progress(finished, total, f"{label} {i + 1}/{len(calls)} done")
+
+    start = 0
+    if len(calls) > 1 and _cacheable(params[0]):
+        await one(0)  # writes the shared prefix; the rest then read it
+        start = 1
+    async with anyio.create_task_group() as tg:
+        for i in range(start, len(calls)):
+            tg.start_soon(one, i)
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]
+
+
+def total_usage(results: Sequence[Metered]) -> Usage:
+    usage = Usage()
+    for r in results:
+        usage = usage + r.completion.usage
+    return usage
+
+
+def usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_write_tokens": usage.cache_write_5m + usage.cache_write_1h,
+        "cache_read_tokens": usage.cache_read,
+    }
+
+
+__all__ = [
+    "CONCURRENCY",
+    "Tier",
+    "check_headroom",
+    "estimate_pusd",
+    "params_for",
+    "pick_tier",
+    "prompt_tokens",
+    "run_calls",
+    "total_usage",
+    "usage_json",
+]

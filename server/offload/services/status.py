@@ -1,0 +1,87 @@
+"""`budget_status`: where the money went, what is left, and what offload saved. Compact."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from offload.core.money import fmt_usd, usd_json
+from offload.core.output import ToolOutput
+from offload.infra.ledger import budgets, reports
+from offload.metering.metered import limits_of, short_model
+
+if TYPE_CHECKING:
+    from offload.mcp.server import AppState
+
+_WINDOW = {"session": "session", "day": "day", "month": "month", "all": "session"}
+_SCOPE_OF = {"session": "session", "day": "daily", "month": "monthly"}
+# Budget lines say which limit; the activity line says which calls it counts: no two share a label.
+_LABEL = {"session": "session budget", "daily": "daily budget", "monthly": "monthly budget"}
+_ACTIVITY = {"session": "this session", "day": "today", "month": "this month"}
+
+
+def _money(pusd: int | None) -> str | None:
+    return None if pusd is None else usd_json(pusd)
+
+
+async def budget_status(state: AppState, session: str, scope: str = "all") -> ToolOutput:
+    policy = state.policy
+    await budgets.expire(state.ledger)
+    summary = await reports.summary(state.ledger, session, limits_of(policy), window=_WINDOW[scope])
+    wanted = [s for s in summary.scopes if scope == "all" or s.scope == _SCOPE_OF[scope]]
+
+    lines = []
+    for s in wanted:
+        label = _LABEL[s.scope]
+        if s.limit_pusd is None:
+            lines.append(f"{label}: {fmt_usd(s.spent_pusd)} spent, no limit")
+        else:
+            # Held for calls still running and batches still pending; counted against the limit.
+            held = f" (+{fmt_usd(s.reserved_pusd)} reserved)" if s.reserved_pusd else ""
+            lines.append(
+                f"{label}: {fmt_usd(s.spent_pusd)}{held} of {fmt_usd(s.limit_pusd)}, "
+                f"{fmt_usd(s.remaining_pusd or 0)} left"
+            )
+    activity = _ACTIVITY[summary.window]
+    if summary.calls:
+        lines.append(
+            f"{activity}: {summary.calls} calls, saved {fmt_usd(summary.saved_pusd)} "
+            f"({summary.saved_pct}%) vs {short_model(policy.baseline)}, cache hits {summary.cache_hit_pct}%"
+        )
+    else:
+        lines.append(f"{activity}: no calls yet")
+    if summary.top_models:
+        lines.append("top: " + ", ".join(f"{short_model(m.model)} {fmt_usd(m.cost_pusd)}" for m in summary.top_models))
+    if summary.pending_batches:
+        lines.append(f"pending batches: {summary.pending_batches}")
+    lines.append(f"policy: {policy.name} ({policy.budgets.on_exceed} when over)")
+    if state.policies.error:
+        lines.append(f"policy file error (last good policy kept): {state.policies.error}")
+
+    data: dict[str, Any] = {
+        "session": session,
+        "scopes": {
+            s.scope: {
+                "spent_usd": usd_json(s.spent_pusd),
+                "reserved_usd": usd_json(s.reserved_pusd),
+                "limit_usd": _money(s.limit_pusd),
+                "remaining_usd": _money(s.remaining_pusd),
+                "resets_at": s.resets_at.isoformat() if s.resets_at else None,
+            }
+            for s in wanted
+        },
+        "window": summary.window,
+        "calls": summary.calls,
+        "cost_usd": usd_json(summary.cost_pusd),
+        "baseline_usd": usd_json(summary.baseline_pusd),
+        "saved_usd": usd_json(summary.saved_pusd),
+        "saved_pct": str(summary.saved_pct),
+        "cache_hit_pct": str(summary.cache_hit_pct),
+        "top_models": [
+            {"model": m.model, "calls": m.calls, "cost_usd": usd_json(m.cost_pusd)} for m in summary.top_models
+        ],
+        "pending_batches": summary.pending_batches,
+        "policy": policy.name,
+        "policy_path": str(state.policies.path),
+        "policy_error": state.policies.error,
+    }
+    return ToolOutput(text="\n".join(lines), data=data)

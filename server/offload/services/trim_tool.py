@@ -1,0 +1,195 @@
+"""`trim_result`: bulky content → the slice that matters, locally and free unless a query needs a model.
+
+The content (sent, read from a path, or loaded by handle) is kept in the ledger under a handle
+so the host can ask for another slice without resending it. Trimming is deterministic; only a
+`query` the trimmer could not answer goes to the cheap tier, and the result then says what
+that cost.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from offload.core.errors import InputError
+from offload.core.money import fmt_usd, usd_json
+from offload.core.output import ToolOutput
+from offload.core.tokens import approx_tokens
+from offload.infra import files
+from offload.infra.claude import Prompt
+from offload.infra.ledger import handles
+from offload.metering.metered import Metered, short_model
+from offload.services.context_calls import (
+    check_headroom,
+    estimate_pusd,
+    pick_tier,
+    prompt_tokens,
+    run_calls,
+    usage_json,
+)
+from offload.services.context_calls import total_usage as _total_usage
+from offload.trim import chunking
+from offload.trim.content import TrimResult, hard_cut, trim
+from offload.trim.detect import KINDS
+from offload.trim.query import parse_query
+
+if TYPE_CHECKING:
+    from offload.mcp.server import AppState
+
+TOOL = "trim_result"
+QUERY_CHUNK_TOKENS = 50_000
+MAX_QUERY_CHUNKS = 4  # ~200k tokens read at most (about $0.02 on Haiku 5.5) per query fallback
+THREAD_OVER_CHARS = 64_000  # trim bigger inputs in a worker thread: the event loop is shared
+MAX_REMOVED_CHARS = 160
+
+
+@dataclass(frozen=True)
+class TrimArgs:
+    content: str | None = None
+    path: str | None = None
+    handle: str | None = None
+    fields: str | Sequence[str] | None = None
+    query: str | None = None
+    max_tokens: int = 800
+
+
+_SOURCES = "content (the text itself), path (a file under the allowed roots) or handle (from an earlier trim_result)"
+
+
+async def _load(state: AppState, args: TrimArgs) -> tuple[str, str | None]:
+    """(content, known kind) from exactly one of content / path / handle."""
+    given = [name for name in ("content", "path", "handle") if getattr(args, name) is not None]
+    if not given:
+        raise InputError(f"nothing to trim: send one of {_SOURCES}")
+    if len(given) > 1:
+        raise InputError(
+            f"send only one of content, path or handle; got {' and '.join(given)} "
+            "(to reslice an earlier result, send just its handle with new fields/query/max_tokens)"
+        )
+    if args.handle is not None:
+        kind = await handles.kind_of(state.ledger, args.handle)
+        return await handles.load(state.ledger, args.handle), kind if kind in KINDS else None
+    if args.path is not None:
+        settings = state.settings
+        found = files.resolve([args.path], settings.roots)
+        if len(found) != 1:
+            raise InputError(
+                f"path {args.path!r} matches {len(found)} files; trim_result reads one file — "
+                "send one exact path (or use summarize_context for several files)"
+            )
+        text = await anyio.to_thread.run_sync(
+            functools.partial(files.read_text, found[0], max_bytes=settings.max_file_bytes, roots=settings.roots)
+        )
+        return text, None
+    assert args.content is not None
+    if not args.content.strip():
+        raise InputError(f"content is empty; send the text to trim, or instead a {_SOURCES}")
+    return args.content, None
+
+
+async def trim_result(state: AppState, session: str, args: TrimArgs) -> ToolOutput:
+    content, kind = await _load(state, args)
+    run = functools.partial(trim, content, fields=args.fields, query=args.query, max_tokens=args.max_tokens, kind=kind)
+    result = await anyio.to_thread.run_sync(run) if len(content) > THREAD_OVER_CHARS else run()
+    handle = args.handle or await handles.save(state.ledger, content, result.kind)
+
+    if args.query is not None and result.query_answered is False:
+        return await _answer_by_model(state, session, args, content, result, handle)
+    removed = list(result.removed)
+    footer = f"[{result.kind} · {_k(result.tokens_in)} → {_k(result.tokens_out)} tokens"
+    footer += f" · removed: {_short(removed)}" if removed else " · nothing removed"
+    footer += f" · handle {handle}]"
+    data = _data(result, result.tokens_out, removed, handle, [])
+    return ToolOutput(f"{result.text}\n{footer}", data)
+
+
+def _k(tokens: int) -> str:
+    return f"{tokens / 1000:.1f}k" if tokens >= 1000 else str(tokens)
+
+
+def _short(notes: list[str]) -> str:
+    text = "; ".join(notes)
+    return text if len(text) <= MAX_REMOVED_CHARS else text[: MAX_REMOVED_CHARS - 1] + "…"
+
+
+def _data(
+    result: TrimResult, tokens_out: int, removed: list[str], handle: str, calls: list[Metered]
+) -> dict[str, object]:
+    data: dict[str, object] = {
+        "kind": result.kind,
+        "tokens_in": result.tokens_in,
+        "tokens_out": tokens_out,
+        "removed": removed,
+        "handle": handle,
+        "cost_usd": usd_json(sum(c.cost_pusd for c in calls)),
+        "query_answered": result.query_answered,
+    }
+    if calls:
+        data["answered_by"] = calls[0].completion.model
+        data["calls"] = len(calls)
+        data["usage"] = usage_json(_total_usage(calls))
+    return data
+
+
+def _extract_system(query: str) -> str:
+    # Same text for every chunk call of one query: a cacheable shared prefix.
+    return (
+        "You extract from material only what answers a question, for another AI agent that cannot see "
+        "the material. Quote values, names, identifiers and lines verbatim; add no commentary. "
+        "If the material holds nothing that answers the question, reply exactly NONE.\n\n"
+        f"Question: {query}"
+    )
+
+
+def _pick_chunks(chunks: list[str], query: str) -> tuple[list[str], int]:
+    """At most MAX_QUERY_CHUNKS chunks, the ones mentioning the query's terms most, in order."""
+    if len(chunks) <= MAX_QUERY_CHUNKS:
+        return chunks, 0
+    q = parse_query(query)
+    scores = [q.score(c) if q else 0 for c in chunks]
+    best = sorted(range(len(chunks)), key=lambda i: (-scores[i], i))[:MAX_QUERY_CHUNKS]
+    return [chunks[i] for i in sorted(best)], len(chunks) - MAX_QUERY_CHUNKS
+
+
+async def _answer_by_model(
+    state: AppState, session: str, args: TrimArgs, content: str, result: TrimResult, handle: str
+) -> ToolOutput:
+    assert args.query is not None
+    system = _extract_system(args.query)
+    chunks, skipped = _pick_chunks(chunking.split([(None, content)], QUERY_CHUNK_TOKENS), args.query)
+    tier = pick_tier(state, "trim", min(result.tokens_in, QUERY_CHUNK_TOKENS) + approx_tokens(system))
+    per_call = min(tier.max_tokens, max(100, args.max_tokens // len(chunks)))
+    prompts = [
+        Prompt(prompt=f"<material>\n{c}\n</material>\nExtract what answers the question.", system=system)
+        for c in chunks
+    ]
+    await check_headroom(
+        state, session, estimate_pusd(state, tier, [(prompt_tokens(p), per_call) for p in prompts]), "this query"
+    )
+    calls = await run_calls(
+        state, session, tool=TOOL, tier=tier, calls=[(p, per_call) for p in prompts], label="query part"
+    )
+    answers = [c.completion.text.strip() for c in calls]
+    found = [a for a in answers if a and not (len(a) < 20 and a.upper().startswith("NONE"))]
+    answer = "\n\n".join(found) if found else "Nothing in the content answers the query."
+    answer = hard_cut(answer, args.max_tokens * 4)
+    cost = sum(c.cost_pusd for c in calls)
+    tokens_out = approx_tokens(answer)
+    removed = ["deterministic trim could not answer the query; answer extracted by the model"]
+    if skipped:
+        removed.append(f"{skipped} of {len(chunks) + skipped} parts not searched (fewest query-term hits)")
+    n = len(calls)
+    footer = (
+        f"[{result.kind} · {_k(result.tokens_in)} → {_k(tokens_out)} tokens · query answered by "
+        f"{short_model(calls[0].completion.model)} for {fmt_usd(cost)} ({n} call{'s' if n != 1 else ''})"
+        + (f" · {skipped} parts not searched" if skipped else "")
+        + f" · handle {handle}]"
+    )
+    return ToolOutput(f"{answer}\n{footer}", _data(result, tokens_out, removed, handle, calls))
+
+
+__all__ = ["TrimArgs", "trim_result"]
