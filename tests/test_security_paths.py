@@ -86,7 +86,9 @@ def test_symlink_loops_under_double_star_terminate(tree: tuple[Path, Path]) -> N
     (root / "src" / "up1").symlink_to("..", target_is_directory=True)
     (root / "src" / "up2").symlink_to("..", target_is_directory=True)
     code = (
-        "from pathlib import Path; from offload.infra.files import resolve; from offload.core.errors import PathRefusedError\n"
+        "from pathlib import Path\n"
+        "from offload.infra.files import resolve\n"
+        "from offload.core.errors import PathRefusedError\n"
         f"root = Path({str(root)!r})\n"
         "print([str(p) for p in resolve(['**/*.py'], [root])])\n"
         "try:\n    resolve(['**/*.rs'], [root])\nexcept PathRefusedError as e:\n    print(str(e)[:29])\n"
