@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from offload.config.settings import Settings, shipped
-from offload.mcp.server import open_state
 from offload.services.batches import SubmitArgs, submit
 from offload.services.batches.build import MAX_REQUESTS_PER_BATCH
+from offload.state import open_state
 
 TEMPLATE = "Classify the sentiment of this review as positive, negative or mixed:\n{item}"
 

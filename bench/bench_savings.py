@@ -24,8 +24,9 @@ from mcp import Client
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row, ratio, table, usd
+from offload.config.pricing import load_prices
 from offload.config.settings import Settings, shipped
-from offload.core.pricing import PriceTable, Usage
+from offload.core.pricing import Usage
 from offload.mcp.server import build_server
 from offload_emulator import EmulatorConfig, serve_in_thread
 from workload import SCRIPT, TIER_RANK, Task, reference_workload
@@ -99,7 +100,7 @@ def _usage(r: sqlite3.Row) -> Usage:
 
 async def measure(quick: bool = False) -> list[Row]:
     tasks = reference_workload(scale=0.25 if quick else 1.0)
-    prices = PriceTable.load()
+    prices = load_prices()
     with (
         tempfile.TemporaryDirectory() as tmp,
         serve_in_thread(EmulatorConfig(seed=5, script=SCRIPT, batch_delay_s=0.5)) as emu,

@@ -101,10 +101,10 @@ def test_upper_bound_is_never_below_the_request_bytes() -> None:
 def test_cmd_list_prints_open_batches_as_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import anyio
 
+    from offload.cli.batches import cmd_list
     from offload.config.settings import Settings, shipped
     from offload.infra.ledger import Ledger, budgets
     from offload.infra.ledger import batches as store
-    from offload.services.batches import cmd_list
 
     async def seed() -> None:
         led = await Ledger.open(tmp_path / "l.db")

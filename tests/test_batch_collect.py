@@ -14,9 +14,9 @@ import pytest
 from offload.config.settings import Settings
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import windows as w
-from offload.mcp.server import open_state
 from offload.services.batches import SubmitArgs, run_once, status, submit
 from offload.services.batches.build import Shared
+from offload.state import open_state
 
 pytestmark = pytest.mark.anyio
 

@@ -26,14 +26,15 @@ WORKER = textwrap.dedent(
     from offload.infra.ledger import Ledger
     from offload.infra.ledger.budgets import BudgetLimits, reserve
     from offload.infra.ledger.records import Attempt, record
-    from offload.core.pricing import PriceTable, Usage
+    from offload.config.pricing import load_prices
+    from offload.core.pricing import Usage
     from offload.core.tokens import request_upper_bound
 
     MODEL = "claude-haiku-5-5"
 
     async def main(db, limit, n, seed, url):
         rng = random.Random(seed)
-        table = PriceTable.load()
+        table = load_prices()
         led = await Ledger.open(db)
         limits = BudgetLimits(daily_pusd=limit)
         session = f"sess-{seed}"

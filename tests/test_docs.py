@@ -10,7 +10,7 @@ import pytest
 
 from offload.cli.main import _parser
 from offload.config.policy import parse_policy
-from offload.core.pricing import PriceTable
+from offload.config.pricing import load_prices
 from offload.mcp.tools import build_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def test_json_snippets_and_the_desktop_example_parse() -> None:
 
 def test_the_policy_snippet_is_a_valid_policy() -> None:
     (snippet,) = [b for b in _blocks("yaml") if b.startswith("name: default")]
-    policy = parse_policy(snippet, "README.md", known_models=PriceTable.load().models)
+    policy = parse_policy(snippet, "README.md", known_models=load_prices().models)
     assert policy.tiers["cheap"] == "claude-haiku-5-5"
 
 

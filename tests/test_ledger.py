@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from offload.config.pricing import load_prices
 from offload.core.errors import BudgetExceededError
-from offload.core.pricing import PriceTable, Usage
+from offload.core.pricing import Usage
 from offload.infra.ledger import Ledger
 from offload.infra.ledger.budgets import BudgetLimits, reserve
 from offload.infra.ledger.records import Attempt, record, record_many, record_policy
@@ -46,7 +47,7 @@ async def test_record_is_idempotent_on_request_key(ledger: Ledger) -> None:
 
 
 async def test_record_stores_every_column(ledger: Ledger) -> None:
-    table = PriceTable.load()
+    table = load_prices()
     a = Attempt.priced(
         table,
         request_key="k",

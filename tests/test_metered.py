@@ -11,8 +11,8 @@ import pytest
 
 from offload.config.settings import Settings
 from offload.infra.claude import Prompt, build_params
-from offload.mcp.server import open_state
 from offload.metering.metered import metered_call
+from offload.state import open_state
 
 pytestmark = pytest.mark.anyio
 

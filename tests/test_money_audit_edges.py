@@ -12,8 +12,9 @@ import pytest
 from mcp import Client
 
 from helpers import ledger_rows
+from offload.config.pricing import load_prices
 from offload.config.settings import Settings, shipped
-from offload.core.pricing import PriceTable, Usage
+from offload.core.pricing import Usage
 from offload.infra.ledger import Ledger
 from offload.infra.ledger.budgets import BudgetLimits, Headroom, reserve
 from offload.infra.ledger.records import Attempt, record
@@ -86,7 +87,7 @@ def haiku(u: Usage, r: dict[str, int]) -> int:
     ],
 )
 def test_long_prompt_rule_counts_cache_tokens_and_is_strictly_over(usage: Usage, long: bool) -> None:
-    table = PriceTable.load()
+    table = load_prices()
     rates = HAIKU_LONG if long else HAIKU
     assert table.cost("claude-haiku-5-5", usage) == haiku(usage, rates)
     half = {k: v // 2 for k, v in rates.items()}
@@ -100,7 +101,7 @@ def test_long_prompt_rule_counts_cache_tokens_and_is_strictly_over(usage: Usage,
 
 
 def test_huge_max_tokens_reservation_stays_exact_and_is_refused_cleanly() -> None:
-    table = PriceTable.load()
+    table = load_prices()
     worst = table.worst_case("claude-fable-5-1", 10**9, 10**9)  # no float, no overflow: Python ints
     assert worst == 10**9 * 20_000_000 + 10**9 * 50_000_000
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from offload.config.pricing import load_prices
 from offload.core.money import fmt_usd
-from offload.core.pricing import PriceTable
 from offload.core.tokens import request_upper_bound
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -54,7 +54,7 @@ def test_explain_shows_tier_rule_ladder_and_worst_case() -> None:
     assert "max_tokens 4096" in out
     assert "escalation standard -> premium" in out
     tokens = request_upper_bound([prompt])
-    worst = PriceTable.load().worst_case("claude-haiku-5-5", tokens, 4096)
+    worst = load_prices().worst_case("claude-haiku-5-5", tokens, 4096)
     assert f"worst case {fmt_usd(worst)} for <= {tokens} input tokens + 4096 output" in out
 
 

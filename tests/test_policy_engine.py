@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from offload.config.policy import parse_policy
+from offload.config.pricing import load_prices
 from offload.core.errors import BudgetExceededError, InputError
-from offload.core.pricing import PriceTable
 from offload.policy import Policy, RouteRequest, decide, should_escalate, worst_case_by_tier
 
 POLICY = """
@@ -147,7 +147,7 @@ def test_forced_tier_is_downgraded_too(policy: Policy) -> None:
 
 
 def test_worst_case_by_tier_uses_the_decisions_max_tokens(policy: Policy) -> None:
-    table = PriceTable.load()
+    table = load_prices()
     wc = worst_case_by_tier(policy, 1000, table.worst_case)
     assert wc["premium"] == table.worst_case("claude-opus-5-5", 1000, 300)
     assert wc["cheap"] == table.worst_case("claude-haiku-5-5", 1000, 100)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from offload.config.policy import load_policy, parse_policy
+from offload.config.pricing import load_prices
 from offload.core.errors import ConfigError
-from offload.core.pricing import PriceTable
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 SHIPPED = sorted(p for p in POLICIES.glob("*.yaml") if p.name != "pricing.yaml")
@@ -28,7 +28,7 @@ def test_all_four_policies_are_shipped() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_policy_loads_with_priced_models(path: Path) -> None:
-    policy = load_policy(path, known_models=PriceTable.load().models)
+    policy = load_policy(path, known_models=load_prices().models)
     assert policy.name == path.stem
     assert policy.default_tier in policy.tiers
     # the YAML 1.1 trap: `on:` must stay a key, not become the boolean True
@@ -155,7 +155,7 @@ def test_unknown_model_names_pricing_yaml(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL.replace("claude-haiku-5-5", "claude-haiku-9"))
     load_policy(path)  # fine without a price table to check against
     with pytest.raises(ConfigError) as info:
-        load_policy(path, known_models=PriceTable.load().models)
+        load_policy(path, known_models=load_prices().models)
     message = str(info.value)
     assert str(path) in message and "tiers.cheap" in message
     assert "'claude-haiku-9'" in message and "pricing.yaml" in message

@@ -15,10 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from offload.config.pricing import load_prices
 from offload.core.errors import ConfigError, UnpricedModelError
-from offload.core.pricing import PriceTable, Usage
+from offload.core.pricing import Usage
 
-T = PriceTable.load()
+T = load_prices()
 HAIKU, SONNET, OPUS = "claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5"
 
 
@@ -147,7 +148,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_custom_file_loads(tmp_path: Path) -> None:
-    t = PriceTable.load(_write(tmp_path, GOOD.format(output="5", target="claude-x")))
+    t = load_prices(_write(tmp_path, GOOD.format(output="5", target="claude-x")))
     assert t.cost("claude-y", Usage(output_tokens=2)) == 10_000_000
 
 
@@ -187,7 +188,7 @@ def test_custom_file_loads(tmp_path: Path) -> None:
 def test_bad_file_names_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        PriceTable.load(path)
+        load_prices(path)
     assert str(info.value).startswith(f"{path}: ")
     assert expected in str(info.value)
 

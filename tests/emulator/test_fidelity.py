@@ -16,6 +16,7 @@ import anthropic
 import pytest
 
 from emulator_fixtures import running
+from offload.config.pricing import load_prices
 from offload_emulator.server import EmulatorHandle
 from offload_emulator.tokenizer import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_text
 
@@ -160,10 +161,9 @@ def test_a_request_evaluated_in_the_past_sees_the_cache_of_that_moment() -> None
 
 
 def test_every_emulated_model_is_priced_with_the_same_minimum_cacheable_prefix() -> None:
-    from offload.core.pricing import PriceTable
     from offload_emulator.models import MODELS
 
-    prices = PriceTable.load()
+    prices = load_prices()
     for model in MODELS:
         assert prices.has(model.id), model.id
         assert prices.min_cacheable(model.id) == model.min_cacheable, model.id

@@ -14,9 +14,10 @@ import anyio
 import pytest
 from mcp import Client
 
+from offload.config.pricing import load_prices
 from offload.config.settings import Settings
 from offload.core.money import usd_json
-from offload.core.pricing import PriceTable, Usage
+from offload.core.pricing import Usage
 from offload.mcp.server import build_server
 
 from .conftest import is_generic_error, ledger_rows, result_text
@@ -73,7 +74,7 @@ async def test_faulty_api_every_call_ends_clearly_and_no_cost_is_lost_or_doubled
     # One ledger row per 200 the emulator sent: nothing served goes unbilled, nothing twice.
     rows = ledger_rows(settings.db_path, "SELECT * FROM attempts ORDER BY id")
     assert len(rows) == len(served), (len(rows), len(served))
-    prices = PriceTable.load()
+    prices = load_prices()
     expected = sorted(prices.cost(str(r.model), Usage.from_api(r.usage)) for r in served)
     assert sorted(int(r["cost_pusd"]) for r in rows) == expected
     assert len({r["request_key"] for r in rows}) == len(rows)

@@ -22,9 +22,10 @@ import pytest
 from mcp import Client
 
 from helpers import handshake
+from offload.config.pricing import load_prices
 from offload.config.settings import Settings
 from offload.core.money import usd_json
-from offload.core.pricing import PriceTable, Usage
+from offload.core.pricing import Usage
 from offload.mcp.server import build_server
 
 from .conftest import ledger_rows, result_text
@@ -131,7 +132,7 @@ async def test_sigkill_while_the_api_call_is_in_flight(
     # The killed call's response was never served (the kill landed inside the latency), so the
     # only row is the new call, priced exactly.
     assert len(served) == 1 and [r["session_id"] for r in rows] == ["test-session"]
-    cost = PriceTable.load().cost(str(served[0].model), Usage.from_api(served[0].usage))
+    cost = load_prices().cost(str(served[0].model), Usage.from_api(served[0].usage))
     assert rows[0]["cost_pusd"] == cost
     day = status.structured_content["scopes"]["daily"]
     assert day["spent_usd"] == usd_json(cost) and day["reserved_usd"] == "0"
@@ -170,7 +171,7 @@ async def test_sigkill_at_an_arbitrary_moment_of_a_busy_stream(
     assert not answer.is_error and not status.is_error, (result_text(answer), result_text(status))
     # Every row is a served response priced exactly; a response served in the instant before
     # the kill may lack its row (the process died before recording it), never the reverse.
-    prices = PriceTable.load()
+    prices = load_prices()
     served_costs = sorted(prices.cost(str(r.model), Usage.from_api(r.usage)) for r in served.values())
     row_costs = sorted(int(r["cost_pusd"]) for r in rows_before)
     assert len(row_costs) <= len(served_costs)

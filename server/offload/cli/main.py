@@ -92,15 +92,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "serve":
-        from offload.mcp.server import serve
+        if args.http:
+            from offload.mcp.http import serve_http
 
-        return serve(_settings(args), http=args.http)
+            return serve_http(_settings(args), args.http)
+        from offload.mcp.server import serve_stdio
+
+        return serve_stdio(_settings(args))
     if cmd == "spend":
-        from offload.infra.ledger.reports import cmd_spend
+        from offload.cli.spend import cmd_spend
 
         return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json)
     if cmd == "statusline":
-        from offload.infra.ledger.statusline import cmd_statusline
+        from offload.cli.statusline import cmd_statusline
 
         return cmd_statusline(_settings(args))
     if cmd == "policy":
@@ -110,7 +114,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return policy_cli.cmd_check(args.files)
         return policy_cli.cmd_explain(args.file, args.prompt, task=args.task, difficulty=args.difficulty)
     if cmd == "batches":
-        from offload.services.batches import cmd_list
+        from offload.cli.batches import cmd_list
 
         return cmd_list(_settings(args), include_done=args.all, as_json=args.json)
     if cmd == "demo":

@@ -6,7 +6,10 @@ import sys
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+import yaml
+
 from offload.config.policy import load_policy
+from offload.config.pricing import load_prices
 from offload.core.errors import ConfigError
 from offload.core.money import fmt_usd
 from offload.core.tokens import request_upper_bound
@@ -17,23 +20,16 @@ if TYPE_CHECKING:
     from offload.policy.models import Policy
 
 
-def _price_table() -> PriceTable | None:
-    # The price table is optional for checking: without it, model ids are not cross-checked.
-    try:
-        from offload.core.pricing import PriceTable
-    except ImportError:
-        return None
-    return PriceTable.load()
+def _price_table() -> PriceTable:
+    return load_prices()
 
 
-def _known_models(table: PriceTable | None) -> Collection[str] | None:
-    return None if table is None else set(table.models)
+def _known_models(table: PriceTable) -> Collection[str]:
+    return set(table.models)
 
 
 def _is_price_table(file: str) -> bool:
     """pricing.yaml sits beside the policies, so `policy check policies/*.yaml` meets it."""
-    import yaml
-
     try:
         with open(file, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh)

@@ -1,17 +1,16 @@
 """Exact prices: model + Usage (+ batch flag) -> integer picodollars.
 
-Pure apart from reading the YAML table once. Rates are converted to whole picodollars per
-token at load time (and refused if a rate, or a rate times the batch multiplier, is not a whole
-number of pusd), so every cost below is an exact integer sum.
+Pure: `offload.config.pricing` reads the YAML and hands the document to `parse_prices`.
+Rates are converted to whole picodollars per token at load time (and refused if a rate, or a
+rate times the batch multiplier, is not a whole number of pusd), so every cost below is an
+exact integer sum.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 from offload.core.errors import ConfigError, UnpricedModelError
@@ -124,7 +123,7 @@ class ModelPrice:
 
 
 class PriceTable:
-    """The loaded `pricing.yaml`. Use `PriceTable.load()`; the shipped table is cached."""
+    """A parsed `pricing.yaml` (see `offload.config.pricing.load_prices`)."""
 
     def __init__(
         self,
@@ -137,12 +136,6 @@ class PriceTable:
         self._aliases = dict(aliases)
         self.path = path
         self.batch_multiplier = batch_multiplier
-
-    @classmethod
-    def load(cls, path: Path | str | None = None) -> PriceTable:
-        if path is None:
-            return _shipped_table()
-        return _load(Path(path))
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -177,29 +170,7 @@ class PriceTable:
         return self.price(model).min_cacheable_tokens
 
 
-@functools.cache
-def _shipped_table() -> PriceTable:
-    from offload.config.settings import shipped
-
-    return _load(shipped("pricing.yaml"))
-
-
-# --- loading and validation -------------------------------------------------------------
-
-
-def _load(path: Path) -> PriceTable:
-    import yaml
-
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the price table ({exc.strerror})") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({exc})") from None
-    return _parse(doc, where)
+# --- validation ---------------------------------------------------------------------------
 
 
 def _fail(where: str, field: str, what: str) -> ConfigError:
@@ -258,7 +229,8 @@ def _unknown(raw: Mapping[str, Any], allowed: set[str], where: str, prefix: str)
         raise _fail(where, f"{prefix}{extra[0]}", f"unknown field; expected one of {expected}")
 
 
-def _parse(doc: Any, where: str) -> PriceTable:
+def parse_prices(doc: Any, where: str) -> PriceTable:
+    """A validated `PriceTable` from a YAML document; every error names `where` and the field."""
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{where}: expected a mapping with batch_multiplier, models and aliases")
     _unknown(doc, _TOP_FIELDS, where, "")

@@ -16,6 +16,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
@@ -24,13 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from offload import __version__
+from offload.config.settings import Settings
+from offload.mcp.server import build_server, configure_logging, has_uvloop
+from offload.state import AppState
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
     from starlette.applications import Starlette
-
-    from offload.config.settings import Settings
-    from offload.mcp.server import AppState
 
 log = logging.getLogger("offload.mcp.http")
 
@@ -162,9 +163,7 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1") -> Starlette:
 
 
 def _build(settings: Settings) -> MCPServer[AppState]:
-    from offload.mcp.server import build_server
-
-    return build_server(settings, http=True, **auth_kwargs(settings))
+    return build_server(settings, **auth_kwargs(settings))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -186,11 +185,9 @@ def serve_http(settings: Settings, spec: str, *, server: MCPServer[AppState] | N
 
     Every refusal (bad spec, exposed without a token, port taken) happens before the server
     starts, prints one line to stderr and returns 2. `server` defaults to
-    `build_server(settings, http=True, **auth_kwargs(settings))`.
+    `build_server(settings, **auth_kwargs(settings))`.
     """
-    import uvicorn
-
-    from offload.mcp.server import _has_uvloop
+    configure_logging()
 
     try:
         host, port = parse_bind(spec)
@@ -214,7 +211,7 @@ def serve_http(settings: Settings, spec: str, *, server: MCPServer[AppState] | N
     )
     config = uvicorn.Config(
         http_app(server, host=host),
-        loop="uvloop" if _has_uvloop() else "asyncio",
+        loop="uvloop" if has_uvloop() else "asyncio",
         log_config=None,  # keep our stderr logging; uvicorn's default sends access logs to stdout
         lifespan="on",
     )

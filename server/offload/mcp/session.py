@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
 
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 MCP_SESSION_HEADER = "mcp-session-id"
 # Enough of a 128-bit random id to keep concurrent sessions apart, short enough for a report column.

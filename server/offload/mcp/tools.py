@@ -20,7 +20,15 @@ from pydantic import BeforeValidator, Field, ValidationError
 
 from offload.core.errors import OffloadError
 from offload.core.output import Progress, ToolOutput
-from offload.mcp.server import AppState
+from offload.mcp.session import session_id
+from offload.metering.metered import budget_warnings
+from offload.services import batches as batch_service
+from offload.services import routed, status, summarize, trim_tool
+from offload.services.batches import SubmitArgs
+from offload.services.routed import RoutedArgs
+from offload.services.summarize import SummarizeArgs
+from offload.services.trim_tool import TrimArgs
+from offload.state import AppState
 
 Ctx = Context[AppState, Any]
 
@@ -72,7 +80,7 @@ async def _run(
     state = _state(ctx)
     try:
         await state.refresh_policy()
-        session = state.session_for(ctx)
+        session = session_id(ctx, state)
         out = await call(state, session)
         if spends:
             out = await _with_budget_warnings(state, session, out)
@@ -83,8 +91,6 @@ async def _run(
 
 async def _with_budget_warnings(state: AppState, session: str, out: ToolOutput) -> ToolOutput:
     """Past a `warn_at` threshold, every tool that spent money says so in its last line."""
-    from offload.metering.metered import budget_warnings
-
     if out.data.get("cost_usd") == "0":  # answered locally: nothing new to warn about
         return out
     warnings = await budget_warnings(state, session)
@@ -110,8 +116,6 @@ async def routed_complete(
     must_match: Annotated[Text, Field(description="Regex the answer must match, else escalate.")] = None,
 ) -> CallToolResult:
     """Run a sub-task on the cheapest adequate Claude tier; escalates only when a check fails."""
-    from offload.services.routed import RoutedArgs
-    from offload.services.routed import routed_complete as service
 
     args = RoutedArgs(
         prompt=prompt,
@@ -124,7 +128,7 @@ async def routed_complete(
         response_schema=response_schema,
         must_match=must_match,
     )
-    return await _run(ctx, lambda state, session: service(state, session, args, progress=_progress(ctx)))
+    return await _run(ctx, lambda state, session: routed.routed_complete(state, session, args, progress=_progress(ctx)))
 
 
 async def batch_submit(
@@ -140,7 +144,6 @@ async def batch_submit(
     retry_failed: Annotated[Text, Field(description="Batch id whose failed items to resubmit.")] = None,
 ) -> CallToolResult:
     """Queue work nobody waits on at half price (results within 24h). Returns a batch id."""
-    from offload.services.batches import SubmitArgs, submit
 
     args = SubmitArgs(
         requests=tuple(requests or ()),
@@ -153,14 +156,15 @@ async def batch_submit(
         max_tokens=max_tokens,
         retry_failed=retry_failed,
     )
-    return await _run(ctx, lambda state, session: submit(state, session, args, progress=_progress(ctx)), spends=True)
+    return await _run(
+        ctx, lambda state, session: batch_service.submit(state, session, args, progress=_progress(ctx)), spends=True
+    )
 
 
 async def batch_status(ctx: Ctx, batch_id: Text = None) -> CallToolResult:
     """Progress and cost of one batch, or of all open ones."""
-    from offload.services.batches import status
 
-    return await _run(ctx, lambda state, session: status(state, session, batch_id))
+    return await _run(ctx, lambda state, session: batch_service.status(state, session, batch_id))
 
 
 async def batch_results(
@@ -171,9 +175,10 @@ async def batch_results(
     write_to: Annotated[Text, Field(description="Write all results here (.jsonl or .md); returns a digest.")] = None,
 ) -> CallToolResult:
     """A page of a finished batch's results, or all of them written to a file."""
-    from offload.services.batches import results
 
-    return await _run(ctx, lambda state, session: results(state, session, batch_id, offset, limit, write_to))
+    return await _run(
+        ctx, lambda state, session: batch_service.results(state, session, batch_id, offset, limit, write_to)
+    )
 
 
 async def summarize_context(
@@ -185,13 +190,15 @@ async def summarize_context(
     keep: Annotated[list[str] | None, Field(description="Strings that must survive verbatim.")] = None,
 ) -> CallToolResult:
     """Summarize bulky text or files on the cheap tier; paths, errors, numbers and `keep` survive."""
-    from offload.services.summarize import SummarizeArgs
-    from offload.services.summarize import summarize_context as service
 
     args = SummarizeArgs(
         text=text, paths=tuple(paths or ()), focus=focus, target_tokens=target_tokens, keep=tuple(keep or ())
     )
-    return await _run(ctx, lambda state, session: service(state, session, args, progress=_progress(ctx)), spends=True)
+    return await _run(
+        ctx,
+        lambda state, session: summarize.summarize_context(state, session, args, progress=_progress(ctx)),
+        spends=True,
+    )
 
 
 async def trim_result(
@@ -206,18 +213,15 @@ async def trim_result(
     max_tokens: Annotated[int, Field(ge=50, le=20000)] = 800,
 ) -> CallToolResult:
     """Shrink JSON, logs, tables or text to what matters, locally and free; keeps a handle."""
-    from offload.services.trim_tool import TrimArgs
-    from offload.services.trim_tool import trim_result as service
 
     args = TrimArgs(content=content, path=path, handle=handle, fields=fields, query=query, max_tokens=max_tokens)
-    return await _run(ctx, lambda state, session: service(state, session, args), spends=True)
+    return await _run(ctx, lambda state, session: trim_tool.trim_result(state, session, args), spends=True)
 
 
 async def budget_status(ctx: Ctx, scope: Literal["session", "day", "month", "all"] = "all") -> CallToolResult:
     """Spend, budget left, savings vs the baseline model, cache hits, pending batches."""
-    from offload.services.status import budget_status as service
 
-    return await _run(ctx, lambda state, session: service(state, session, scope))
+    return await _run(ctx, lambda state, session: status.budget_status(state, session, scope))
 
 
 _TOOLS: list[tuple[Callable[..., Any], ToolAnnotations]] = [

@@ -26,7 +26,7 @@ from offload.infra.ledger.windows import utcnow
 from offload.policy.models import Policy
 
 if TYPE_CHECKING:
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 
 RESERVATION_TTL_S = 3600

@@ -26,7 +26,7 @@ from offload.metering.metered import Metered, limits_of, metered_call
 from offload.policy import engine
 
 if TYPE_CHECKING:
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 CONCURRENCY = 4
 

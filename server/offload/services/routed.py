@@ -23,7 +23,7 @@ from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
 
 if TYPE_CHECKING:
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 TOOL = "routed_complete"
 

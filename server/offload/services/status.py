@@ -10,7 +10,7 @@ from offload.infra.ledger import budgets, reports
 from offload.metering.metered import limits_of, short_model
 
 if TYPE_CHECKING:
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 _WINDOW = {"session": "session", "day": "day", "month": "month", "all": "session"}
 _SCOPE_OF = {"session": "session", "day": "daily", "month": "monthly"}

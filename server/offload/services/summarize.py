@@ -37,7 +37,7 @@ from offload.services.context_calls import (
 from offload.trim import chunking, identifiers
 
 if TYPE_CHECKING:
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 TOOL = "summarize_context"
 # Far below every Claude model's context window, and small enough that a cheap model still

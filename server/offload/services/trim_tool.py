@@ -38,7 +38,7 @@ from offload.trim.detect import KINDS
 from offload.trim.query import parse_query
 
 if TYPE_CHECKING:
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 TOOL = "trim_result"
 QUERY_CHUNK_TOKENS = 50_000

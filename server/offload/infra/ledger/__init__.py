@@ -6,8 +6,8 @@
   request_key; releases the reservation in the same transaction), `record_many`, `record_policy`.
 - `budgets`: `BudgetLimits`, `reserve(...) -> Reservation`, `release`, `headroom(...) -> Headroom`,
   `warnings(spent, limits, warn_at)`.
-- `reports`: `summary(...) -> BudgetSummary`, `spend_rows`, `cmd_spend`.
-- `statusline`: `cmd_statusline` (stdlib sqlite3 only, read-only; fast enough for every redraw).
+- `reports`: `summary(...) -> BudgetSummary`, `spend_rows`, `read_spend` (printing is in `offload.cli.spend`).
+- `statusline`: `statusline_text` (stdlib sqlite3 only, read-only; fast enough for every redraw).
 
 Imports here are lazy so that `offload statusline` does not pay for aiosqlite.
 """

@@ -15,17 +15,20 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiosqlite
+
+from offload.core.errors import InputError
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.records import Attempt, _insert
 
 if TYPE_CHECKING:
-    import aiosqlite
-
     from offload.infra.ledger.db import Ledger
 
 BATCH_HOST = "batch"  # reservations.host of holds owned by a batch, not by a process
@@ -486,3 +489,19 @@ async def forget_payloads(ledger: Ledger, older_than_days: int = PAYLOAD_DAYS, *
             "UPDATE batches SET shared = '{}' WHERE state = 'done' AND settled_at < ? AND shared != '{}'", (cutoff,)
         )
     return max(changed, 0)
+
+
+async def list_batches_readonly(path: Path, include_done: bool) -> list[dict[str, Any]]:
+    """`list_batches` on a read-only connection: listing must not migrate or switch the file to WAL."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    hint = "pass the server's ledger with --db FILE or OFFLOAD_DB"
+    try:
+        async with aiosqlite.connect(uri, uri=True) as conn:
+            await conn.execute("PRAGMA query_only = ON")
+            return await list_batches(conn, include_done=include_done, limit=200)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None
+        raise InputError(f"cannot read the ledger {path} ({exc}); {hint}") from None
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None

@@ -1,4 +1,4 @@
-"""Read-side reports: `budget_status` summary and `offload spend`.
+"""Read-side reports: the `budget_status` summary and the rows behind `offload spend`.
 
 Savings are measured against each attempt's `baseline_pusd` (what the same tokens would cost
 sent plainly to the policy's baseline model); cache hit rate is cache-read tokens over prompt
@@ -7,26 +7,25 @@ tokens. Money stays integer pusd until it is printed.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.core.errors import InputError
-from offload.core.money import fmt_usd, usd_json
+from offload.core.money import usd_json
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import BudgetLimits, ScopeState, scope_states
-from offload.infra.ledger.statusline import cmd_statusline, open_ro
+from offload.infra.ledger.statusline import open_ro
 
 if TYPE_CHECKING:
     import aiosqlite
 
-    from offload.config.settings import Settings
     from offload.infra.ledger.db import Ledger
 
-__all__ = ["BudgetSummary", "SpendRow", "cmd_spend", "cmd_statusline", "spend_rows", "summary"]
+__all__ = ["BudgetSummary", "SpendRow", "read_spend", "spend_rows", "summary"]
 
 _BY = {"day": "substr(ts, 1, 10)", "model": "model", "tool": "tool", "session": "session_id"}
 _WINDOWS = {"session": None, "day": (w.day_start, w.next_day), "month": (w.month_start, w.next_month)}
@@ -185,66 +184,16 @@ def total(rows: list[SpendRow]) -> SpendRow:
     )
 
 
-def cmd_spend(settings: Settings, *, by: str, since: str | None, as_json: bool, now: datetime | None = None) -> int:
+def read_spend(path: Path, by: str, since: datetime) -> list[SpendRow]:
+    """`spend_rows` on a read-only connection to the ledger file at `path` (none there: no rows)."""
+    if not path.exists():
+        return []
+    conn = open_ro(path)
     try:
-        start = w.parse_since(since, now or w.utcnow())
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    path = settings.db_path
-    rows: list[SpendRow] = []
-    if path.exists():
-        conn = open_ro(path)
-        try:
-            rows = spend_rows(conn, by, start)
-        except sqlite3.DatabaseError as exc:  # OperationalError, or "file is not a database"
-            if "no such table" not in str(exc):
-                raise InputError(f"{path}: cannot read the ledger ({exc})") from None
-        finally:
-            conn.close()
-    tot = total(rows)
-    if as_json:
-        doc: dict[str, object] = {"db": str(path), "by": by, "since": w.iso(start)}
-        doc["rows"] = [r.to_json() for r in rows]
-        doc["total"] = tot.to_json()
-        print(json.dumps(doc, indent=2))
-        return 0
-    _print_table(rows, tot, by, start)
-    return 0
-
-
-def _print_table(rows: list[SpendRow], tot: SpendRow, by: str, start: datetime) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"offload spend by {by} since {start:%Y-%m-%d %H:%M} UTC", show_footer=bool(rows))
-    table.add_column(by, footer="total")
-    for name, attr, fmt in (
-        ("calls", "calls", str),
-        ("input+write tok", "input_tokens", "{:,}".format),
-        ("cache read", "cache_read", "{:,}".format),
-        ("output tok", "output_tokens", "{:,}".format),
-        ("cost", "cost_pusd", fmt_usd),
-        ("baseline", "baseline_pusd", fmt_usd),
-        ("saved", "saved_pusd", fmt_usd),
-    ):
-        table.add_column(name, justify="right", footer=fmt(getattr(tot, attr)))
-    table.add_column("saved %", justify="right", footer=f"{tot.saved_pct}%")
-    for r in rows:
-        table.add_row(
-            r.key,
-            str(r.calls),
-            f"{r.input_tokens:,}",
-            f"{r.cache_read:,}",
-            f"{r.output_tokens:,}",
-            fmt_usd(r.cost_pusd),
-            fmt_usd(r.baseline_pusd),
-            fmt_usd(r.saved_pusd),
-            f"{r.saved_pct}%",
-        )
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:  # piped: rich would squeeze to 80 columns and elide the money
-        console = Console(soft_wrap=False, width=150)
-    if rows:
-        console.print(table)
-    else:
-        console.print(f"no attempts recorded since {start:%Y-%m-%d %H:%M} UTC")
+        return spend_rows(conn, by, since)
+    except sqlite3.DatabaseError as exc:  # OperationalError, or "file is not a database"
+        if "no such table" not in str(exc):
+            raise InputError(f"{path}: cannot read the ledger ({exc})") from None
+        return []
+    finally:
+        conn.close()

@@ -1,4 +1,4 @@
-"""`offload statusline`: one short line, printed on every Claude Code prompt redraw.
+"""The figures behind `offload statusline`, read on every Claude Code prompt redraw.
 
 It must start and finish in a few tens of milliseconds, so it uses the stdlib sqlite3 module on
 a read-only connection and imports nothing heavy (no aiosqlite, rich, pydantic, mcp, anthropic).
@@ -9,16 +9,11 @@ It never fails the prompt: any problem becomes a short line and exit status 0.
 from __future__ import annotations
 
 import sqlite3
-import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from offload.core.money import fmt_usd
 from offload.infra.ledger import windows as w
-
-if TYPE_CHECKING:
-    from offload.config.settings import Settings
 
 
 def open_ro(path: Path) -> sqlite3.Connection:
@@ -55,20 +50,16 @@ def statusline_text(conn: sqlite3.Connection, now: datetime) -> str:
     return " · ".join(parts)
 
 
-def cmd_statusline(settings: Settings, *, now: datetime | None = None) -> int:
-    path = settings.db_path
+def read_statusline(path: Path, now: datetime) -> str:
+    """The status line for the ledger at `path`; any problem becomes a short line, never an error."""
     if not path.exists():
-        print("offload: no spend yet")
-        return 0
+        return "offload: no spend yet"
     try:
         conn = open_ro(path)
         try:
-            line = statusline_text(conn, now or w.utcnow())
+            return statusline_text(conn, now)
         finally:
             conn.close()
     except sqlite3.Error as exc:
         # A ledger from before its first server run has no tables yet: say so, never fail the prompt.
-        line = "offload: no spend yet" if "no such table" in str(exc) else f"offload: ledger unreadable ({exc})"
-    print(line)
-    sys.stdout.flush()
-    return 0
+        return "offload: no spend yet" if "no such table" in str(exc) else f"offload: ledger unreadable ({exc})"

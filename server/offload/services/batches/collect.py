@@ -27,7 +27,7 @@ from offload.services.batches import build
 if TYPE_CHECKING:
     import aiosqlite
 
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 log = logging.getLogger("offload.services.batches")
 

@@ -27,7 +27,7 @@ from offload.services.batches import build
 from offload.services.batches.build import Shared, Spec, SubmitArgs
 
 if TYPE_CHECKING:
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 log = logging.getLogger("offload.services.batches")
 FIRST_POLL_S = 0.5

@@ -1,4 +1,4 @@
-"""`batch_status`, `batch_results` and `offload batches`: compact views of the local record.
+"""`batch_status` and `batch_results`: compact views of the local record.
 
 Everything here reads the ledger only: results are served from SQLite (collected once by the
 collector), so paging through them costs no API calls and works after the API's 29 days.
@@ -22,8 +22,7 @@ from offload.infra.ledger import windows as w
 if TYPE_CHECKING:
     import aiosqlite
 
-    from offload.config.settings import Settings
-    from offload.mcp.server import AppState
+    from offload.state import AppState
 
 PAGE_TOKENS = 2000  # a results page stays near this many tokens, whatever `limit` is
 MIN_ITEM_TOKENS = 24
@@ -31,7 +30,7 @@ WRITE_CHUNK = 1000
 LIST_MAX = 10  # batch_status() with no id: at most this many lines, ~70 characters each
 
 
-def _age(created: str, now: datetime) -> str:
+def age(created: str, now: datetime) -> str:
     secs = max(0, int((now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()))
     if secs < 120:
         return f"{secs}s"
@@ -59,7 +58,7 @@ async def _describe(conn: aiosqlite.Connection, row: aiosqlite.Row, now: datetim
     text = (
         f"{bid}: {int(row['request_count']):,} requests on {row['model']}, {phase}; "
         f"cost so far {fmt_usd(cost)} (estimate ~{fmt_usd(int(row['typical_pusd']))}); "
-        f"age {_age(str(row['created_at']), now)}"
+        f"age {age(str(row['created_at']), now)}"
     )
     if row["state"] != "done" and pending and not unknown:
         text += f"; ETA unknown, by {expires[:16].replace('T', ' ')} UTC at the latest" if expires else ""
@@ -117,7 +116,7 @@ def _brief(d: dict[str, Any], now: datetime) -> str:
     return (
         f"{d['batch_id']}: {settled:,}/{d['requests']:,} settled on {str(d['model']).removeprefix('claude-')}, "
         f"cost {fmt_usd(usd_to_pusd(d['cost_usd']))} of ~{fmt_usd(usd_to_pusd(d['estimated_cost_usd']))}, "
-        f"age {_age(str(d['created_at']), now)}"
+        f"age {age(str(d['created_at']), now)}"
     )
 
 
@@ -254,53 +253,3 @@ def _jsonl(r: Any, kind: str) -> str:
 def _md(r: Any, kind: str) -> str:
     body = r["text"] if kind == "succeeded" else f"_{kind}_: {r['error'] or ''}"
     return f"## {r['idx']}. {r['label']}\n\n{body}\n\n"
-
-
-def cmd_list(settings: Settings, *, include_done: bool = False, as_json: bool = False) -> int:
-    """`offload batches`: a table (or JSON) of batches in the ledger."""
-    import anyio
-
-    if not settings.db_path.exists():
-        print(f"no ledger at {settings.db_path}: no batches yet")
-        return 0
-    rows = anyio.run(_list_rows, settings, include_done)
-    if as_json:
-        for r in rows:
-            for k in ("worst_pusd", "typical_pusd", "sync_pusd", "cost_pusd"):
-                r[k.replace("_pusd", "_usd")] = usd_json(int(r.pop(k)))
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("no open batches (use --all to include finished ones)" if not include_done else "no batches")
-        return 0
-    now = w.utcnow()
-    head = f"{'batch':<16} {'state':<6} {'age':>7} {'done':>15} {'cost':>10} {'estimate':>10}  model"
-    print(head)
-    for r in rows:
-        done = f"{r['settled']:,}/{r['request_count']:,}"
-        print(
-            f"{r['id']:<16} {r['state']:<6} {_age(r['created_at'], now):>7} {done:>15} "
-            f"{fmt_usd(r['cost_pusd']):>10} {fmt_usd(r['typical_pusd']):>10}  {r['model']}"
-        )
-    return 0
-
-
-async def _list_rows(settings: Settings, include_done: bool) -> list[dict[str, Any]]:
-    import sqlite3
-
-    import aiosqlite
-
-    # Read-only: listing must not migrate, switch to WAL or otherwise write the user's file.
-    path = settings.db_path
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    hint = "pass the server's ledger with --db FILE or OFFLOAD_DB"
-    try:
-        async with aiosqlite.connect(uri, uri=True) as conn:
-            await conn.execute("PRAGMA query_only = ON")
-            return await store.list_batches(conn, include_done=include_done, limit=200)
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None
-        raise InputError(f"cannot read the ledger {path} ({exc}); {hint}") from None
-    except sqlite3.DatabaseError as exc:
-        raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None

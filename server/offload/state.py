@@ -1,0 +1,78 @@
+"""`AppState`: what every service receives, and `open_state`, which opens and closes it.
+
+It sits below the services and above infra and config, so services depend on it without
+knowing about `mcp`; the MCP layer hands it to them from its lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from offload.config.policy import PolicyHolder
+from offload.config.pricing import load_prices
+from offload.config.settings import Settings
+from offload.core.pricing import PriceTable
+from offload.infra.claude import ClaudeClient
+from offload.infra.ledger import batches, handles
+from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.records import record_policy_snapshot
+from offload.policy.models import Policy
+
+
+@dataclass
+class AppState:
+    """The resources every tool call shares: settings, ledger, prices, the live policy, the API client."""
+
+    settings: Settings
+    ledger: Ledger
+    prices: PriceTable
+    policies: PolicyHolder
+    _claude: ClaudeClient | None = None
+
+    @property
+    def policy(self) -> Policy:
+        return self.policies.current
+
+    async def refresh_policy(self) -> None:
+        """Pick up an edited policy file before the call; a broken edit keeps the last good one."""
+        if self.policies.check_reload():
+            await self.note_policy()
+
+    async def note_policy(self) -> None:
+        """Record the active policy's budgets, so `offload statusline` shows them without YAML."""
+        await record_policy_snapshot(self.ledger, self.policy, str(self.policies.path), self.settings.session_id)
+
+    def claude(self) -> ClaudeClient:
+        """The API client, created on first use so the server starts (and lists tools) without a key."""
+        if self._claude is None:
+            self._claude = ClaudeClient.from_settings(self.settings)
+        return self._claude
+
+    async def aclose(self) -> None:
+        if self._claude is not None:
+            await self._claude.close()
+            self._claude = None
+
+
+@asynccontextmanager
+async def open_state(settings: Settings) -> AsyncIterator[AppState]:
+    """Open everything a server (or the demo, or a test) needs, and close it all on the way out."""
+    prices = load_prices()
+    policies = PolicyHolder(settings.policy_path, known_models=prices.models)
+    async with AsyncExitStack() as stack:
+        ledger = await Ledger.open(settings.db_path)
+        stack.push_async_callback(ledger.close)
+        state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies)
+        stack.push_async_callback(state.aclose)
+        await state.note_policy()
+        await _apply_retention(ledger)
+        yield state
+
+
+async def _apply_retention(ledger: Ledger) -> None:
+    """Forget stored payloads past their use: trim originals after a week unused, batch prompts
+    and answers 29 days after settling (as the API does). Spend rows are never deleted."""
+    await handles.prune(ledger)
+    await batches.forget_payloads(ledger)
