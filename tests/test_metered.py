@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from offload.config.settings import Settings
-from offload.infra.claude import Prompt, build_params
+from offload.core.request import Prompt, build_params
 from offload.metering.metered import metered_call
 from offload.state import open_state
 

@@ -1,39 +1,22 @@
-"""The one boundary to the Claude API: request assembly, calls, error mapping, usage capture.
+"""The one boundary to the Claude API: calls, error mapping, usage capture.
 
-Nothing else in offload imports `anthropic`. Requests are assembled stable-parts-first
-(system, then shared context documents, then the task prompt) with `cache_control`
-breakpoints on the stable parts, because the API caches byte-exact prefixes in the order
-tools → system → messages.
+Nothing else in offload imports `anthropic`. Requests are assembled by the pure
+`offload.core.request.build_params`; this module only sends them and maps what comes back.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import anthropic
 
 from offload.config.settings import Settings
 from offload.core.errors import InputError, MissingApiKeyError, UpstreamError
 from offload.core.pricing import Usage
-from offload.core.tokens import approx_tokens
-
-Ttl = Literal["5m", "1h"]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """What to ask, split by how stable each part is across calls."""
-
-    prompt: str
-    system: str | None = None
-    documents: tuple[tuple[str, str], ...] = ()  # (label, text): shared material, cached
-    prefill: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,53 +52,6 @@ class BatchItemResult:
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
     error: str | None = None
-
-
-def _cache(ttl: Ttl) -> dict[str, str]:
-    return {"type": "ephemeral", "ttl": ttl}
-
-
-def build_params(
-    model: str,
-    prompt: Prompt,
-    *,
-    max_tokens: int,
-    ttl: Ttl = "5m",
-    min_cacheable: int = 1024,
-) -> dict[str, Any]:
-    """Messages API params with breakpoints on the stable prefix.
-
-    A breakpoint is placed only where the prefix up to it plausibly reaches the model's
-    minimum cacheable length: below it the API caches nothing anyway, and above it a write
-    costs 1.25x (5m) or 2x (1h) input once, then reads cost 0.1x on every reuse.
-    """
-    params: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
-    prefix_tokens = 0
-    if prompt.system:
-        prefix_tokens = approx_tokens(prompt.system)
-        block: dict[str, Any] = {"type": "text", "text": prompt.system}
-        if prefix_tokens >= min_cacheable:
-            # Cached on its own too: other calls reuse the same system prompt with other documents.
-            block["cache_control"] = _cache(ttl)
-        params["system"] = [block]
-    content: list[dict[str, Any]] = []
-    for label, text in prompt.documents:
-        prefix_tokens += approx_tokens(text)
-        content.append({"type": "text", "text": f'<document name="{label}">\n{text}\n</document>'})
-    if content and prefix_tokens >= min_cacheable:
-        content[-1]["cache_control"] = _cache(ttl)
-    content.append({"type": "text", "text": prompt.prompt})
-    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-    if prompt.prefill:
-        messages.append({"role": "assistant", "content": prompt.prefill})
-    params["messages"] = messages
-    return params
-
-
-def request_hash(params: dict[str, Any]) -> str:
-    """Stable digest of a request, so the ledger can tie attempts to content without storing it."""
-    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
 def _text_of(content: Sequence[Any]) -> str:

@@ -340,9 +340,13 @@ def _check_replaceable(dir_fd: int, name: str, target: Path, may_replace: Callab
         )
 
 
-def read_many(patterns: Sequence[str], settings: Settings) -> list[tuple[Path, str]]:
+def read_many(patterns: Sequence[str], settings: Settings, *, max_files: int = 200) -> list[tuple[Path, str]]:
     """Resolve and read every file, within the per-file and total byte limits of `settings`."""
-    paths = resolve(patterns, settings.roots)
+    paths = (
+        resolve(patterns, settings.roots)
+        if max_files is None
+        else resolve(patterns, settings.roots, max_files=max_files)
+    )
     # Sizes first, so a request that is too large in total fails before anything is read.
     total = 0
     for p in paths:
@@ -365,3 +369,13 @@ def read_many(patterns: Sequence[str], settings: Settings) -> list[tuple[Path, s
             )
         out.append((p, text))
     return out
+
+
+def shown(path: Path, roots: Sequence[Path]) -> str:
+    """How a file is named to the model and in results: relative to the first root when under it."""
+    if roots:
+        try:
+            return str(path.relative_to(Path(roots[0]).resolve()))
+        except ValueError:
+            pass
+    return str(path)

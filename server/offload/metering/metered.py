@@ -18,8 +18,10 @@ import anyio
 
 from offload.core.errors import OffloadError
 from offload.core.money import fmt_usd
+from offload.core.request import request_hash
+from offload.core.text import fmt_tokens
 from offload.core.tokens import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, upper_bound_tokens
-from offload.infra.claude import Completion, request_hash
+from offload.infra.claude import Completion
 from offload.infra.ledger import budgets, records
 from offload.infra.ledger.budgets import BudgetLimits, Reservation
 from offload.infra.ledger.windows import utcnow
@@ -37,22 +39,37 @@ def limits_of(policy: Policy) -> BudgetLimits:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What a caller's judge makes of an answer.
+
+    Only the answer the host finally uses stands in for "the call the host would have made
+    itself" (`counts_toward_baseline`); failed rungs of an escalation don't add to the
+    baseline, so savings are never inflated by offload's own retries.
+    """
+
+    outcome: str
+    counts_toward_baseline: bool = True
+    failed_check: str | None = None  # the check that failed, if any
+
+
+@dataclass(frozen=True)
 class Metered:
     completion: Completion
     cost_pusd: int
     baseline_pusd: int
     request_key: str
-    outcome: str
+    verdict: Verdict
+
+    @property
+    def outcome(self) -> str:
+        return self.verdict.outcome
 
 
-# judge(completion) -> (outcome, counts_toward_baseline). Only the answer the host finally
-# uses stands in for "the call the host would have made itself"; failed rungs of an
-# escalation don't add to the baseline, so savings are never inflated by our own retries.
-Judge = Callable[[Completion], tuple[str, bool]]
+Judge = Callable[[Completion], Verdict]
 
 
-def _accept(_: Completion) -> tuple[str, bool]:
-    return "ok", True
+def _accept(_: Completion) -> Verdict:
+    return Verdict("ok")
 
 
 async def reserve(state: AppState, session: str, amount_pusd: int) -> Reservation:
@@ -113,7 +130,8 @@ async def metered_call(
         with anyio.CancelScope(shield=True):
             await budgets.release(state.ledger, reservation)
         raise
-    outcome, counts = judge(completion)
+    verdict = judge(completion)
+    baseline = state.prices.baseline_cost(policy.baseline, completion.usage)
     key = f"{tool}:{uuid.uuid4().hex}"
     attempt = records.Attempt(
         request_key=key,
@@ -122,11 +140,11 @@ async def metered_call(
         model=model,
         usage=completion.usage,
         cost_pusd=state.prices.cost(model, completion.usage),
-        baseline_pusd=state.prices.baseline_cost(policy.baseline, completion.usage) if counts else 0,
+        baseline_pusd=baseline if verdict.counts_toward_baseline else 0,
         policy=policy.name,
         tier=tier,
         step=step,
-        outcome=outcome,
+        outcome=verdict.outcome,
         stop_reason=completion.stop_reason,
         request_hash=request_hash(params),
         prompt_text=prompt_text if policy.store_text else None,
@@ -135,7 +153,7 @@ async def metered_call(
     # The answer is paid for: a cancellation arriving now must not lose its row.
     with anyio.CancelScope(shield=True):
         await records.record(state.ledger, attempt, reservation)
-    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, key, outcome)
+    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, key, verdict)
 
 
 async def budget_warnings(state: AppState, session: str) -> list[str]:
@@ -153,7 +171,7 @@ def short_model(model: str) -> str:
 
 
 def footer(model: str, cost_pusd: int, cached_tokens: int, escalated: int, extra: list[str] | None = None) -> str:
-    cached = f"{cached_tokens / 1000:.1f}k" if cached_tokens >= 1000 else str(cached_tokens)
+    cached = fmt_tokens(cached_tokens)
     parts = [
         short_model(model),
         fmt_usd(cost_pusd),

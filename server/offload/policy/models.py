@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from offload.core.money import usd_to_pusd
+from offload.core.scopes import SCOPES
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
 TRIGGERS: tuple[str, ...] = ("max_tokens", "refusal", "schema_invalid", "must_match_failed", "api_error")
@@ -224,11 +225,8 @@ class Budgets(_Section):
     def limits_pusd(self) -> dict[str, int]:
         """The limits that are set, as integer picodollars: keys among session, daily, monthly."""
         out: dict[str, int] = {}
-        for scope, usd in (
-            ("session", self.session_usd),
-            ("daily", self.daily_usd),
-            ("monthly", self.monthly_usd),
-        ):
+        for scope in SCOPES:
+            usd = getattr(self, f"{scope}_usd")
             if usd is not None:
                 out[scope] = usd_to_pusd(usd)
         return out

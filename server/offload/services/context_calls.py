@@ -19,8 +19,8 @@ from offload.core.errors import BudgetExceededError
 from offload.core.money import fmt_usd
 from offload.core.output import Progress, no_progress
 from offload.core.pricing import Usage
+from offload.core.request import Prompt, build_params
 from offload.core.tokens import approx_tokens
-from offload.infra.claude import Prompt, build_params
 from offload.infra.ledger import budgets
 from offload.metering.metered import Metered, limits_of, metered_call
 from offload.policy import engine

@@ -14,11 +14,12 @@ from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
+from offload.core.request import Prompt, build_params
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
-from offload.infra.claude import Completion, Prompt, build_params
+from offload.infra.claude import Completion
 from offload.infra.ledger import budgets
-from offload.metering.metered import budget_warnings, footer, limits_of, metered_call
+from offload.metering.metered import Verdict, budget_warnings, footer, limits_of, metered_call
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
 
@@ -64,8 +65,7 @@ async def routed_complete(
     checks = Checks.build(args.response_schema, args.must_match)
     settings = state.settings
     docs = files.read_many(list(args.context_files), settings) if args.context_files else []
-    root = settings.roots[0]
-    documents = tuple((_label(path, root), text) for path, text in docs)
+    documents = tuple((files.shown(path, settings.roots), text) for path, text in docs)
     prompt = Prompt(prompt=args.prompt, system=_system(args, checks), documents=documents)
     upper = request_upper_bound([args.prompt, prompt.system or "", *(t for _, t in documents)])
 
@@ -108,12 +108,12 @@ async def routed_complete(
             min_cacheable=state.prices.min_cacheable(model),
         )
         last = step == len(ladder) - 1
-        trigger_box: list[str | None] = [None]
 
-        def judge(c: Completion, last: bool = last, box: list[str | None] = trigger_box) -> tuple[str, bool]:
-            box[0] = failed_check(c.text, c.stop_reason, checks)
-            climbs = box[0] is not None and not last and engine.should_escalate(policy, box[0])
-            return ("escalated" if climbs else ("ok" if box[0] is None else "check_failed")), not climbs
+        def judge(c: Completion, last: bool = last) -> Verdict:
+            failed = failed_check(c.text, c.stop_reason, checks)
+            climbs = failed is not None and not last and engine.should_escalate(policy, failed)
+            outcome = "escalated" if climbs else ("ok" if failed is None else "check_failed")
+            return Verdict(outcome, counts_toward_baseline=not climbs, failed_check=failed)
 
         await progress(step, len(ladder), f"{tier}: {model}")
         try:
@@ -137,8 +137,9 @@ async def routed_complete(
             # The budget can't cover the next rung: the host keeps the answer it already paid for.
             budget_stop = f"escalation stopped, {exc.scope} budget: {fmt_usd(exc.remaining_pusd)} left"
             break
-        trigger = trigger_box[0]
-        rungs.append(_Rung(tier, model, metered.cost_pusd, metered.outcome, trigger, metered.completion))
+        rungs.append(
+            _Rung(tier, model, metered.cost_pusd, metered.outcome, metered.verdict.failed_check, metered.completion)
+        )
         if metered.outcome != "escalated":
             break
     if not rungs:  # every rung failed upstream and escalation moved past all of them
@@ -169,18 +170,11 @@ async def _triage(state: AppState, session: str, prompt: str) -> tuple[str | Non
         tier=triage.tier,
         params=params,
         step=-1,
-        judge=lambda _: ("triage", False),
+        judge=lambda _: Verdict("triage", counts_toward_baseline=False),
     )
     words = re.findall(r"[a-z]+", metered.completion.text.lower())
     # An unusable answer leaves the route to the rules, as if triage were off.
     return next((w for w in words if w in DIFFICULTIES), None), metered.cost_pusd
-
-
-def _label(path: Any, root: Any) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 async def _output(

@@ -6,16 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import ToolOutput
+from offload.core.scopes import SCOPE_OF
 from offload.infra.ledger import budgets, reports
 from offload.metering.metered import limits_of, short_model
 
 if TYPE_CHECKING:
     from offload.state import AppState
 
-_WINDOW = {"session": "session", "day": "day", "month": "month", "all": "session"}
-_SCOPE_OF = {"session": "session", "day": "daily", "month": "monthly"}
-# Budget lines say which limit; the activity line says which calls it counts: no two share a label.
-_LABEL = {"session": "session budget", "daily": "daily budget", "monthly": "monthly budget"}
+# Budget lines say which limit ("daily budget"); the activity line says which calls it counts
+# ("today"): no two share a label.
 _ACTIVITY = {"session": "this session", "day": "today", "month": "this month"}
 
 
@@ -26,12 +25,14 @@ def _money(pusd: int | None) -> str | None:
 async def budget_status(state: AppState, session: str, scope: str = "all") -> ToolOutput:
     policy = state.policy
     await budgets.expire(state.ledger)
-    summary = await reports.summary(state.ledger, session, limits_of(policy), window=_WINDOW[scope])
-    wanted = [s for s in summary.scopes if scope == "all" or s.scope == _SCOPE_OF[scope]]
+    summary = await reports.summary(
+        state.ledger, session, limits_of(policy), window="session" if scope == "all" else scope
+    )
+    wanted = [s for s in summary.scopes if scope == "all" or s.scope == SCOPE_OF[scope]]
 
     lines = []
     for s in wanted:
-        label = _LABEL[s.scope]
+        label = f"{s.scope} budget"
         if s.limit_pusd is None:
             lines.append(f"{label}: {fmt_usd(s.spent_pusd)} spent, no limit")
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,9 +19,10 @@ import anyio
 from offload.core.errors import InputError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
+from offload.core.request import Prompt
+from offload.core.text import fmt_tokens
 from offload.core.tokens import approx_tokens
 from offload.infra import files
-from offload.infra.claude import Prompt
 from offload.metering.metered import Metered, short_model
 from offload.services.context_calls import (
     Tier,
@@ -112,24 +112,14 @@ def _documents(state: AppState, args: SummarizeArgs) -> list[tuple[str | None, s
     if args.text is not None and args.text.strip():
         docs.append((None, args.text))
     if args.paths:
-        root = state.settings.roots[0] if state.settings.roots else None
         for path, text in files.read_many(list(args.paths), state.settings):
-            docs.append((_label(path, root), text))
+            docs.append((files.shown(path, state.settings.roots), text))
     if not docs:
         raise InputError(
             "nothing to summarize: send `text` (the material itself) or `paths` (files or globs under the "
             "allowed roots, e.g. ['logs/*.log']); both were empty"
         )
     return docs
-
-
-def _label(path: Path, root: Path | None) -> str:
-    if root is not None:
-        try:
-            return str(path.relative_to(Path(root).resolve()))
-        except ValueError:
-            pass
-    return str(path)
 
 
 async def summarize_context(
@@ -233,10 +223,6 @@ async def _model_calls(
     return merged[0].completion.text.strip(), results, merged
 
 
-def _k(tokens: int) -> str:
-    return f"{tokens / 1000:.1f}k" if tokens >= 1000 else str(tokens)
-
-
 def _footer(
     tier: Tier, calls: list[Metered], chunks: int, tokens_in: int, tokens_out: int, restored: identifiers.Restored
 ) -> str:
@@ -246,8 +232,8 @@ def _footer(
         short_model(tier.model),
         fmt_usd(cost),
         f"{chunks} chunk call{'s' if chunks != 1 else ''}" + (" + merge" if len(calls) > chunks else ""),
-        f"cached {_k(usage.cache_read)}",
-        f"{_k(tokens_in)} → {_k(tokens_out)} tokens",
+        f"cached {fmt_tokens(usage.cache_read)}",
+        f"{fmt_tokens(tokens_in)} → {fmt_tokens(tokens_out)} tokens",
     ]
     if restored.restored:
         parts.append(f"{len(restored.restored)} kept verbatim")

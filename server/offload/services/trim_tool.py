@@ -18,9 +18,10 @@ import anyio
 from offload.core.errors import InputError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import ToolOutput
+from offload.core.request import Prompt
+from offload.core.text import clip, fmt_tokens
 from offload.core.tokens import approx_tokens
 from offload.infra import files
-from offload.infra.claude import Prompt
 from offload.infra.ledger import handles
 from offload.metering.metered import Metered, short_model
 from offload.services.context_calls import (
@@ -100,20 +101,15 @@ async def trim_result(state: AppState, session: str, args: TrimArgs) -> ToolOutp
     if args.query is not None and result.query_answered is False:
         return await _answer_by_model(state, session, args, content, result, handle)
     removed = list(result.removed)
-    footer = f"[{result.kind} · {_k(result.tokens_in)} → {_k(result.tokens_out)} tokens"
+    footer = f"[{result.kind} · {fmt_tokens(result.tokens_in)} → {fmt_tokens(result.tokens_out)} tokens"
     footer += f" · removed: {_short(removed)}" if removed else " · nothing removed"
     footer += f" · handle {handle}]"
     data = _data(result, result.tokens_out, removed, handle, [])
     return ToolOutput(f"{result.text}\n{footer}", data)
 
 
-def _k(tokens: int) -> str:
-    return f"{tokens / 1000:.1f}k" if tokens >= 1000 else str(tokens)
-
-
 def _short(notes: list[str]) -> str:
-    text = "; ".join(notes)
-    return text if len(text) <= MAX_REMOVED_CHARS else text[: MAX_REMOVED_CHARS - 1] + "…"
+    return clip("; ".join(notes), MAX_REMOVED_CHARS)
 
 
 def _data(
@@ -184,7 +180,7 @@ async def _answer_by_model(
         removed.append(f"{skipped} of {len(chunks) + skipped} parts not searched (fewest query-term hits)")
     n = len(calls)
     footer = (
-        f"[{result.kind} · {_k(result.tokens_in)} → {_k(tokens_out)} tokens · query answered by "
+        f"[{result.kind} · {fmt_tokens(result.tokens_in)} → {fmt_tokens(tokens_out)} tokens · query answered by "
         f"{short_model(calls[0].completion.model)} for {fmt_usd(cost)} ({n} call{'s' if n != 1 else ''})"
         + (f" · {skipped} parts not searched" if skipped else "")
         + f" · handle {handle}]"

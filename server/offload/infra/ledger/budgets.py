@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
     from offload.infra.ledger.db import Ledger
 
-SCOPES = ("session", "daily", "monthly")
 _HOST = socket.gethostname()
 
 

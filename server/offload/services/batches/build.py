@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from offload.core.errors import InputError
+from offload.core.request import Prompt, build_params
+from offload.core.text import clip
 from offload.core.tokens import approx_tokens, request_upper_bound
 
 MAX_REQUESTS_PER_BATCH = 100_000
@@ -100,7 +102,7 @@ def mode_of(args: SubmitArgs) -> str:
 
 def _label(text: str) -> str:
     one_line = " ".join(text.split())
-    return one_line if len(one_line) <= _LABEL_MAX else one_line[: _LABEL_MAX - 1] + "…"
+    return clip(one_line, _LABEL_MAX)
 
 
 def from_requests(requests: Sequence[dict[str, Any]], system: str | None) -> tuple[Shared | None, list[Spec]]:
@@ -165,32 +167,18 @@ def from_files(template: str, files: Sequence[tuple[str, str]]) -> tuple[str, li
     return prefix, specs
 
 
-def _cache(ttl: str) -> dict[str, str]:
-    return {"type": "ephemeral", "ttl": ttl}
-
-
 def params_for(shared: Shared, spec: Spec) -> dict[str, Any]:
     """Messages API params for one request: stable parts first, breakpoints where they can pay."""
-    params: dict[str, Any] = {"model": shared.model, "max_tokens": shared.max_tokens}
-    system = spec.system if spec.system is not None else shared.system
-    prefix_tokens = 0
-    if system:
-        prefix_tokens = approx_tokens(system)
-        block: dict[str, Any] = {"type": "text", "text": system}
-        # Below the model's minimum the API caches nothing, so a breakpoint there is noise.
-        if prefix_tokens >= shared.min_cacheable and spec.system is None:
-            block["cache_control"] = _cache(shared.ttl)
-        params["system"] = [block]
-    content: list[dict[str, Any]] = []
-    if shared.prefix:
-        prefix_tokens += approx_tokens(shared.prefix)
-        block = {"type": "text", "text": shared.prefix}
-        if prefix_tokens >= shared.min_cacheable:
-            block["cache_control"] = _cache(shared.ttl)
-        content.append(block)
-    content.append({"type": "text", "text": spec.body})
-    params["messages"] = [{"role": "user", "content": content}]
-    return params
+    own = spec.system is not None
+    prompt = Prompt(
+        prompt=spec.body,
+        system=spec.system if own else shared.system,
+        prefix=shared.prefix,
+        shared_system=not own,
+    )
+    return build_params(
+        shared.model, prompt, max_tokens=shared.max_tokens, ttl=shared.ttl, min_cacheable=shared.min_cacheable
+    )
 
 
 def custom_id(idx: int) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.core.errors import InputError, UpstreamError
@@ -84,25 +83,8 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
 
 def _read_files(state: AppState, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
     settings = state.settings
-    paths = files.resolve(list(patterns), settings.roots, max_files=MAX_FILES)
-    total = sum(p.stat().st_size for p in paths)
-    if total > settings.max_total_bytes:
-        raise InputError(
-            f"the {len(paths)} files add up to {total:,} bytes, over the {settings.max_total_bytes:,}-byte "
-            "limit per call; submit them in several batches or raise OFFLOAD_MAX_TOTAL_BYTES"
-        )
-    out = []
-    for p in paths:
-        text = files.read_text(p, max_bytes=settings.max_file_bytes, roots=settings.roots)
-        out.append((_shown(p, settings.roots[0]), text))
-    return out
-
-
-def _shown(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
+    found = files.read_many(list(patterns), settings, max_files=MAX_FILES)
+    return [(files.shown(p, settings.roots), text) for p, text in found]
 
 
 async def _retry_specs(state: AppState, batch_id: str) -> tuple[Shared, list[Spec], str]:
