@@ -22,7 +22,7 @@ from pathlib import Path
 WORKER = textwrap.dedent(
     """
     import asyncio, sys, time
-    from offload.infra.ledger import Ledger
+    from offload.infra.ledger.db import Ledger
     from offload.infra.ledger.budgets import BudgetLimits, reserve
     from offload.infra.ledger.records import Attempt, record
     from offload.core.pricing import Usage
@@ -48,7 +48,7 @@ def run(procs: int, calls_per_proc: int, workdir: Path) -> float:
     script.write_text(WORKER)
     # Migrate once up front so the timed runs measure settling, not eight simultaneous first opens.
     init = (
-        "import asyncio\nfrom offload.infra.ledger import Ledger\n"
+        "import asyncio\nfrom offload.infra.ledger.db import Ledger\n"
         f"async def m():\n    led = await Ledger.open({str(db)!r})\n    await led.close()\nasyncio.run(m())"
     )
     subprocess.run([sys.executable, "-c", init], check=True)

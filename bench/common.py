@@ -95,7 +95,10 @@ def normalize(section: str, raw: Any) -> Row:
     if isinstance(raw, Row):
         return raw
     if isinstance(raw, dict):
-        get = lambda *keys: next((str(raw[k]) for k in keys if k in raw and raw[k] is not None), "")  # noqa: E731
+
+        def get(*keys: str) -> str:
+            return next((str(raw[k]) for k in keys if k in raw and raw[k] is not None), "")
+
         return Row(
             get("section") or section,
             get("metric", "name", "what"),

@@ -13,13 +13,13 @@ from hypothesis import settings as hypothesis_settings
 from emulator_fixtures import emulator  # noqa: F401  (fixture re-export)
 from emulator_fixtures import running as start_emulator
 from offload.config.settings import Settings, shipped
-from offload.infra.ledger import Ledger
+from offload.infra.ledger.db import Ledger
 
-# CI must judge the code, not the draw: there, hypothesis replays the same examples every run.
-# Locally every run explores new ones (and the database replays what failed before).
+# CI must judge the code, not the draw: there (.ci/run sets HYPOTHESIS_PROFILE=ci), hypothesis
+# replays the same examples every run. Locally every run explores new ones (and the database
+# replays what failed before).
 hypothesis_settings.register_profile("ci", derandomize=True, database=None)
-if os.environ.get("CI"):
-    hypothesis_settings.load_profile("ci")
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
 
 
 @pytest.fixture

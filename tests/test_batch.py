@@ -14,6 +14,7 @@ from typing import Any
 import anthropic
 import anyio
 import pytest
+from anthropic.types.messages import MessageBatchResult
 from mcp import Client
 
 from helpers import query as db_rows
@@ -27,7 +28,12 @@ HAIKU_BATCH = {"in": 50_000, "w5m": 62_500, "w1h": 100_000, "read": 5_000, "out"
 SYSTEM = "You label support tickets by topic. " + " ".join(f"rule{i}: keep labels short." for i in range(600))
 
 
-def hand_cost(usage: Any) -> int:
+def succeeded(result: MessageBatchResult) -> anthropic.types.Message:
+    assert result.type == "succeeded", result
+    return result.message
+
+
+def hand_cost(usage: anthropic.types.Usage) -> int:
     cc = usage.cache_creation
     w1h = cc.ephemeral_1h_input_tokens if cc else 0
     w5m = (usage.cache_creation_input_tokens or 0) - w1h
@@ -105,13 +111,15 @@ async def test_thousand_item_batch_completes_and_settles_once_at_batch_rates(
     assert len(rows) == 1000
     assert len({r["request_key"] for r in rows}) == 1000
     assert {r["outcome"] for r in rows} == {"ok"} and {r["batch_id"] for r in rows} == {bid}
-    expected = sum(hand_cost(res.message.usage) for res in reported.values())
+    expected = sum(hand_cost(succeeded(res).usage) for res in reported.values())
     assert sum(r["cost_pusd"] for r in rows) == expected
     # The shared prefix was written to the 1h cache once and read by the other requests.
     assert sum(r["cache_write_1h"] for r in rows) > 0
     assert sum(1 for r in rows if r["cache_read"] > 0) >= 900
     assert db_rows(settings.db_path, "SELECT * FROM reservations") == []
-    assert text_of_item(settings.db_path, bid, 5) == reported["i5"].message.content[0].text
+    first = succeeded(reported["i5"]).content[0]
+    assert first.type == "text"
+    assert text_of_item(settings.db_path, bid, 5) == first.text
 
 
 def text_of_item(db: Path, bid: str, idx: int) -> str:

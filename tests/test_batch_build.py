@@ -103,8 +103,9 @@ def test_cmd_list_prints_open_batches_as_table_and_json(tmp_path: Path, capsys: 
 
     from offload.cli.batches import cmd_list
     from offload.config.settings import Settings, shipped
-    from offload.infra.ledger import Ledger, budgets
     from offload.infra.ledger import batches as store
+    from offload.infra.ledger import budgets
+    from offload.infra.ledger.db import Ledger
 
     async def seed() -> None:
         led = await Ledger.open(tmp_path / "l.db")

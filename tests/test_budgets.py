@@ -9,9 +9,9 @@ import pytest
 
 from offload.core.errors import BudgetExceededError
 from offload.core.pricing import Usage
-from offload.infra.ledger import Ledger
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import BudgetLimits, Headroom, Spent, headroom, release, reserve, warnings
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record
 
 pytestmark = pytest.mark.anyio

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ WORKER = textwrap.dedent(
     """
     import asyncio, json, random, sys
     from offload.core.errors import BudgetExceededError
-    from offload.infra.ledger import Ledger
+    from offload.infra.ledger.db import Ledger
     from offload.infra.ledger.budgets import BudgetLimits, reserve
     from offload.infra.ledger.records import Attempt, record
     from offload.config.pricing import load_prices
@@ -85,12 +86,12 @@ WORKER = textwrap.dedent(
 )
 
 
-def _hammer(tmp_path: Path, limit: int, n: int, url: str | None = None) -> tuple[list[dict], Path]:
+def _hammer(tmp_path: Path, limit: int, n: int, url: str | None = None) -> tuple[list[dict[str, Any]], Path]:
     db = tmp_path / "shared.db"
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     # Create the schema once so eight first-openers don't all migrate at the same instant.
-    subprocess.run([sys.executable, "-c", f"import asyncio; from offload.infra.ledger import Ledger\n"
+    subprocess.run([sys.executable, "-c", f"import asyncio; from offload.infra.ledger.db import Ledger\n"
                     f"async def m():\n    l = await Ledger.open({str(db)!r}); await l.close()\n"
                     "asyncio.run(m())"], check=True)  # fmt: skip
     extra = [url] if url else []
@@ -111,7 +112,7 @@ def _hammer(tmp_path: Path, limit: int, n: int, url: str | None = None) -> tuple
     return results, db
 
 
-def _check_ledger(results: list[dict], db: Path, limit: int) -> tuple[int, int]:
+def _check_ledger(results: list[dict[str, Any]], db: Path, limit: int) -> tuple[int, int]:
     reported = {key: cost for r in results for key, cost in r["recorded"]}
     assert len(reported) == sum(len(r["recorded"]) for r in results)  # keys unique across workers
     conn = sqlite3.connect(db)

@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.realistic import FAILING_ERROR, ci_log
 from offload.core.errors import InputError
-from offload.infra.ledger import Ledger
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.handles import kind_of, load, prune, save
 from offload.trim.content import trim
 

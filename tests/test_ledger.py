@@ -16,8 +16,8 @@ import pytest
 from offload.config.pricing import load_prices
 from offload.core.errors import BudgetExceededError
 from offload.core.pricing import Usage
-from offload.infra.ledger import Ledger
 from offload.infra.ledger.budgets import BudgetLimits, reserve
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record, record_many, record_policy
 
 pytestmark = pytest.mark.anyio
@@ -121,7 +121,7 @@ CRASHER = textwrap.dedent(
     """
     import asyncio, sys, time
     from datetime import datetime, UTC
-    from offload.infra.ledger import Ledger
+    from offload.infra.ledger.db import Ledger
     from offload.infra.ledger.budgets import BudgetLimits, reserve
     from offload.infra.ledger.records import Attempt, record
     from offload.core.pricing import Usage

@@ -52,14 +52,17 @@ def rate(model: str, kind: str, *, batch: bool = False) -> Decimal:
 
 def hand_cost(model: str, u: dict[str, int], *, batch: bool) -> int:
     total = sum(
-        u[col] * rate(model, kind, batch=batch)
-        for col, kind in (
-            ("input_tokens", "in"),
-            ("cache_write_5m", "w5m"),
-            ("cache_write_1h", "w1h"),
-            ("cache_read", "read"),
-            ("output_tokens", "out"),
-        )
+        (
+            u[col] * rate(model, kind, batch=batch)
+            for col, kind in (
+                ("input_tokens", "in"),
+                ("cache_write_5m", "w5m"),
+                ("cache_write_1h", "w1h"),
+                ("cache_read", "read"),
+                ("output_tokens", "out"),
+            )
+        ),
+        Decimal(0),
     )
     assert total == total.to_integral_value()
     return int(total)

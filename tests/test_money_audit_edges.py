@@ -15,8 +15,8 @@ from helpers import ledger_rows
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings, shipped
 from offload.core.pricing import Usage
-from offload.infra.ledger import Ledger
 from offload.infra.ledger.budgets import BudgetLimits, Headroom, reserve
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record
 from offload.mcp.server import build_server
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from offload.core.pricing import Usage
-from offload.infra.ledger import Ledger
 from offload.infra.ledger.budgets import BudgetLimits
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record, record_policy
 from offload.infra.ledger.reports import summary
 

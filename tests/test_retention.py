@@ -31,10 +31,10 @@ async def test_old_batch_prompts_answers_and_trim_originals_are_forgotten_at_sta
     settings = make_settings(emulator.url)
     async with Client(build_server(settings)) as c:
         sub = await c.call_tool("batch_submit", {"template": "Tag: {item}", "items": ["secret-item-a", "secret-b"]})
-        bid = sub.structured_content["batch_id"]  # type: ignore[index]
+        bid = sub.structured_content["batch_id"]
         await wait_done(c, bid)
         trimmed = await c.call_tool("trim_result", {"content": "confidential line\n" * 2000, "max_tokens": 60})
-        handle = trimmed.structured_content["handle"]  # type: ignore[index]
+        handle = trimmed.structured_content["handle"]
     spend_before = [(r["request_key"], r["cost_pusd"]) for r in ledger_rows(settings.db_path)]
     assert len(spend_before) == 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
     return root.resolve(), outside.resolve()
 
 
-def _settings(roots: tuple[Path, ...], **kw: int) -> Settings:
+def _settings(roots: tuple[Path, ...], **kw: Any) -> Settings:
     return Settings(policy_path=Path("p.yaml"), db_path=Path("d.db"), session_id="s", roots=roots, **kw)
 
 

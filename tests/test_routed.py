@@ -26,7 +26,7 @@ OPUS_IN, OPUS_OUT = 4_000_000, 20_000_000
 
 
 def hand_cost(rates: dict[str, int], usage: dict[str, Any]) -> int:
-    return (
+    return int(
         usage["input_tokens"] * rates["in"]
         + (usage.get("cache_creation_input_tokens") or 0) * rates["w5m"]
         + (usage.get("cache_read_input_tokens") or 0) * rates["read"]
@@ -105,7 +105,7 @@ async def test_shared_context_files_are_read_from_cache_on_the_second_call(
         first = await c.call_tool("routed_complete", {"prompt": "Which handler doubles?", "context_files": ["*.py"]})
         second = await c.call_tool("routed_complete", {"prompt": "Which handler triples?", "context_files": ["*.py"]})
     assert not first.is_error and not second.is_error
-    u1, u2 = first.structured_content["usage"], second.structured_content["usage"]  # type: ignore[index]
+    u1, u2 = first.structured_content["usage"], second.structured_content["usage"]
     assert u1["cache_write_tokens"] > 2048 and u1["cache_read_tokens"] == 0
     assert u2["cache_read_tokens"] == u1["cache_write_tokens"] and u2["cache_write_tokens"] == 0
     ledger = rows(settings.db_path)
@@ -144,11 +144,11 @@ async def test_editing_the_policy_file_changes_the_next_decision_and_a_broken_ed
         policy.write_text("name: broken\ntiers: [this is not a mapping\n")
         still = await c.call_tool("routed_complete", args)
         status = await c.call_tool("budget_status", {})
-    assert before.structured_content["tier"] == "cheap"  # type: ignore[index]
-    assert after.structured_content["tier"] == "standard"  # type: ignore[index]
-    assert still.structured_content["tier"] == "standard"  # type: ignore[index]
-    assert status.structured_content["policy_error"]  # type: ignore[index]
-    assert str(policy) in status.structured_content["policy_error"]  # type: ignore[index]
+    assert before.structured_content["tier"] == "cheap"
+    assert after.structured_content["tier"] == "standard"
+    assert still.structured_content["tier"] == "standard"
+    assert status.structured_content["policy_error"]
+    assert str(policy) in status.structured_content["policy_error"]
     assert "policy file error" in status.content[0].text  # type: ignore[union-attr]
 
 
@@ -176,7 +176,7 @@ async def test_downgrade_picks_a_cheaper_tier_that_fits_the_headroom(
     async with client(settings) as c:
         result = await c.call_tool("routed_complete", {"prompt": "Prove it.", "difficulty": "hard"})
     assert not result.is_error, result.content
-    assert result.structured_content["tier"] in ("cheap", "standard")  # type: ignore[index]
+    assert result.structured_content["tier"] in ("cheap", "standard")
     assert "downgraded from premium" in result.content[0].text  # type: ignore[union-attr]
 
 
@@ -272,7 +272,8 @@ async def test_budget_status_does_not_count_a_dead_process_hold_as_in_flight(
     import subprocess
     import sys
 
-    from offload.infra.ledger import Ledger, budgets
+    from offload.infra.ledger import budgets
+    from offload.infra.ledger.db import Ledger
 
     settings = make_settings(None)
     ledger = await Ledger.open(settings.db_path)
@@ -285,7 +286,7 @@ async def test_budget_status_does_not_count_a_dead_process_hold_as_in_flight(
     conn.close()
     async with client(settings) as c:
         status = await c.call_tool("budget_status", {})
-    assert status.structured_content["scopes"]["daily"]["reserved_usd"] == "0"  # type: ignore[index]
+    assert status.structured_content["scopes"]["daily"]["reserved_usd"] == "0"
     assert "reserved" not in status.content[0].text  # type: ignore[union-attr]
 
 
@@ -303,7 +304,7 @@ async def test_past_warn_at_every_spending_tool_says_so(
     assert "session budget" in routed.content[0].text.splitlines()[-1]  # type: ignore[union-attr]
     assert not summary.is_error, summary.content
     assert "[budget: session budget" in summary.content[0].text  # type: ignore[union-attr]
-    assert summary.structured_content["budget_warnings"]  # type: ignore[index]
+    assert summary.structured_content["budget_warnings"]
     assert "budget" not in local.content[0].text  # type: ignore[union-attr]
 
 

@@ -78,7 +78,7 @@ async def test_several_files_are_summarized_in_parallel_chunks_with_cache_reads_
     running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     incident_files(tmp_path / "incident")
-    seen: list[tuple[float, float | None]] = []
+    seen: list[tuple[int | float, int | float | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import pytest
+from anthropic.types.messages.batch_create_params import Request
 
 from emulator_fixtures import running
 from offload_emulator.server import EmulatorHandle
@@ -14,9 +15,9 @@ from offload_emulator.server import EmulatorHandle
 HAIKU = "claude-haiku-5-5"
 
 
-def req(custom_id: str, text: str, **params: Any) -> dict[str, Any]:
+def req(custom_id: str, text: str, **params: Any) -> Request:
     body = {"model": HAIKU, "max_tokens": 50, "messages": [{"role": "user", "content": text}]}
-    return {"custom_id": custom_id, "params": body | params}
+    return cast(Request, {"custom_id": custom_id, "params": body | params})
 
 
 def wait_ended(c: anthropic.Anthropic, batch_id: str) -> anthropic.types.messages.MessageBatch:
@@ -31,7 +32,7 @@ def wait_ended(c: anthropic.Anthropic, batch_id: str) -> anthropic.types.message
 def test_full_lifecycle(client: anthropic.Anthropic, emulator: EmulatorHandle) -> None:
     requests = [req(f"r{i}", f"question {i}") for i in range(5)]
     requests.append(req("bad", "x", temperature=0.2))  # invalid params -> errored, not a failed batch
-    batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=requests)
     assert batch.processing_status == "in_progress" and batch.results_url is None
     assert batch.request_counts.processing == 6
     assert (batch.expires_at - batch.created_at).total_seconds() == 24 * 3600
@@ -67,7 +68,7 @@ def test_results_order_is_seeded_not_request_order() -> None:
             running(seed=seed, batch_delay_s=0.0) as emu,
             anthropic.Anthropic(base_url=emu.url, api_key="k") as c,
         ):
-            batch = c.messages.batches.create(requests=[req(f"r{i}", "q") for i in range(12)])  # type: ignore[list-item]
+            batch = c.messages.batches.create(requests=[req(f"r{i}", "q") for i in range(12)])
             return [r.custom_id for r in c.messages.batches.results(batch.id)]
 
     first = order(3)
@@ -77,7 +78,7 @@ def test_results_order_is_seeded_not_request_order() -> None:
 
 def test_cancel_ends_with_remaining_requests_canceled(emulator: EmulatorHandle, client: anthropic.Anthropic) -> None:
     emulator.state.clock.freeze()
-    batch = client.messages.batches.create(requests=[req(f"r{i}", "q") for i in range(4)])  # type: ignore[list-item]
+    batch = client.messages.batches.create(requests=[req(f"r{i}", "q") for i in range(4)])
     emulator.state.clock.advance(0.11)  # batch_delay_s is 0.2: 2 of 4 requests are done
     canceling = client.messages.batches.cancel(batch.id)
     assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
@@ -90,7 +91,7 @@ def test_cancel_ends_with_remaining_requests_canceled(emulator: EmulatorHandle, 
 
 def test_requests_not_done_within_24h_expire() -> None:
     with running(batch_delay_s=2 * 86400) as emu, anthropic.Anthropic(base_url=emu.url, api_key="k") as c:
-        batch = c.messages.batches.create(requests=[req(f"r{i}", "q") for i in range(4)])  # type: ignore[list-item]
+        batch = c.messages.batches.create(requests=[req(f"r{i}", "q") for i in range(4)])
         emu.state.clock.advance(86400)
         ended = c.messages.batches.retrieve(batch.id)
         assert ended.processing_status == "ended"
@@ -101,7 +102,7 @@ def test_list_paginates_both_ways(emulator: EmulatorHandle, client: anthropic.An
     emulator.state.clock.freeze()
     ids = []
     for i in range(5):
-        ids.append(client.messages.batches.create(requests=[req("a", f"q{i}")]).id)  # type: ignore[list-item]
+        ids.append(client.messages.batches.create(requests=[req("a", f"q{i}")]).id)
         emulator.state.clock.advance(1)
     newest_first = ids[::-1]
     assert [b.id for b in client.messages.batches.list(limit=2)] == newest_first
@@ -114,16 +115,16 @@ def test_list_paginates_both_ways(emulator: EmulatorHandle, client: anthropic.An
 
 def test_batch_requests_share_the_prompt_cache(emulator: EmulatorHandle, client: anthropic.Anthropic) -> None:
     long = " ".join(f"fact{i}" for i in range(900))
-    system = [{"type": "text", "text": long, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    system: list[anthropic.types.TextBlockParam] = [
+        {"type": "text", "text": long, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    ]
     client.messages.create(
         model="claude-sonnet-5-5",
         max_tokens=5,
         system=system,
-        messages=[{"role": "user", "content": "warm"}],  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "warm"}],
     )
-    batch = client.messages.batches.create(
-        requests=[req("a", "q", model="claude-sonnet-5-5", system=system)]  # type: ignore[list-item]
-    )
+    batch = client.messages.batches.create(requests=[req("a", "q", model="claude-sonnet-5-5", system=system)])
     wait_ended(client, batch.id)
     (line,) = list(client.messages.batches.results(batch.id))
     assert line.result.type == "succeeded"
@@ -133,7 +134,7 @@ def test_batch_requests_share_the_prompt_cache(emulator: EmulatorHandle, client:
 
 def test_malformed_batch_is_400(client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError, match="duplicate custom_id"):
-        client.messages.batches.create(requests=[req("a", "x"), req("a", "y")])  # type: ignore[list-item]
+        client.messages.batches.create(requests=[req("a", "x"), req("a", "y")])
     with pytest.raises(anthropic.BadRequestError, match="at least one request"):
         client.messages.batches.create(requests=[])
 
@@ -145,7 +146,7 @@ async def test_async_client_end_to_end(emulator: EmulatorHandle, aclient: anthro
     emulator.state.faults.force(529)
     count = await aclient.messages.count_tokens(model=HAIKU, messages=[{"role": "user", "content": "hi"}])
     assert count.input_tokens == msg.usage.input_tokens
-    batch = await aclient.messages.batches.create(requests=[req("only", "hello")])  # type: ignore[list-item]
+    batch = await aclient.messages.batches.create(requests=[req("only", "hello")])
     emulator.state.clock.advance(1)
     assert (await aclient.messages.batches.retrieve(batch.id)).processing_status == "ended"
     lines = [r async for r in await aclient.messages.batches.results(batch.id)]

@@ -1,5 +1,7 @@
 """Prompt caching: breakpoints, TTLs on the injected clock, byte-exact prefixes."""
 
+# mypy: disable-error-code="misc,list-item"
+# Raw request dicts are the point of these tests: bodies are built and merged as plain dicts, not SDK TypedDicts.
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +24,7 @@ def cc(ttl: str = "5m") -> dict[str, str]:
     return {"type": "ephemeral", "ttl": ttl}
 
 
-def request(system_text: str = LONG, sys_ttl: str = "1h", question: str = "Q?", **extra: Any) -> dict:
+def request(system_text: str = LONG, sys_ttl: str = "1h", question: str = "Q?", **extra: Any) -> dict[str, Any]:
     return {
         "model": SONNET,
         "max_tokens": 20,
@@ -36,7 +38,7 @@ def request(system_text: str = LONG, sys_ttl: str = "1h", question: str = "Q?", 
     }
 
 
-def usage(client: anthropic.Anthropic, body: dict) -> tuple[int, int, int, int, int]:
+def usage(client: anthropic.Anthropic, body: dict[str, Any]) -> tuple[int, int, int, int, int]:
     u = client.messages.create(**body).usage
     assert u.cache_creation is not None
     total = client.messages.count_tokens(**{k: v for k, v in body.items() if k != "max_tokens"}).input_tokens
@@ -106,7 +108,7 @@ def test_below_minimum_prefix_is_not_cached(client: anthropic.Anthropic, emulato
 def test_haiku_has_a_higher_minimum(client: anthropic.Anthropic) -> None:
     text = " ".join(f"word{i}" for i in range(700))  # ~1,400 tokens: enough for sonnet, not haiku
     for model, cached in (("claude-haiku-5-5", False), (SONNET, True)):
-        body = {
+        body: dict[str, Any] = {
             "model": model,
             "max_tokens": 5,
             "system": [{"type": "text", "text": text, "cache_control": cc()}],
@@ -126,13 +128,13 @@ def test_1h_after_5m_is_400(client: anthropic.Anthropic) -> None:
         client.messages.create(**request(sys_ttl="5m") | {"messages": [_user_block("x", "1h")]})
 
 
-def _user_block(text: str, ttl: str) -> dict:
+def _user_block(text: str, ttl: str) -> dict[str, Any]:
     return {"role": "user", "content": [{"type": "text", "text": text, "cache_control": cc(ttl)}]}
 
 
 def test_tools_are_part_of_the_prefix(client: anthropic.Anthropic) -> None:
     tool = {"name": "search", "description": LONG, "input_schema": {"type": "object"}}
-    body = {
+    body: dict[str, Any] = {
         "model": SONNET,
         "max_tokens": 5,
         "tools": [tool | {"cache_control": cc()}],

@@ -8,6 +8,8 @@
 - Error types per status follow the API's error list (504 is `timeout_error`).
 """
 
+# mypy: disable-error-code="typeddict-item"
+# Raw request dicts are the point of these tests: bodies are built and merged as plain dicts, not SDK TypedDicts.
 from __future__ import annotations
 
 from typing import Any
@@ -36,7 +38,7 @@ def first_turn(**extra: Any) -> dict[str, Any]:
 
 
 def usage(client: anthropic.Anthropic, body: dict[str, Any]) -> anthropic.types.Usage:
-    u = client.messages.create(**body).usage
+    u: anthropic.types.Usage = client.messages.create(**body).usage
     total = client.messages.count_tokens(**{k: v for k, v in body.items() if k != "max_tokens"}).input_tokens
     assert u.input_tokens + (u.cache_creation_input_tokens or 0) + (u.cache_read_input_tokens or 0) == total
     return u
@@ -61,7 +63,7 @@ def test_a_moved_breakpoint_reads_the_prefix_an_earlier_turn_wrote(client: anthr
 
 def test_automatic_caching_follows_a_growing_conversation(client: anthropic.Anthropic) -> None:
     auto = {"cache_control": {"type": "ephemeral"}}
-    body = {"model": SONNET, "max_tokens": 5, "messages": [{"role": "user", "content": LONG}], **auto}
+    body: dict[str, Any] = {"model": SONNET, "max_tokens": 5, "messages": [{"role": "user", "content": LONG}], **auto}
     assert usage(client, body).cache_creation_input_tokens == TURN1
     body["messages"] = body["messages"] + [
         {"role": "assistant", "content": "noted"},
@@ -99,10 +101,10 @@ def test_batch_usage_does_not_depend_on_when_it_is_polled(
     clock = emulator.state.clock
     clock.freeze()
     system = [{"type": "text", "text": LONG, "cache_control": CC}]
-    ask = {"model": SONNET, "max_tokens": 5, "system": system}
-    client.messages.create(**ask, messages=[{"role": "user", "content": "warm"}])  # type: ignore[arg-type]
+    ask: dict[str, Any] = {"model": SONNET, "max_tokens": 5, "system": system}
+    client.messages.create(**ask, messages=[{"role": "user", "content": "warm"}])
     batch = client.messages.batches.create(
-        requests=[{"custom_id": "a", "params": ask | {"messages": [{"role": "user", "content": "q"}]}}]  # type: ignore[list-item]
+        requests=[{"custom_id": "a", "params": ask | {"messages": [{"role": "user", "content": "q"}]}}]
     )
     # The batch finishes 0.2 s after creation, well inside the 5-minute TTL; the caller
     # only looks after 10 minutes. The request ran (and read the cache) at 0.2 s.
@@ -125,12 +127,12 @@ def test_a_batch_write_is_visible_to_a_later_call_before_anyone_polls(
     clock = emulator.state.clock
     clock.freeze()
     system = [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
-    ask = {"model": SONNET, "max_tokens": 5, "system": system}
+    ask: dict[str, Any] = {"model": SONNET, "max_tokens": 5, "system": system}
     client.messages.batches.create(
-        requests=[{"custom_id": "a", "params": ask | {"messages": [{"role": "user", "content": "q"}]}}]  # type: ignore[list-item]
+        requests=[{"custom_id": "a", "params": ask | {"messages": [{"role": "user", "content": "q"}]}}]
     )
     clock.advance(60)  # the batch ended (and wrote the 1h entry) 59.8 s ago; nobody polled
-    u = client.messages.create(**ask, messages=[{"role": "user", "content": "later"}]).usage  # type: ignore[arg-type]
+    u = client.messages.create(**ask, messages=[{"role": "user", "content": "later"}]).usage
     assert u.cache_read_input_tokens and not u.cache_creation_input_tokens
 
 

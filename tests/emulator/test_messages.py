@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import httpx2
 import pytest
@@ -33,7 +35,7 @@ def test_create_message_reports_usage(client: anthropic.Anthropic, emulator: Emu
 
 
 def test_count_tokens_agrees_with_usage(client: anthropic.Anthropic) -> None:
-    kwargs: dict = {
+    kwargs: dict[str, Any] = {
         "model": HAIKU,
         "system": [{"type": "text", "text": "You are terse."}],
         "tools": [{"name": "lookup", "description": "find", "input_schema": {"type": "object"}}],
@@ -83,7 +85,7 @@ def test_request_id_header_on_every_response(emulator: EmulatorHandle) -> None:
         ),
     ],
 )
-def test_malformed_requests_are_400(client: anthropic.Anthropic, extra: dict, expected: str) -> None:
+def test_malformed_requests_are_400(client: anthropic.Anthropic, extra: dict[str, Any], expected: str) -> None:
     body = {"model": HAIKU, "max_tokens": 10, "messages": user("hi"), **extra}
     with pytest.raises(anthropic.BadRequestError, match=expected) as info:
         client.post("/v1/messages", body=body, cast_to=anthropic.types.Message)
@@ -97,7 +99,7 @@ def test_missing_max_tokens_is_400(client: anthropic.Anthropic) -> None:
 
 
 def test_no_key_is_401(emulator: EmulatorHandle) -> None:
-    headers = {"Authorization": anthropic.Omit()}
+    headers: dict[str, Any] = {"Authorization": anthropic.Omit()}
     c = anthropic.Anthropic(base_url=emulator.url, api_key="unused", default_headers=headers)
     with c, pytest.raises(anthropic.AuthenticationError, match="missing authentication"):
         c.messages.create(model=HAIKU, max_tokens=5, messages=user("hi"))

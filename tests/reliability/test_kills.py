@@ -151,7 +151,7 @@ async def test_sigkill_at_an_arbitrary_moment_of_a_busy_stream(
 
             def settled() -> bool:  # some calls recorded, most still in flight
                 try:
-                    return ledger_rows(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] >= 3
+                    return bool(ledger_rows(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] >= 3)
                 except sqlite3.OperationalError:  # the server has not created the schema yet
                     return False
 

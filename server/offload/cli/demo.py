@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from mcp import Client
 
 from offload.config.settings import Settings, shipped
 from offload.core.money import fmt_usd, usd_to_pusd
+from offload.mcp.server import build_server
 from offload.metering.metered import short_model
 from offload_emulator import EmulatorConfig, serve_in_thread
 
@@ -57,10 +59,6 @@ def _text(result: Any) -> str:
 
 
 async def _rehearse(settings: Settings, out: Callable[[str], None]) -> int:
-    from mcp import Client
-
-    from offload.mcp.server import build_server
-
     steps: list[tuple[str, str, dict[str, Any], Callable[[Any], str]]] = [
         (
             "routed_complete",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from offload.core.errors import InputError
 from offload.core.tokens import approx_tokens
-from offload.trim.detect import KINDS, detect, detect_text_kind, parse_json_or_lines
+from offload.trim.detect import KINDS, detect, detect_text_kind, parse_json_or_lines, sniff_delimiter
 from offload.trim.jsondoc import trim_json
 from offload.trim.lines import cut_marker
 from offload.trim.log import trim_log
@@ -113,8 +113,6 @@ def _dispatch(
 
 
 def _delimiter(content: str) -> str:
-    from offload.trim.detect import sniff_delimiter
-
     found = sniff_delimiter(content[:200_000].splitlines()[:200])
     return found if found and found != "\t" else ","
 

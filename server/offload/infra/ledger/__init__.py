@@ -9,22 +9,6 @@
 - `reports`: `summary(...) -> BudgetSummary`, `spend_rows`, `read_spend` (printing is in `offload.cli.spend`).
 - `statusline`: `statusline_text` (stdlib sqlite3 only, read-only; fast enough for every redraw).
 
-Imports here are lazy so that `offload statusline` does not pay for aiosqlite.
+Import `Ledger` from `offload.infra.ledger.db`: this package's `__init__` imports nothing, so
+`offload statusline` (stdlib sqlite3 only) does not pay for aiosqlite.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from offload.infra.ledger.db import Ledger
-
-__all__ = ["Ledger"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Ledger":
-        from offload.infra.ledger.db import Ledger
-
-        return Ledger
-    raise AttributeError(f"module 'offload.infra.ledger' has no attribute {name!r}")
