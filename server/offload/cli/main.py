@@ -89,16 +89,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from offload.cli.serve import preflight, refuse
+    from offload.core.errors import OffloadError
+
+    try:
+        settings = _settings(args)
+        preflight(settings)
+    except OffloadError as exc:
+        return refuse(exc)
+    if args.http:
+        from offload.mcp.http import serve_http
+
+        return serve_http(settings, args.http)
+    from offload.mcp.server import serve_stdio
+
+    return serve_stdio(settings)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "serve":
-        if args.http:
-            from offload.mcp.http import serve_http
-
-            return serve_http(_settings(args), args.http)
-        from offload.mcp.server import serve_stdio
-
-        return serve_stdio(_settings(args))
+        return _serve(args)
     if cmd == "spend":
         from offload.cli.spend import cmd_spend
 
