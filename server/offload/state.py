@@ -62,7 +62,7 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     prices = load_prices()
     policies = PolicyHolder(settings.policy_path, known_models=prices.models)
     async with AsyncExitStack() as stack:
-        ledger = await Ledger.open(settings.db_path)
+        ledger = await Ledger.open(settings.db_path, project=settings.project, user=settings.user)
         stack.push_async_callback(ledger.close)
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies)
         stack.push_async_callback(state.aclose)

@@ -24,13 +24,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
     s.add_argument("--db", help="ledger SQLite file (default: $OFFLOAD_DB or ~/.local/share/offload/offload.db)")
     s.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP instead of stdio")
-    s.add_argument("--session", help="budget session id (default: $OFFLOAD_SESSION or one per process)")
+    s.add_argument(
+        "--session", help="budget session id (default: $OFFLOAD_SESSION, $CLAUDE_CODE_SESSION_ID or one per process)"
+    )
 
     e = sub.add_parser("emulator", help="run the local Claude API emulator", add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER)
 
     sp = sub.add_parser("spend", help="spend and savings report from the ledger")
-    sp.add_argument("--by", choices=["day", "model", "tool", "session"], default="day")
+    sp.add_argument("--by", choices=["day", "model", "tool", "session", "project", "user"], default="day")
     sp.add_argument("--since", help="ISO date (YYYY-MM-DD) or a span like 7d, 24h (default: 30d)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("--db", help="ledger SQLite file")

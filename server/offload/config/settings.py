@@ -35,8 +35,21 @@ def default_db_path(env: Mapping[str, str]) -> Path:
 
 
 def _new_session_id() -> str:
-    # One stdio process is one session unless OFFLOAD_SESSION names it.
+    # One stdio process is one session unless OFFLOAD_SESSION (or the host) names it.
     return f"s-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    """The first of `names` that is set to a real value.
+
+    A host config written as `"OFFLOAD_SESSION": "${CLAUDE_CODE_SESSION_ID}"` reaches the server
+    as that literal text when the variable is unset; that names no session, so it is skipped.
+    """
+    for name in names:
+        value = (env.get(name) or "").strip()
+        if value and not (value.startswith("${") and value.endswith("}")):
+            return value
+    return None
 
 
 def _default_roots() -> tuple[Path, ...]:
@@ -70,6 +83,9 @@ class Settings:
     max_file_bytes: int = 2_000_000
     max_total_bytes: int = 20_000_000
     http_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Recorded on every attempt, for `offload spend --by project|user`; None when nobody said.
+    project: str | None = None
+    user: str | None = None
 
     @property
     def has_api_key(self) -> bool:
@@ -95,7 +111,11 @@ class Settings:
         base = cls(
             policy_path=Path(env.get("OFFLOAD_POLICY") or shipped("default.yaml")).expanduser(),
             db_path=Path(env.get("OFFLOAD_DB") or default_db_path(env)).expanduser(),
-            session_id=env.get("OFFLOAD_SESSION") or _new_session_id(),
+            # Claude Code (>= 2.1.154) puts its own session id and project root in a stdio
+            # server's environment; OFFLOAD_* still win for anyone who wants to group differently.
+            session_id=_first(env, "OFFLOAD_SESSION", "CLAUDE_CODE_SESSION_ID") or _new_session_id(),
+            project=_first(env, "OFFLOAD_PROJECT", "CLAUDE_PROJECT_DIR"),
+            user=_first(env, "OFFLOAD_USER"),
             roots=roots,
             api_key=env.get("ANTHROPIC_API_KEY") or None,
             base_url=env.get("ANTHROPIC_BASE_URL") or None,

@@ -314,7 +314,7 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
             ).fetchone()
             if row is None:
                 continue  # settled before (an earlier or a parallel collector)
-            await _insert(conn, s.attempt, now)
+            await _insert(conn, s.attempt, now, ledger)
             released += int(row[0])
             new += 1
         await _cut_reservation(conn, ref.batch_id, released)

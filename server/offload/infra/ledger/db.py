@@ -44,16 +44,24 @@ class Ledger:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        # Written on every attempt this process records (see records.py); set by `open`.
+        self.project: str | None = None
+        self.user: str | None = None
         # One connection is shared by every task of the process; without this lock a second
         # task's BEGIN IMMEDIATE would fail with "cannot start a transaction within a transaction".
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str) -> Ledger:
-        """Open (creating and migrating) the ledger; a path that cannot hold one is a `ConfigError` naming it."""
+    async def open(cls, path: Path | str, *, project: str | None = None, user: str | None = None) -> Ledger:
+        """Open (creating and migrating) the ledger; a path that cannot hold one is a `ConfigError` naming it.
+
+        `project` and `user` are recorded on every attempt written through this connection.
+        """
         path = Path(path)
         try:
-            return await cls._open(path)
+            ledger = await cls._open(path)
+            ledger.project, ledger.user = project, user
+            return ledger
         except FileExistsError:  # mkdir(exist_ok=True) says only this when a parent is a file
             reason = f"{path.parent} is not a directory"
         except OSError as exc:
