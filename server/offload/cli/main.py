@@ -12,18 +12,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from offload import __version__
+
 if TYPE_CHECKING:
     from offload.config.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="offload", description="Cheap Claude sub-work for agents, priced exactly.")
+    p.add_argument("--version", action="version", version=f"offload {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     s.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
     s.add_argument("--db", help="ledger SQLite file (default: $OFFLOAD_DB or ~/.local/share/offload/offload.db)")
-    s.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP instead of stdio")
+    s.add_argument(
+        "--http", metavar="[HOST:]PORT", help="serve streamable HTTP instead of stdio (a bare PORT means 127.0.0.1)"
+    )
     s.add_argument(
         "--session", help="budget session id (default: $OFFLOAD_SESSION, $CLAUDE_CODE_SESSION_ID or one per process)"
     )
@@ -34,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("spend", help="spend and savings report from the ledger")
     sp.add_argument("--by", choices=["day", "model", "tool", "session", "project", "user"], default="day")
     sp.add_argument("--since", help="ISO date (YYYY-MM-DD) or a span like 7d, 24h (default: 30d)")
-    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt = sp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt.add_argument("--csv", action="store_true", help="one CSV row per group, for spreadsheets")
     sp.add_argument("--db", help="ledger SQLite file")
 
     sl = sub.add_parser("statusline", help="one short line for Claude Code's statusline")
@@ -116,7 +123,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "spend":
         from offload.cli.spend import cmd_spend
 
-        return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json)
+        return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json, as_csv=args.csv)
     if cmd == "statusline":
         from offload.cli.statusline import cmd_statusline
 
