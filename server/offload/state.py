@@ -59,7 +59,7 @@ class AppState:
 @asynccontextmanager
 async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     """Open everything a server (or the demo, or a test) needs, and close it all on the way out."""
-    prices = load_prices()
+    prices = load_prices(overlay=settings.pricing_path)
     policies = PolicyHolder(settings.policy_path, known_models=prices.models)
     async with AsyncExitStack() as stack:
         ledger = await Ledger.open(settings.db_path, project=settings.project, user=settings.user)

@@ -30,7 +30,7 @@ def one_line(exc: BaseException) -> str:
 
 def preflight(settings: Settings) -> None:
     """Load prices, the policy and the ledger exactly as the server will; raise `OffloadError` on the first problem."""
-    prices = load_prices()
+    prices = load_prices(overlay=settings.pricing_path)
     load_policy(settings.policy_path, known_models=prices.models)
     asyncio.run(_open_ledger(settings))
 

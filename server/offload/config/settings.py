@@ -86,6 +86,7 @@ class Settings:
     # Recorded on every attempt, for `offload spend --by project|user`; None when nobody said.
     project: str | None = None
     user: str | None = None
+    pricing_path: Path | None = None  # OFFLOAD_PRICING: merged over the shipped price table
 
     @property
     def has_api_key(self) -> bool:
@@ -116,6 +117,7 @@ class Settings:
             session_id=_first(env, "OFFLOAD_SESSION", "CLAUDE_CODE_SESSION_ID") or _new_session_id(),
             project=_first(env, "OFFLOAD_PROJECT", "CLAUDE_PROJECT_DIR"),
             user=_first(env, "OFFLOAD_USER"),
+            pricing_path=Path(pricing).expanduser() if (pricing := _first(env, "OFFLOAD_PRICING")) else None,
             roots=roots,
             api_key=env.get("ANTHROPIC_API_KEY") or None,
             base_url=env.get("ANTHROPIC_BASE_URL") or None,
