@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--all", action="store_true", help="include finished batches")
     b.add_argument("--json", action="store_true")
 
+    dr = sub.add_parser("doctor", help="check key, API, policy, ledger, roots and host registration")
+    dr.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
+    dr.add_argument("--db", help="ledger SQLite file")
+
     d = sub.add_parser("demo", help="end-to-end rehearsal on the emulator and a temporary database")
     d.add_argument("--keep", action="store_true", help="keep the temporary database and print its path")
     return p
@@ -138,6 +142,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from offload.cli.batches import cmd_list
 
         return cmd_list(_settings(args), include_done=args.all, as_json=args.json)
+    if cmd == "doctor":
+        from offload.cli.doctor import cmd_doctor
+
+        return cmd_doctor(_settings(args))
     if cmd == "demo":
         from offload.cli.demo import run_demo
 

@@ -202,6 +202,12 @@ class ClaudeClient:
             message_id=message.id,
         )
 
+    async def list_models(self) -> list[str]:
+        """Model ids the API offers (first page): a call that costs nothing, for `offload doctor`."""
+        with _mapped_errors():
+            page = await self._client.models.list(limit=1000)
+        return [m.id for m in page.data]
+
     async def batch_create(self, requests: list[dict[str, Any]]) -> BatchInfo:
         with _mapped_errors():
             batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
