@@ -181,3 +181,24 @@ def test_spend_on_a_missing_ledger_names_the_path(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.startswith(f"offload spend: no ledger at {tmp_path / 'typo.db'}")
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_statusline_reads_claude_codes_stdin_json(db: Path) -> None:
+    host = json.dumps({"session_id": "s1", "cost": {"total_cost_usd": 2.5}, "future_field": [1, 2]})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env["OFFLOAD_DB"] = str(db)
+    out = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "statusline"], input=host, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "offload $1.23 today · $18.77 left · saved $4.56 (78%) · this session $1.23 · host $2.50\n"
+
+
+@pytest.mark.parametrize("raw", ["", "not json", "[1, 2]", '{"session_id": 7, "cost": {"total_cost_usd": "x"}}'])
+def test_statusline_ignores_odd_host_input(db: Path, raw: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env["OFFLOAD_DB"] = str(db)
+    out = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "statusline"], input=raw, env=env, capture_output=True, text=True
+    )
+    assert (out.returncode, out.stdout) == (0, "offload $1.23 today · $18.77 left · saved $4.56 (78%)\n")

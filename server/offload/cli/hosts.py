@@ -38,8 +38,16 @@ class Registration:
         return shutil.which(cmd) is not None
 
 
+def claude_dir() -> Path:
+    """Claude Code's own directory (skills, settings.json): `$CLAUDE_CONFIG_DIR` or `~/.claude`."""
+    custom = os.environ.get("CLAUDE_CONFIG_DIR")
+    return Path(custom).expanduser() if custom else Path.home() / ".claude"
+
+
 def claude_code_user_config() -> Path:
-    return Path.home() / ".claude.json"
+    """`~/.claude.json`, or `.claude.json` inside `$CLAUDE_CONFIG_DIR` when that is set."""
+    custom = os.environ.get("CLAUDE_CONFIG_DIR")
+    return (Path(custom).expanduser() if custom else Path.home()) / ".claude.json"
 
 
 def claude_desktop_config() -> Path:
@@ -47,14 +55,14 @@ def claude_desktop_config() -> Path:
     return Path(platformdirs.user_config_dir("Claude", appauthor=False, roaming=True)) / "claude_desktop_config.json"
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
-def _servers(doc: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def servers(doc: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
     servers = doc.get("mcpServers") if isinstance(doc, Mapping) else None
     if isinstance(servers, Mapping):
         for name, entry in servers.items():
@@ -83,13 +91,13 @@ def find_registrations(project_dir: Path | None = None) -> list[Registration]:
     """Every offload registration Claude Code (user, local, project scope) or Claude Desktop would load."""
     found: list[Registration] = []
     user_cfg = claude_code_user_config()
-    doc = _read_json(user_cfg)
-    found += [_registration(f"{user_cfg} (user scope)", n, e) for n, e in _servers(doc) if _is_offload(n, e)]
+    doc = read_json(user_cfg)
+    found += [_registration(f"{user_cfg} (user scope)", n, e) for n, e in servers(doc) if _is_offload(n, e)]
     projects = doc.get("projects") if isinstance(doc, Mapping) else None
     project = (project_dir or Path.cwd()).resolve()
     if isinstance(projects, Mapping):
         for key in (str(project), project.as_posix()):
-            entries = [(n, e) for n, e in _servers(projects.get(key)) if _is_offload(n, e)]
+            entries = [(n, e) for n, e in servers(projects.get(key)) if _is_offload(n, e)]
             found += [_registration(f"{user_cfg} (local scope, {key})", n, e) for n, e in entries]
             if entries:
                 break
@@ -98,14 +106,12 @@ def find_registrations(project_dir: Path | None = None) -> list[Registration]:
         if mcp_json.is_file():
             found += [
                 _registration(f"{mcp_json} (project scope)", n, e)
-                for n, e in _servers(_read_json(mcp_json))
+                for n, e in servers(read_json(mcp_json))
                 if _is_offload(n, e)
             ]
             break
     desktop = claude_desktop_config()
     found += [
-        _registration(f"{desktop} (Claude Desktop)", n, e)
-        for n, e in _servers(_read_json(desktop))
-        if _is_offload(n, e)
+        _registration(f"{desktop} (Claude Desktop)", n, e) for n, e in servers(read_json(desktop)) if _is_offload(n, e)
     ]
     return found

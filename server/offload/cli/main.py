@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sl = sub.add_parser("statusline", help="one short line for Claude Code's statusline")
     sl.add_argument("--db", help="ledger SQLite file")
+    sl.add_argument("--also", metavar="CMD", help="another statusline command to show first (same stdin)")
 
     po = sub.add_parser("policy", help="check or explain routing policies")
     posub = po.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -61,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--db", help="ledger SQLite file")
     b.add_argument("--all", action="store_true", help="include finished batches")
     b.add_argument("--json", action="store_true")
+
+    it = sub.add_parser("init", help="set offload up for Claude Code: policy, registration, skill, statusline")
+    it.add_argument("--scope", choices=["user", "project"], default="user", help="all projects, or this one")
+    it.add_argument("--statusline", action="store_true", help="show offload's spend in Claude Code's statusline")
 
     dr = sub.add_parser("doctor", help="check key, API, policy, ledger, roots and host registration")
     dr.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
@@ -131,7 +136,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "statusline":
         from offload.cli.statusline import cmd_statusline
 
-        return cmd_statusline(_settings(args))
+        return cmd_statusline(_settings(args), also=args.also)
     if cmd == "policy":
         from offload.cli import policy as policy_cli
 
@@ -142,6 +147,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from offload.cli.batches import cmd_list
 
         return cmd_list(_settings(args), include_done=args.all, as_json=args.json)
+    if cmd == "init":
+        from offload.cli.init import cmd_init
+
+        return cmd_init(args.scope, statusline=args.statusline)
     if cmd == "doctor":
         from offload.cli.doctor import cmd_doctor
 

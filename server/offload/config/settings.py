@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from offload.core.errors import ConfigError
+
+APP = "offload"
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # server/offload (or site-packages/offload)
 
@@ -29,9 +34,27 @@ def shipped(name: str) -> Path:
     return shipped_dir() / name
 
 
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    return Path(env.get(var) or Path(env.get("HOME") or Path.home()) / fallback) / APP
+
+
+def user_data_dir(env: Mapping[str, str]) -> Path:
+    """Where offload keeps its ledger: the platform's data directory (XDG on Linux)."""
+    if sys.platform in ("darwin", "win32"):
+        return Path(platformdirs.user_data_dir(APP, appauthor=False))
+    # Read XDG from `env`, not os.environ, so a host's (or a test's) environment decides.
+    return _xdg(env, "XDG_DATA_HOME", ".local/share")
+
+
+def user_config_dir(env: Mapping[str, str]) -> Path:
+    """Where `offload init` writes the policy the user owns: the platform's config directory."""
+    if sys.platform in ("darwin", "win32"):
+        return Path(platformdirs.user_config_dir(APP, appauthor=False))
+    return _xdg(env, "XDG_CONFIG_HOME", ".config")
+
+
 def default_db_path(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
-    return Path(base) / "offload" / "offload.db"
+    return user_data_dir(env) / "offload.db"
 
 
 def _new_session_id() -> str:
