@@ -11,6 +11,8 @@ from pathlib import Path
 
 import anthropic
 
+from offload import __version__
+
 OFFLOAD = shutil.which("offload") or str(Path(sys.executable).with_name("offload"))
 
 
@@ -59,3 +61,9 @@ def test_demo_runs_every_step_without_a_key() -> None:
     assert "haiku-5-5 escalated → sonnet-5-5 ok" in out
     assert "cache read" in out and "ERROR" not in out
     assert "every step ran" in out
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    done = subprocess.run([OFFLOAD, "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout == f"offload {__version__}\n"

@@ -194,3 +194,91 @@ def test_inspector_calls_trim_result(tmp_path: Path, npm_tools: NpmTools) -> Non
     text = result["content"][0]["text"]  # type: ignore[index]
     # Local and free: far smaller than what was sent.
     assert 0 < len(text) < len(content) // 5, len(text)
+
+
+def _connected_line(tools: NpmTools, env: dict[str, str], cwd: Path) -> str:
+    listed = _run([str(tools.claude), "mcp", "list"], env, cwd)
+    out = listed.stdout + listed.stderr
+    assert listed.returncode == 0, out
+    line = next((ln for ln in out.splitlines() if ln.startswith("offload:")), None)
+    assert line is not None, out
+    return line
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.timeout(900)
+def test_offload_init_registers_with_the_real_claude_code_and_a_second_run_changes_nothing(
+    tmp_path: Path, npm_tools: NpmTools
+) -> None:
+    env = _env(tmp_path, npm_tools)
+    home = tmp_path / "home"
+    home.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    # `claude` on PATH, as after a normal install; XDG inside the temp HOME.
+    env["PATH"] = os.pathsep.join([str(npm_tools.claude.parent), env["PATH"]])
+    env.update({"XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".local" / "share")})
+    first = _run([OFFLOAD, "init", "--scope", "user"], env, project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "registered with Claude Code (user scope): claude mcp add -s user offload" in first.stdout
+
+    line = _connected_line(npm_tools, env, project)
+    assert "Connected" in line and "Failed" not in line, line
+    assert (home / ".local" / "share" / "offload" / "offload.db").is_file()  # the health check ran our server
+
+    before = _tree(home)
+    second = _run([OFFLOAD, "init", "--scope", "user"], env, project)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "unchanged Claude Code registration (user scope)" in second.stdout
+    assert _tree(home) == before
+
+
+def _readme_block(marker: str) -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in readme.split("```sh\n")[1:] if marker in b.split("```")[0]]
+    assert len(blocks) == 1, marker
+    return blocks[0].split("```")[0]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("scope", ["user", "project"])
+def test_the_readme_registration_examples_work_as_written(tmp_path: Path, npm_tools: NpmTools, scope: str) -> None:
+    env = _env(tmp_path, npm_tools)
+    (tmp_path / "home").mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    env["PATH"] = os.pathsep.join([str(npm_tools.claude.parent), env["PATH"]])
+    env["OFFLOAD_BIN"] = OFFLOAD  # what the README's `OFFLOAD_BIN="$PWD/.venv/bin/offload"` sets
+    script = _readme_block(f"claude mcp add -s {scope} offload \\")
+    added = subprocess.run(["bash", "-c", script], env=env, cwd=project, capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stdout + added.stderr
+    if scope == "project":
+        assert json.loads((project / ".mcp.json").read_text())["mcpServers"]["offload"]["command"] == OFFLOAD
+        # Approved ahead, as the README says (otherwise `claude` asks on first start).
+        (tmp_path / "home" / ".claude").mkdir(exist_ok=True)
+        (tmp_path / "home" / ".claude" / "settings.json").write_text(json.dumps({"enabledMcpjsonServers": ["offload"]}))
+    line = _connected_line(npm_tools, env, project)
+    assert "Connected" in line and "Failed" not in line, line
+
+
+@pytest.mark.timeout(900)
+def test_a_start_up_failure_reaches_claude_codes_mcp_log_as_one_line(tmp_path: Path, npm_tools: NpmTools) -> None:
+    env = _env(tmp_path, npm_tools)
+    home = tmp_path / "home"
+    home.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    missing = tmp_path / "missing.yaml"
+    add = [str(npm_tools.claude), "mcp", "add", "-s", "user", "offload", "-e", f"OFFLOAD_POLICY={missing}"]
+    assert _run([*add, "--", OFFLOAD, "serve"], env, project).returncode == 0
+    line = _connected_line(npm_tools, env, project)
+    assert "Failed to connect" in line, line
+    # Where the README says Claude Code keeps MCP logs on Linux.
+    logs = list((home / ".cache" / "claude-cli-nodejs").glob("*/mcp-logs-offload/*.jsonl"))
+    assert logs, sorted(str(p) for p in home.rglob("*"))
+    text = "".join(p.read_text() for p in logs)
+    assert f"Server stderr: offload serve: policy {missing}: file not found" in text
+    assert "Traceback" not in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,30 @@ def test_policy_keys_named_in_the_readme_exist(key: str) -> None:
 
     assert key in Policy.model_fields or key in When.model_fields
     assert key in README
+
+
+def test_version_flag_and_every_spend_grouping_are_documented() -> None:
+    assert "offload --version" in README
+    spend = next(a for a in _parser()._actions if a.dest == "command").choices["spend"]  # type: ignore[index]
+    by = next(a for a in spend._actions if a.dest == "by")
+    for choice in by.choices:
+        assert choice in README.split("offload spend --by", 1)[1].split("\n", 1)[0], f"--by {choice} undocumented"
+
+
+def test_the_serve_startup_error_shown_is_what_serve_prints(tmp_path: Path) -> None:
+    (shown,) = [b.strip() for b in _blocks("text") if b.startswith("offload serve:")]
+    shown_path = shown.split("policy ", 1)[1].split(":", 1)[0]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        (ROOT / "policies" / "default.yaml").read_text().replace("default_tier: cheap", "default_tier: cheep")
+    )
+    offload = Path(sys.executable).with_name("offload")
+    done = subprocess.run(
+        [str(offload), "serve", "--policy", str(policy), "--db", str(tmp_path / "l.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == shown.replace(shown_path, str(policy))

@@ -90,15 +90,16 @@ def _reported_session(result: Any) -> str:
         ("localhost:0", ("localhost", 0)),
         ("[::1]:9000", ("::1", 9000)),
         (":8080", ("", 8080)),
+        ("8765", ("127.0.0.1", 8765)),  # a bare port is loopback, never all interfaces
     ],
 )
 def test_parse_bind(spec: str, expected: tuple[str, int]) -> None:
     assert parse_bind(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["8765", "host:", "host:port", "127.0.0.1:70000"])
+@pytest.mark.parametrize("spec", ["70000", "host:", "host:port", "127.0.0.1:70000"])
 def test_parse_bind_rejects_with_example(spec: str) -> None:
-    with pytest.raises(BindError, match=r"expected HOST:PORT, e\.g\. 127\.0\.0\.1:8765"):
+    with pytest.raises(BindError, match=r"expected \[HOST:\]PORT, e\.g\. 8765, 127\.0\.0\.1:8765"):
         parse_bind(spec)
 
 
@@ -173,7 +174,7 @@ def test_taken_port_exits_2_with_reason(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_bad_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert serve_http(_settings(tmp_path), "localhost") == 2
-    assert "expected HOST:PORT" in capsys.readouterr().err
+    assert "expected [HOST:]PORT" in capsys.readouterr().err
 
 
 # --- the running server -----------------------------------------------------------------

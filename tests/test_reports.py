@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import subprocess
@@ -81,8 +83,9 @@ async def test_summary_for_budget_status(tmp_path: Path) -> None:
     assert s.pending_batches == 0
 
 
-def offload(db: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+def offload(db: Path | None, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_") and k != "COLUMNS"}
+    env.update(env_extra or {})
     if db is not None:
         env["OFFLOAD_DB"] = str(db)
     return subprocess.run(
@@ -146,3 +149,56 @@ def test_statusline_imports_nothing_heavy(db: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+def test_spend_on_80_columns_shows_whole_amounts_and_model_names(db: Path) -> None:
+    out = offload(db, "spend", "--by", "model", env_extra={"COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, out.stdout
+    assert "…" not in out.stdout
+    haiku = next(line for line in lines if "claude-haiku-5-5" in line).split()
+    assert haiku == ["claude-haiku-5-5", "2", "$6.00", "$9.00", "$3.00", "33.3%"]
+    sonnet = next(line for line in lines if "claude-sonnet-5-5" in line).split()
+    assert sonnet == ["claude-sonnet-5-5", "1", "$0.2300", "$1.79", "$1.56", "87.2%"]
+    assert next(line for line in lines if line.strip().startswith("total")).split()[2] == "$6.23"
+
+
+def test_spend_csv_has_one_row_per_group(db: Path) -> None:
+    out = offload(db, "spend", "--by", "model", "--csv")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    header = "model,calls,input_tokens,output_tokens,cache_read_tokens,cost_usd,baseline_usd,saved_usd,saved_pct"
+    assert rows[0] == header.split(",")
+    assert [(r[0], r[1], r[5], r[6]) for r in rows[1:]] == [
+        ("claude-haiku-5-5", "2", "6", "9"),
+        ("claude-sonnet-5-5", "1", "0.23", "1.79"),
+    ]
+
+
+def test_spend_on_a_missing_ledger_names_the_path(tmp_path: Path) -> None:
+    out = offload(tmp_path / "typo.db", "spend")
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"offload spend: no ledger at {tmp_path / 'typo.db'}")
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_statusline_reads_claude_codes_stdin_json(db: Path) -> None:
+    host = json.dumps({"session_id": "s1", "cost": {"total_cost_usd": 2.5}, "future_field": [1, 2]})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env["OFFLOAD_DB"] = str(db)
+    out = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "statusline"], input=host, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "offload $1.23 today · $18.77 left · saved $4.56 (78%) · this session $1.23 · host $2.50\n"
+
+
+@pytest.mark.parametrize("raw", ["", "not json", "[1, 2]", '{"session_id": 7, "cost": {"total_cost_usd": "x"}}'])
+def test_statusline_ignores_odd_host_input(db: Path, raw: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env["OFFLOAD_DB"] = str(db)
+    out = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "statusline"], input=raw, env=env, capture_output=True, text=True
+    )
+    assert (out.returncode, out.stdout) == (0, "offload $1.23 today · $18.77 left · saved $4.56 (78%)\n")

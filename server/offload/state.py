@@ -59,10 +59,10 @@ class AppState:
 @asynccontextmanager
 async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     """Open everything a server (or the demo, or a test) needs, and close it all on the way out."""
-    prices = load_prices()
+    prices = load_prices(overlay=settings.pricing_path)
     policies = PolicyHolder(settings.policy_path, known_models=prices.models)
     async with AsyncExitStack() as stack:
-        ledger = await Ledger.open(settings.db_path)
+        ledger = await Ledger.open(settings.db_path, project=settings.project, user=settings.user)
         stack.push_async_callback(ledger.close)
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies)
         stack.push_async_callback(state.aclose)

@@ -12,31 +12,41 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from offload import __version__
+
 if TYPE_CHECKING:
     from offload.config.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="offload", description="Cheap Claude sub-work for agents, priced exactly.")
+    p.add_argument("--version", action="version", version=f"offload {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     s.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
     s.add_argument("--db", help="ledger SQLite file (default: $OFFLOAD_DB or ~/.local/share/offload/offload.db)")
-    s.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP instead of stdio")
-    s.add_argument("--session", help="budget session id (default: $OFFLOAD_SESSION or one per process)")
+    s.add_argument(
+        "--http", metavar="[HOST:]PORT", help="serve streamable HTTP instead of stdio (a bare PORT means 127.0.0.1)"
+    )
+    s.add_argument(
+        "--session", help="budget session id (default: $OFFLOAD_SESSION, $CLAUDE_CODE_SESSION_ID or one per process)"
+    )
 
     e = sub.add_parser("emulator", help="run the local Claude API emulator", add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER)
 
     sp = sub.add_parser("spend", help="spend and savings report from the ledger")
-    sp.add_argument("--by", choices=["day", "model", "tool", "session"], default="day")
+    sp.add_argument("--by", choices=["day", "model", "tool", "session", "project", "user"], default="day")
     sp.add_argument("--since", help="ISO date (YYYY-MM-DD) or a span like 7d, 24h (default: 30d)")
-    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt = sp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt.add_argument("--csv", action="store_true", help="one CSV row per group, for spreadsheets")
     sp.add_argument("--db", help="ledger SQLite file")
 
     sl = sub.add_parser("statusline", help="one short line for Claude Code's statusline")
     sl.add_argument("--db", help="ledger SQLite file")
+    sl.add_argument("--also", metavar="CMD", help="another statusline command to show first (same stdin)")
 
     po = sub.add_parser("policy", help="check or explain routing policies")
     posub = po.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -52,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--db", help="ledger SQLite file")
     b.add_argument("--all", action="store_true", help="include finished batches")
     b.add_argument("--json", action="store_true")
+
+    it = sub.add_parser("init", help="set offload up for Claude Code: policy, registration, skill, statusline")
+    it.add_argument("--scope", choices=["user", "project"], default="user", help="all projects, or this one")
+    it.add_argument("--statusline", action="store_true", help="show offload's spend in Claude Code's statusline")
+
+    dr = sub.add_parser("doctor", help="check key, API, policy, ledger, roots and host registration")
+    dr.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
+    dr.add_argument("--db", help="ledger SQLite file")
 
     d = sub.add_parser("demo", help="end-to-end rehearsal on the emulator and a temporary database")
     d.add_argument("--keep", action="store_true", help="keep the temporary database and print its path")
@@ -89,24 +107,36 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from offload.cli.serve import preflight, refuse
+    from offload.core.errors import OffloadError
+
+    try:
+        settings = _settings(args)
+        preflight(settings)
+    except OffloadError as exc:
+        return refuse(exc)
+    if args.http:
+        from offload.mcp.http import serve_http
+
+        return serve_http(settings, args.http)
+    from offload.mcp.server import serve_stdio
+
+    return serve_stdio(settings)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "serve":
-        if args.http:
-            from offload.mcp.http import serve_http
-
-            return serve_http(_settings(args), args.http)
-        from offload.mcp.server import serve_stdio
-
-        return serve_stdio(_settings(args))
+        return _serve(args)
     if cmd == "spend":
         from offload.cli.spend import cmd_spend
 
-        return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json)
+        return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json, as_csv=args.csv)
     if cmd == "statusline":
         from offload.cli.statusline import cmd_statusline
 
-        return cmd_statusline(_settings(args))
+        return cmd_statusline(_settings(args), also=args.also)
     if cmd == "policy":
         from offload.cli import policy as policy_cli
 
@@ -117,6 +147,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from offload.cli.batches import cmd_list
 
         return cmd_list(_settings(args), include_done=args.all, as_json=args.json)
+    if cmd == "init":
+        from offload.cli.init import cmd_init
+
+        return cmd_init(args.scope, statusline=args.statusline)
+    if cmd == "doctor":
+        from offload.cli.doctor import cmd_doctor
+
+        return cmd_doctor(_settings(args))
     if cmd == "demo":
         from offload.cli.demo import run_demo
 

@@ -10,6 +10,7 @@ import yaml
 
 from offload.config.policy import load_policy
 from offload.config.pricing import load_prices
+from offload.config.settings import Settings
 from offload.core.errors import ConfigError
 from offload.core.money import fmt_usd
 from offload.core.tokens import request_upper_bound
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 
 def _price_table() -> PriceTable:
-    return load_prices()
+    # The same table `offload serve` would use, OFFLOAD_PRICING included.
+    return load_prices(overlay=Settings.from_env().pricing_path)
 
 
 def _known_models(table: PriceTable) -> Collection[str]:

@@ -1,10 +1,14 @@
-"""`offload spend`: spend, baseline and savings grouped by day, model, tool or session."""
+"""`offload spend`: spend, baseline and savings grouped by day, model, tool, session, project or user."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import sys
 from datetime import datetime
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -14,13 +18,32 @@ from offload.core.money import fmt_usd
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.reports import SpendRow, read_spend, total
 
+# Below this many columns the full table cannot show whole amounts and names: fewer columns.
+NARROW_BELOW = 100
+# Piped output has no terminal width; rich would assume 80 and elide the money.
+PIPED_WIDTH = 150
 
-def cmd_spend(settings: Settings, *, by: str, since: str | None, as_json: bool, now: datetime | None = None) -> int:
+
+def cmd_spend(
+    settings: Settings,
+    *,
+    by: str,
+    since: str | None,
+    as_json: bool,
+    as_csv: bool = False,
+    now: datetime | None = None,
+) -> int:
     try:
         start = w.parse_since(since, now or w.utcnow())
     except ValueError as exc:
         raise InputError(str(exc)) from None
     path = settings.db_path
+    if not path.exists():
+        # A wrong path must not read as "nothing spent".
+        raise InputError(
+            f"no ledger at {path}: nothing recorded there yet, or your server writes elsewhere "
+            "(pass the same --db / OFFLOAD_DB it uses)"
+        )
     rows = read_spend(path, by, start)
     tot = total(rows)
     if as_json:
@@ -29,12 +52,42 @@ def cmd_spend(settings: Settings, *, by: str, since: str | None, as_json: bool, 
         doc["total"] = tot.to_json()
         print(json.dumps(doc, indent=2))
         return 0
-    _print_table(rows, tot, by, start)
+    if as_csv:
+        _print_csv(rows, by)
+        return 0
+    console = _console()
+    if not rows:
+        console.print(f"no attempts recorded since {start:%Y-%m-%d %H:%M} UTC in {path}")
+        return 0
+    title = f"offload spend by {by} since {start:%Y-%m-%d %H:%M} UTC"
+    if console.width < NARROW_BELOW:
+        console.print(_narrow_table(rows, tot, by, title))
+    else:
+        console.print(_table(rows, tot, by, title))
     return 0
 
 
-def _print_table(rows: list[SpendRow], tot: SpendRow, by: str, start: datetime) -> None:
-    table = Table(title=f"offload spend by {by} since {start:%Y-%m-%d %H:%M} UTC", show_footer=bool(rows))
+def _console() -> Console:
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return Console(soft_wrap=False, width=int(columns))
+    console = Console(soft_wrap=False)
+    return console if console.is_terminal else Console(soft_wrap=False, width=PIPED_WIDTH)
+
+
+def _print_csv(rows: list[SpendRow], by: str) -> None:
+    # The JSON fields, one row per group, no total row: a spreadsheet sums for itself.
+    fields = ["key", "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cost_usd", "baseline_usd"]
+    fields += ["saved_usd", "saved_pct"]
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow([by, *fields[1:]])
+    for r in rows:
+        doc = r.to_json()
+        out.writerow([doc[f] for f in fields])
+
+
+def _table(rows: list[SpendRow], tot: SpendRow, by: str, title: str) -> Table:
+    table = Table(title=title, show_footer=True)
     table.add_column(by, footer="total")
     for name, attr, fmt in (
         ("calls", "calls", str),
@@ -59,10 +112,27 @@ def _print_table(rows: list[SpendRow], tot: SpendRow, by: str, start: datetime) 
             fmt_usd(r.saved_pusd),
             f"{r.saved_pct}%",
         )
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:  # piped: rich would squeeze to 80 columns and elide the money
-        console = Console(soft_wrap=False, width=150)
-    if rows:
-        console.print(table)
-    else:
-        console.print(f"no attempts recorded since {start:%Y-%m-%d %H:%M} UTC")
+    return table
+
+
+def _narrow_table(rows: list[SpendRow], tot: SpendRow, by: str, title: str) -> Table:
+    """Money and names whole on a small terminal: token counts go (they are in --json and --csv).
+
+    Amounts never wrap or elide; a long key (a project path, a session id) folds onto more lines.
+    """
+    table = Table(title=title, show_footer=True, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(by, footer="total", overflow="fold")
+    table.add_column("calls", justify="right", footer=str(tot.calls), no_wrap=True)
+    for name, attr in (("cost", "cost_pusd"), ("baseline", "baseline_pusd"), ("saved", "saved_pusd")):
+        table.add_column(name, justify="right", footer=fmt_usd(getattr(tot, attr)), no_wrap=True, min_width=0)
+    table.add_column("saved %", justify="right", footer=f"{tot.saved_pct}%", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.key,
+            str(r.calls),
+            fmt_usd(r.cost_pusd),
+            fmt_usd(r.baseline_pusd),
+            fmt_usd(r.saved_pusd),
+            f"{r.saved_pct}%",
+        )
+    return table

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from offload.core.errors import ConfigError
+
+APP = "offload"
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # server/offload (or site-packages/offload)
 
@@ -29,14 +34,45 @@ def shipped(name: str) -> Path:
     return shipped_dir() / name
 
 
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    return Path(env.get(var) or Path(env.get("HOME") or Path.home()) / fallback) / APP
+
+
+def user_data_dir(env: Mapping[str, str]) -> Path:
+    """Where offload keeps its ledger: the platform's data directory (XDG on Linux)."""
+    if sys.platform in ("darwin", "win32"):
+        return Path(platformdirs.user_data_dir(APP, appauthor=False))
+    # Read XDG from `env`, not os.environ, so a host's (or a test's) environment decides.
+    return _xdg(env, "XDG_DATA_HOME", ".local/share")
+
+
+def user_config_dir(env: Mapping[str, str]) -> Path:
+    """Where `offload init` writes the policy the user owns: the platform's config directory."""
+    if sys.platform in ("darwin", "win32"):
+        return Path(platformdirs.user_config_dir(APP, appauthor=False))
+    return _xdg(env, "XDG_CONFIG_HOME", ".config")
+
+
 def default_db_path(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
-    return Path(base) / "offload" / "offload.db"
+    return user_data_dir(env) / "offload.db"
 
 
 def _new_session_id() -> str:
-    # One stdio process is one session unless OFFLOAD_SESSION names it.
+    # One stdio process is one session unless OFFLOAD_SESSION (or the host) names it.
     return f"s-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    """The first of `names` that is set to a real value.
+
+    A host config written as `"OFFLOAD_SESSION": "${CLAUDE_CODE_SESSION_ID}"` reaches the server
+    as that literal text when the variable is unset; that names no session, so it is skipped.
+    """
+    for name in names:
+        value = (env.get(name) or "").strip()
+        if value and not (value.startswith("${") and value.endswith("}")):
+            return value
+    return None
 
 
 def _default_roots() -> tuple[Path, ...]:
@@ -70,6 +106,10 @@ class Settings:
     max_file_bytes: int = 2_000_000
     max_total_bytes: int = 20_000_000
     http_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Recorded on every attempt, for `offload spend --by project|user`; None when nobody said.
+    project: str | None = None
+    user: str | None = None
+    pricing_path: Path | None = None  # OFFLOAD_PRICING: merged over the shipped price table
 
     @property
     def has_api_key(self) -> bool:
@@ -95,7 +135,12 @@ class Settings:
         base = cls(
             policy_path=Path(env.get("OFFLOAD_POLICY") or shipped("default.yaml")).expanduser(),
             db_path=Path(env.get("OFFLOAD_DB") or default_db_path(env)).expanduser(),
-            session_id=env.get("OFFLOAD_SESSION") or _new_session_id(),
+            # Claude Code (>= 2.1.154) puts its own session id and project root in a stdio
+            # server's environment; OFFLOAD_* still win for anyone who wants to group differently.
+            session_id=_first(env, "OFFLOAD_SESSION", "CLAUDE_CODE_SESSION_ID") or _new_session_id(),
+            project=_first(env, "OFFLOAD_PROJECT", "CLAUDE_PROJECT_DIR"),
+            user=_first(env, "OFFLOAD_USER"),
+            pricing_path=Path(pricing).expanduser() if (pricing := _first(env, "OFFLOAD_PRICING")) else None,
             roots=roots,
             api_key=env.get("ANTHROPIC_API_KEY") or None,
             base_url=env.get("ANTHROPIC_BASE_URL") or None,

@@ -80,8 +80,12 @@ def _upstream(exc: anthropic.APIError) -> UpstreamError:
             request_id=exc.request_id,
         )
     if isinstance(exc, anthropic.APIConnectionError):
+        # A typo in ANTHROPIC_BASE_URL must not read as "try again later": say where we knocked.
+        url = getattr(getattr(exc, "request", None), "url", None)
+        where = f" at {url}" if url is not None else ""
         return UpstreamError(
-            "could not reach the Claude API after retries (connection failed or timed out); try again later",
+            f"could not reach the Claude API{where} after retries (connection failed or timed out); "
+            "check ANTHROPIC_BASE_URL and the network, or try again later",
             kind="connection_error",
         )
     return UpstreamError(f"Claude API client error: {type(exc).__name__}", kind=type(exc).__name__)
@@ -133,6 +137,12 @@ class ClaudeClient:
             request_id=raw.headers.get("request-id"),
             message_id=message.id,
         )
+
+    async def list_models(self) -> list[str]:
+        """Model ids the API offers (first page): a call that costs nothing, for `offload doctor`."""
+        with _mapped_errors():
+            page = await self._client.models.list(limit=1000)
+        return [m.id for m in page.data]
 
     async def batch_create(self, requests: list[dict[str, Any]]) -> BatchInfo:
         with _mapped_errors():

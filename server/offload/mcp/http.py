@@ -81,10 +81,12 @@ def auth_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def parse_bind(spec: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[::1]:PORT` or `:PORT` (all interfaces) -> (host, port)."""
+    """`HOST:PORT`, `[::1]:PORT`, `:PORT` (all interfaces) or a bare `PORT` (loopback) -> (host, port)."""
+    if spec.isdigit():
+        spec = f"127.0.0.1:{spec}"
     host, sep, port_text = spec.rpartition(":")
     if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise BindError(f"--http {spec!r}: expected HOST:PORT, e.g. 127.0.0.1:8765 or [::1]:8765")
+        raise BindError(f"--http {spec!r}: expected [HOST:]PORT, e.g. 8765, 127.0.0.1:8765 or [::1]:8765")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port_text)

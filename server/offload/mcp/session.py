@@ -1,9 +1,10 @@
 """Which budget session a tool call belongs to.
 
 Over stdio one process serves one host conversation, so the session is the process's
-`settings.session_id` (`OFFLOAD_SESSION`, or one minted per process). One HTTP server serves
-many hosts at once, and a per-session budget shared between them would let one host spend
-another's allowance, so each caller gets its own session under the process's id:
+`settings.session_id` (`OFFLOAD_SESSION`, else Claude Code's `CLAUDE_CODE_SESSION_ID`, else one
+minted per process). One HTTP server serves many hosts at once, and a per-session budget
+shared between them would let one host spend another's allowance,
+so each caller gets its own session under the process's id:
 
 1. `Mcp-Session-Id` (handshake-era protocol, <= 2025-11-25): one budget session per MCP
    session. The SDK only routes ids it issued, and only to the token that opened them, so a

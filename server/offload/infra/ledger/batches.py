@@ -27,6 +27,7 @@ import aiosqlite
 from offload.core.errors import InputError
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.records import Attempt, _insert
+from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
     from offload.infra.ledger.db import Ledger
@@ -207,13 +208,7 @@ def _pid_dead(owner: str | None) -> bool:
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return False  # another machine: only its lease expiry can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(pid))
 
 
 async def claim_due(
@@ -314,7 +309,7 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
             ).fetchone()
             if row is None:
                 continue  # settled before (an earlier or a parallel collector)
-            await _insert(conn, s.attempt, now)
+            await _insert(conn, s.attempt, now, ledger)
             released += int(row[0])
             new += 1
         await _cut_reservation(conn, ref.batch_id, released)

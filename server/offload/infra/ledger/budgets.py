@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from offload.core.errors import BudgetExceededError
 from offload.core.money import fmt_usd, usd_to_pusd
 from offload.infra.ledger import windows as w
+from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -112,22 +113,12 @@ def _money(pusd: int) -> str:
     return fmt_usd(pusd, places=2) if pusd % 10**10 == 0 else fmt_usd(pusd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 async def _purge(conn: aiosqlite.Connection, now: datetime) -> None:
     await conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (w.iso(now),))
     rows = await (
         await conn.execute("SELECT DISTINCT pid FROM reservations WHERE host = ? AND pid != ?", (_HOST, os.getpid()))
     ).fetchall()
-    dead = [int(r[0]) for r in rows if not _pid_alive(int(r[0]))]
+    dead = [int(r[0]) for r in rows if not pid_alive(int(r[0]))]
     if dead:
         marks = ",".join("?" * len(dead))
         await conn.execute(f"DELETE FROM reservations WHERE host = ? AND pid IN ({marks})", (_HOST, *dead))

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
 import aiosqlite
+
+from offload.core.errors import ConfigError
 
 BUSY_TIMEOUT_MS = 30_000
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -41,13 +44,36 @@ class Ledger:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        # Written on every attempt this process records (see records.py); set by `open`.
+        self.project: str | None = None
+        self.user: str | None = None
         # One connection is shared by every task of the process; without this lock a second
         # task's BEGIN IMMEDIATE would fail with "cannot start a transaction within a transaction".
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str) -> Ledger:
+    async def open(cls, path: Path | str, *, project: str | None = None, user: str | None = None) -> Ledger:
+        """Open (creating and migrating) the ledger; a path that cannot hold one is a `ConfigError` naming it.
+
+        `project` and `user` are recorded on every attempt written through this connection.
+        """
         path = Path(path)
+        try:
+            ledger = await cls._open(path)
+            ledger.project, ledger.user = project, user
+            return ledger
+        except FileExistsError:  # mkdir(exist_ok=True) says only this when a parent is a file
+            reason = f"{path.parent} is not a directory"
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        except sqlite3.Error as exc:  # sqlite's own messages never name the file
+            reason = str(exc)
+        raise ConfigError(
+            f"ledger {path}: cannot open or write it ({reason}); set OFFLOAD_DB or --db to a writable file"
+        )
+
+    @classmethod
+    async def _open(cls, path: Path) -> Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         try:
@@ -103,8 +129,6 @@ class Ledger:
 
 
 def _split_sql(script: str) -> list[str]:
-    import sqlite3
-
     statements, buf = [], ""
     for line in script.splitlines(keepends=True):
         buf += line

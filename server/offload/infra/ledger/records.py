@@ -79,14 +79,14 @@ class Attempt:
 _COLUMNS = (
     "request_key, ts, session_id, tool, policy, tier, model, input_tokens, output_tokens,"
     " cache_write_5m, cache_write_1h, cache_read, cost_pusd, baseline_pusd, batch, step, outcome,"
-    " stop_reason, request_hash, batch_id, prompt_text, completion_text"
+    " stop_reason, request_hash, batch_id, prompt_text, completion_text, project, user_name"
 )
 # ON CONFLICT(request_key), not INSERT OR IGNORE: OR IGNORE would also silently drop a row that
 # breaks a CHECK constraint, and a lost row is lost money.
-_INSERT = f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 22)}) ON CONFLICT (request_key) DO NOTHING"
+_INSERT = f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 24)}) ON CONFLICT (request_key) DO NOTHING"
 
 
-def _row(a: Attempt, now: datetime) -> tuple[object, ...]:
+def _row(a: Attempt, now: datetime, tags: tuple[str | None, str | None]) -> tuple[object, ...]:
     u = a.usage
     return (
         a.request_key,
@@ -111,11 +111,14 @@ def _row(a: Attempt, now: datetime) -> tuple[object, ...]:
         a.batch_id,
         a.prompt_text,
         a.completion_text,
+        *tags,
     )
 
 
-async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime) -> bool:
-    cur = await conn.execute(_INSERT, _row(a, now))
+async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime, ledger: Ledger) -> bool:
+    # Project and user belong to the process that records, so the ledger carries them rather
+    # than every caller that builds an Attempt.
+    cur = await conn.execute(_INSERT, _row(a, now, (ledger.project, ledger.user)))
     return cur.rowcount == 1
 
 
@@ -128,7 +131,7 @@ async def record(
     """
     now = now or w.utcnow()
     async with ledger.write() as conn:
-        inserted = await _insert(conn, attempt, now)
+        inserted = await _insert(conn, attempt, now, ledger)
         if reservation is not None:
             await conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
     return inserted
@@ -146,7 +149,7 @@ async def record_many(
     n = 0
     async with ledger.write() as conn:
         for a in attempts:
-            n += await _insert(conn, a, now)
+            n += await _insert(conn, a, now, ledger)
         for r in reservations:
             await conn.execute("DELETE FROM reservations WHERE id = ?", (r.id,))
     return n

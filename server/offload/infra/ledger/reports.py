@@ -27,7 +27,15 @@ if TYPE_CHECKING:
 
 __all__ = ["BudgetSummary", "SpendRow", "read_spend", "spend_rows", "summary"]
 
-_BY = {"day": "substr(ts, 1, 10)", "model": "model", "tool": "tool", "session": "session_id"}
+UNTAGGED = "(none)"  # attempts recorded without a project or user
+_BY = {
+    "day": "substr(ts, 1, 10)",
+    "model": "model",
+    "tool": "tool",
+    "session": "session_id",
+    "project": f"COALESCE(project, '{UNTAGGED}')",
+    "user": f"COALESCE(user_name, '{UNTAGGED}')",
+}
 _WINDOWS = {"session": None, "day": (w.day_start, w.next_day), "month": (w.month_start, w.next_month)}
 
 
@@ -155,7 +163,7 @@ class SpendRow(_Savings):
 
 
 def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[SpendRow]:
-    """Spend grouped by day | model | tool | session since `since`.
+    """Spend grouped by day | model | tool | session | project | user since `since`.
 
     Synchronous on a stdlib connection: the CLI must not pay for an event loop.
     """
@@ -192,6 +200,10 @@ def read_spend(path: Path, by: str, since: datetime) -> list[SpendRow]:
     try:
         return spend_rows(conn, by, since)
     except sqlite3.DatabaseError as exc:  # OperationalError, or "file is not a database"
+        if "no such column" in str(exc):
+            raise InputError(
+                f"{path}: this ledger predates project and user tracking; any `offload serve` on it adds them"
+            ) from None
         if "no such table" not in str(exc):
             raise InputError(f"{path}: cannot read the ledger ({exc})") from None
         return []

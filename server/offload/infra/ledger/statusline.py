@@ -50,14 +50,28 @@ def statusline_text(conn: sqlite3.Connection, now: datetime) -> str:
     return " · ".join(parts)
 
 
-def read_statusline(path: Path, now: datetime) -> str:
-    """The status line for the ledger at `path`; any problem becomes a short line, never an error."""
+def session_cost(conn: sqlite3.Connection, session_id: str) -> int:
+    """What offload spent for one host session (a stdio server's session is the host's id)."""
+    row = conn.execute("SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE session_id = ?", (session_id,))
+    return int(row.fetchone()[0])
+
+
+def read_statusline(path: Path, now: datetime, *, session_id: str | None = None) -> str:
+    """The status line for the ledger at `path`; any problem becomes a short line, never an error.
+
+    With `session_id` (from Claude Code's statusline input) it adds that session's offload spend.
+    """
     if not path.exists():
         return "offload: no spend yet"
     try:
         conn = open_ro(path)
         try:
-            return statusline_text(conn, now)
+            text = statusline_text(conn, now)
+            if session_id:
+                spent = session_cost(conn, session_id)
+                # Whole cents as cents ("$0.00"); smaller amounts keep 4 places so they stay visible.
+                text += f" · this session {fmt_usd(spent, places=2) if spent % 10**10 == 0 else fmt_usd(spent)}"
+            return text
         finally:
             conn.close()
     except sqlite3.Error as exc:
