@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--by", choices=["day", "model", "tool", "session"], default="day")
     sp.add_argument("--since", help="ISO date (YYYY-MM-DD) or a span like 7d, 24h (default: 30d)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--csv", action="store_true", help="CSV for spreadsheets (exact decimal dollars)")
     sp.add_argument("--db", help="ledger SQLite file")
 
     sl = sub.add_parser("statusline", help="one short line for Claude Code's statusline")
@@ -102,7 +103,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "spend":
         from offload.cli.spend import cmd_spend
 
-        return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json)
+        return cmd_spend(_settings(args), by=args.by, since=args.since, as_json=args.json, as_csv=args.csv)
     if cmd == "statusline":
         from offload.cli.statusline import cmd_statusline
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 from datetime import datetime
 
 from rich.console import Console
@@ -15,13 +17,24 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.reports import SpendRow, read_spend, total
 
 
-def cmd_spend(settings: Settings, *, by: str, since: str | None, as_json: bool, now: datetime | None = None) -> int:
+def cmd_spend(
+    settings: Settings,
+    *,
+    by: str,
+    since: str | None,
+    as_json: bool,
+    as_csv: bool = False,
+    now: datetime | None = None,
+) -> int:
     try:
         start = w.parse_since(since, now or w.utcnow())
     except ValueError as exc:
         raise InputError(str(exc)) from None
     path = settings.db_path
     rows = read_spend(path, by, start)
+    if as_csv:
+        write_csv(rows, by)
+        return 0
     tot = total(rows)
     if as_json:
         doc: dict[str, object] = {"db": str(path), "by": by, "since": w.iso(start)}
@@ -31,6 +44,17 @@ def cmd_spend(settings: Settings, *, by: str, since: str | None, as_json: bool, 
         return 0
     _print_table(rows, tot, by, start)
     return 0
+
+
+def write_csv(rows: list[SpendRow], by: str) -> None:
+    """One header line, then a row per group with exact decimal dollars; no total row, so a
+    spreadsheet's SUM over a column is the total."""
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    keys = [k for k in total([]).to_json() if k != "key"]
+    out.writerow([by, *keys])
+    for r in rows:
+        doc = r.to_json()
+        out.writerow([doc["key"], *(doc[k] for k in keys)])
 
 
 def _print_table(rows: list[SpendRow], tot: SpendRow, by: str, start: datetime) -> None:
