@@ -12,10 +12,12 @@ import httpx2
 
 from helpers import query, uvicorn_serving
 from offload.cli.dashboard import build_app
+from offload.cli.dashboard_data import fold
 from offload.config.settings import Settings
 from offload.core.pricing import Usage
 from offload.infra.ledger import Ledger
 from offload.infra.ledger.budgets import BudgetLimits
+from offload.infra.ledger.dashboard import Point, reading, since_filter
 from offload.infra.ledger.records import Attempt, record, record_policy
 
 TOKEN = "tok-dash-3c9e1f7a2b"
@@ -112,3 +114,23 @@ def test_off_loopback_without_a_token_exits_2(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "offload dashboard: refusing to serve HTTP on 0.0.0.0:0 without a token" in out.stderr
+
+
+def test_many_keys_fold_into_other_with_exact_totals() -> None:
+    points = [Point("2026-11-29", f"s{i:02d}", 1, (i + 1) * CENT, 0) for i in range(25)]
+    points += [Point("2026-11-30", "s00", 2, 7, 0)]
+    folded = fold(points, 10)
+    keys = {p.key for p in folded}
+    assert len(keys) == 10 and "(other)" in keys and "s24" in keys and "s00" not in keys
+    assert sum(p.cost_pusd for p in folded) == sum(p.cost_pusd for p in points)
+    assert sum(p.calls for p in folded) == 27
+    other = [p for p in folded if p.key == "(other)"]
+    assert [p.bucket for p in other] == ["2026-11-29", "2026-11-30"] and other[1].cost_pusd == 7
+
+
+def test_wide_windows_scan_the_table_narrow_ones_use_the_index(tmp_path: Path) -> None:
+    asyncio.run(_fill(tmp_path / "ledger.db"))  # rows 1 hour, 3 days and 40 days old
+    with reading(tmp_path / "ledger.db") as conn:
+        assert conn is not None
+        assert since_filter(conn, NOW - timedelta(days=90)) == "+ts >= ?"
+        assert since_filter(conn, NOW - timedelta(minutes=1)) == "ts >= ?"

@@ -23,6 +23,8 @@ from offload.mcp.metrics import long_thresholds
 
 HOURLY_UP_TO_S = 2 * 86400  # periods up to two days are charted by hour, longer ones by day
 BY = tuple(q.SERIES_KEYS)
+MAX_KEYS = 10  # per breakdown; the rest is folded into OTHER
+OTHER = "(other)"
 
 
 def money(pusd: int) -> dict[str, str]:
@@ -112,6 +114,28 @@ def summary(db: Path, prices: PriceTable, since: datetime, now: datetime) -> dic
     return doc
 
 
+def fold(points: list[q.Point], keep: int) -> list[q.Point]:
+    """The `keep` costliest keys as they are; every other key summed per bucket as "(other)".
+
+    Two hundred sessions would be two hundred colours and most of the page's weight; the
+    totals are unchanged (integer sums), so the table still adds up exactly.
+    """
+    totals: dict[str, int] = {}
+    for p in points:
+        totals[p.key] = totals.get(p.key, 0) + p.cost_pusd
+    if len(totals) <= keep:
+        return points
+    kept = set(sorted(totals, key=lambda k: (-totals[k], k))[: keep - 1])
+    out: dict[tuple[str, str], list[int]] = {}
+    for p in points:
+        key = p.key if p.key in kept else OTHER
+        acc = out.setdefault((p.bucket, key), [0, 0, 0])
+        acc[0] += p.calls
+        acc[1] += p.cost_pusd
+        acc[2] += p.baseline_pusd
+    return [q.Point(b, k, *v) for (b, k), v in sorted(out.items())]
+
+
 def series(db: Path, since: datetime, now: datetime) -> dict[str, Any]:
     """Spend per bucket for every breakdown; a breakdown the ledger lacks a column for is null."""
     hourly = (now - since).total_seconds() <= HOURLY_UP_TO_S
@@ -123,7 +147,8 @@ def series(db: Path, since: datetime, now: datetime) -> dict[str, Any]:
                 None
                 if points is None
                 else [
-                    {"bucket": p.bucket, "key": p.key, "calls": p.calls, "cost": usd_json(p.cost_pusd)} for p in points
+                    {"bucket": p.bucket, "key": p.key, "calls": p.calls, "cost": usd_json(p.cost_pusd)}
+                    for p in fold(points, MAX_KEYS)
                 ]
             )
     return doc

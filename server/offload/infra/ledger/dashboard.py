@@ -46,6 +46,21 @@ def reading(path: Path) -> Iterator[sqlite3.Connection | None]:
         conn.close()
 
 
+SCAN_ABOVE = 0.2  # share of rows in the window above which a table scan beats the ts index
+
+
+def since_filter(conn: sqlite3.Connection, since: datetime) -> str:
+    """`ts >= ?`, or `+ts >= ?` (no index) when most rows fall in the window.
+
+    Without ANALYZE statistics SQLite always takes the ts index, then fetches every row it
+    names from the table: for a 30-day window over a 30-day ledger that is 2-3x slower than
+    reading the table straight through. Two counts on the covering index decide.
+    """
+    inside = conn.execute("SELECT COUNT(*) FROM attempts WHERE ts >= ?", (w.iso(since),)).fetchone()[0]
+    total = conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+    return "+ts >= ?" if total and inside > SCAN_ABOVE * total else "ts >= ?"
+
+
 def columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -79,7 +94,7 @@ def groups(conn: sqlite3.Connection, long_over: Mapping[str, int], since: dateti
     params: list[object] = [v for kv in long_over.items() for v in kv]
     where = ""
     if since is not None:
-        where, params = " WHERE ts >= ?", [*params, w.iso(since)]
+        where, params = f" WHERE {since_filter(conn, since)}", [*params, w.iso(since)]
     rows = conn.execute(
         f"SELECT model, tier, tool, batch, {_PROMPT} > {threshold} AS long, {_SUMS},"
         " SUM(outcome = 'escalated'), SUM(outcome = 'check_failed'), SUM(COALESCE(stop_reason, '') = 'refusal')"
@@ -117,7 +132,7 @@ def series(conn: sqlite3.Connection, by: str, since: datetime, *, hourly: bool =
     width = 13 if hourly else 10
     rows = conn.execute(
         f"SELECT substr(ts, 1, {width}) AS b, COALESCE({column}, '') AS k, COUNT(*), SUM(cost_pusd), SUM(baseline_pusd)"
-        " FROM attempts WHERE ts >= ? GROUP BY b, k ORDER BY b, k",
+        f" FROM attempts WHERE {since_filter(conn, since)} GROUP BY b, k ORDER BY b, k",
         (w.iso(since),),
     ).fetchall()
     return [Point(str(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
@@ -138,7 +153,7 @@ def sessions(conn: sqlite3.Connection, since: datetime) -> list[SessionSpend]:
     project = "MAX(project)" if "project" in columns(conn, "attempts") else "NULL"
     rows = conn.execute(
         f"SELECT session_id, {project}, COUNT(*), SUM(cost_pusd), SUM(baseline_pusd), MIN(ts), MAX(ts)"
-        " FROM attempts WHERE ts >= ? GROUP BY session_id ORDER BY MAX(ts) DESC",
+        f" FROM attempts WHERE {since_filter(conn, since)} GROUP BY session_id ORDER BY MAX(ts) DESC",
         (w.iso(since),),
     ).fetchall()
     return [
