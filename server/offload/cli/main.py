@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check key, API, policy, ledger, roots and host registration")
     dr.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
     dr.add_argument("--db", help="ledger SQLite file")
+    db_ = sub.add_parser("dashboard", help="local web page: spend charts, budgets, batches, the host's own bill")
+    db_.add_argument("--port", type=int, default=8766, help="TCP port (0: any free port; default 8766)")
+    db_.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others need a token)")
+    db_.add_argument("--db", help="ledger SQLite file")
+    db_.add_argument("--transcripts", help="Claude Code transcripts directory (default: ~/.claude/projects)")
 
     d = sub.add_parser("demo", help="end-to-end rehearsal on the emulator and a temporary database")
     d.add_argument("--keep", action="store_true", help="keep the temporary database and print its path")
@@ -155,6 +160,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from offload.cli.doctor import cmd_doctor
 
         return cmd_doctor(_settings(args))
+    if cmd == "dashboard":
+        from offload.cli.dashboard import cmd_dashboard
+
+        transcripts = Path(args.transcripts).expanduser() if args.transcripts else None
+        return cmd_dashboard(_settings(args), host=args.host, port=args.port, transcripts=transcripts)
     if cmd == "demo":
         from offload.cli.demo import run_demo
 

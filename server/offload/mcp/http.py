@@ -1,4 +1,4 @@
-"""Streamable HTTP transport: bearer-token auth, a loopback-only default, and `/healthz`.
+"""Streamable HTTP transport: bearer-token auth, a loopback-only default, `/healthz` and `/metrics`.
 
 Auth uses the SDK's own seam (`token_verifier` + `AuthSettings`) rather than a hand-rolled
 middleware because the SDK then binds every MCP session to the principal that opened it: a
@@ -21,11 +21,14 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from offload import __version__
+from offload.config.pricing import load_prices
 from offload.config.settings import Settings
+from offload.mcp.metrics import CONTENT_TYPE, metrics_text
 from offload.mcp.server import build_server, configure_logging, has_uvloop
 from offload.state import AppState
 
@@ -37,6 +40,7 @@ log = logging.getLogger("offload.mcp.http")
 
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 EXIT_USAGE = 2
 
 # The SDK requires an issuer URL, but it is only published when the server is itself an OAuth
@@ -122,14 +126,46 @@ def add_health_route(server: MCPServer[AppState]) -> None:
     server.custom_route(HEALTH_PATH, methods=["GET"], include_in_schema=False)(healthz)
 
 
-def http_app(server: MCPServer[AppState], *, host: str = "127.0.0.1") -> Starlette:
-    """The ASGI app for an already-built server (`/mcp` plus `/healthz`).
+def bearer_verifier(settings: Settings) -> StaticTokenVerifier | None:
+    return StaticTokenVerifier(settings.http_tokens) if settings.http_tokens else None
+
+
+async def bearer_ok(request: Request, verifier: StaticTokenVerifier | None) -> bool:
+    """True when no tokens are configured or the request carries one of them."""
+    if verifier is None:
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and await verifier.verify_token(token.strip()) is not None
+
+
+def unauthorized() -> Response:
+    return JSONResponse({"error": "send Authorization: Bearer <token>"}, 401, {"WWW-Authenticate": "Bearer"})
+
+
+def add_metrics_route(server: MCPServer[AppState], settings: Settings) -> None:
+    # Outside the SDK's auth wrapper like /healthz, but spend is not for anyone who can reach the
+    # port: with tokens configured a scrape must carry one.
+    verifier, prices = bearer_verifier(settings), load_prices()
+
+    async def metrics(request: Request) -> Response:
+        if not await bearer_ok(request, verifier):
+            return unauthorized()
+        text = await run_in_threadpool(metrics_text, settings.db_path, prices)
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+    server.custom_route(METRICS_PATH, methods=["GET"], include_in_schema=False)(metrics)
+
+
+def http_app(server: MCPServer[AppState], *, host: str = "127.0.0.1", settings: Settings | None = None) -> Starlette:
+    """The ASGI app for an already-built server (`/mcp`, `/healthz`, and `/metrics` given settings).
 
     On a loopback host, Host/Origin checks block DNS rebinding (a web page whose name was
     rebound to 127.0.0.1 calling the tools); off loopback a token is mandatory, and a browser
     page cannot attach it.
     """
     add_health_route(server)
+    if settings is not None:
+        add_metrics_route(server, settings)
     return server.streamable_http_app(
         streamable_http_path=MCP_PATH, host=host, transport_security=rebinding_protection(host)
     )
@@ -161,7 +197,7 @@ def rebinding_protection(host: str) -> TransportSecuritySettings | None:
 
 def build_http_app(settings: Settings, *, host: str = "127.0.0.1") -> Starlette:
     """A complete ASGI app from settings alone (auth on when `settings.http_tokens` is set)."""
-    return http_app(_build(settings), host=host)
+    return http_app(_build(settings), host=host, settings=settings)
 
 
 def _build(settings: Settings) -> MCPServer[AppState]:
@@ -212,7 +248,7 @@ def serve_http(settings: Settings, spec: str, *, server: MCPServer[AppState] | N
         f"{len(settings.http_tokens)} bearer token(s)" if settings.http_tokens else "none, loopback only",
     )
     config = uvicorn.Config(
-        http_app(server, host=host),
+        http_app(server, host=host, settings=settings),
         loop="uvloop" if has_uvloop() else "asyncio",
         log_config=None,  # keep our stderr logging; uvicorn's default sends access logs to stdout
         lifespan="on",

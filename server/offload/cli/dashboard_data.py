@@ -1,0 +1,225 @@
+"""The JSON documents behind `offload dashboard`: ledger figures and the host's own bill.
+
+Money leaves here as exact decimal strings (`usd_json`) so the page's table shows what
+`offload spend --json` shows; charts parse them to numbers only to draw.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from offload.core.cache_gain import cache_net_gain, group_rates
+from offload.core.money import fmt_usd, usd_json
+from offload.core.pricing import PriceTable, Usage
+from offload.infra.ledger import dashboard as q
+from offload.infra.ledger import windows as w
+from offload.infra.transcripts import HostBill, read_host_bill, transcript_files
+from offload.mcp.metrics import long_thresholds
+
+HOURLY_UP_TO_S = 2 * 86400  # periods up to two days are charted by hour, longer ones by day
+BY = tuple(q.SERIES_KEYS)
+MAX_KEYS = 10  # per breakdown; the rest is folded into OTHER
+OTHER = "(other)"
+
+
+def money(pusd: int) -> dict[str, str]:
+    """Exact (for tables and comparisons) and short (for labels)."""
+    return {"usd": usd_json(pusd), "text": fmt_usd(pusd)}
+
+
+def _pct(part: int, whole: int) -> str:
+    return "0.0" if whole <= 0 else f"{part * 100 / whole:.1f}"
+
+
+def summary(db: Path, prices: PriceTable, since: datetime, now: datetime) -> dict[str, Any]:
+    """Totals, savings with quality counts, cache, budgets and batches for the period."""
+    doc: dict[str, Any] = {"db": str(db), "since": w.iso(since), "generated_at": w.iso(now), "ledger": False}
+    with q.reading(db) as conn:
+        if conn is None:
+            return doc
+        groups = q.groups(conn, long_thresholds(prices), since)
+        policy, session, budgets = q.budgets(conn, now)
+        batches = q.recent_batches(conn)
+    doc["ledger"] = True
+    usage, cost, base, calls, gain = Usage(), 0, 0, 0, 0
+    quality = {"escalated": 0, "check_failed": 0, "refusals": 0}
+    for g in groups:
+        usage, cost, base, calls = usage + g.usage, cost + g.cost_pusd, base + g.baseline_pusd, calls + g.calls
+        quality["escalated"] += g.escalations
+        quality["check_failed"] += g.check_failures
+        quality["refusals"] += g.refusals
+        if prices.has(g.model):
+            gain += cache_net_gain(
+                group_rates(prices.price(g.model), long_prompt=g.long_prompt, batch=g.batch), g.usage
+            )
+    doc["totals"] = {
+        "calls": calls,
+        "cost": money(cost),
+        "baseline": money(base),
+        "saved": money(base - cost),
+        "saved_pct": _pct(base - cost, base),
+    }
+    doc["quality"] = quality
+    doc["cache"] = {
+        "read_tokens": usage.cache_read,
+        "prompt_tokens": usage.prompt_tokens,
+        "hit_pct": _pct(usage.cache_read, usage.prompt_tokens),
+        "net_gain": money(gain),
+    }
+    doc["tokens"] = {
+        "input": usage.input_tokens,
+        "cache_write_5m": usage.cache_write_5m,
+        "cache_write_1h": usage.cache_write_1h,
+        "cache_read": usage.cache_read,
+        "output": usage.output_tokens,
+    }
+    doc["budgets"] = {
+        "policy": policy,
+        "session": session,
+        "scopes": [
+            {
+                "scope": b.scope,
+                "limit": None if b.limit_pusd is None else money(b.limit_pusd),
+                "spent": money(b.spent_pusd),
+                "reserved": money(b.reserved_pusd),
+                "remaining": None
+                if b.limit_pusd is None
+                else money(max(0, b.limit_pusd - b.spent_pusd - b.reserved_pusd)),
+                "window_start": b.window_start,
+                "resets_at": b.resets_at,
+                "burn": [[bucket, usd_json(v)] for bucket, v in b.burn],
+            }
+            for b in budgets
+        ],
+    }
+    doc["batches"] = [
+        {
+            "id": b.id,
+            "created_at": b.created_at,
+            "state": b.state,
+            "model": b.model,
+            "requests": b.requests,
+            "settled": b.settled,
+            "succeeded": b.succeeded,
+            "cost": money(b.cost_pusd),
+            "sync_estimate": money(b.sync_pusd),
+        }
+        for b in batches
+    ]
+    return doc
+
+
+def fold(points: list[q.Point], keep: int) -> list[q.Point]:
+    """The `keep` costliest keys as they are; every other key summed per bucket as "(other)".
+
+    Two hundred sessions would be two hundred colours and most of the page's weight; the
+    totals are unchanged (integer sums), so the table still adds up exactly.
+    """
+    totals: dict[str, int] = {}
+    for p in points:
+        totals[p.key] = totals.get(p.key, 0) + p.cost_pusd
+    if len(totals) <= keep:
+        return points
+    kept = set(sorted(totals, key=lambda k: (-totals[k], k))[: keep - 1])
+    out: dict[tuple[str, str], list[int]] = {}
+    for p in points:
+        key = p.key if p.key in kept else OTHER
+        acc = out.setdefault((p.bucket, key), [0, 0, 0])
+        acc[0] += p.calls
+        acc[1] += p.cost_pusd
+        acc[2] += p.baseline_pusd
+    return [q.Point(b, k, *v) for (b, k), v in sorted(out.items())]
+
+
+def series(db: Path, since: datetime, now: datetime) -> dict[str, Any]:
+    """Spend per bucket for every breakdown; a breakdown the ledger lacks a column for is null."""
+    hourly = (now - since).total_seconds() <= HOURLY_UP_TO_S
+    doc: dict[str, Any] = {"since": w.iso(since), "bucket": "hour" if hourly else "day", "by": {}}
+    with q.reading(db) as conn:
+        for by in BY:
+            points = None if conn is None else q.series(conn, by, since, hourly=hourly)
+            doc["by"][by] = (
+                None
+                if points is None
+                else [
+                    {"bucket": p.bucket, "key": p.key, "calls": p.calls, "cost": usd_json(p.cost_pusd)}
+                    for p in fold(points, MAX_KEYS)
+                ]
+            )
+    return doc
+
+
+@dataclass
+class HostBillCache:
+    """Re-reads transcripts only when a file under the directory changed (the page polls)."""
+
+    directory: Path
+    prices: PriceTable
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _key: tuple[Any, ...] | None = None
+    _bill: HostBill | None = None
+
+    def get(self, since: datetime) -> HostBill:
+        files = transcript_files(self.directory)
+        stats = []
+        for f in files:
+            try:
+                st = os.stat(f)
+            except OSError:
+                continue
+            stats.append((str(f), st.st_size, st.st_mtime_ns))
+        key = (w.iso(since), tuple(stats))
+        with self._lock:
+            if self._bill is None or key != self._key:
+                self._bill = read_host_bill(self.directory, self.prices, since=since)
+                self._key = key
+            return self._bill
+
+
+def sessions(db: Path, host: HostBillCache, since: datetime) -> dict[str, Any]:
+    """offload's spend per session beside the host's own bill for the same session id."""
+    with q.reading(db) as conn:
+        ours = [] if conn is None else q.sessions(conn, since)
+    bill = host.get(since)
+    theirs = {s.session_id: s for s in bill.sessions}
+    rows = []
+    for s in ours:
+        h = theirs.pop(s.session_id, None)
+        rows.append(_session_row(s.session_id, s.project or (h.project if h else None), s, h))
+    for sid, h in theirs.items():
+        rows.append(_session_row(sid, h.project, None, h))
+    rows.sort(key=lambda r: str(r["last"]), reverse=True)
+    return {
+        "since": w.iso(since),
+        "host": {
+            "directory": bill.directory,
+            "files": bill.files,
+            "turns": bill.turns,
+            "cost": money(bill.cost_pusd),
+            "duplicates": bill.duplicates,
+            "skipped": bill.skipped,
+            "unpriced": bill.unpriced,
+            "malformed": bill.malformed,
+            "problems": bill.problems,
+        },
+        "sessions": rows,
+    }
+
+
+def _session_row(sid: str, project: str | None, ours: q.SessionSpend | None, host: Any) -> dict[str, Any]:
+    return {
+        "session": sid,
+        "project": project,
+        "offload_calls": ours.calls if ours else 0,
+        "offload_cost": money(ours.cost_pusd if ours else 0),
+        "offload_saved": money(ours.baseline_pusd - ours.cost_pusd if ours else 0),
+        "host_turns": host.turns if host else 0,
+        "host_cost": money(host.cost_pusd if host else 0),
+        "host_unpriced_turns": host.unpriced_turns if host else 0,
+        "last": max(filter(None, [ours.last_ts if ours else None, w.iso(host.last_ts) if host else None])),
+    }

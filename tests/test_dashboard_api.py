@@ -1,0 +1,136 @@
+"""`offload dashboard`'s JSON and its guards, over real HTTP (uvicorn) on real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx2
+
+from helpers import query, uvicorn_serving
+from offload.cli.dashboard import build_app
+from offload.cli.dashboard_data import fold
+from offload.config.settings import Settings
+from offload.core.pricing import Usage
+from offload.infra.ledger import Ledger
+from offload.infra.ledger.budgets import BudgetLimits
+from offload.infra.ledger.dashboard import Point, reading, since_filter
+from offload.infra.ledger.records import Attempt, record, record_policy
+
+TOKEN = "tok-dash-3c9e1f7a2b"
+CENT = 10**10
+NOW = datetime.now(UTC)
+
+
+def _settings(tmp_path: Path, *tokens: str) -> Settings:
+    env = {"HOME": str(tmp_path), "OFFLOAD_DB": str(tmp_path / "ledger.db"), "OFFLOAD_HTTP_TOKENS": ",".join(tokens)}
+    return Settings.from_env(env)
+
+
+async def _fill(path: Path) -> None:
+    led = await Ledger.open(path)
+    try:
+        for key, model, tier, cost, ts in (
+            ("a1", "claude-haiku-5-5", "cheap", 100 * CENT, NOW - timedelta(hours=1)),
+            ("a2", "claude-sonnet-5-5", "standard", 23 * CENT, NOW - timedelta(days=3)),
+            ("a3", "claude-opus-5-5", "premium", 700 * CENT, NOW - timedelta(days=40)),
+        ):
+            a = Attempt(
+                key, "s1", "routed_complete", model, Usage(10, 5, cache_read=40), cost, cost * 3, tier=tier, ts=ts
+            )
+            await record(led, a)
+        await record_policy(led, "s1", "default", BudgetLimits.from_usd(session="2", daily="20"), ["0.8"])
+    finally:
+        await led.close()
+
+
+def test_json_for_a_period(tmp_path: Path) -> None:
+    asyncio.run(_fill(tmp_path / "ledger.db"))
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path / "none")) as url, httpx2.Client() as h:
+        week = h.get(f"{url}/api/summary?since=7d").json()
+        day = h.get(f"{url}/api/series?since=24h").json()
+        month = h.get(f"{url}/api/series").json()
+        sessions = h.get(f"{url}/api/sessions?since=90d").json()
+        bad = h.get(f"{url}/api/summary?since=last+week")
+        page = h.get(f"{url}/")
+    assert week["totals"]["cost"]["usd"] == "1.23" and week["totals"]["calls"] == 2
+    assert week["totals"]["baseline"]["usd"] == "3.69" and week["totals"]["saved_pct"] == "66.7"
+    assert week["cache"]["hit_pct"] == "80.0"  # 80 read of 100 prompt tokens
+    daily = next(b for b in week["budgets"]["scopes"] if b["scope"] == "daily")
+    assert daily["limit"]["usd"] == "20" and daily["resets_at"].endswith("T00:00:00.000000Z")
+    monthly = next(b for b in week["budgets"]["scopes"] if b["scope"] == "monthly")
+    assert monthly["limit"] is None
+    assert day["bucket"] == "hour" and [p["key"] for p in day["by"]["model"]] == ["claude-haiku-5-5"]
+    assert month["bucket"] == "day" and {p["key"] for p in month["by"]["tier"]} == {"cheap", "standard"}
+    has_project = any(r["name"] == "project" for r in query(tmp_path / "ledger.db", "PRAGMA table_info(attempts)"))
+    # Without a project column (ledgers before it) the breakdown is null and the page says so.
+    assert (month["by"]["project"] is None) is not has_project
+    assert [(r["session"], r["offload_calls"], r["offload_cost"]["usd"]) for r in sessions["sessions"]] == [
+        ("s1", 3, "8.23")
+    ]
+    assert sessions["host"]["files"] == 0
+    assert bad.status_code == 400 and "expected a date" in bad.json()["error"]
+    assert page.status_code == 200 and "<svg" not in page.text and "/api/summary" in page.text
+    assert "http://" not in page.text.replace("http://www.w3.org/2000/svg", "")  # nothing fetched from elsewhere
+
+
+def test_no_ledger_yet(tmp_path: Path) -> None:
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path)) as url, httpx2.Client() as h:
+        doc = h.get(f"{url}/api/summary").json()
+        series = h.get(f"{url}/api/series").json()
+    assert doc["ledger"] is False and doc["db"].endswith("ledger.db")
+    assert series["by"]["model"] is None
+
+
+def test_tokens_guard_the_data_not_the_page(tmp_path: Path) -> None:
+    with uvicorn_serving(build_app(_settings(tmp_path, TOKEN), transcripts=tmp_path)) as url, httpx2.Client() as h:
+        assert h.get(f"{url}/").status_code == 200
+        for path in ("/api/summary", "/api/series", "/api/sessions"):
+            refused = h.get(f"{url}{path}")
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            assert h.get(f"{url}{path}", headers={"Authorization": "Bearer nope"}).status_code == 401
+            assert h.get(f"{url}{path}", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_loopback_without_tokens_refuses_foreign_host_names(tmp_path: Path) -> None:
+    # A web page whose name was rebound to 127.0.0.1 sends its own name as Host.
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path)) as url, httpx2.Client() as h:
+        assert h.get(f"{url}/api/summary", headers={"Host": "evil.example:8766"}).status_code == 421
+        assert h.get(f"{url}/api/summary", headers={"Host": "localhost:8766"}).status_code == 200
+        assert h.get(f"{url}/api/summary", headers={"Host": "[::1]:8766"}).status_code == 200
+
+
+def test_off_loopback_without_a_token_exits_2(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "dashboard", "--host", "0.0.0.0", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "offload dashboard: refusing to serve HTTP on 0.0.0.0:0 without a token" in out.stderr
+
+
+def test_many_keys_fold_into_other_with_exact_totals() -> None:
+    points = [Point("2026-11-29", f"s{i:02d}", 1, (i + 1) * CENT, 0) for i in range(25)]
+    points += [Point("2026-11-30", "s00", 2, 7, 0)]
+    folded = fold(points, 10)
+    keys = {p.key for p in folded}
+    assert len(keys) == 10 and "(other)" in keys and "s24" in keys and "s00" not in keys
+    assert sum(p.cost_pusd for p in folded) == sum(p.cost_pusd for p in points)
+    assert sum(p.calls for p in folded) == 27
+    other = [p for p in folded if p.key == "(other)"]
+    assert [p.bucket for p in other] == ["2026-11-29", "2026-11-30"] and other[1].cost_pusd == 7
+
+
+def test_wide_windows_scan_the_table_narrow_ones_use_the_index(tmp_path: Path) -> None:
+    asyncio.run(_fill(tmp_path / "ledger.db"))  # rows 1 hour, 3 days and 40 days old
+    with reading(tmp_path / "ledger.db") as conn:
+        assert conn is not None
+        assert since_filter(conn, NOW - timedelta(days=90)) == "+ts >= ?"
+        assert since_filter(conn, NOW - timedelta(minutes=1)) == "ts >= ?"
