@@ -44,6 +44,13 @@ def _retry_hints(err: ApiError, ms: int | None) -> ApiError:
     return err
 
 
+def _rate_usage(usage: dict[str, Any] | None) -> tuple[int, int]:
+    """(uncached input, output) a Messages call spends against the per-minute limits."""
+    if not usage:
+        return 0, 0
+    return usage["input_tokens"] + usage["cache_creation_input_tokens"], usage["output_tokens"]
+
+
 def _record(request: Request) -> RequestRecord:
     record = request.scope["offload.record"]
     assert isinstance(record, RequestRecord)
@@ -232,7 +239,11 @@ class Front:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("request-id", record.request_id)
+                out = MutableHeaders(scope=message)
+                out.append("request-id", record.request_id)
+                if record.path == "/v1/messages" and record.method == "POST":
+                    for name, value in state.rate_window.note(*_rate_usage(record.usage)).items():
+                        out.append(name, value)
                 record.status = message["status"]
             await send(message)
 

@@ -2,9 +2,11 @@
 
 Accounting follows the API:
 
-* Reads: for each breakpoint the cache is checked at its own block and, as on the API, at
-  the ends of up to ``LOOKBACK_BLOCKS`` (20) earlier content blocks (tools, system blocks,
-  message blocks); the longest live prefix found over all breakpoints is read. So a
+* Reads: for each breakpoint the cache is checked at the ends of ``LOOKBACK_BLOCKS`` (20)
+  content blocks (tools, system blocks, message blocks), the breakpoint's own block counted as
+  the first ("The system checks at most 20 positions per breakpoint, counting the breakpoint
+  itself as the first", https://platform.claude.com/docs/en/build-with-claude/prompt-caching);
+  the longest live prefix found over all breakpoints is read. So a
   conversation whose breakpoint moves to the newest message reads what the last turn wrote.
 * Writes happen only at breakpoints: the tokens from the read point to each later breakpoint
   are written under that breakpoint's TTL (longer TTLs come first, prompt.py enforces it, so
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from .clock import Clock
 from .prompt import TTL_SECONDS, Boundary, Prompt
 
-LOOKBACK_BLOCKS = 20  # earlier block ends checked before each breakpoint
+LOOKBACK_BLOCKS = 20  # block ends checked per breakpoint, its own included
 
 
 @dataclass
@@ -83,7 +85,7 @@ class PromptCache:
         """The longest live prefix any breakpoint reaches (itself or by lookback), with its TTL."""
         best: tuple[Boundary, str] | None = None
         for bp in prompt.breakpoints:
-            window = prompt.boundaries[max(0, bp.block - LOOKBACK_BLOCKS) : bp.block + 1]
+            window = prompt.boundaries[max(0, bp.block - LOOKBACK_BLOCKS + 1) : bp.block + 1]
             for bound in reversed(window):
                 entry = self._entries.get(bound.key)
                 if entry is not None and entry.live_at(t):

@@ -1,7 +1,7 @@
 """Emulator faithfulness: behaviours of the real API that offload's cost claims depend on.
 
-- Prompt caching checks for hits at earlier content-block boundaries, up to about 20 blocks
-  before each breakpoint (the "lookback"), so a conversation whose breakpoint moves forward
+- Prompt caching checks for hits at earlier content-block boundaries, 20 positions per
+  breakpoint counting the breakpoint itself (the "lookback"), so a conversation whose breakpoint moves forward
   reads the prefix an earlier turn wrote. Writes happen only at breakpoints.
 - A batch request is processed when the batch runs, not when a client first looks at the batch:
   its usage must not depend on how late the caller polls.
@@ -16,7 +16,6 @@ import anthropic
 import pytest
 
 from emulator_fixtures import running
-from offload.config.pricing import load_prices
 from offload_emulator.server import EmulatorHandle
 from offload_emulator.tokenizer import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_text
 
@@ -70,8 +69,14 @@ def test_automatic_caching_follows_a_growing_conversation(client: anthropic.Anth
     assert usage(client, body).cache_read_input_tokens == TURN1
 
 
-@pytest.mark.parametrize(("filler", "hit"), [(20, True), (21, False)])
-def test_lookback_reaches_20_blocks_back_and_no_further(client: anthropic.Anthropic, filler: int, hit: bool) -> None:
+@pytest.mark.parametrize(("filler", "hit"), [(19, True), (20, False)])
+def test_lookback_checks_20_positions_counting_the_breakpoint(
+    client: anthropic.Anthropic, filler: int, hit: bool
+) -> None:
+    # "The lookback window is 20 blocks. The system checks at most 20 positions per breakpoint,
+    # counting the breakpoint itself as the first." (Prompt caching,
+    # https://platform.claude.com/docs/en/build-with-claude/prompt-caching). The written entry
+    # sits at block 0; the breakpoint at block `filler`: 19 is the 20th position, 20 the 21st.
     usage(client, first_turn())
     blocks: list[dict[str, Any]] = [{"type": "text", "text": LONG}]
     blocks += [{"type": "text", "text": f"item {i}"} for i in range(filler)]
@@ -158,12 +163,3 @@ def test_a_request_evaluated_in_the_past_sees_the_cache_of_that_moment() -> None
     assert state.run_message(body, service_tier="batch", at=1320.0)["usage"]["cache_read_input_tokens"] == 0
     # That run (at 1320) wrote it again, alive until 1620: a call now reads it.
     assert state.run_message(body)["usage"]["cache_read_input_tokens"] == TURN1
-
-
-def test_every_emulated_model_is_priced_with_the_same_minimum_cacheable_prefix() -> None:
-    from offload_emulator.models import MODELS
-
-    prices = load_prices()
-    for model in MODELS:
-        assert prices.has(model.id), model.id
-        assert prices.min_cacheable(model.id) == model.min_cacheable, model.id
