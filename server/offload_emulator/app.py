@@ -111,7 +111,7 @@ async def create_message(request: Request, state: EmulatorState) -> Response:
     record = _record(request)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         record.model = body["model"]
-    message = state.run_message(body)
+    message = state.run_message(body, arrived=record.seq)
     record.usage = message["usage"]
     return JSONResponse(message)
 

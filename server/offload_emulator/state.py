@@ -39,6 +39,7 @@ class RequestRecord:
     body: Any = None  # parsed JSON body, kept for inspection
     model: str | None = None
     usage: dict[str, Any] | None = None
+    seq: int = 0  # arrival number, from 1 (caching.py: what a concurrent request can read)
 
 
 @dataclass
@@ -78,12 +79,28 @@ class EmulatorState:
     def log(self, record: RequestRecord) -> None:
         with self._lock:
             self.requests.append(record)
+            record.seq = len(self.requests)
 
-    def run_message(self, body: object, *, service_tier: str = "standard", at: float | None = None) -> dict[str, Any]:
+    @property
+    def arrivals(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def run_message(
+        self,
+        body: object,
+        *,
+        service_tier: str = "standard",
+        at: float | None = None,
+        arrived: int | None = None,
+        lucky: bool = True,
+    ) -> dict[str, Any]:
         """One Messages call: validate, apply script, cache and usage. Raises ApiError.
 
         ``at`` is when a batch request ran (its cache view is of that moment). A synchronous
         call first lets every batch that has ended by now run, so it sees their cache writes.
+        ``arrived`` (the request's arrival number) and ``lucky`` (a batch request's best-effort
+        draw) decide which cache entries it can read (caching.py).
         """
         if at is None:
             self.batches.advance_all()
@@ -99,7 +116,10 @@ class EmulatorState:
         if rule is not None and rule.error is not None:
             err = rule.error
             raise ApiError(err.status, err.type, err.message)
-        outcome = self.cache.apply(prompt, at=at)
+        # A live response begins as soon as this returns: what it writes is for later arrivals.
+        # A batch request ran at `at`, in the past; its writes are ordered by that time alone.
+        horizon = self.arrivals if at is None else -1
+        outcome = self.cache.apply(prompt, at=at, arrived=arrived, horizon=horizon, lucky=lucky)
         stops = list(prompt.body.get("stop_sequences") or [])
         reply = None if warm else make_reply(rule, model, prompt.last_user_text, int(prompt.body["max_tokens"]), stops)
         usage: dict[str, Any] = {

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -98,9 +99,17 @@ def test_lookback_never_reads_a_prefix_nobody_wrote(client: anthropic.Anthropic)
     assert usage(client, first_turn()).cache_read_input_tokens == 0
 
 
+@pytest.fixture
+def best_case() -> Iterator[tuple[EmulatorHandle, anthropic.Anthropic]]:
+    """Every batch lookup honoured: these tests are about *when* a batch request runs, not luck."""
+    with running(batch_cache_hit_rate=1.0) as emu, anthropic.Anthropic(base_url=emu.url, api_key="k") as c:
+        yield emu, c
+
+
 def test_batch_usage_does_not_depend_on_when_it_is_polled(
-    emulator: EmulatorHandle, client: anthropic.Anthropic
+    best_case: tuple[EmulatorHandle, anthropic.Anthropic],
 ) -> None:
+    emulator, client = best_case
     clock = emulator.state.clock
     clock.freeze()
     system = [{"type": "text", "text": LONG, "cache_control": CC}]
@@ -125,8 +134,9 @@ def test_batch_usage_does_not_depend_on_when_it_is_polled(
 
 
 def test_a_batch_write_is_visible_to_a_later_call_before_anyone_polls(
-    emulator: EmulatorHandle, client: anthropic.Anthropic
+    best_case: tuple[EmulatorHandle, anthropic.Anthropic],
 ) -> None:
+    emulator, client = best_case
     clock = emulator.state.clock
     clock.freeze()
     system = [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
