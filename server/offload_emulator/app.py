@@ -10,17 +10,18 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import streaming
 from .errors import ApiError
 from .faults import Decision
 from .models import MODELS, get_model
@@ -113,7 +114,16 @@ async def create_message(request: Request, state: EmulatorState) -> Response:
         record.model = body["model"]
     message = state.run_message(body, arrived=record.seq)
     record.usage = message["usage"]
+    if body.get("stream"):
+        return StreamingResponse(_stream(message, state.config.stream_delay_s), media_type="text/event-stream")
     return JSONResponse(message)
+
+
+async def _stream(message: dict[str, Any], delay_s: float) -> AsyncIterator[bytes]:
+    for event in streaming.events(message):
+        yield streaming.sse(event)
+        # Let other requests interleave (and a test kill the server mid-stream).
+        await asyncio.sleep(delay_s)
 
 
 async def count_tokens(request: Request, state: EmulatorState) -> Response:

@@ -31,6 +31,7 @@ class EmulatorConfig:
     # Hint sent as retry-after-ms on injected retryable faults so SDK retries stay fast in
     # tests; None sends only the API's own `retry-after` (whole seconds) on 429s.
     retry_after_ms: int | None = 20
+    stream_delay_s: float = 0.0  # real time between two SSE events of a streamed reply
     clock: Clock | None = None
     access_log: bool = False
 
