@@ -19,7 +19,7 @@ import anyio
 from offload.core.errors import OffloadError
 from offload.core.money import fmt_usd
 from offload.core.tokens import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, upper_bound_tokens
-from offload.infra.claude import Completion, request_hash
+from offload.infra.claude import Completion, StreamDropped, request_hash
 from offload.infra.ledger import budgets, records
 from offload.infra.ledger.budgets import BudgetLimits, Reservation
 from offload.infra.ledger.windows import utcnow
@@ -107,6 +107,16 @@ async def metered_call(
     reservation = await reserve(state, session, worst)
     try:
         completion = await state.claude().create(params)
+    except StreamDropped as exc:
+        # The API billed what it generated before the stream broke: one row for that, no retry.
+        with anyio.CancelScope(shield=True):
+            if exc.partial is None:
+                await budgets.release(state.ledger, reservation)
+            else:
+                where = (policy, session, tool, tier, step)
+                dropped = _attempt(state, where, params, exc.partial, "dropped", False, prompt_text)
+                await records.record(state.ledger, dropped, reservation)
+        raise
     except BaseException:
         # No answer means nothing billed that we can see: free the hold at once, even when the
         # host cancelled the call (a cancelled await would otherwise leave it held for an hour).
@@ -114,9 +124,26 @@ async def metered_call(
             await budgets.release(state.ledger, reservation)
         raise
     outcome, counts = judge(completion)
-    key = f"{tool}:{uuid.uuid4().hex}"
-    attempt = records.Attempt(
-        request_key=key,
+    attempt = _attempt(state, (policy, session, tool, tier, step), params, completion, outcome, counts, prompt_text)
+    # The answer is paid for: a cancellation arriving now must not lose its row.
+    with anyio.CancelScope(shield=True):
+        await records.record(state.ledger, attempt, reservation)
+    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, outcome)
+
+
+def _attempt(
+    state: AppState,
+    where: tuple[Policy, str, str, str, int],  # the policy the call was made under, session, tool, tier, step
+    params: dict[str, Any],
+    completion: Completion,
+    outcome: str,
+    counts: bool,
+    prompt_text: str | None,
+) -> records.Attempt:
+    policy, session, tool, tier, step = where
+    model = str(params["model"])
+    return records.Attempt(
+        request_key=f"{tool}:{uuid.uuid4().hex}",
         session_id=session,
         tool=tool,
         model=model,
@@ -132,10 +159,6 @@ async def metered_call(
         prompt_text=prompt_text if policy.store_text else None,
         completion_text=completion.text if policy.store_text else None,
     )
-    # The answer is paid for: a cancellation arriving now must not lose its row.
-    with anyio.CancelScope(shield=True):
-        await records.record(state.ledger, attempt, reservation)
-    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, key, outcome)
 
 
 async def budget_warnings(state: AppState, session: str) -> list[str]:
