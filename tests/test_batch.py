@@ -20,6 +20,7 @@ from mcp import Client
 from helpers import query as db_rows
 from offload.config.settings import Settings
 from offload.mcp.server import build_server
+from offload_emulator.config import EmulatorConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -113,9 +114,20 @@ async def test_thousand_item_batch_completes_and_settles_once_at_batch_rates(
     assert {r["outcome"] for r in rows} == {"ok"} and {r["batch_id"] for r in rows} == {bid}
     expected = sum(hand_cost(succeeded(res).usage) for res in reported.values())
     assert sum(r["cost_pusd"] for r in rows) == expected
-    # The shared prefix was written to the 1h cache once and read by the other requests.
+    # Batch cache hits are best-effort ("typically 30% to 98%", batch-processing docs,
+    # https://platform.claude.com/docs/en/build-with-claude/batch-processing): the emulator
+    # honours a seeded share of lookups; the rest write the shared 1h prefix again.
+    rate = EmulatorConfig.batch_cache_hit_rate
+    hits = sum(1 for r in rows if r["cache_read"] > 0)
+    assert (rate - 0.06) * 1000 <= hits <= (rate + 0.06) * 1000
     assert sum(r["cache_write_1h"] for r in rows) > 0
-    assert sum(1 for r in rows if r["cache_read"] > 0) >= 900
+    # Even so the cache pays for itself: cheaper than the same usage with every prompt token uncached.
+    uncached = sum(
+        (u.input_tokens + (u.cache_creation_input_tokens or 0) + (u.cache_read_input_tokens or 0)) * HAIKU_BATCH["in"]
+        + u.output_tokens * HAIKU_BATCH["out"]
+        for u in (res.message.usage for res in reported.values())
+    )
+    assert expected < uncached
     assert db_rows(settings.db_path, "SELECT * FROM reservations") == []
     first = succeeded(reported["i5"]).content[0]
     assert first.type == "text"

@@ -15,7 +15,7 @@ from offload.cli.dashboard import build_app
 from offload.cli.dashboard_data import fold
 from offload.config.settings import Settings
 from offload.core.pricing import Usage
-from offload.infra.ledger import Ledger
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.budgets import BudgetLimits
 from offload.infra.ledger.dashboard import Point, reading, since_filter
 from offload.infra.ledger.records import Attempt, record, record_policy

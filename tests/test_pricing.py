@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from offload.config.pricing import load_prices
 from offload.core.errors import ConfigError, UnpricedModelError
 from offload.core.pricing import Usage
+from offload_emulator.models import MODELS
 
 T = load_prices()
 HAIKU, SONNET, OPUS = "claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5"
@@ -87,15 +88,27 @@ def test_worst_case() -> None:
     assert T.worst_case(HAIKU, 200_000, 1000) == 202_500_000_000
 
 
-def test_aliases_share_prices_and_min_cacheable() -> None:
-    # opus-4-8 prices: 1000 x 5_000_000 + 100 x 25_000_000
-    for alias in ("claude-opus-4-6", "claude-opus-4-7", "claude-opus-5", "claude-opus-4-8"):
-        assert T.cost(alias, Usage(input_tokens=1000, output_tokens=100)) == 7_500_000_000
-        assert T.min_cacheable(alias) == 4096
+def test_opus_4x_and_5_share_prices_but_not_min_cacheable() -> None:
+    # opus-4-8 prices: 1000 x 5_000_000 + 100 x 25_000_000. Minimums per the prompt-caching
+    # docs (https://platform.claude.com/docs/en/build-with-claude/prompt-caching#cache-limitations).
+    mins = {"claude-opus-4-6": 4096, "claude-opus-4-7": 2048, "claude-opus-4-8": 1024, "claude-opus-5": 512}
+    for model, minimum in mins.items():
+        assert T.cost(model, Usage(input_tokens=1000, output_tokens=100)) == 7_500_000_000
+        assert T.min_cacheable(model) == minimum
     assert T.min_cacheable(HAIKU) == 2048
     assert T.min_cacheable("claude-sonnet-4-6") == 1024
+    assert T.min_cacheable("claude-haiku-4-5-20251001") == T.min_cacheable("claude-haiku-4-5") == 4096
     assert T.has("claude-opus-5") and not T.has("gpt-4")
     assert "claude-fable-5-1" in T.models and "claude-opus-4-7" in T.models
+
+
+def test_every_model_the_emulator_accepts_is_priced_with_its_minimum_cacheable_prefix() -> None:
+    # One source: the emulator's model table (cited there); pricing.yaml must say the same,
+    # for every id the emulator answers to, dated snapshot ids included.
+    for model in MODELS:
+        for name in (model.id, *model.dated_ids):
+            assert T.has(name), name
+            assert T.min_cacheable(name) == model.min_cacheable, name
 
 
 def test_unpriced_model_is_an_error_never_zero() -> None:

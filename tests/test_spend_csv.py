@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from offload.core.pricing import Usage
-from offload.infra.ledger import Ledger
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record
 
 CENT = 10**10

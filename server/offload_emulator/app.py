@@ -10,17 +10,18 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import streaming
 from .errors import ApiError
 from .faults import Decision
 from .models import MODELS, get_model
@@ -42,6 +43,13 @@ def _retry_hints(err: ApiError, ms: int | None) -> ApiError:
     if ms is not None:
         err.headers["retry-after-ms"] = str(ms)
     return err
+
+
+def _rate_usage(usage: dict[str, Any] | None) -> tuple[int, int]:
+    """(uncached input, output) a Messages call spends against the per-minute limits."""
+    if not usage:
+        return 0, 0
+    return usage["input_tokens"] + usage["cache_creation_input_tokens"], usage["output_tokens"]
 
 
 def _record(request: Request) -> RequestRecord:
@@ -104,9 +112,18 @@ async def create_message(request: Request, state: EmulatorState) -> Response:
     record = _record(request)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         record.model = body["model"]
-    message = state.run_message(body)
+    message = state.run_message(body, arrived=record.seq)
     record.usage = message["usage"]
+    if body.get("stream"):
+        return StreamingResponse(_stream(message, state.config.stream_delay_s), media_type="text/event-stream")
     return JSONResponse(message)
+
+
+async def _stream(message: dict[str, Any], delay_s: float) -> AsyncIterator[bytes]:
+    for event in streaming.events(message):
+        yield streaming.sse(event)
+        # Let other requests interleave (and a test kill the server mid-stream).
+        await asyncio.sleep(delay_s)
 
 
 async def count_tokens(request: Request, state: EmulatorState) -> Response:
@@ -232,7 +249,11 @@ class Front:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("request-id", record.request_id)
+                out = MutableHeaders(scope=message)
+                out.append("request-id", record.request_id)
+                if record.path == "/v1/messages" and record.method == "POST":
+                    for name, value in state.rate_window.note(*_rate_usage(record.usage)).items():
+                        out.append(name, value)
                 record.status = message["status"]
             await send(message)
 

@@ -8,9 +8,13 @@ against the prompt cache as of its own finish time, so its usage never depends o
 late a client polls. Like the API, ``request_counts`` show every request as
 ``processing`` until the whole batch ends, and ``results_url`` is set only then.
 
-Simplifications: requests run in order (the API runs them in any order and its cache hits
-inside a batch are best-effort); results are never archived (``archived_at`` stays null;
-the API keeps them 29 days); a cancel on an ended batch returns it unchanged.
+Cache hits are best-effort, as the batch docs say: each request's lookup is honoured with
+probability ``EmulatorConfig.batch_cache_hit_rate``, drawn from a generator seeded by the
+emulator seed and the batch id, so a run is repeatable (caching.py has the details).
+
+Simplifications: requests run in order (the API runs them in any order); results are never
+archived (``archived_at`` stays null; the API keeps them 29 days); a cancel on an ended batch
+returns it unchanged.
 """
 
 from __future__ import annotations
@@ -168,22 +172,25 @@ class BatchStore:
         if now < end:
             return batch
         results = []
+        luck = random.Random(f"batch-cache:{self._state.config.seed}:{batch.id}")
+        rate = self._state.config.batch_cache_hit_rate
         for i, (custom_id, params) in enumerate(batch.requests):
+            lucky = luck.random() < rate
             done_at = batch.finish_time(i)
             if batch.cancel_at is not None and batch.cancel_at < done_at and batch.cancel_at < batch.expires_at:
                 result: dict[str, Any] = {"type": "canceled"}
             elif done_at > batch.expires_at:
                 result = {"type": "expired"}
             else:
-                result = self._run(params, done_at)
+                result = self._run(params, done_at, lucky)
             results.append({"custom_id": custom_id, "result": result})
         batch.results = results
         batch.ended_at = end
         return batch
 
-    def _run(self, params: Any, at: float) -> dict[str, Any]:
+    def _run(self, params: Any, at: float, lucky: bool) -> dict[str, Any]:
         try:
-            message = self._state.run_message(params, service_tier="batch", at=at)
+            message = self._state.run_message(params, service_tier="batch", at=at, lucky=lucky)
         except ApiError as err:
             return {
                 "type": "errored",

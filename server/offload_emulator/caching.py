@@ -2,9 +2,11 @@
 
 Accounting follows the API:
 
-* Reads: for each breakpoint the cache is checked at its own block and, as on the API, at
-  the ends of up to ``LOOKBACK_BLOCKS`` (20) earlier content blocks (tools, system blocks,
-  message blocks); the longest live prefix found over all breakpoints is read. So a
+* Reads: for each breakpoint the cache is checked at the ends of ``LOOKBACK_BLOCKS`` (20)
+  content blocks (tools, system blocks, message blocks), the breakpoint's own block counted as
+  the first ("The system checks at most 20 positions per breakpoint, counting the breakpoint
+  itself as the first", https://platform.claude.com/docs/en/build-with-claude/prompt-caching);
+  the longest live prefix found over all breakpoints is read. So a
   conversation whose breakpoint moves to the newest message reads what the last turn wrote.
 * Writes happen only at breakpoints: the tokens from the read point to each later breakpoint
   are written under that breakpoint's TTL (longer TTLs come first, prompt.py enforces it, so
@@ -20,10 +22,21 @@ Accounting follows the API:
 when it ran, not when a client first polled): entries written after ``t`` are invisible
 to it and entries alive at ``t`` still count.
 
-Deliberate simplifications: the cache is exact and deterministic (the API's hits, batch
-hits especially, are best-effort); changing ``tool_choice``, ``thinking`` or images does
-not invalidate message-level entries; one cache per emulator (no per-organisation or
-per-workspace isolation).
+Hits are not guaranteed, as on the API:
+
+* Concurrency. "A cache entry only becomes available after the first response begins"
+  (https://platform.claude.com/docs/en/build-with-claude/prompt-caching). Requests are
+  numbered as they arrive; an entry written while answering is visible only to requests that
+  arrived after that response began (``arrived`` > the entry's ``visible_after``), so
+  parallel requests started together each miss and each pay the write.
+* Batches. "Cache hits are provided on a best-effort basis. Users typically experience cache
+  hit rates ranging from 30% to 98%" (https://platform.claude.com/docs/en/build-with-claude/
+  batch-processing). The caller draws each batch request's luck from a seeded generator
+  (batches.py, ``EmulatorConfig.batch_cache_hit_rate``); an unlucky request reads nothing and
+  writes its breakpoints again.
+
+Simplifications: images do not invalidate message-level entries; one cache per emulator (no
+per-organisation or per-workspace isolation).
 """
 
 from __future__ import annotations
@@ -34,7 +47,7 @@ from dataclasses import dataclass
 from .clock import Clock
 from .prompt import TTL_SECONDS, Boundary, Prompt
 
-LOOKBACK_BLOCKS = 20  # earlier block ends checked before each breakpoint
+LOOKBACK_BLOCKS = 20  # block ends checked per breakpoint, its own included
 
 
 @dataclass
@@ -43,9 +56,13 @@ class CacheEntry:
     ttl: str
     expires_at: float
     written_at: float
+    visible_after: int = -1  # requests numbered <= this arrived before the writer's response began
 
     def live_at(self, t: float) -> bool:
         return self.written_at <= t < self.expires_at
+
+    def readable(self, t: float, arrived: int | None) -> bool:
+        return self.live_at(t) and (arrived is None or arrived > self.visible_after)
 
 
 @dataclass(frozen=True)
@@ -79,33 +96,48 @@ class PromptCache:
         for key in [k for k, e in self._entries.items() if e.expires_at <= now]:
             del self._entries[key]
 
-    def _find(self, prompt: Prompt, t: float) -> tuple[Boundary, str] | None:
-        """The longest live prefix any breakpoint reaches (itself or by lookback), with its TTL."""
+    def _find(self, prompt: Prompt, t: float, arrived: int | None) -> tuple[Boundary, str] | None:
+        """The longest readable prefix any breakpoint reaches (itself or by lookback), with its TTL."""
         best: tuple[Boundary, str] | None = None
         for bp in prompt.breakpoints:
-            window = prompt.boundaries[max(0, bp.block - LOOKBACK_BLOCKS) : bp.block + 1]
+            window = prompt.boundaries[max(0, bp.block - LOOKBACK_BLOCKS + 1) : bp.block + 1]
             for bound in reversed(window):
                 entry = self._entries.get(bound.key)
-                if entry is not None and entry.live_at(t):
+                if entry is not None and entry.readable(t, arrived):
                     if best is None or bound.prefix_tokens > best[0].prefix_tokens:
                         best = (bound, bp.ttl)
                     break
         return best
 
-    def _write(self, key: str, tokens: int, ttl: str, t: float) -> None:
+    def _write(self, key: str, tokens: int, ttl: str, t: float, horizon: int) -> None:
         entry = self._entries.get(key)
         expires = t + TTL_SECONDS[ttl]
         if entry is None:
-            self._entries[key] = CacheEntry(tokens, ttl, expires, t)
+            self._entries[key] = CacheEntry(tokens, ttl, expires, t, horizon)
             return
-        # Only an entry from "later" (a request evaluated after this one) can exist here.
+        # An entry this request could not read: one from "later" (a request evaluated after
+        # this one), one whose writer had not begun answering, or a batch request's miss.
         entry.written_at = min(entry.written_at, t)
+        entry.visible_after = min(entry.visible_after, horizon)
         entry.expires_at = max(entry.expires_at, expires)
         if TTL_SECONDS[ttl] > TTL_SECONDS[entry.ttl]:
             entry.ttl = ttl
 
-    def apply(self, prompt: Prompt, *, at: float | None = None) -> CacheOutcome:
-        """Read/write the cache for one request and return its input-side usage."""
+    def apply(
+        self,
+        prompt: Prompt,
+        *,
+        at: float | None = None,
+        arrived: int | None = None,
+        horizon: int = -1,
+        lucky: bool = True,
+    ) -> CacheOutcome:
+        """Read/write the cache for one request and return its input-side usage.
+
+        ``arrived``: the request's arrival number (None: it sees every entry written so far).
+        ``horizon``: the last arrival number before this request's response begins; what it
+        writes is readable only by later arrivals. ``lucky=False``: a best-effort miss.
+        """
         total = prompt.total_tokens
         minimum = prompt.model.min_cacheable
         with self._lock:
@@ -114,7 +146,7 @@ class PromptCache:
             self._prune(t)
             boundary = 0
             read = 0
-            found = self._find(prompt, t)
+            found = self._find(prompt, t, arrived) if lucky else None
             if found is not None:
                 bound, asked = found
                 entry = self._entries[bound.key]
@@ -131,5 +163,5 @@ class PromptCache:
                     continue
                 written[bp.ttl] += bp.prefix_tokens - boundary
                 boundary = bp.prefix_tokens
-                self._write(bp.key, bp.prefix_tokens, bp.ttl, t)
+                self._write(bp.key, bp.prefix_tokens, bp.ttl, t, horizon)
         return CacheOutcome(input_tokens=total - boundary, read=read, write_5m=written["5m"], write_1h=written["1h"])

@@ -20,6 +20,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", metavar="SPEC", help="e.g. 429=0.1,529=0.05,500=0.05,drop=0.02,latency=20-80ms")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-delay", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument(
+        "--batch-cache-hit-rate",
+        type=float,
+        default=EmulatorConfig.batch_cache_hit_rate,
+        metavar="RATE",
+        help="share of batch requests whose cache lookup hits (0-1; docs: typically 0.30-0.98)",
+    )
+    p.add_argument(
+        "--stream-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause between two SSE events of a streamed reply (to watch or interrupt a stream)",
+    )
     p.add_argument("--api-key", help="accept only this key (default: any non-empty key)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p
@@ -46,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         script=args.script,
         faults=args.faults,
         batch_delay_s=args.batch_delay,
+        batch_cache_hit_rate=args.batch_cache_hit_rate,
+        stream_delay_s=args.stream_delay,
         api_key=args.api_key,
         access_log=args.verbose,
     )

@@ -1,9 +1,10 @@
 """The API's error envelope and status/type pairs.
 
 Body: ``{"type": "error", "error": {"type", "message"}, "request_id"}``, with the same id in
-the ``request-id`` header (app.py). Types per status follow the API's error list: 402
-billing_error, 413 request_too_large, 504 timeout_error, 529 overloaded_error; statuses the
-list does not name (408, 409, 502, 503) answer api_error. 429s carry ``retry-after``
+the ``request-id`` header (app.py). Types per status follow the API's error list
+(https://platform.claude.com/docs/en/api/errors): 402 billing_error, 409 conflict_error,
+413 request_too_large, 504 timeout_error, 529 overloaded_error; statuses the list does not
+name (408, 502, 503) answer api_error. 429s carry ``retry-after``
 (seconds); injected retryable faults also ``retry-after-ms`` (see EmulatorConfig). The
 emulator never sends ``x-should-retry``, so the SDK decides by status code alone.
 """
@@ -19,6 +20,7 @@ ERROR_TYPES: dict[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "conflict_error",
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
@@ -59,4 +61,5 @@ _DEFAULT_MESSAGES = {
     "overloaded_error": "Overloaded (emulated)",
     "api_error": "Internal server error (emulated)",
     "timeout_error": "Request timed out (emulated)",
+    "conflict_error": "The request conflicts with the current state of a resource (emulated)",
 }

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import tokenizer
+from .cache_keys import message_settings, system_settings
 from .errors import ApiError
 from .models import ModelSpec, get_model
 
@@ -109,8 +110,9 @@ def parse_create(body: object) -> Prompt:
     mt = prompt.body.get("max_tokens")
     if mt is None:
         raise ApiError.invalid("max_tokens: Field required")
-    if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
-        raise ApiError.invalid("max_tokens: Input should be a positive integer")
+    # 0 is allowed: a cache pre-warm (prewarm.py), not an answer.
+    if not isinstance(mt, int) or isinstance(mt, bool) or mt < 0:
+        raise ApiError.invalid("max_tokens: Input should be a non-negative integer")
     if mt > prompt.model.max_tokens:
         raise ApiError.invalid(
             f"max_tokens: {mt} > {prompt.model.max_tokens}, which is the maximum allowed number of "
@@ -119,6 +121,11 @@ def parse_create(body: object) -> Prompt:
     stops = prompt.body.get("stop_sequences")
     if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops)):
         raise ApiError.invalid("stop_sequences: Input should be a list of non-empty strings")
+    if prompt.body["messages"][-1]["role"] == "assistant" and not prompt.model.prefill:
+        # https://platform.claude.com/docs/en/api/errors: 4.6+ models reject a final assistant turn.
+        raise ApiError.invalid(
+            "This model does not support assistant message prefill. The conversation must end with a user message."
+        )
     return prompt
 
 
@@ -156,6 +163,9 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
                 raise ApiError.invalid(f"tools.{i}: each tool needs a string 'name'")
             add_block("tool", tool, f"tools.{i}")
 
+    # Settings the API renders into the prompt, so a change misses every cache after them:
+    # speed ahead of system, message-level settings ahead of the messages (cache_keys.py).
+    items.append(Item(("settings", system_settings(body)), 0))
     system = body.get("system")
     if system is not None:
         items.append(Item(("system",), tokenizer.MESSAGE_OVERHEAD))
@@ -174,6 +184,7 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
         raise ApiError.invalid("messages: Field required")
     if not isinstance(messages, list) or not messages:
         raise ApiError.invalid("messages: at least one message is required")
+    items.append(Item(("settings", message_settings(body)), 0))
     prev_role: str | None = None
     for m, msg in enumerate(messages):
         if not isinstance(msg, dict):
@@ -186,13 +197,11 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
             raise ApiError.invalid(f"messages.{m}.role: Input should be 'user' or 'assistant'")
         if m == 0 and role != "user":
             raise ApiError.invalid("messages: the first message must use the 'user' role")
-        if role == prev_role:
-            raise ApiError.invalid(
-                f'messages: roles must alternate between "user" and "assistant", '
-                f'but found multiple "{role}" roles in a row (messages.{m})'
-            )
+        # "Consecutive user or assistant turns in your request will be combined into a single
+        # turn" (Messages API reference): a continuation adds content, not a turn's overhead.
+        if role != prev_role:
+            items.append(Item(("message", role), tokenizer.MESSAGE_OVERHEAD))
         prev_role = role
-        items.append(Item(("message", role), tokenizer.MESSAGE_OVERHEAD))
         content = msg.get("content")
         if isinstance(content, str):
             if not content and m != len(messages) - 1:

@@ -10,11 +10,20 @@ Script format — a YAML list (or a mapping with a ``rules:`` list) of rules::
       times: 2                       # optional: the rule applies N times, then is skipped
     - match: "fail"
       error: {status: 529, type: overloaded_error, message: "busy"}
+    - match: "weather"
+      reply: "Let me look that up."    # optional text block before the call
+      tool_use: {name: get_weather, input: {location: Paris}}   # stop_reason becomes tool_use
+
+A ``tool_use`` reply has the shape of the tool-use docs' example
+(https://platform.claude.com/docs/en/agents-and-tools/tool-use/overview): an optional text
+block, then ``{"type": "tool_use", "id": "toolu_...", "name", "input"}``, with
+``stop_reason: "tool_use"``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from dataclasses import dataclass
@@ -27,7 +36,7 @@ from . import tokenizer
 from .errors import ERROR_TYPES, ApiError
 
 STOP_REASONS = ("end_turn", "max_tokens", "refusal", "stop_sequence")
-_RULE_KEYS = {"model", "match", "reply", "stop_reason", "output_tokens", "error", "times"}
+_RULE_KEYS = {"model", "match", "reply", "stop_reason", "output_tokens", "error", "times", "tool_use"}
 
 
 class ScriptError(ValueError):
@@ -43,6 +52,7 @@ class Rule:
     output_tokens: int | None = None
     error: ApiError | None = None
     times: int | None = None
+    tool_use: dict[str, Any] | None = None  # {"name": str, "input": dict}
 
     def __post_init__(self) -> None:
         self._model_re = re.compile(self.model) if self.model is not None else None
@@ -62,6 +72,15 @@ class Reply:
     stop_reason: str
     output_tokens: int
     stop_sequence: str | None = None
+    tool_use: dict[str, Any] | None = None  # a complete tool_use content block
+
+    def content(self) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = []
+        if self.text or self.tool_use is None:
+            blocks.append({"type": "text", "text": self.text, "citations": None})
+        if self.tool_use is not None:
+            blocks.append(self.tool_use)
+        return blocks
 
 
 class Script:
@@ -135,6 +154,18 @@ def _rule(raw: object, where: str) -> Rule:
         val = raw.get(key)
         if val is not None and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
             raise ScriptError(f"{where}: '{key}' must be a non-negative integer")
+    tool_use = raw.get("tool_use")
+    if tool_use is not None:
+        if (
+            not isinstance(tool_use, dict)
+            or set(tool_use) - {"name", "input"}
+            or not isinstance(tool_use.get("name"), str)
+            or not isinstance(tool_use.get("input", {}), dict)
+        ):
+            raise ScriptError(f"{where}: 'tool_use' must be a mapping with a string 'name' and a mapping 'input'")
+        if "error" in raw or stop is not None:
+            raise ScriptError(f"{where}: a 'tool_use' rule sets stop_reason itself; drop 'error'/'stop_reason'")
+        tool_use = {"name": tool_use["name"], "input": dict(tool_use.get("input", {}))}
     error = None
     if "error" in raw:
         error = _error(raw["error"], where)
@@ -148,6 +179,7 @@ def _rule(raw: object, where: str) -> Rule:
         output_tokens=raw.get("output_tokens"),
         error=error,
         times=raw.get("times"),
+        tool_use=tool_use,
     )
 
 
@@ -170,7 +202,21 @@ def default_text(model: str, prompt_text: str) -> str:
     return f"Emulated answer ({model}): {digest} {echo}".rstrip()
 
 
+def _tool_reply(rule: Rule, tool_use: dict[str, Any], model: str, prompt_text: str, max_tokens: int) -> Reply:
+    text = rule.reply or ""
+    digest = hashlib.sha256(f"{model}\n{prompt_text}\n{tool_use['name']}".encode()).hexdigest()[:24]
+    block = {"type": "tool_use", "id": f"toolu_{digest}", "name": tool_use["name"], "input": tool_use["input"]}
+    counted = tokenizer.count_text(text) + tokenizer.count_text(json.dumps(block, sort_keys=True))
+    out = rule.output_tokens if rule.output_tokens is not None else counted
+    if out > max_tokens:
+        # Cut off inside the call: the API returns no usable tool_use block then.
+        return Reply(tokenizer.truncate(text, max_tokens), "max_tokens", max_tokens)
+    return Reply(text=text, stop_reason="tool_use", output_tokens=max(out, 1), tool_use=block)
+
+
 def make_reply(rule: Rule | None, model: str, prompt_text: str, max_tokens: int, stop_sequences: list[str]) -> Reply:
+    if rule is not None and rule.tool_use is not None:
+        return _tool_reply(rule, rule.tool_use, model, prompt_text, max_tokens)
     text = rule.reply if rule is not None and rule.reply is not None else default_text(model, prompt_text)
     stop_reason = rule.stop_reason if rule is not None and rule.stop_reason else "end_turn"
     stop_sequence: str | None = None

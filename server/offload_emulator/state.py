@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import prewarm
 from .batches import BatchStore
 from .caching import PromptCache
 from .clock import Clock
@@ -20,6 +21,7 @@ from .config import EmulatorConfig
 from .errors import ApiError
 from .faults import Faults, FaultSpec
 from .prompt import parse_create
+from .ratelimits import RateWindow
 from .replies import Script, make_reply
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -37,6 +39,7 @@ class RequestRecord:
     body: Any = None  # parsed JSON body, kept for inspection
     model: str | None = None
     usage: dict[str, Any] | None = None
+    seq: int = 0  # arrival number, from 1 (caching.py: what a concurrent request can read)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class EmulatorState:
     def __post_init__(self) -> None:
         self.clock = self.config.clock or Clock()
         self.cache = PromptCache(self.clock)
+        self.rate_window = RateWindow(self.clock)
         self.script = Script.load(self.config.script)
         self.faults = Faults(FaultSpec.parse(self.config.faults), seed=self.config.seed)
         self.requests: list[RequestRecord] = []
@@ -75,26 +79,49 @@ class EmulatorState:
     def log(self, record: RequestRecord) -> None:
         with self._lock:
             self.requests.append(record)
+            record.seq = len(self.requests)
 
-    def run_message(self, body: object, *, service_tier: str = "standard", at: float | None = None) -> dict[str, Any]:
+    @property
+    def arrivals(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def run_message(
+        self,
+        body: object,
+        *,
+        service_tier: str = "standard",
+        at: float | None = None,
+        arrived: int | None = None,
+        lucky: bool = True,
+    ) -> dict[str, Any]:
         """One Messages call: validate, apply script, cache and usage. Raises ApiError.
 
         ``at`` is when a batch request ran (its cache view is of that moment). A synchronous
         call first lets every batch that has ended by now run, so it sees their cache writes.
+        ``arrived`` (the request's arrival number) and ``lucky`` (a batch request's best-effort
+        draw) decide which cache entries it can read (caching.py).
         """
         if at is None:
             self.batches.advance_all()
         prompt = parse_create(body)
-        if prompt.body.get("stream"):
-            raise ApiError.invalid("stream: streaming is not supported by the offload emulator")
+        in_batch = service_tier == "batch"
+        if in_batch and prompt.body.get("stream"):
+            raise ApiError.invalid("stream: not supported inside a Message Batches request")
+        warm = prewarm.is_prewarm(prompt.body)
+        if warm:
+            prewarm.check(prompt.body, in_batch=in_batch)
         model = prompt.model.id
-        rule = self.script.pick(model, prompt.last_user_text)
+        rule = None if warm else self.script.pick(model, prompt.last_user_text)
         if rule is not None and rule.error is not None:
             err = rule.error
             raise ApiError(err.status, err.type, err.message)
-        outcome = self.cache.apply(prompt, at=at)
+        # A live response begins as soon as this returns: what it writes is for later arrivals.
+        # A batch request ran at `at`, in the past; its writes are ordered by that time alone.
+        horizon = self.arrivals if at is None else -1
+        outcome = self.cache.apply(prompt, at=at, arrived=arrived, horizon=horizon, lucky=lucky)
         stops = list(prompt.body.get("stop_sequences") or [])
-        reply = make_reply(rule, model, prompt.last_user_text, int(prompt.body["max_tokens"]), stops)
+        reply = None if warm else make_reply(rule, model, prompt.last_user_text, int(prompt.body["max_tokens"]), stops)
         usage: dict[str, Any] = {
             "input_tokens": outcome.input_tokens,
             "cache_creation_input_tokens": outcome.creation,
@@ -103,17 +130,18 @@ class EmulatorState:
                 "ephemeral_5m_input_tokens": outcome.write_5m,
                 "ephemeral_1h_input_tokens": outcome.write_1h,
             },
-            "output_tokens": reply.output_tokens,
+            "output_tokens": 0 if reply is None else reply.output_tokens,
             "service_tier": service_tier,
         }
         return {
             "id": self.new_id("msg_"),
             "type": "message",
             "role": "assistant",
-            "model": model,
-            "content": [{"type": "text", "text": reply.text, "citations": None}],
-            "stop_reason": reply.stop_reason,
-            "stop_sequence": reply.stop_sequence,
+            # The id as asked for: a dated snapshot id comes back dated.
+            "model": prompt.body["model"],
+            "content": [] if reply is None else reply.content(),
+            "stop_reason": "max_tokens" if reply is None else reply.stop_reason,
+            "stop_sequence": None if reply is None else reply.stop_sequence,
             "stop_details": None,
             "container": None,
             "usage": usage,

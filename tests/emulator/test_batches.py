@@ -10,6 +10,7 @@ import pytest
 from anthropic.types.messages.batch_create_params import Request
 
 from emulator_fixtures import running
+from offload_emulator.config import EmulatorConfig
 from offload_emulator.server import EmulatorHandle
 
 HAIKU = "claude-haiku-5-5"
@@ -113,23 +114,47 @@ def test_list_paginates_both_ways(emulator: EmulatorHandle, client: anthropic.An
     assert back.first_id == newest_first[1] and back.last_id == newest_first[2]
 
 
-def test_batch_requests_share_the_prompt_cache(emulator: EmulatorHandle, client: anthropic.Anthropic) -> None:
-    long = " ".join(f"fact{i}" for i in range(900))
-    system: list[anthropic.types.TextBlockParam] = [
-        {"type": "text", "text": long, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
-    ]
-    client.messages.create(
-        model="claude-sonnet-5-5",
-        max_tokens=5,
-        system=system,
-        messages=[{"role": "user", "content": "warm"}],
-    )
-    batch = client.messages.batches.create(requests=[req("a", "q", model="claude-sonnet-5-5", system=system)])
-    wait_ended(client, batch.id)
-    (line,) = list(client.messages.batches.results(batch.id))
-    assert line.result.type == "succeeded"
-    usage = line.result.message.usage
-    assert usage.cache_read_input_tokens and usage.service_tier == "batch"
+LONG = " ".join(f"fact{i}" for i in range(900))
+SHARED = [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+
+
+def batch_hits(rate: float, n: int = 200, seed: int = 1) -> dict[str, tuple[int, int]]:
+    """custom_id -> (cache read, cache write) for n batch requests after a synchronous warm-up."""
+    with running(batch_cache_hit_rate=rate, seed=seed) as emu, anthropic.Anthropic(base_url=emu.url, api_key="k") as c:
+        ask = {"model": "claude-sonnet-5-5", "max_tokens": 5, "system": SHARED}
+        c.messages.create(**ask, messages=[{"role": "user", "content": "warm"}])  # type: ignore[arg-type]
+        requests = [req(f"r{i}", f"q{i}", **ask) for i in range(n)]
+        batch = c.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        emu.state.clock.advance(1)
+        out = {}
+        for line in c.messages.batches.results(batch.id):
+            assert line.result.type == "succeeded"
+            u = line.result.message.usage
+            assert u.service_tier == "batch"
+            out[line.custom_id] = (u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0)
+        return out
+
+
+def test_batch_cache_hits_are_best_effort_at_the_configured_rate() -> None:
+    # Batch processing docs (https://platform.claude.com/docs/en/build-with-claude/batch-processing):
+    # "cache hits are provided on a best-effort basis. Users typically experience cache hit
+    # rates ranging from 30% to 98%". The default rate is inside that range, and a request that
+    # misses pays the cache write again instead of reading.
+    assert 0.30 <= EmulatorConfig.batch_cache_hit_rate <= 0.98
+    usage = batch_hits(EmulatorConfig.batch_cache_hit_rate)
+    hits = [cid for cid, (read, _) in usage.items() if read]
+    # 200 draws at p=0.64: mean 128, sd 6.8; +-4 sd.
+    assert 100 <= len(hits) <= 156
+    assert all(write == 0 for read, write in usage.values() if read)
+    assert all(write > 0 for read, write in usage.values() if not read)
+    # Seeded: the same seed gives the same hits, another seed other ones.
+    assert batch_hits(EmulatorConfig.batch_cache_hit_rate) == usage
+    assert batch_hits(EmulatorConfig.batch_cache_hit_rate, seed=2) != usage
+
+
+@pytest.mark.parametrize(("rate", "hits"), [(1.0, 200), (0.0, 0)])
+def test_batch_cache_hit_rate_bounds(rate: float, hits: int) -> None:
+    assert sum(1 for read, _ in batch_hits(rate).values() if read) == hits
 
 
 def test_malformed_batch_is_400(client: anthropic.Anthropic) -> None:

@@ -1,7 +1,7 @@
 """Emulator faithfulness: behaviours of the real API that offload's cost claims depend on.
 
-- Prompt caching checks for hits at earlier content-block boundaries, up to about 20 blocks
-  before each breakpoint (the "lookback"), so a conversation whose breakpoint moves forward
+- Prompt caching checks for hits at earlier content-block boundaries, 20 positions per
+  breakpoint counting the breakpoint itself (the "lookback"), so a conversation whose breakpoint moves forward
   reads the prefix an earlier turn wrote. Writes happen only at breakpoints.
 - A batch request is processed when the batch runs, not when a client first looks at the batch:
   its usage must not depend on how late the caller polls.
@@ -12,13 +12,13 @@
 # Raw request dicts are the point of these tests: bodies are built and merged as plain dicts, not SDK TypedDicts.
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import pytest
 
 from emulator_fixtures import running
-from offload.config.pricing import load_prices
 from offload_emulator.server import EmulatorHandle
 from offload_emulator.tokenizer import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_text
 
@@ -72,8 +72,14 @@ def test_automatic_caching_follows_a_growing_conversation(client: anthropic.Anth
     assert usage(client, body).cache_read_input_tokens == TURN1
 
 
-@pytest.mark.parametrize(("filler", "hit"), [(20, True), (21, False)])
-def test_lookback_reaches_20_blocks_back_and_no_further(client: anthropic.Anthropic, filler: int, hit: bool) -> None:
+@pytest.mark.parametrize(("filler", "hit"), [(19, True), (20, False)])
+def test_lookback_checks_20_positions_counting_the_breakpoint(
+    client: anthropic.Anthropic, filler: int, hit: bool
+) -> None:
+    # "The lookback window is 20 blocks. The system checks at most 20 positions per breakpoint,
+    # counting the breakpoint itself as the first." (Prompt caching,
+    # https://platform.claude.com/docs/en/build-with-claude/prompt-caching). The written entry
+    # sits at block 0; the breakpoint at block `filler`: 19 is the 20th position, 20 the 21st.
     usage(client, first_turn())
     blocks: list[dict[str, Any]] = [{"type": "text", "text": LONG}]
     blocks += [{"type": "text", "text": f"item {i}"} for i in range(filler)]
@@ -95,9 +101,17 @@ def test_lookback_never_reads_a_prefix_nobody_wrote(client: anthropic.Anthropic)
     assert usage(client, first_turn()).cache_read_input_tokens == 0
 
 
+@pytest.fixture
+def best_case() -> Iterator[tuple[EmulatorHandle, anthropic.Anthropic]]:
+    """Every batch lookup honoured: these tests are about *when* a batch request runs, not luck."""
+    with running(batch_cache_hit_rate=1.0) as emu, anthropic.Anthropic(base_url=emu.url, api_key="k") as c:
+        yield emu, c
+
+
 def test_batch_usage_does_not_depend_on_when_it_is_polled(
-    emulator: EmulatorHandle, client: anthropic.Anthropic
+    best_case: tuple[EmulatorHandle, anthropic.Anthropic],
 ) -> None:
+    emulator, client = best_case
     clock = emulator.state.clock
     clock.freeze()
     system = [{"type": "text", "text": LONG, "cache_control": CC}]
@@ -122,8 +136,9 @@ def test_batch_usage_does_not_depend_on_when_it_is_polled(
 
 
 def test_a_batch_write_is_visible_to_a_later_call_before_anyone_polls(
-    emulator: EmulatorHandle, client: anthropic.Anthropic
+    best_case: tuple[EmulatorHandle, anthropic.Anthropic],
 ) -> None:
+    emulator, client = best_case
     clock = emulator.state.clock
     clock.freeze()
     system = [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
@@ -160,12 +175,3 @@ def test_a_request_evaluated_in_the_past_sees_the_cache_of_that_moment() -> None
     assert state.run_message(body, service_tier="batch", at=1320.0)["usage"]["cache_read_input_tokens"] == 0
     # That run (at 1320) wrote it again, alive until 1620: a call now reads it.
     assert state.run_message(body)["usage"]["cache_read_input_tokens"] == TURN1
-
-
-def test_every_emulated_model_is_priced_with_the_same_minimum_cacheable_prefix() -> None:
-    from offload_emulator.models import MODELS
-
-    prices = load_prices()
-    for model in MODELS:
-        assert prices.has(model.id), model.id
-        assert prices.min_cacheable(model.id) == model.min_cacheable, model.id

@@ -79,9 +79,11 @@ def test_request_id_header_on_every_response(emulator: EmulatorHandle) -> None:
         ({"frobnicate": 1}, "frobnicate: Extra inputs are not permitted"),
         ({"messages": []}, "at least one message"),
         ({"messages": [{"role": "assistant", "content": "hi"}]}, "first message"),
+        # A final assistant turn (prefill) is a 400 on 4.6+ models, this Haiku 5.5 included
+        # (https://platform.claude.com/docs/en/api/errors, "Prefill").
         (
-            {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
-            "roles must alternate",
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+            "does not support assistant message prefill",
         ),
     ],
 )

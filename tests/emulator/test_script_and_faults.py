@@ -59,6 +59,10 @@ def test_script_errors_name_the_file_and_rule(tmp_path: Path) -> None:
         Script.load([{"mtach": "x"}])
     with pytest.raises(ScriptError, match="not a valid regex"):
         Script.load([{"match": "("}])
+    with pytest.raises(ScriptError, match="rule 0: 'tool_use' must be a mapping with a string 'name'"):
+        Script.load([{"tool_use": {"input": {}}}])
+    with pytest.raises(ScriptError, match="sets stop_reason itself"):
+        Script.load([{"tool_use": {"name": "f"}, "stop_reason": "end_turn"}])
 
 
 def test_stop_sequences_and_max_tokens(emulator: EmulatorHandle, client: anthropic.Anthropic) -> None:

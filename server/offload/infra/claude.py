@@ -13,10 +13,19 @@ from datetime import datetime
 from typing import Any
 
 import anthropic
+import httpx2
 
 from offload.config.settings import Settings
 from offload.core.errors import InputError, MissingApiKeyError, UpstreamError
 from offload.core.pricing import Usage
+
+# The SDK refuses a non-streaming request it expects to outlast its 10-minute timeout:
+# 3,600 s x max_tokens / 128,000 > 600 s, i.e. max_tokens > 21,333 (anthropic-sdk-python,
+# _base_client._calculate_nonstreaming_timeout; "Streaming is required for operations that may
+# take longer than 10 minutes"). offload passes its own timeout, which skips that check, so it
+# draws the same line itself: above it a request streams, and a long answer never rides one
+# request that a timeout could cut off and a retry would pay for a second time.
+STREAM_ABOVE_MAX_TOKENS = 21_333
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,19 @@ class Completion:
     model: str
     request_id: str | None
     message_id: str
+
+
+class StreamDropped(UpstreamError):
+    """A streamed answer broke off after the API had begun answering.
+
+    `partial` holds what the stream reported before it broke (the input side of usage is
+    complete from message_start; output_tokens is the last count received, a lower bound), or
+    None when nothing arrived. The SDK never retries a stream once it has begun.
+    """
+
+    def __init__(self, message: str, *, partial: Completion | None, request_id: str | None) -> None:
+        super().__init__(message, kind="stream_dropped", request_id=request_id)
+        self.partial = partial
 
 
 @dataclass(frozen=True)
@@ -122,21 +144,35 @@ class ClaudeClient:
         await self._client.close()
 
     async def create(self, params: dict[str, Any]) -> Completion:
+        """One Messages call; streamed (and collected) when max_tokens is past the safe line."""
         try:
+            if int(params["max_tokens"]) > STREAM_ABOVE_MAX_TOKENS:
+                return await self._streamed(params)
             raw = await self._client.messages.with_raw_response.create(**params)
             message = await raw.parse()
         except anthropic.BadRequestError as exc:
             raise InputError(f"the Claude API rejected the request: {_upstream(exc)}") from None
         except anthropic.APIError as exc:
             raise _upstream(exc) from None
-        return Completion(
-            text=_text_of(message.content),
-            stop_reason=message.stop_reason,
-            usage=Usage.from_api(message.usage),
-            model=message.model,
-            request_id=raw.headers.get("request-id"),
-            message_id=message.id,
-        )
+        return _completion(message, raw.headers.get("request-id"))
+
+    async def _streamed(self, params: dict[str, Any]) -> Completion:
+        async with self._client.messages.stream(**params) as stream:
+            request_id = stream.response.headers.get("request-id")
+            snapshot: Any = None
+            try:
+                async for _ in stream:
+                    snapshot = stream.current_message_snapshot
+            except (anthropic.APIError, httpx2.TransportError) as exc:
+                partial = _completion(snapshot, request_id) if snapshot is not None else None
+                raise StreamDropped(
+                    f"the Claude API stream broke off mid-answer ({type(exc).__name__}); the part already "
+                    "generated is billed and recorded once; ask again (a shorter max_tokens answers sooner)",
+                    partial=partial,
+                    request_id=request_id,
+                ) from None
+            message = await stream.get_final_message()
+        return _completion(message, request_id)
 
     async def list_models(self) -> list[str]:
         """Model ids the API offers (first page): a call that costs nothing, for `offload doctor`."""
@@ -159,6 +195,17 @@ class ClaudeClient:
             decoder = await self._client.messages.batches.results(batch_id)
             async for line in decoder:
                 yield _item_result(line)
+
+
+def _completion(message: Any, request_id: str | None) -> Completion:
+    return Completion(
+        text=_text_of(message.content),
+        stop_reason=message.stop_reason,
+        usage=Usage.from_api(message.usage),
+        model=message.model,
+        request_id=request_id,
+        message_id=message.id,
+    )
 
 
 def _batch_info(batch: Any) -> BatchInfo:

@@ -21,7 +21,7 @@ from offload.core.money import fmt_usd
 from offload.core.request import request_hash
 from offload.core.text import fmt_tokens
 from offload.core.tokens import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, upper_bound_tokens
-from offload.infra.claude import Completion
+from offload.infra.claude import Completion, StreamDropped
 from offload.infra.ledger import budgets, records
 from offload.infra.ledger.budgets import BudgetLimits, Reservation
 from offload.infra.ledger.windows import utcnow
@@ -124,6 +124,16 @@ async def metered_call(
     reservation = await reserve(state, session, worst)
     try:
         completion = await state.claude().create(params)
+    except StreamDropped as exc:
+        # The API billed what it generated before the stream broke: one row for that, no retry.
+        with anyio.CancelScope(shield=True):
+            if exc.partial is None:
+                await budgets.release(state.ledger, reservation)
+            else:
+                where = (policy, session, tool, tier, step)
+                dropped = _attempt(state, where, params, exc.partial, Verdict("dropped", False), prompt_text)
+                await records.record(state.ledger, dropped, reservation)
+        raise
     except BaseException:
         # No answer means nothing billed that we can see: free the hold at once, even when the
         # host cancelled the call (a cancelled await would otherwise leave it held for an hour).
@@ -131,10 +141,26 @@ async def metered_call(
             await budgets.release(state.ledger, reservation)
         raise
     verdict = judge(completion)
+    attempt = _attempt(state, (policy, session, tool, tier, step), params, completion, verdict, prompt_text)
+    # The answer is paid for: a cancellation arriving now must not lose its row.
+    with anyio.CancelScope(shield=True):
+        await records.record(state.ledger, attempt, reservation)
+    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, verdict)
+
+
+def _attempt(
+    state: AppState,
+    where: tuple[Policy, str, str, str, int],  # the policy the call was made under, session, tool, tier, step
+    params: dict[str, Any],
+    completion: Completion,
+    verdict: Verdict,
+    prompt_text: str | None,
+) -> records.Attempt:
+    policy, session, tool, tier, step = where
+    model = str(params["model"])
     baseline = state.prices.baseline_cost(policy.baseline, completion.usage)
-    key = f"{tool}:{uuid.uuid4().hex}"
-    attempt = records.Attempt(
-        request_key=key,
+    return records.Attempt(
+        request_key=f"{tool}:{uuid.uuid4().hex}",
         session_id=session,
         tool=tool,
         model=model,
@@ -150,10 +176,6 @@ async def metered_call(
         prompt_text=prompt_text if policy.store_text else None,
         completion_text=completion.text if policy.store_text else None,
     )
-    # The answer is paid for: a cancellation arriving now must not lose its row.
-    with anyio.CancelScope(shield=True):
-        await records.record(state.ledger, attempt, reservation)
-    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, key, verdict)
 
 
 async def budget_warnings(state: AppState, session: str) -> list[str]:

@@ -38,7 +38,7 @@ class Attempt:
     tier: str = ""
     batch: bool = False
     step: int = 0
-    outcome: str = "ok"  # ok | escalated | error | refused | expired | canceled ...
+    outcome: str = "ok"  # ok | escalated | dropped (stream broke off) | error | refused | expired | canceled ...
     stop_reason: str | None = None
     request_hash: str | None = None
     batch_id: str | None = None
