@@ -133,7 +133,7 @@ def parse_count(body: object) -> Prompt:
     return _parse(body, COUNT_FIELDS)
 
 
-def _parse(body: object, allowed: set[str]) -> Prompt:
+def _check_fields(body: object, allowed: set[str]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError.invalid("request body must be a JSON object")
     for name in REMOVED_FIELDS:
@@ -144,96 +144,126 @@ def _parse(body: object, allowed: set[str]) -> Prompt:
             raise ApiError.invalid(f"{name}: Extra inputs are not permitted")
     if "model" not in body:
         raise ApiError.invalid("model: Field required")
-    model = get_model(body["model"])
-    items: list[Item] = [Item(("request",), tokenizer.REQUEST_OVERHEAD)]
-    marked: list[tuple[int, str, str]] = []  # (item index, ttl, where)
+    return body
 
-    def add_block(key_prefix: str, block: object, where: str) -> None:
+
+class _Parts:
+    """The prompt's cacheable items in order (tools -> system -> messages) and their breakpoints."""
+
+    def __init__(self) -> None:
+        self.items: list[Item] = [Item(("request",), tokenizer.REQUEST_OVERHEAD)]
+        self.marked: list[tuple[int, str, str]] = []  # (item index, ttl, where)
+
+    def add_block(self, key_prefix: str, block: object, where: str) -> None:
         key, tokens, cc = _block(block, where, is_tool=key_prefix == "tool")
         if cc is not None:
-            marked.append((len(items), cc, where))
-        items.append(Item((key_prefix, key), tokens, block=True))
+            self.marked.append((len(self.items), cc, where))
+        self.items.append(Item((key_prefix, key), tokens, block=True))
 
-    tools = body.get("tools")
-    if tools is not None:
+    def add_text(self, key_prefix: str, text: str) -> None:
+        self.items.append(Item((key_prefix, {"type": "text", "text": text}), tokenizer.count_text(text), block=True))
+
+    def add_tools(self, tools: object) -> None:
+        if tools is None:
+            return
         if not isinstance(tools, list):
             raise ApiError.invalid("tools: Input should be a valid list")
         for i, tool in enumerate(tools):
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
                 raise ApiError.invalid(f"tools.{i}: each tool needs a string 'name'")
-            add_block("tool", tool, f"tools.{i}")
+            self.add_block("tool", tool, f"tools.{i}")
 
-    # Settings the API renders into the prompt, so a change misses every cache after them:
-    # speed ahead of system, message-level settings ahead of the messages (cache_keys.py).
-    items.append(Item(("settings", system_settings(body)), 0))
-    system = body.get("system")
-    if system is not None:
-        items.append(Item(("system",), tokenizer.MESSAGE_OVERHEAD))
+    def add_system(self, system: object) -> None:
+        if system is None:
+            return
+        self.items.append(Item(("system",), tokenizer.MESSAGE_OVERHEAD))
         if isinstance(system, str):
-            items.append(Item(("system", {"type": "text", "text": system}), tokenizer.count_text(system), block=True))
+            self.add_text("system", system)
         elif isinstance(system, list):
             for i, block in enumerate(system):
                 if not isinstance(block, dict) or block.get("type") != "text":
                     raise ApiError.invalid(f"system.{i}: system blocks must be text blocks")
-                add_block("system", block, f"system.{i}")
+                self.add_block("system", block, f"system.{i}")
         else:
             raise ApiError.invalid("system: Input should be a string or a list of text blocks")
 
-    messages = body.get("messages")
-    if messages is None:
-        raise ApiError.invalid("messages: Field required")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError.invalid("messages: at least one message is required")
-    items.append(Item(("settings", message_settings(body)), 0))
-    prev_role: str | None = None
-    for m, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise ApiError.invalid(f"messages.{m}: Input should be an object with 'role' and 'content'")
-        extra = set(msg) - {"role", "content"}
-        if extra:
-            raise ApiError.invalid(f"messages.{m}.{sorted(extra)[0]}: Extra inputs are not permitted")
-        role = msg.get("role")
-        if role not in ("user", "assistant"):
-            raise ApiError.invalid(f"messages.{m}.role: Input should be 'user' or 'assistant'")
-        if m == 0 and role != "user":
-            raise ApiError.invalid("messages: the first message must use the 'user' role")
-        # "Consecutive user or assistant turns in your request will be combined into a single
-        # turn" (Messages API reference): a continuation adds content, not a turn's overhead.
-        if role != prev_role:
-            items.append(Item(("message", role), tokenizer.MESSAGE_OVERHEAD))
-        prev_role = role
-        content = msg.get("content")
-        if isinstance(content, str):
-            if not content and m != len(messages) - 1:
-                raise ApiError.invalid(f"messages.{m}.content: text content must be non-empty")
-            items.append(Item(("block", {"type": "text", "text": content}), tokenizer.count_text(content), block=True))
-        elif isinstance(content, list) and content:
-            for b, block in enumerate(content):
-                add_block("block", block, f"messages.{m}.content.{b}")
-        else:
-            raise ApiError.invalid(f"messages.{m}.content: Input should be a string or a non-empty list")
+    def add_messages(self, messages: object) -> None:
+        if not isinstance(messages, list) or not messages:
+            raise ApiError.invalid("messages: at least one message is required")
+        prev_role: str | None = None
+        for m, msg in enumerate(messages):
+            role = _message_role(msg, m)
+            # "Consecutive user or assistant turns in your request will be combined into a single
+            # turn" (Messages API reference): a continuation adds content, not a turn's overhead.
+            if role != prev_role:
+                self.items.append(Item(("message", role), tokenizer.MESSAGE_OVERHEAD))
+            prev_role = role
+            content = msg.get("content")
+            if isinstance(content, str):
+                if not content and m != len(messages) - 1:
+                    raise ApiError.invalid(f"messages.{m}.content: text content must be non-empty")
+                self.add_text("block", content)
+            elif isinstance(content, list) and content:
+                for b, block in enumerate(content):
+                    self.add_block("block", block, f"messages.{m}.content.{b}")
+            else:
+                raise ApiError.invalid(f"messages.{m}.content: Input should be a string or a non-empty list")
 
-    top_cc = body.get("cache_control")
-    if top_cc is not None:
+    def add_automatic_breakpoint(self, top_cc: object) -> None:
+        if top_cc is None:
+            return
         # Automatic caching: the marker lands on the last cacheable block of the request.
         ttl = _cache_control(top_cc, "cache_control")
-        last = len(items) - 1
-        if not any(idx == last for idx, _, _ in marked):
-            marked.append((last, ttl, "cache_control"))
+        last = len(self.items) - 1
+        if not any(idx == last for idx, _, _ in self.marked):
+            self.marked.append((last, ttl, "cache_control"))
 
-    if len(marked) > MAX_BREAKPOINTS:
-        raise ApiError.invalid(
-            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(marked)}."
-        )
-    seen_5m = False
-    for _, ttl, where in sorted(marked):
-        if ttl == "5m":
-            seen_5m = True
-        elif seen_5m:
+    def check_breakpoints(self) -> None:
+        if len(self.marked) > MAX_BREAKPOINTS:
             raise ApiError.invalid(
-                f"{where}.cache_control: a ttl='1h' cache_control block must not come after a "
-                "ttl='5m' cache_control block (longer TTLs must appear first)"
+                f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(self.marked)}."
             )
+        seen_5m = False
+        for _, ttl, where in sorted(self.marked):
+            if ttl == "5m":
+                seen_5m = True
+            elif seen_5m:
+                raise ApiError.invalid(
+                    f"{where}.cache_control: a ttl='1h' cache_control block must not come after a "
+                    "ttl='5m' cache_control block (longer TTLs must appear first)"
+                )
+
+
+def _message_role(msg: object, m: int) -> str:
+    if not isinstance(msg, dict):
+        raise ApiError.invalid(f"messages.{m}: Input should be an object with 'role' and 'content'")
+    extra = set(msg) - {"role", "content"}
+    if extra:
+        raise ApiError.invalid(f"messages.{m}.{sorted(extra)[0]}: Extra inputs are not permitted")
+    role = msg.get("role")
+    if role not in ("user", "assistant"):
+        raise ApiError.invalid(f"messages.{m}.role: Input should be 'user' or 'assistant'")
+    if m == 0 and role != "user":
+        raise ApiError.invalid("messages: the first message must use the 'user' role")
+    return str(role)
+
+
+def _parse(body: object, allowed: set[str]) -> Prompt:
+    body = _check_fields(body, allowed)
+    model = get_model(body["model"])
+    parts = _Parts()
+    parts.add_tools(body.get("tools"))
+    # Settings the API renders into the prompt, so a change misses every cache after them:
+    # speed ahead of system, message-level settings ahead of the messages (cache_keys.py).
+    parts.items.append(Item(("settings", system_settings(body)), 0))
+    parts.add_system(body.get("system"))
+    if body.get("messages") is None:
+        raise ApiError.invalid("messages: Field required")
+    parts.items.append(Item(("settings", message_settings(body)), 0))
+    parts.add_messages(body["messages"])
+    parts.add_automatic_breakpoint(body.get("cache_control"))
+    parts.check_breakpoints()
+    items, marked = parts.items, parts.marked
     prompt = Prompt(model=model, items=items, body=body)
     for idx, ttl, _ in marked:
         items[idx].ttl = ttl

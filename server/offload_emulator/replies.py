@@ -154,18 +154,7 @@ def _rule(raw: object, where: str) -> Rule:
         val = raw.get(key)
         if val is not None and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
             raise ScriptError(f"{where}: '{key}' must be a non-negative integer")
-    tool_use = raw.get("tool_use")
-    if tool_use is not None:
-        if (
-            not isinstance(tool_use, dict)
-            or set(tool_use) - {"name", "input"}
-            or not isinstance(tool_use.get("name"), str)
-            or not isinstance(tool_use.get("input", {}), dict)
-        ):
-            raise ScriptError(f"{where}: 'tool_use' must be a mapping with a string 'name' and a mapping 'input'")
-        if "error" in raw or stop is not None:
-            raise ScriptError(f"{where}: a 'tool_use' rule sets stop_reason itself; drop 'error'/'stop_reason'")
-        tool_use = {"name": tool_use["name"], "input": dict(tool_use.get("input", {}))}
+    tool_use = _tool_use(raw, where, stop)
     error = None
     if "error" in raw:
         error = _error(raw["error"], where)
@@ -181,6 +170,22 @@ def _rule(raw: object, where: str) -> Rule:
         times=raw.get("times"),
         tool_use=tool_use,
     )
+
+
+def _tool_use(raw: dict[str, Any], where: str, stop: object) -> dict[str, Any] | None:
+    tool_use = raw.get("tool_use")
+    if tool_use is None:
+        return None
+    if (
+        not isinstance(tool_use, dict)
+        or set(tool_use) - {"name", "input"}
+        or not isinstance(tool_use.get("name"), str)
+        or not isinstance(tool_use.get("input", {}), dict)
+    ):
+        raise ScriptError(f"{where}: 'tool_use' must be a mapping with a string 'name' and a mapping 'input'")
+    if "error" in raw or stop is not None:
+        raise ScriptError(f"{where}: a 'tool_use' rule sets stop_reason itself; drop 'error'/'stop_reason'")
+    return {"name": tool_use["name"], "input": dict(tool_use.get("input", {}))}
 
 
 def _error(raw: object, where: str) -> ApiError:

@@ -80,12 +80,8 @@ def _fold_frames(bodies: list[str]) -> list[bool]:
     return drop
 
 
-def trim_log(content: str, *, query: Query | None, budget_chars: int) -> tuple[str, list[str], bool | None]:
-    raw = content.splitlines()
-    bodies = [_PREFIX.sub("", ln) for ln in raw]
-    n = len(raw)
-    folded = _fold_frames(bodies)
-    # Collapse repeats by template: the first occurrence carries the count.
+def _templates(bodies: list[str], folded: list[bool]) -> tuple[list[str], dict[str, int], dict[str, int]]:
+    """Each line's template (numbers masked), how often each template occurs, and where first."""
     counts: dict[str, int] = {}
     first: dict[str, int] = {}
     templates: list[str] = []
@@ -96,6 +92,41 @@ def trim_log(content: str, *, query: Query | None, budget_chars: int) -> tuple[s
             continue
         counts[t] = counts.get(t, 0) + 1
         first.setdefault(t, i)
+    return templates, counts, first
+
+
+def _rank(body: str, i: int, n: int, query: Query | None, *, important: bool, context: bool) -> tuple[int, ...]:
+    """Lower ranks are kept first: query hits, summaries, errors (later first), context, the rest."""
+    if query is not None and query.hits(body):
+        return (0, -query.score(body))
+    if SUMMARY.search(body):
+        return (1, -i)
+    if important:
+        return (2, -i)  # later errors first: the last one is usually the cause
+    if context:
+        return (3, -i)
+    return (4, min(i, n - 1 - i))
+
+
+def _notes(repeated: int, frames: int, cut: int, n: int) -> list[str]:
+    notes = []
+    if repeated:
+        notes.append(f"{repeated:,} repeated lines")
+    if frames:
+        notes.append(f"{frames:,} stack-frame lines folded")
+    other = cut - repeated - frames
+    if other > 0:
+        notes.append(f"{other:,} of {n:,} lines cut")
+    return notes
+
+
+def trim_log(content: str, *, query: Query | None, budget_chars: int) -> tuple[str, list[str], bool | None]:
+    raw = content.splitlines()
+    bodies = [_PREFIX.sub("", ln) for ln in raw]
+    n = len(raw)
+    folded = _fold_frames(bodies)
+    # Collapse repeats by template: the first occurrence carries the count.
+    templates, counts, first = _templates(bodies, folded)
     lines: list[str] = []
     ranks: list[tuple[int, ...] | None] = []
     repeated = 0
@@ -108,13 +139,11 @@ def trim_log(content: str, *, query: Query | None, budget_chars: int) -> tuple[s
         if sect:
             title = sect.group(1).upper()
             in_failures = "FAILURES" in title or title == "ERRORS"
+        trace_end = in_trace and bool(body) and not body[0].isspace()
         if "Traceback (most recent call last)" in body:
-            in_trace = True
-        elif in_trace and body and not body[0].isspace():
+            in_trace, trace_end = True, False
+        elif trace_end:
             in_trace = False
-            trace_end = True
-        else:
-            trace_end = False
         shown = clip_line(line)
         if t and first.get(t, i) != i and not folded[i]:
             repeated += 1
@@ -127,27 +156,11 @@ def trim_log(content: str, *, query: Query | None, budget_chars: int) -> tuple[s
         if folded[i] or not body.strip():
             ranks.append(None)
             continue
-        edge = min(i, n - 1 - i)
         if query is not None and query.hits(body):
             matched += 1
-            ranks.append((0, -query.score(body)))
-        elif SUMMARY.search(body):
-            ranks.append((1, -i))
-        elif ERROR.search(body) or in_trace or trace_end or _FAIL_HEADER.match(body):
-            ranks.append((2, -i))  # later errors first: the last one is usually the cause
-        elif WARNING.search(body) or in_failures or sect:
-            ranks.append((3, -i))
-        else:
-            ranks.append((4, edge))
+        important = bool(ERROR.search(body) or in_trace or trace_end or _FAIL_HEADER.match(body))
+        context = bool(WARNING.search(body) or in_failures or sect)
+        ranks.append(_rank(body, i, n, query, important=important, context=context))
     text, cut = select_lines(lines, ranks, budget_chars)
-    notes = []
-    if repeated:
-        notes.append(f"{repeated:,} repeated lines")
-    frames = sum(folded)
-    if frames:
-        notes.append(f"{frames:,} stack-frame lines folded")
-    other = cut - repeated - frames
-    if other > 0:
-        notes.append(f"{other:,} of {n:,} lines cut")
     answered = None if query is None else matched > 0
-    return text, notes, answered
+    return text, _notes(repeated, sum(folded), cut, n), answered
