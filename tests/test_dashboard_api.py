@@ -134,3 +134,24 @@ def test_wide_windows_scan_the_table_narrow_ones_use_the_index(tmp_path: Path) -
         assert conn is not None
         assert since_filter(conn, NOW - timedelta(days=90)) == "+ts >= ?"
         assert since_filter(conn, NOW - timedelta(minutes=1)) == "ts >= ?"
+
+
+def test_polling_sees_every_new_attempt(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    asyncio.run(_fill(db))
+
+    async def one_more() -> None:
+        led = await Ledger.open(db)
+        try:
+            await record(led, Attempt("a4", "s1", "trim_result", "claude-haiku-5-5", Usage(1, 1), 7, 7, ts=NOW))
+        finally:
+            await led.close()
+
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path)) as url, httpx2.Client() as h:
+        before = (h.get(f"{url}/api/summary?since=7d").json(), h.get(f"{url}/api/series?since=7d").json())
+        asyncio.run(one_more())
+        after = (h.get(f"{url}/api/summary?since=7d").json(), h.get(f"{url}/api/series?since=7d").json())
+    assert before[0]["totals"]["cost"]["usd"] == "1.23"
+    assert after[0]["totals"]["cost"]["usd"] == "1.230000000007"
+    assert "trim_result" not in {p["key"] for p in before[1]["by"]["tool"]}
+    assert "trim_result" in {p["key"] for p in after[1]["by"]["tool"]}

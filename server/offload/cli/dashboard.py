@@ -53,6 +53,7 @@ def build_app(
     prices = load_prices()
     verifier = bearer_verifier(settings)
     host_bill = data.HostBillCache(transcripts or transcripts_dir(), prices)
+    memo = data.Memo()
     db = settings.db_path
 
     async def guarded(request: Request, build: Callable[[datetime, datetime], dict[str, Any]]) -> Response:
@@ -60,7 +61,8 @@ def build_app(
             return JSONResponse({"error": "this dashboard answers only on a loopback host name"}, 421)
         if not await bearer_ok(request, verifier):
             return unauthorized()
-        now = clock()
+        # Whole minutes: a period's start then stays put across the page's polls, so the memo hits.
+        now = clock().replace(second=0, microsecond=0)
         try:
             since = w.parse_since(request.query_params.get("since") or DEFAULT_SINCE, now)
         except ValueError as exc:
@@ -75,13 +77,13 @@ def build_app(
         return HTMLResponse(page(), headers={"Cache-Control": "no-store"})
 
     async def summary(request: Request) -> Response:
-        return await guarded(request, lambda since, now: data.summary(db, prices, since, now))
+        return await guarded(request, lambda since, now: data.summary(db, prices, since, now, memo))
 
     async def series(request: Request) -> Response:
-        return await guarded(request, lambda since, now: data.series(db, since, now))
+        return await guarded(request, lambda since, now: data.series(db, since, now, memo))
 
     async def sessions(request: Request) -> Response:
-        return await guarded(request, lambda since, _now: data.sessions(db, host_bill, since))
+        return await guarded(request, lambda since, _now: data.sessions(db, host_bill, since, memo))
 
     return Starlette(
         routes=[

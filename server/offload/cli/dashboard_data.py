@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offload.core.cache_gain import cache_net_gain, group_rates
 from offload.core.money import fmt_usd, usd_json
@@ -21,10 +23,39 @@ from offload.infra.ledger import windows as w
 from offload.infra.transcripts import HostBill, read_host_bill, transcript_files
 from offload.mcp.metrics import long_thresholds
 
+if TYPE_CHECKING:
+    import sqlite3
+
 HOURLY_UP_TO_S = 2 * 86400  # periods up to two days are charted by hour, longer ones by day
 BY = tuple(q.SERIES_KEYS)
 MAX_KEYS = 10  # per breakdown; the rest is folded into OTHER
 OTHER = "(other)"
+
+
+class Memo:
+    """Recent answers keyed on (query, period, ledger version): the page polls every few
+    seconds, and on a 100k-row ledger each breakdown is a table scan; unchanged data is not
+    scanned again. Keys include `version()`, so any new attempt misses."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+_NO_MEMO = Memo(0)
 
 
 def money(pusd: int) -> dict[str, str]:
@@ -36,13 +67,14 @@ def _pct(part: int, whole: int) -> str:
     return "0.0" if whole <= 0 else f"{part * 100 / whole:.1f}"
 
 
-def summary(db: Path, prices: PriceTable, since: datetime, now: datetime) -> dict[str, Any]:
+def summary(db: Path, prices: PriceTable, since: datetime, now: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
     """Totals, savings with quality counts, cache, budgets and batches for the period."""
     doc: dict[str, Any] = {"db": str(db), "since": w.iso(since), "generated_at": w.iso(now), "ledger": False}
     with q.reading(db) as conn:
         if conn is None:
             return doc
-        groups = q.groups(conn, long_thresholds(prices), since)
+        key = ("groups", w.iso(since), q.version(conn))
+        groups = memo.get(key, lambda: q.groups(conn, long_thresholds(prices), since))
         policy, session, budgets = q.budgets(conn, now)
         batches = q.recent_batches(conn)
     doc["ledger"] = True
@@ -136,21 +168,29 @@ def fold(points: list[q.Point], keep: int) -> list[q.Point]:
     return [q.Point(b, k, *v) for (b, k), v in sorted(out.items())]
 
 
-def series(db: Path, since: datetime, now: datetime) -> dict[str, Any]:
+def series(db: Path, since: datetime, now: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
     """Spend per bucket for every breakdown; a breakdown the ledger lacks a column for is null."""
     hourly = (now - since).total_seconds() <= HOURLY_UP_TO_S
-    doc: dict[str, Any] = {"since": w.iso(since), "bucket": "hour" if hourly else "day", "by": {}}
     with q.reading(db) as conn:
-        for by in BY:
-            points = None if conn is None else q.series(conn, by, since, hourly=hourly)
-            doc["by"][by] = (
-                None
-                if points is None
-                else [
-                    {"bucket": p.bucket, "key": p.key, "calls": p.calls, "cost": usd_json(p.cost_pusd)}
-                    for p in fold(points, MAX_KEYS)
-                ]
-            )
+        if conn is None:
+            return _series(None, since, hourly)
+        key = ("series", w.iso(since), hourly, q.version(conn))
+        doc: dict[str, Any] = memo.get(key, lambda: _series(conn, since, hourly))
+        return doc
+
+
+def _series(conn: sqlite3.Connection | None, since: datetime, hourly: bool) -> dict[str, Any]:
+    doc: dict[str, Any] = {"since": w.iso(since), "bucket": "hour" if hourly else "day", "by": {}}
+    for by in BY:
+        points = None if conn is None else q.series(conn, by, since, hourly=hourly)
+        doc["by"][by] = (
+            None
+            if points is None
+            else [
+                {"bucket": p.bucket, "key": p.key, "calls": p.calls, "cost": usd_json(p.cost_pusd)}
+                for p in fold(points, MAX_KEYS)
+            ]
+        )
     return doc
 
 
@@ -181,10 +221,12 @@ class HostBillCache:
             return self._bill
 
 
-def sessions(db: Path, host: HostBillCache, since: datetime) -> dict[str, Any]:
+def sessions(db: Path, host: HostBillCache, since: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
     """offload's spend per session beside the host's own bill for the same session id."""
+    ours: list[q.SessionSpend] = []
     with q.reading(db) as conn:
-        ours = [] if conn is None else q.sessions(conn, since)
+        if conn is not None:
+            ours = memo.get(("sessions", w.iso(since), q.version(conn)), lambda: q.sessions(conn, since))
     bill = host.get(since)
     theirs = {s.session_id: s for s in bill.sessions}
     rows = []

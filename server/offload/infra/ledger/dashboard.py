@@ -61,6 +61,11 @@ def since_filter(conn: sqlite3.Connection, since: datetime) -> str:
     return "+ts >= ?" if total and inside > SCAN_ABOVE * total else "ts >= ?"
 
 
+def version(conn: sqlite3.Connection) -> int:
+    """Changes whenever an attempt is recorded (rows are only ever added): a cache key."""
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()[0])
+
+
 def columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
 
