@@ -30,7 +30,15 @@ from offload.config.pricing import load_prices
 from offload.config.settings import Settings
 from offload.core.errors import InputError
 from offload.infra.ledger import windows as w
-from offload.mcp.http import BindError, bearer_ok, bearer_verifier, bind_socket, check_bind, is_loopback, unauthorized
+from offload.mcp.http import (
+    BindError,
+    bearer_ok,
+    bearer_verifier,
+    bind_socket,
+    check_bind,
+    foreign_host,
+    unauthorized,
+)
 
 DEFAULT_PORT = 8766
 DEFAULT_SINCE = "30d"
@@ -38,13 +46,6 @@ DEFAULT_SINCE = "30d"
 
 def page() -> str:
     return resources.files("offload.cli").joinpath("dashboard.html").read_text(encoding="utf-8")
-
-
-def _hostname(request: Request) -> str:
-    host = request.headers.get("host", "")
-    if host.startswith("["):
-        return host[1 : host.find("]")]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def build_app(
@@ -57,7 +58,7 @@ def build_app(
     db = settings.db_path
 
     async def guarded(request: Request, build: Callable[[datetime, datetime], dict[str, Any]]) -> Response:
-        if verifier is None and not is_loopback(_hostname(request)):
+        if foreign_host(request, verifier):
             return JSONResponse({"error": "this dashboard answers only on a loopback host name"}, 421)
         if not await bearer_ok(request, verifier):
             return unauthorized()
