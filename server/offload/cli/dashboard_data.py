@@ -20,7 +20,7 @@ from offload.core.money import fmt_usd, usd_json
 from offload.core.pricing import PriceTable, Usage
 from offload.infra.ledger import dashboard as q
 from offload.infra.ledger import windows as w
-from offload.infra.transcripts import HostBill, read_host_bill, transcript_files
+from offload.infra.transcripts import HostBill, SessionBill, read_host_bill, transcript_files
 from offload.mcp.metrics import long_thresholds
 
 if TYPE_CHECKING:
@@ -222,20 +222,19 @@ class HostBillCache:
 
 
 def sessions(db: Path, host: HostBillCache, since: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
-    """offload's spend per session beside the host's own bill for the same session id."""
-    ours: list[q.SessionSpend] = []
+    """Per session: offload's spend, what its context tools kept out of the host's context, and
+    the host's own bill for the same session id."""
+    ours: dict[str, q.SessionSpend] = {}
+    kept: dict[str, q.KeptOut] = {}
     with q.reading(db) as conn:
         if conn is not None:
-            ours = memo.get(("sessions", w.iso(since), q.version(conn)), lambda: q.sessions(conn, since))
+            key = ("sessions", w.iso(since), q.version(conn))
+            ours = {s.session_id: s for s in memo.get(key, lambda: q.sessions(conn, since))}
+            kept = q.kept_out(conn, since)
     bill = host.get(since)
     theirs = {s.session_id: s for s in bill.sessions}
-    rows = []
-    for s in ours:
-        h = theirs.pop(s.session_id, None)
-        rows.append(_session_row(s.session_id, s.project or (h.project if h else None), s, h))
-    for sid, h in theirs.items():
-        rows.append(_session_row(sid, h.project, None, h))
-    rows.sort(key=lambda r: str(r["last"]), reverse=True)
+    rows = [_session_row(sid, ours.get(sid), kept.get(sid), theirs.get(sid)) for sid in {*ours, *kept, *theirs}]
+    rows.sort(key=lambda r: (str(r["last"]), str(r["session"])), reverse=True)
     return {
         "since": w.iso(since),
         "host": {
@@ -253,15 +252,21 @@ def sessions(db: Path, host: HostBillCache, since: datetime, memo: Memo = _NO_ME
     }
 
 
-def _session_row(sid: str, project: str | None, ours: q.SessionSpend | None, host: Any) -> dict[str, Any]:
+def _session_row(
+    sid: str, ours: q.SessionSpend | None, kept: q.KeptOut | None, host: SessionBill | None
+) -> dict[str, Any]:
+    project = (ours.project if ours else None) or (host.project if host else None)
+    last = [ours.last_ts if ours else "", kept.last_ts if kept else "", w.iso(host.last_ts) if host else ""]
     return {
         "session": sid,
         "project": project,
         "offload_calls": ours.calls if ours else 0,
         "offload_cost": money(ours.cost_pusd if ours else 0),
         "offload_saved": money(ours.baseline_pusd - ours.cost_pusd if ours else 0),
+        "kept_out_tokens": kept.tokens_kept_out if kept else 0,
+        "context_calls": kept.calls if kept else 0,
         "host_turns": host.turns if host else 0,
         "host_cost": money(host.cost_pusd if host else 0),
         "host_unpriced_turns": host.unpriced_turns if host else 0,
-        "last": max(filter(None, [ours.last_ts if ours else None, w.iso(host.last_ts) if host else None])),
+        "last": max(last),
     }

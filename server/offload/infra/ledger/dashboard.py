@@ -168,6 +168,31 @@ def sessions(conn: sqlite3.Connection, since: datetime) -> list[SessionSpend]:
 
 
 @dataclass(frozen=True)
+class KeptOut:
+    session_id: str
+    calls: int
+    tokens_in: int
+    tokens_out: int
+    last_ts: str
+
+    @property
+    def tokens_kept_out(self) -> int:
+        return max(0, self.tokens_in - self.tokens_out)
+
+
+def kept_out(conn: sqlite3.Connection, since: datetime) -> dict[str, KeptOut]:
+    """Per session, what trim_result / summarize_context kept out of the host's context (0017)."""
+    if not columns(conn, "context_kept_out"):
+        return {}
+    rows = conn.execute(
+        "SELECT session_id, COUNT(*), SUM(tokens_in), SUM(tokens_out), MAX(ts) FROM context_kept_out"
+        " WHERE ts >= ? GROUP BY session_id",
+        (w.iso(since),),
+    ).fetchall()
+    return {str(r[0]): KeptOut(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows}
+
+
+@dataclass(frozen=True)
 class Budget:
     scope: str  # session | daily | monthly
     limit_pusd: int | None
