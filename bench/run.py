@@ -33,6 +33,7 @@ BENCHES = [
     ("ledger", "bench_ledger"),
     ("batch", "bench_batch"),
     ("trim", "bench_trim"),
+    ("dashboard", "bench_dashboard"),
 ]
 MARK = "@@ROWS@@"
 TIME_LIMIT_S = 240

@@ -17,6 +17,7 @@ from offload.config.settings import Settings
 from offload.core.pricing import Usage
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.budgets import BudgetLimits
+from offload.infra.ledger.context import record_kept_out
 from offload.infra.ledger.dashboard import Point, reading, since_filter
 from offload.infra.ledger.records import Attempt, record, record_policy
 
@@ -134,3 +135,47 @@ def test_wide_windows_scan_the_table_narrow_ones_use_the_index(tmp_path: Path) -
         assert conn is not None
         assert since_filter(conn, NOW - timedelta(days=90)) == "+ts >= ?"
         assert since_filter(conn, NOW - timedelta(minutes=1)) == "ts >= ?"
+
+
+def test_polling_sees_every_new_attempt(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    asyncio.run(_fill(db))
+
+    async def one_more() -> None:
+        led = await Ledger.open(db)
+        try:
+            await record(led, Attempt("a4", "s1", "trim_result", "claude-haiku-5-5", Usage(1, 1), 7, 7, ts=NOW))
+        finally:
+            await led.close()
+
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path)) as url, httpx2.Client() as h:
+        before = (h.get(f"{url}/api/summary?since=7d").json(), h.get(f"{url}/api/series?since=7d").json())
+        asyncio.run(one_more())
+        after = (h.get(f"{url}/api/summary?since=7d").json(), h.get(f"{url}/api/series?since=7d").json())
+    assert before[0]["totals"]["cost"]["usd"] == "1.23"
+    assert after[0]["totals"]["cost"]["usd"] == "1.230000000007"
+    assert "trim_result" not in {p["key"] for p in before[1]["by"]["tool"]}
+    assert "trim_result" in {p["key"] for p in after[1]["by"]["tool"]}
+
+
+def test_sessions_show_what_was_kept_out_of_context(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    asyncio.run(_fill(db))
+
+    async def kept() -> None:
+        led = await Ledger.open(db)
+        try:
+            await record_kept_out(led, "s1", "trim_result", 12_000, 300, now=NOW)
+            await record_kept_out(led, "s1", "summarize_context", 5_000, 600, now=NOW)
+            await record_kept_out(led, "only-trims", "trim_result", 900, 100, now=NOW)
+            await record_kept_out(led, "s1", "trim_result", 50_000, 10, now=NOW - timedelta(days=60))
+        finally:
+            await led.close()
+
+    asyncio.run(kept())
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path)) as url, httpx2.Client() as h:
+        doc = h.get(f"{url}/api/sessions?since=7d").json()
+    by = {r["session"]: r for r in doc["sessions"]}
+    assert (by["s1"]["kept_out_tokens"], by["s1"]["context_calls"]) == (11_700 + 4_400, 2)
+    # A session that only trimmed (no paid call) still shows.
+    assert (by["only-trims"]["kept_out_tokens"], by["only-trims"]["offload_calls"]) == (800, 0)

@@ -22,6 +22,7 @@ import pytest
 from mcp import Client
 from playwright.sync_api import sync_playwright
 
+from helpers import query
 from offload.config.settings import Settings
 from offload.mcp.server import build_server
 from transcript_fixtures import assistant, write_transcript
@@ -47,7 +48,7 @@ SCRIPT = [
 HOST_USD = Decimal("0.12")
 
 
-async def _fill(settings: Settings, root: Path) -> None:
+async def _fill(settings: Settings, root: Path) -> list[dict[str, Any]]:
     doc = "\n".join(f"def f{i}(x): return x * {i}  # helper {i}" for i in range(500))
     (root / "doc.py").write_text(doc, encoding="utf-8")
     async with Client(build_server(settings)) as c:
@@ -62,10 +63,13 @@ async def _fill(settings: Settings, root: Path) -> None:
         await call("routed_complete", {"prompt": "and f9?", "context_files": ["doc.py"]})
         await call("routed_complete", {"prompt": "ESCALATE: give a number", "must_match": "[0-9]"})
         await call("routed_complete", {"prompt": "Plan a migration.", "difficulty": "hard", "max_tokens": 64})
+        log = "\n".join(f"2026-11-29 10:00:{i % 60:02d} INFO job {i} ok" for i in range(2000))
+        trims = [await call("trim_result", {"content": log, "max_tokens": 200})]
         sub = await call("batch_submit", {"template": "Label: {item}", "items": ["a", "b", "c"], "max_tokens": 16})
         with anyio.fail_after(30):
             while (await call("batch_status", {"batch_id": sub["batch_id"]}))["state"] != "done":
                 await anyio.sleep(0.2)
+    return trims
 
 
 def _env() -> dict[str, str]:
@@ -96,7 +100,12 @@ def test_dashboard_in_chromium_matches_offload_spend(
 ) -> None:
     db = tmp_path / "ledger.db"
     with running(script=SCRIPT) as emu:
-        anyio.run(_fill, make_settings(emu.url, session_id=SESSION), tmp_path)
+        trims = anyio.run(_fill, make_settings(emu.url, session_id=SESSION), tmp_path)
+    # What the trim kept out of the host's context is in the ledger, as the tool reported it.
+    kept = query(db, "SELECT session_id, tool, tokens_in, tokens_out FROM context_kept_out")
+    assert [tuple(r) for r in kept] == [(SESSION, "trim_result", trims[0]["tokens_in"], trims[0]["tokens_out"])]
+    kept_out = trims[0]["tokens_in"] - trims[0]["tokens_out"]
+    assert kept_out > 1000
     claude = tmp_path / "claude-projects"
     usage = {
         "input_tokens": 1000,
@@ -148,7 +157,7 @@ def test_dashboard_in_chromium_matches_offload_spend(
             # The host's own bill, deduplicated (three copies of one response) and priced by hand.
             assert page.locator("#host-cost").inner_text() == f"${HOST_USD:.4f}"
             row = page.locator("#sessions-table tr", has_text=SESSION).inner_text().split("\t")
-            assert row[5:8] == ["1", f"${HOST_USD:.4f}", "0"]
+            assert row[5:9] == [f"{kept_out:,}", "1", f"${HOST_USD:.4f}", "0"]
             assert Decimal(row[3].lstrip("$")).quantize(Decimal("0.01")) == Decimal(total["cost_usd"]).quantize(
                 Decimal("0.01")
             )

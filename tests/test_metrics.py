@@ -143,6 +143,8 @@ def test_metrics_scrape_equals_the_ledger(tmp_path: Path, running: Any) -> None:
 def test_metrics_before_any_call_lists_families_and_no_samples(tmp_path: Path) -> None:
     with uvicorn_serving(build_http_app(_settings(tmp_path, "http://127.0.0.1:9"))) as url, httpx2.Client() as http:
         resp = http.get(f"{url}/metrics")  # loopback without tokens: no token needed
+        rebound = http.get(f"{url}/metrics", headers={"Host": "evil.example"})
+    assert rebound.status_code == 421
     assert resp.status_code == 200
     assert "# TYPE offload_cost_usd_total counter" in resp.text
     assert "# TYPE offload_cache_net_gain_usd gauge" in resp.text

@@ -30,7 +30,15 @@ from offload.config.pricing import load_prices
 from offload.config.settings import Settings
 from offload.core.errors import InputError
 from offload.infra.ledger import windows as w
-from offload.mcp.http import BindError, bearer_ok, bearer_verifier, bind_socket, check_bind, is_loopback, unauthorized
+from offload.mcp.http import (
+    BindError,
+    bearer_ok,
+    bearer_verifier,
+    bind_socket,
+    check_bind,
+    foreign_host,
+    unauthorized,
+)
 
 DEFAULT_PORT = 8766
 DEFAULT_SINCE = "30d"
@@ -40,27 +48,22 @@ def page() -> str:
     return resources.files("offload.cli").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
-def _hostname(request: Request) -> str:
-    host = request.headers.get("host", "")
-    if host.startswith("["):
-        return host[1 : host.find("]")]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
 def build_app(
     settings: Settings, *, transcripts: Path | None = None, clock: Callable[[], datetime] = w.utcnow
 ) -> Starlette:
     prices = load_prices()
     verifier = bearer_verifier(settings)
     host_bill = data.HostBillCache(transcripts or transcripts_dir(), prices)
+    memo = data.Memo()
     db = settings.db_path
 
     async def guarded(request: Request, build: Callable[[datetime, datetime], dict[str, Any]]) -> Response:
-        if verifier is None and not is_loopback(_hostname(request)):
+        if foreign_host(request, verifier):
             return JSONResponse({"error": "this dashboard answers only on a loopback host name"}, 421)
         if not await bearer_ok(request, verifier):
             return unauthorized()
-        now = clock()
+        # Whole minutes: a period's start then stays put across the page's polls, so the memo hits.
+        now = clock().replace(second=0, microsecond=0)
         try:
             since = w.parse_since(request.query_params.get("since") or DEFAULT_SINCE, now)
         except ValueError as exc:
@@ -75,13 +78,13 @@ def build_app(
         return HTMLResponse(page(), headers={"Cache-Control": "no-store"})
 
     async def summary(request: Request) -> Response:
-        return await guarded(request, lambda since, now: data.summary(db, prices, since, now))
+        return await guarded(request, lambda since, now: data.summary(db, prices, since, now, memo))
 
     async def series(request: Request) -> Response:
-        return await guarded(request, lambda since, now: data.series(db, since, now))
+        return await guarded(request, lambda since, now: data.series(db, since, now, memo))
 
     async def sessions(request: Request) -> Response:
-        return await guarded(request, lambda since, _now: data.sessions(db, host_bill, since))
+        return await guarded(request, lambda since, _now: data.sessions(db, host_bill, since, memo))
 
     return Starlette(
         routes=[

@@ -8,23 +8,54 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offload.core.cache_gain import cache_net_gain, group_rates
 from offload.core.money import fmt_usd, usd_json
 from offload.core.pricing import PriceTable, Usage
 from offload.infra.ledger import dashboard as q
 from offload.infra.ledger import windows as w
-from offload.infra.transcripts import HostBill, read_host_bill, transcript_files
+from offload.infra.transcripts import HostBill, SessionBill, read_host_bill, transcript_files
 from offload.mcp.metrics import long_thresholds
+
+if TYPE_CHECKING:
+    import sqlite3
 
 HOURLY_UP_TO_S = 2 * 86400  # periods up to two days are charted by hour, longer ones by day
 BY = tuple(q.SERIES_KEYS)
 MAX_KEYS = 10  # per breakdown; the rest is folded into OTHER
 OTHER = "(other)"
+
+
+class Memo:
+    """Recent answers keyed on (query, period, ledger version): the page polls every few
+    seconds, and on a 100k-row ledger each breakdown is a table scan; unchanged data is not
+    scanned again. Keys include `version()`, so any new attempt misses."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+_NO_MEMO = Memo(0)
 
 
 def money(pusd: int) -> dict[str, str]:
@@ -36,13 +67,14 @@ def _pct(part: int, whole: int) -> str:
     return "0.0" if whole <= 0 else f"{part * 100 / whole:.1f}"
 
 
-def summary(db: Path, prices: PriceTable, since: datetime, now: datetime) -> dict[str, Any]:
+def summary(db: Path, prices: PriceTable, since: datetime, now: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
     """Totals, savings with quality counts, cache, budgets and batches for the period."""
     doc: dict[str, Any] = {"db": str(db), "since": w.iso(since), "generated_at": w.iso(now), "ledger": False}
     with q.reading(db) as conn:
         if conn is None:
             return doc
-        groups = q.groups(conn, long_thresholds(prices), since)
+        key = ("groups", w.iso(since), q.version(conn))
+        groups = memo.get(key, lambda: q.groups(conn, long_thresholds(prices), since))
         policy, session, budgets = q.budgets(conn, now)
         batches = q.recent_batches(conn)
     doc["ledger"] = True
@@ -136,21 +168,29 @@ def fold(points: list[q.Point], keep: int) -> list[q.Point]:
     return [q.Point(b, k, *v) for (b, k), v in sorted(out.items())]
 
 
-def series(db: Path, since: datetime, now: datetime) -> dict[str, Any]:
+def series(db: Path, since: datetime, now: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
     """Spend per bucket for every breakdown; a breakdown the ledger lacks a column for is null."""
     hourly = (now - since).total_seconds() <= HOURLY_UP_TO_S
-    doc: dict[str, Any] = {"since": w.iso(since), "bucket": "hour" if hourly else "day", "by": {}}
     with q.reading(db) as conn:
-        for by in BY:
-            points = None if conn is None else q.series(conn, by, since, hourly=hourly)
-            doc["by"][by] = (
-                None
-                if points is None
-                else [
-                    {"bucket": p.bucket, "key": p.key, "calls": p.calls, "cost": usd_json(p.cost_pusd)}
-                    for p in fold(points, MAX_KEYS)
-                ]
-            )
+        if conn is None:
+            return _series(None, since, hourly)
+        key = ("series", w.iso(since), hourly, q.version(conn))
+        doc: dict[str, Any] = memo.get(key, lambda: _series(conn, since, hourly))
+        return doc
+
+
+def _series(conn: sqlite3.Connection | None, since: datetime, hourly: bool) -> dict[str, Any]:
+    doc: dict[str, Any] = {"since": w.iso(since), "bucket": "hour" if hourly else "day", "by": {}}
+    for by in BY:
+        points = None if conn is None else q.series(conn, by, since, hourly=hourly)
+        doc["by"][by] = (
+            None
+            if points is None
+            else [
+                {"bucket": p.bucket, "key": p.key, "calls": p.calls, "cost": usd_json(p.cost_pusd)}
+                for p in fold(points, MAX_KEYS)
+            ]
+        )
     return doc
 
 
@@ -181,19 +221,20 @@ class HostBillCache:
             return self._bill
 
 
-def sessions(db: Path, host: HostBillCache, since: datetime) -> dict[str, Any]:
-    """offload's spend per session beside the host's own bill for the same session id."""
+def sessions(db: Path, host: HostBillCache, since: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
+    """Per session: offload's spend, what its context tools kept out of the host's context, and
+    the host's own bill for the same session id."""
+    ours: dict[str, q.SessionSpend] = {}
+    kept: dict[str, q.KeptOut] = {}
     with q.reading(db) as conn:
-        ours = [] if conn is None else q.sessions(conn, since)
+        if conn is not None:
+            key = ("sessions", w.iso(since), q.version(conn))
+            ours = {s.session_id: s for s in memo.get(key, lambda: q.sessions(conn, since))}
+            kept = q.kept_out(conn, since)
     bill = host.get(since)
     theirs = {s.session_id: s for s in bill.sessions}
-    rows = []
-    for s in ours:
-        h = theirs.pop(s.session_id, None)
-        rows.append(_session_row(s.session_id, s.project or (h.project if h else None), s, h))
-    for sid, h in theirs.items():
-        rows.append(_session_row(sid, h.project, None, h))
-    rows.sort(key=lambda r: str(r["last"]), reverse=True)
+    rows = [_session_row(sid, ours.get(sid), kept.get(sid), theirs.get(sid)) for sid in {*ours, *kept, *theirs}]
+    rows.sort(key=lambda r: (str(r["last"]), str(r["session"])), reverse=True)
     return {
         "since": w.iso(since),
         "host": {
@@ -211,15 +252,21 @@ def sessions(db: Path, host: HostBillCache, since: datetime) -> dict[str, Any]:
     }
 
 
-def _session_row(sid: str, project: str | None, ours: q.SessionSpend | None, host: Any) -> dict[str, Any]:
+def _session_row(
+    sid: str, ours: q.SessionSpend | None, kept: q.KeptOut | None, host: SessionBill | None
+) -> dict[str, Any]:
+    project = (ours.project if ours else None) or (host.project if host else None)
+    last = [ours.last_ts if ours else "", kept.last_ts if kept else "", w.iso(host.last_ts) if host else ""]
     return {
         "session": sid,
         "project": project,
         "offload_calls": ours.calls if ours else 0,
         "offload_cost": money(ours.cost_pusd if ours else 0),
         "offload_saved": money(ours.baseline_pusd - ours.cost_pusd if ours else 0),
+        "kept_out_tokens": kept.tokens_kept_out if kept else 0,
+        "context_calls": kept.calls if kept else 0,
         "host_turns": host.turns if host else 0,
         "host_cost": money(host.cost_pusd if host else 0),
         "host_unpriced_turns": host.unpriced_turns if host else 0,
-        "last": max(filter(None, [ours.last_ts if ours else None, w.iso(host.last_ts) if host else None])),
+        "last": max(last),
     }

@@ -138,6 +138,19 @@ async def bearer_ok(request: Request, verifier: StaticTokenVerifier | None) -> b
     return scheme.lower() == "bearer" and await verifier.verify_token(token.strip()) is not None
 
 
+def request_hostname(request: Request) -> str:
+    """The Host header's name without its port (`[::1]:80` -> `::1`)."""
+    host = request.headers.get("host", "")
+    if host.startswith("["):
+        return host[1 : host.find("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def foreign_host(request: Request, verifier: StaticTokenVerifier | None) -> bool:
+    """Served without tokens (so on loopback) but asked for under another name: DNS rebinding."""
+    return verifier is None and not is_loopback(request_hostname(request))
+
+
 def unauthorized() -> Response:
     return JSONResponse({"error": "send Authorization: Bearer <token>"}, 401, {"WWW-Authenticate": "Bearer"})
 
@@ -148,6 +161,8 @@ def add_metrics_route(server: MCPServer[AppState], settings: Settings) -> None:
     verifier, prices = bearer_verifier(settings), load_prices()
 
     async def metrics(request: Request) -> Response:
+        if foreign_host(request, verifier):
+            return JSONResponse({"error": "served on loopback only; use a loopback host name"}, 421)
         if not await bearer_ok(request, verifier):
             return unauthorized()
         text = await run_in_threadpool(metrics_text, settings.db_path, prices)

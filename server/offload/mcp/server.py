@@ -13,6 +13,7 @@ from mcp.server import MCPServer
 
 from offload import __version__
 from offload.config.settings import Settings
+from offload.mcp.telemetry import otel_export
 from offload.mcp.tools import build_tools
 from offload.services.batches import collector
 from offload.state import AppState, open_state
@@ -28,7 +29,7 @@ INSTRUCTIONS = (
 def build_server(settings: Settings, **server_kwargs: Any) -> MCPServer[AppState]:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with open_state(settings) as state, collector(state):
+        async with open_state(settings) as state, collector(state), otel_export(state):
             yield state
 
     return MCPServer(

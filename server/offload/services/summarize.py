@@ -34,6 +34,7 @@ from offload.services.context_calls import (
     total_usage,
     usage_json,
 )
+from offload.services.kept_out import noted
 from offload.trim import chunking, identifiers
 
 if TYPE_CHECKING:
@@ -135,7 +136,9 @@ async def summarize_context(
         # Already as short as the summary would be: a model call could only lose detail.
         text = chunking.split(docs, max(tokens_in, 1))[0] if labels else source
         data = _data(None, [], 0, tokens_in, approx_tokens(text), 0, labels, identifiers.Restored("", (), 0))
-        return ToolOutput(f"{text}\n[not summarized: input already within target_tokens · $0]", data)
+        return await noted(
+            state, session, TOOL, ToolOutput(f"{text}\n[not summarized: input already within target_tokens · $0]", data)
+        )
 
     system = instructions(args.focus, args.keep)
     chunk_limit = max(MIN_CHUNK_TOKENS, MAX_CHUNK_TOKENS - approx_tokens(system))
@@ -180,7 +183,8 @@ async def summarize_context(
     text = f"{summary}\n\n{restored.text}" if restored.text else summary
     calls = [*results, *merged]
     data = _data(tier, calls, n, tokens_in, approx_tokens(text), sum(1 for _ in merged), labels, restored)
-    return ToolOutput(f"{text}\n{_footer(tier, calls, n, tokens_in, approx_tokens(text), restored)}", data)
+    out = ToolOutput(f"{text}\n{_footer(tier, calls, n, tokens_in, approx_tokens(text), restored)}", data)
+    return await noted(state, session, TOOL, out)
 
 
 async def _model_calls(

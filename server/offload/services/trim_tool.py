@@ -33,6 +33,7 @@ from offload.services.context_calls import (
     usage_json,
 )
 from offload.services.context_calls import total_usage as _total_usage
+from offload.services.kept_out import noted
 from offload.trim import chunking
 from offload.trim.content import TrimResult, hard_cut, trim
 from offload.trim.detect import KINDS
@@ -99,13 +100,13 @@ async def trim_result(state: AppState, session: str, args: TrimArgs) -> ToolOutp
     handle = args.handle or await handles.save(state.ledger, content, result.kind)
 
     if args.query is not None and result.query_answered is False:
-        return await _answer_by_model(state, session, args, content, result, handle)
+        return await noted(state, session, TOOL, await _answer_by_model(state, session, args, content, result, handle))
     removed = list(result.removed)
     footer = f"[{result.kind} · {fmt_tokens(result.tokens_in)} → {fmt_tokens(result.tokens_out)} tokens"
     footer += f" · removed: {_short(removed)}" if removed else " · nothing removed"
     footer += f" · handle {handle}]"
     data = _data(result, result.tokens_out, removed, handle, [])
-    return ToolOutput(f"{result.text}\n{footer}", data)
+    return await noted(state, session, TOOL, ToolOutput(f"{result.text}\n{footer}", data))
 
 
 def _short(notes: list[str]) -> str:

@@ -61,6 +61,11 @@ def since_filter(conn: sqlite3.Connection, since: datetime) -> str:
     return "+ts >= ?" if total and inside > SCAN_ABOVE * total else "ts >= ?"
 
 
+def version(conn: sqlite3.Connection) -> int:
+    """Changes whenever an attempt is recorded (rows are only ever added): a cache key."""
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()[0])
+
+
 def columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -160,6 +165,31 @@ def sessions(conn: sqlite3.Connection, since: datetime) -> list[SessionSpend]:
         SessionSpend(str(r[0]), None if r[1] is None else str(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6])
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class KeptOut:
+    session_id: str
+    calls: int
+    tokens_in: int
+    tokens_out: int
+    last_ts: str
+
+    @property
+    def tokens_kept_out(self) -> int:
+        return max(0, self.tokens_in - self.tokens_out)
+
+
+def kept_out(conn: sqlite3.Connection, since: datetime) -> dict[str, KeptOut]:
+    """Per session, what trim_result / summarize_context kept out of the host's context (migration 0040)."""
+    if not columns(conn, "context_kept_out"):
+        return {}
+    rows = conn.execute(
+        "SELECT session_id, COUNT(*), SUM(tokens_in), SUM(tokens_out), MAX(ts) FROM context_kept_out"
+        " WHERE ts >= ? GROUP BY session_id",
+        (w.iso(since),),
+    ).fetchall()
+    return {str(r[0]): KeptOut(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows}
 
 
 @dataclass(frozen=True)
