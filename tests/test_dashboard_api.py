@@ -15,10 +15,10 @@ from offload.cli.dashboard import build_app
 from offload.cli.dashboard_data import fold
 from offload.config.settings import Settings
 from offload.core.pricing import Usage
-from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.budgets import BudgetLimits
 from offload.infra.ledger.context import record_kept_out
 from offload.infra.ledger.dashboard import Point, reading, since_filter
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record, record_policy
 
 TOKEN = "tok-dash-3c9e1f7a2b"

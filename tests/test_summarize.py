@@ -100,7 +100,9 @@ async def test_several_files_are_summarized_in_parallel_chunks_with_cache_reads_
 
     chunk_calls = [c for c in calls if CHUNK_ASK in last_text(c)]
     merges = [c for c in calls if MERGE_ASK in last_text(c)]
-    assert len(chunk_calls) >= 3 and len(merges) == 1 and len(calls) == len(chunk_calls) + 1
+    warm = [c for c in calls if c.body["max_tokens"] == 0]
+    assert len(chunk_calls) >= 3 and len(merges) == 1 and len(warm) == 1
+    assert len(calls) == len(chunk_calls) + 2
     assert data["chunk_calls"] == len(chunk_calls) and data["calls"] == len(calls)
     # The shared prefix: the same bytes on every call, under a cache breakpoint, nothing chunk-specific.
     systems = {json.dumps(c.body["system"], sort_keys=True) for c in calls}
@@ -108,12 +110,15 @@ async def test_several_files_are_summarized_in_parallel_chunks_with_cache_reads_
     system = calls[0].body["system"][0]
     assert system["cache_control"]["type"] == "ephemeral" and "INC-2291" in system["text"]
     assert "served in" not in system["text"]
-    # The first chunk went alone and wrote the prefix; the rest started together after it and read it.
-    first, rest = chunk_calls[0], chunk_calls[1:]
-    assert first.usage["cache_creation_input_tokens"] > 0 and first.usage["cache_read_input_tokens"] == 0
-    assert all(c.usage["cache_read_input_tokens"] > 0 for c in [*rest, *merges])
-    assert min(c.at for c in rest) >= first.at + 0.5
-    assert max(c.at for c in rest) - min(c.at for c in rest) < 0.5
+    # A max_tokens: 0 pre-warm wrote the prefix and billed no output ("Pre-warming the cache",
+    # https://platform.claude.com/docs/en/build-with-claude/prompt-caching); every chunk then
+    # started together after its response and read it.
+    (first,) = warm
+    assert first.usage["cache_creation_input_tokens"] > 0 and first.usage["output_tokens"] == 0
+    assert all(c.usage["cache_read_input_tokens"] > 0 for c in [*chunk_calls, *merges])
+    assert min(c.at for c in chunk_calls) >= first.at + 0.5
+    assert max(c.at for c in chunk_calls) - min(c.at for c in chunk_calls) < 0.5
+    assert data["truncated_calls"] == 0
     # Every line of the input went to exactly one chunk call, with its file named.
     sent = "\n".join(last_text(c) for c in chunk_calls)
     for marker in ("id=r0 ", "id=r1899 ", "order o0 ", "order o1399 ", "panel p0 ", "panel p1699 ", "E1234"):
@@ -149,7 +154,8 @@ async def test_several_files_are_summarized_in_parallel_chunks_with_cache_reads_
     assert footer.startswith("[haiku-5-5 · $") and f"{len(chunk_calls)} chunk calls + merge" in footer
     assert "cached " in footer and "kept verbatim" in footer
     # Progress went up to the total (chunk calls + merge).
-    assert seen[-1] == (len(calls), len(calls))
+    steps = len(chunk_calls) + len(merges)  # the pre-warm is not a step the host waits on
+    assert seen[-1] == (steps, steps)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
@@ -235,10 +241,11 @@ async def test_a_failed_chunk_call_surfaces_its_error_and_every_paid_call_stays_
     assert result.is_error
     msg = str(result.content[0].text)  # type: ignore[union-attr]
     assert "Claude API error 500 api_error: boom" in msg
-    # Chunk 1 went alone, then 2 and 3 together: 2 failed (after the SDK's retries), 3 was paid for.
-    assert len(answered) == 2 and not any(MERGE_ASK in last_text(c) for c in answered)
+    # The pre-warm, then chunks 1-3 together: 2 failed (after the SDK's retries), 1 and 3 were paid for.
+    assert len(answered) == 3 and not any(MERGE_ASK in last_text(c) for c in answered)
     ledger = rows(settings.db_path)
-    assert len(ledger) == 2 and all(r["cost_pusd"] > 0 for r in ledger)
+    assert len(ledger) == 3 and all(r["cost_pusd"] > 0 for r in ledger)
+    assert sorted(r["outcome"] for r in ledger) == ["ok", "ok", "prewarm"]
     conn = sqlite3.connect(settings.db_path)
     try:
         assert conn.execute("SELECT COUNT(*) FROM reservations").fetchone() == (0,)

@@ -1,10 +1,13 @@
 """Metered cheap-tier calls for the context tools: tier choice, budget pre-check, bounded fan-out.
 
-Chunk calls share one system prompt under a cache breakpoint. The API serves cache reads only
-after the first write has completed, so when there is something to cache the first call goes
-alone and the rest follow in parallel; otherwise all go in parallel. A failed call does not
-cancel its siblings: a call already answered has been paid for and must reach the ledger, so
-in-flight calls finish, no new ones start, and then the first error is raised.
+Chunk calls share one system prompt under a cache breakpoint. "A cache entry only becomes
+available after the first response begins" (prompt-caching docs), so before a fan-out with
+something to cache `prewarm` sends one `max_tokens: 0` request ("Pre-warming the cache": it
+writes the cache at the breakpoints and bills zero output tokens); then every call goes in
+parallel and reads. That costs about one cache read more than sending the first chunk alone,
+and saves a whole generation of latency. A failed call does not cancel its siblings: a call
+already answered has been paid for and must reach the ledger, so in-flight calls finish, no
+new ones start, and then the first error is raised.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from offload.core.output import Progress, no_progress
 from offload.core.pricing import Usage
 from offload.core.request import Prompt, build_params
 from offload.core.tokens import approx_tokens
+from offload.infra.claude import Completion
 from offload.infra.ledger import budgets
-from offload.metering.metered import Metered, limits_of, metered_call
+from offload.metering.metered import Metered, Verdict, limits_of, metered_call
 from offload.policy import engine
 
 if TYPE_CHECKING:
@@ -86,6 +90,27 @@ def _cacheable(params: dict[str, Any]) -> bool:
     return isinstance(system, list) and any("cache_control" in b for b in system)
 
 
+# The pre-warm's user turn: the cached prefix ends with the system prompt, before any message.
+WARM_PROMPT = "."
+
+
+def _warmup(_: Completion) -> Verdict:
+    return Verdict("prewarm", counts_toward_baseline=False)  # no answer the host uses: no baseline
+
+
+async def prewarm(
+    state: AppState, session: str, *, tool: str, tier: Tier, calls: Sequence[tuple[Prompt, int]]
+) -> list[Metered]:
+    """Write the shared system prefix before a fan-out of `calls`; [] when there is none to write."""
+    if len(calls) < 2:
+        return []
+    params = params_for(state, tier, calls[0][0], 0)
+    if not _cacheable(params):
+        return []
+    params["messages"] = [{"role": "user", "content": [{"type": "text", "text": WARM_PROMPT}]}]
+    return [await metered_call(state, session, tool=tool, tier=tier.name, params=params, judge=_warmup)]
+
+
 async def run_calls(
     state: AppState,
     session: str,
@@ -98,7 +123,10 @@ async def run_calls(
     total_steps: int | None = None,
     label: str = "call",
 ) -> list[Metered]:
-    """Send each (prompt, max_tokens) through `metered_call`; results in input order."""
+    """Send each (prompt, max_tokens) through `metered_call`, in parallel; results in input order.
+
+    Call `prewarm` first when the calls share a cacheable prefix.
+    """
     params = [params_for(state, tier, p, m) for p, m in calls]
     results: list[Metered | None] = [None] * len(calls)
     errors: list[BaseException] = []
@@ -126,12 +154,8 @@ async def run_calls(
         finished += 1
         await progress(finished, total, f"{label} {i + 1}/{len(calls)} done")
 
-    start = 0
-    if len(calls) > 1 and _cacheable(params[0]):
-        await one(0)  # writes the shared prefix; the rest then read it
-        start = 1
     async with anyio.create_task_group() as tg:
-        for i in range(start, len(calls)):
+        for i in range(len(calls)):
             tg.start_soon(one, i)
     if errors:
         raise errors[0]
@@ -161,6 +185,7 @@ __all__ = [
     "estimate_pusd",
     "params_for",
     "pick_tier",
+    "prewarm",
     "prompt_tokens",
     "run_calls",
     "total_usage",

@@ -2,8 +2,9 @@
 
 Inputs larger than one call are split into balanced chunks (paragraph/line boundaries) and
 summarized in parallel under one byte-identical system prompt — instructions, focus and `keep`
-live there, never anything chunk-specific, so every chunk call after the first reads it from
-the cache. Several chunk summaries are merged by one more call under the same system prompt.
+live there, never anything chunk-specific, so once a `max_tokens: 0` pre-warm has written it
+every chunk call reads it from the cache. Several chunk summaries are merged by one more call
+under the same system prompt.
 Then identifiers the reader will act on (paths, error codes, numbers with units, URLs, `keep`,
 stated constraints) are checked against the input and any the model dropped are appended.
 """
@@ -29,6 +30,7 @@ from offload.services.context_calls import (
     check_headroom,
     estimate_pusd,
     pick_tier,
+    prewarm,
     prompt_tokens,
     run_calls,
     total_usage,
@@ -135,7 +137,7 @@ async def summarize_context(
     if tokens_in <= args.target_tokens:
         # Already as short as the summary would be: a model call could only lose detail.
         text = chunking.split(docs, max(tokens_in, 1))[0] if labels else source
-        data = _data(None, [], 0, tokens_in, approx_tokens(text), 0, labels, identifiers.Restored("", (), 0))
+        data = _data(None, [], 0, tokens_in, approx_tokens(text), labels, identifiers.Restored("", (), 0))
         return await noted(
             state, session, TOOL, ToolOutput(f"{text}\n[not summarized: input already within target_tokens · $0]", data)
         )
@@ -182,9 +184,10 @@ async def summarize_context(
     restored = await anyio.to_thread.run_sync(lambda: identifiers.restore(identifiers.missing(found[0], summary)))
     text = f"{summary}\n\n{restored.text}" if restored.text else summary
     calls = [*results, *merged]
-    data = _data(tier, calls, n, tokens_in, approx_tokens(text), sum(1 for _ in merged), labels, restored)
-    out = ToolOutput(f"{text}\n{_footer(tier, calls, n, tokens_in, approx_tokens(text), restored)}", data)
-    return await noted(state, session, TOOL, out)
+    merges = sum(1 for c in merged if c.outcome != "prewarm")
+    data = _data(tier, calls, n, tokens_in, approx_tokens(text), labels, restored)
+    footer = _footer(tier, calls, n, merges, tokens_in, approx_tokens(text), restored)
+    return await noted(state, session, TOOL, ToolOutput(f"{text}\n{footer}", data))
 
 
 async def _model_calls(
@@ -197,21 +200,23 @@ async def _model_calls(
     args: SummarizeArgs,
     progress: Progress,
 ) -> tuple[str, list[Metered], list[Metered]]:
-    """(summary, chunk calls, merge calls): chunk summaries, then one merge when there are several."""
+    """(summary, chunk calls, merge and pre-warm calls): chunk summaries, then one merge when there are several."""
     n = len(prompts)
     steps = n + (1 if n > 1 else 0)
+    chunk_calls = [(p, part_cap) for p in prompts]
+    warm = await prewarm(state, session, tool=TOOL, tier=tier, calls=chunk_calls)
     results = await run_calls(
         state,
         session,
         tool=TOOL,
         tier=tier,
-        calls=[(p, part_cap) for p in prompts],
+        calls=chunk_calls,
         progress=progress,
         total_steps=steps,
         label="chunk",
     )
     if n == 1:
-        return results[0].completion.text.strip(), results, []
+        return results[0].completion.text.strip(), results, warm
     merge = Prompt(prompt=merge_prompt([r.completion.text for r in results], args.target_tokens), system=system)
     merged = await run_calls(
         state,
@@ -224,18 +229,24 @@ async def _model_calls(
         total_steps=steps,
         label="merge",
     )
-    return merged[0].completion.text.strip(), results, merged
+    return merged[0].completion.text.strip(), results, [*warm, *merged]
 
 
 def _footer(
-    tier: Tier, calls: list[Metered], chunks: int, tokens_in: int, tokens_out: int, restored: identifiers.Restored
+    tier: Tier,
+    calls: list[Metered],
+    chunks: int,
+    merges: int,
+    tokens_in: int,
+    tokens_out: int,
+    restored: identifiers.Restored,
 ) -> str:
     usage = total_usage(calls)
     cost = sum(c.cost_pusd for c in calls)
     parts = [
         short_model(tier.model),
         fmt_usd(cost),
-        f"{chunks} chunk call{'s' if chunks != 1 else ''}" + (" + merge" if len(calls) > chunks else ""),
+        f"{chunks} chunk call{'s' if chunks != 1 else ''}" + (" + merge" if merges else ""),
         f"cached {fmt_tokens(usage.cache_read)}",
         f"{fmt_tokens(tokens_in)} → {fmt_tokens(tokens_out)} tokens",
     ]
@@ -250,7 +261,6 @@ def _data(
     chunks: int,
     tokens_in: int,
     tokens_out: int,
-    merges: int,
     files: list[str],
     restored: identifiers.Restored,
 ) -> dict[str, object]:
@@ -261,11 +271,11 @@ def _data(
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
         "chunk_calls": chunks,
-        "calls": chunks + merges,
+        "calls": len(calls),  # every API call, a cache pre-warm included
         "cost_usd": usd_json(sum(c.cost_pusd for c in calls)),
         "usage": usage_json(usage),
         "cache_read_tokens": usage.cache_read,
-        "truncated_calls": sum(1 for c in calls if c.completion.stop_reason == "max_tokens"),
+        "truncated_calls": sum(1 for c in calls if c.completion.stop_reason == "max_tokens" and c.outcome != "prewarm"),
         "kept_verbatim": [i.text for i in restored.restored],
         "identifiers_not_listed": restored.omitted,
         "files": files,

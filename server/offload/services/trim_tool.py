@@ -28,6 +28,7 @@ from offload.services.context_calls import (
     check_headroom,
     estimate_pusd,
     pick_tier,
+    prewarm,
     prompt_tokens,
     run_calls,
     usage_json,
@@ -167,10 +168,11 @@ async def _answer_by_model(
     await check_headroom(
         state, session, estimate_pusd(state, tier, [(prompt_tokens(p), per_call) for p in prompts]), "this query"
     )
-    calls = await run_calls(
-        state, session, tool=TOOL, tier=tier, calls=[(p, per_call) for p in prompts], label="query part"
-    )
-    answers = [c.completion.text.strip() for c in calls]
+    parts = [(p, per_call) for p in prompts]
+    warm = await prewarm(state, session, tool=TOOL, tier=tier, calls=parts)
+    answered = await run_calls(state, session, tool=TOOL, tier=tier, calls=parts, label="query part")
+    answers = [c.completion.text.strip() for c in answered]
+    calls = [*warm, *answered]
     found = [a for a in answers if a and not (len(a) < 20 and a.upper().startswith("NONE"))]
     answer = "\n\n".join(found) if found else "Nothing in the content answers the query."
     answer = hard_cut(answer, args.max_tokens * 4)
@@ -182,7 +184,7 @@ async def _answer_by_model(
     n = len(calls)
     footer = (
         f"[{result.kind} · {fmt_tokens(result.tokens_in)} → {fmt_tokens(tokens_out)} tokens · query answered by "
-        f"{short_model(calls[0].completion.model)} for {fmt_usd(cost)} ({n} call{'s' if n != 1 else ''})"
+        f"{short_model(answered[0].completion.model)} for {fmt_usd(cost)} ({n} call{'s' if n != 1 else ''})"
         + (f" · {skipped} parts not searched" if skipped else "")
         + f" · handle {handle}]"
     )
