@@ -172,41 +172,38 @@ class _Glob:
         part = self.parts[index]
         last = index == len(self.parts) - 1
         if part == "**":
-            if not self._enter(directory, index):
-                return
-            if last:  # 'dir/**': every file below
-                for entry in self._entries(directory):
-                    if entry.name.startswith("."):
-                        continue
-                    if entry.is_dir():
-                        self._walk(directory / entry.name, index)
-                    else:
-                        self._found(directory / entry.name)
-                return
-            self._walk(directory, index + 1)  # '**' matching no directory at all
+            self._walk_any_depth(directory, index, last)
+        elif not glob.has_magic(part):  # a literal name (or '..') between magic parts
+            self._walk_literal(directory / part, index, last)
+        elif self._enter(directory, index):
+            hidden_ok = part.startswith(".")
             for entry in self._entries(directory):
-                if not entry.name.startswith(".") and entry.is_dir():
-                    self._walk(directory / entry.name, index)
-            return
-        if not glob.has_magic(part):  # a literal name (or '..') between magic parts
-            path = directory / part
-            if last:
-                if os.path.lexists(path) and not path.is_dir():
-                    self._found(path)
-            elif path.is_dir():
-                self._walk(path, index + 1)
-            return
+                if (entry.name.startswith(".") and not hidden_ok) or not fnmatch.fnmatch(entry.name, part):
+                    continue
+                if last and not entry.is_dir():
+                    self._found(directory / entry.name)
+                elif not last and entry.is_dir():
+                    self._walk(directory / entry.name, index + 1)
+
+    def _walk_any_depth(self, directory: Path, index: int, last: bool) -> None:
         if not self._enter(directory, index):
             return
-        hidden_ok = part.startswith(".")
+        if not last:
+            self._walk(directory, index + 1)  # '**' matching no directory at all
         for entry in self._entries(directory):
-            if (entry.name.startswith(".") and not hidden_ok) or not fnmatch.fnmatch(entry.name, part):
+            if entry.name.startswith("."):
                 continue
-            if last:
-                if not entry.is_dir():
-                    self._found(directory / entry.name)
-            elif entry.is_dir():
-                self._walk(directory / entry.name, index + 1)
+            if entry.is_dir():
+                self._walk(directory / entry.name, index)
+            elif last:  # 'dir/**': every file below
+                self._found(directory / entry.name)
+
+    def _walk_literal(self, path: Path, index: int, last: bool) -> None:
+        if last:
+            if os.path.lexists(path) and not path.is_dir():
+                self._found(path)
+        elif path.is_dir():
+            self._walk(path, index + 1)
 
 
 def _fd_real_path(fd: int) -> Path | None:
