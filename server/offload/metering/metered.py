@@ -9,20 +9,23 @@ by a request key, so a cost is never lost once the answer is in hand and never c
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from offload.core.errors import OffloadError
+from offload.core.errors import LedgerUnavailableError, OffloadError
 from offload.core.money import fmt_usd
 from offload.core.request import request_hash
 from offload.core.text import fmt_tokens
 from offload.core.tokens import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, upper_bound_tokens
 from offload.infra.claude import Completion
-from offload.infra.ledger import budgets, records
+from offload.infra.ledger import budgets, journal, records
 from offload.infra.ledger.budgets import BudgetLimits, Reservation
 from offload.infra.ledger.windows import utcnow
 from offload.policy.models import Policy
@@ -30,6 +33,8 @@ from offload.policy.models import Policy
 if TYPE_CHECKING:
     from offload.state import AppState
 
+
+log = logging.getLogger("offload.metering")
 
 RESERVATION_TTL_S = 3600
 
@@ -152,8 +157,44 @@ async def metered_call(
     )
     # The answer is paid for: a cancellation arriving now must not lose its row.
     with anyio.CancelScope(shield=True):
-        await records.record(state.ledger, attempt, reservation)
+        await record_paid(state, attempt, reservation)
     return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, key, verdict)
+
+
+# Notes for the host about this tool call's bookkeeping, collected by the tool adapter (see
+# `collecting_notes`); a context variable so the services in between need not pass them along.
+_notes: ContextVar[list[str] | None] = ContextVar("offload_ledger_notes", default=None)
+
+
+@contextmanager
+def collecting_notes() -> Iterator[list[str]]:
+    """Collect the notes metered calls inside this block leave (e.g. an answer spooled to the journal)."""
+    notes: list[str] = []
+    token = _notes.set(notes)
+    try:
+        yield notes
+    finally:
+        _notes.reset(token)
+
+
+async def record_paid(state: AppState, attempt: records.Attempt, reservation: Reservation | None) -> None:
+    """Record a paid attempt; if the ledger can't take it, spool it to the journal instead.
+
+    A paid answer must reach the host whatever the ledger's state: the journal line is replayed
+    (exactly once, by request_key) the next time any offload process opens the ledger.
+    """
+    try:
+        await records.record(state.ledger, attempt, reservation)
+    except LedgerUnavailableError as exc:
+        stamped = replace(attempt, ts=attempt.ts or utcnow())
+        path = await anyio.to_thread.run_sync(
+            journal.spool, state.ledger.path, stamped, None if reservation is None else reservation.id
+        )
+        log.warning("%s; spooled %s to %s", exc, attempt.request_key, path)
+        note = f"ledger busy or full: this call's cost was kept in {path.name} and is recorded on the next start"
+        notes = _notes.get()
+        if notes is not None and note not in notes:
+            notes.append(note)
 
 
 async def budget_warnings(state: AppState, session: str) -> list[str]:

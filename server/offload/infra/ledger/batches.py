@@ -29,7 +29,7 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.records import Attempt, _insert
 
 if TYPE_CHECKING:
-    from offload.infra.ledger.db import Ledger
+    from offload.infra.ledger.db import Conn, Ledger
 
 BATCH_HOST = "batch"  # reservations.host of holds owned by a batch, not by a process
 RESERVE_TTL_S = 25 * 3600  # the API expires a batch after 24 h; results may land just after
@@ -223,6 +223,16 @@ async def claim_due(
     now = now or w.utcnow()
     stamp = w.iso(now)
     owner = lease_owner()
+    # Every idle server runs this twice a second: look first, so nothing due takes no write lock.
+    due = await (
+        await ledger.conn.execute(
+            "SELECT 1 FROM batch_parts WHERE state = 'submitting' OR (state IN ('in_progress', 'ended')"
+            " AND (next_poll_at IS NULL OR next_poll_at <= ?)) LIMIT 1",
+            (stamp,),
+        )
+    ).fetchone()
+    if due is None:
+        return []
     async with ledger.write() as conn:
         stale = await (
             await conn.execute(
@@ -285,7 +295,7 @@ async def release_lease(ledger: Ledger, ref: PartRef, *, retry_at: datetime, err
         )
 
 
-async def batch_row(conn: aiosqlite.Connection, batch_id: str) -> aiosqlite.Row | None:
+async def batch_row(conn: Conn, batch_id: str) -> aiosqlite.Row | None:
     return await (await conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,))).fetchone()
 
 
@@ -385,7 +395,7 @@ async def _finish_if_done(conn: aiosqlite.Connection, batch_id: str) -> bool:
 # -- reads for status, results and the CLI ---------------------------------------------------
 
 
-async def list_batches(conn: aiosqlite.Connection, *, include_done: bool, limit: int = 50) -> list[dict[str, Any]]:
+async def list_batches(conn: Conn, *, include_done: bool, limit: int = 50) -> list[dict[str, Any]]:
     where = "" if include_done else "WHERE b.state = 'open'"
     rows = await (
         await conn.execute(
@@ -416,7 +426,7 @@ async def list_batches(conn: aiosqlite.Connection, *, include_done: bool, limit:
     return [dict(zip(keys, tuple(r), strict=True)) for r in rows]
 
 
-async def counts(conn: aiosqlite.Connection, batch_id: str) -> dict[str, int]:
+async def counts(conn: Conn, batch_id: str) -> dict[str, int]:
     rows = await (
         await conn.execute(
             "SELECT COALESCE(result_type, 'pending'), COUNT(*) FROM batch_items WHERE batch_id = ? GROUP BY 1",
@@ -426,20 +436,20 @@ async def counts(conn: aiosqlite.Connection, batch_id: str) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-async def cost_so_far(conn: aiosqlite.Connection, batch_id: str) -> int:
+async def cost_so_far(conn: Conn, batch_id: str) -> int:
     row = await (
         await conn.execute("SELECT COALESCE(SUM(cost_pusd), 0) FROM batch_items WHERE batch_id = ?", (batch_id,))
     ).fetchone()
     return int(row[0]) if row is not None else 0
 
 
-async def parts(conn: aiosqlite.Connection, batch_id: str) -> list[aiosqlite.Row]:
+async def parts(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
     return list(
         await (await conn.execute("SELECT * FROM batch_parts WHERE batch_id = ? ORDER BY part", (batch_id,))).fetchall()
     )
 
 
-async def items_page(conn: aiosqlite.Connection, batch_id: str, offset: int, limit: int) -> list[aiosqlite.Row]:
+async def items_page(conn: Conn, batch_id: str, offset: int, limit: int) -> list[aiosqlite.Row]:
     return list(
         await (
             await conn.execute(
@@ -451,7 +461,7 @@ async def items_page(conn: aiosqlite.Connection, batch_id: str, offset: int, lim
     )
 
 
-async def retry_items(conn: aiosqlite.Connection, batch_id: str) -> list[aiosqlite.Row]:
+async def retry_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
     """Items worth resubmitting: failed at the API, never sent, or in a part whose fate is unknown."""
     return list(
         await (

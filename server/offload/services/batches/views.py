@@ -22,6 +22,7 @@ from offload.infra.ledger import windows as w
 if TYPE_CHECKING:
     import aiosqlite
 
+    from offload.infra.ledger.db import Conn
     from offload.state import AppState
 
 PAGE_TOKENS = 2000  # a results page stays near this many tokens, whatever `limit` is
@@ -39,7 +40,7 @@ def age(created: str, now: datetime) -> str:
     return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
 
 
-async def _describe(conn: aiosqlite.Connection, row: aiosqlite.Row, now: datetime) -> tuple[str, dict[str, Any]]:
+async def _describe(conn: Conn, row: aiosqlite.Row, now: datetime) -> tuple[str, dict[str, Any]]:
     bid = str(row["id"])
     counts = await store.counts(conn, bid)
     parts = await store.parts(conn, bid)
@@ -120,7 +121,7 @@ def _brief(d: dict[str, Any], now: datetime) -> str:
     )
 
 
-async def _row(conn: aiosqlite.Connection, batch_id: str) -> aiosqlite.Row:
+async def _row(conn: Conn, batch_id: str) -> aiosqlite.Row:
     row = await store.batch_row(conn, batch_id)
     if row is None:
         raise InputError(f"no batch {batch_id!r}; batch_status() with no id lists the open ones")
