@@ -135,7 +135,8 @@ async def metered_call(
         with anyio.CancelScope(shield=True):
             await budgets.release(state.ledger, reservation)
         raise
-    verdict = judge(completion)
+    with anyio.CancelScope(shield=True):  # paid for: a cancellation now must not skip the record below
+        verdict = await _judged(judge, completion)
     baseline = state.prices.baseline_cost(policy.baseline, completion.usage)
     key = f"{tool}:{uuid.uuid4().hex}"
     attempt = records.Attempt(
@@ -195,6 +196,19 @@ async def record_paid(state: AppState, attempt: records.Attempt, reservation: Re
         notes = _notes.get()
         if notes is not None and note not in notes:
             notes.append(note)
+
+
+async def _judged(judge: Judge, completion: Completion) -> Verdict:
+    """The caller's checks, in a worker thread (a regex or schema may take its whole time budget).
+
+    A check that breaks on the answer must not lose the paid answer nor leave its hold: it
+    counts as a failed check, and the answer goes back to the host.
+    """
+    try:
+        return await anyio.to_thread.run_sync(judge, completion)
+    except Exception as exc:
+        log.warning("a check failed to run on a paid answer: %r", exc)
+        return Verdict("check_failed", failed_check="check_error")
 
 
 async def budget_warnings(state: AppState, session: str) -> list[str]:
