@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from offload.core.errors import InputError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
@@ -40,7 +42,8 @@ async def submit(state: AppState, session: str, args: SubmitArgs, *, progress: P
         shared, specs, retry_of = await _retry_specs(state, args.retry_failed)
         tier = await _tier_of(state, args.retry_failed)
     else:
-        shared, specs, tier = _fresh(state, args, mode)
+        # Building 10^5 requests takes seconds of CPU: in a worker thread, so other calls are served.
+        shared, specs, tier = await anyio.to_thread.run_sync(_fresh, state, args, mode)
         retry_of = None
     if not specs:
         raise InputError("there is nothing to submit: the list of requests, items or files is empty")
@@ -126,23 +129,8 @@ async def _persist_and_send(
     retry_of: str | None,
     progress: Progress,
 ) -> ToolOutput:
-    prices, policy = state.prices, state.policy
-    sizes: list[int] = []
-    worst: list[int] = []
-    typical = sync = 0
-    for idx, spec in enumerate(specs):
-        sizes.append(build.line_bytes(build.request_line(shared, spec, idx)))
-        upper = build.input_upper_bound(shared, spec)
-        worst.append(prices.worst_case(shared.model, upper, shared.max_tokens, batch=True))
-        guess_in = build.input_typical(shared, spec)
-        guess_out = min(shared.max_tokens, build.TYPICAL_OUTPUT_TOKENS)
-        typical += _typical(state, shared, guess_in, guess_out, batch=True)
-        sync += _typical(state, shared, guess_in, guess_out, batch=False)
-    part_of = build.split(sizes)
-    del sizes
-    part_counts = [0] * (part_of[-1] + 1)
-    for p in part_of:
-        part_counts[p] += 1
+    policy = state.policy
+    part_of, part_counts, worst, typical, sync = await anyio.to_thread.run_sync(_priced, state, shared, specs)
     total_worst = sum(worst)
     state.claude()  # fail on a missing key before holding any money
     reservation = await budgets.reserve(state.ledger, session, total_worst, limits_of(policy))
@@ -177,6 +165,27 @@ async def _persist_and_send(
     return _submitted_output(batch_id, shared, tier, len(specs), api_ids, failures, total_worst, typical, sync)
 
 
+def _priced(state: AppState, shared: Shared, specs: list[Spec]) -> tuple[list[int], list[int], list[int], int, int]:
+    """(part of each request, requests per part, worst case per request, typical, typical sent one by one)."""
+    prices = state.prices
+    sizes: list[int] = []
+    worst: list[int] = []
+    typical = sync = 0
+    for idx, spec in enumerate(specs):
+        sizes.append(build.line_bytes(build.request_line(shared, spec, idx)))
+        upper = build.input_upper_bound(shared, spec)
+        worst.append(prices.worst_case(shared.model, upper, shared.max_tokens, batch=True))
+        guess_in = build.input_typical(shared, spec)
+        guess_out = min(shared.max_tokens, build.TYPICAL_OUTPUT_TOKENS)
+        typical += _typical(state, shared, guess_in, guess_out, batch=True)
+        sync += _typical(state, shared, guess_in, guess_out, batch=False)
+    part_of = build.split(sizes)
+    part_counts = [0] * (part_of[-1] + 1)
+    for p in part_of:
+        part_counts[p] += 1
+    return part_of, part_counts, worst, typical, sync
+
+
 def _typical(state: AppState, shared: Shared, tokens_in: int, tokens_out: int, *, batch: bool) -> int:
     """A plain-input guess (no cache effects) for the 'typical' figure; reservations use worst cases."""
     rates = state.prices.price(shared.model).rates_for(tokens_in, batch=batch)
@@ -193,7 +202,7 @@ async def _send_parts(
         if not await store.begin_submit(state.ledger, batch_id, part):
             continue
         rows = await store.part_items(state.ledger, batch_id, part)
-        lines = [build.request_line(shared, Spec("", body, system), idx) for idx, body, system in rows]
+        lines = await anyio.to_thread.run_sync(_lines, shared, rows)
         del rows
         try:
             info = await client.batch_create(lines)
@@ -211,6 +220,10 @@ async def _send_parts(
         )
         api_ids.append(info.id)
     return api_ids, failures
+
+
+def _lines(shared: Shared, rows: list[tuple[int, str, str | None]]) -> list[dict[str, Any]]:
+    return [build.request_line(shared, Spec("", body, system), idx) for idx, body, system in rows]
 
 
 def _submitted_output(
