@@ -21,7 +21,8 @@ from pydantic import BeforeValidator, Field, ValidationError
 
 from offload.core.errors import OffloadError
 from offload.core.output import Progress, ToolOutput
-from offload.mcp.session import session_id
+from offload.core.tenancy import acting_as
+from offload.mcp.session import principal, session_id
 from offload.metering.metered import budget_warnings, collecting_notes
 from offload.services import batches as batch_service
 from offload.services import routed, status, summarize, trim_tool
@@ -83,7 +84,7 @@ async def _run(
     try:
         await state.refresh_policy()
         session = session_id(ctx, state)
-        with collecting_notes() as notes:
+        with collecting_notes() as notes, acting_as(principal(ctx)):
             out = await call(state, session)
         if spends:
             out = await _with_budget_warnings(state, session, out)

@@ -62,6 +62,18 @@ class NewBatch:
     sync_pusd: int
     shared: str
     retry_of: str | None = None
+    owner: str | None = None  # the HTTP principal that made it (None: local)
+
+
+# Reads for a caller pass its owner; the collector and the CLI, which act for everyone, pass ANY.
+ANY: Any = object()
+
+
+def _owned(owner: Any, alias: str = "") -> tuple[str, tuple[Any, ...]]:
+    """A WHERE fragment (starting with AND) and its parameter for `owner` (nothing for ANY)."""
+    if owner is ANY:
+        return "", ()
+    return f" AND {alias}owner IS ?", (owner,)
 
 
 @dataclass(frozen=True)
@@ -103,8 +115,8 @@ async def create(
     async with ledger.write() as conn:
         await conn.execute(
             "INSERT INTO batches (id, created_at, session_id, policy, tier, model, baseline_model,"
-            " request_count, worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+            " request_count, worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of, owner)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
             (
                 batch.id,
                 w.iso(now),
@@ -120,6 +132,7 @@ async def create(
                 batch.shared,
                 reservation_id,
                 batch.retry_of,
+                batch.owner,
             ),
         )
         await conn.executemany(
@@ -295,8 +308,10 @@ async def release_lease(ledger: Ledger, ref: PartRef, *, retry_at: datetime, err
         )
 
 
-async def batch_row(conn: Conn, batch_id: str) -> aiosqlite.Row | None:
-    return await (await conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,))).fetchone()
+async def batch_row(conn: Conn, batch_id: str, owner: Any = ANY) -> aiosqlite.Row | None:
+    """The batch, if it exists and (unless `owner` is ANY) belongs to `owner`."""
+    extra, args = _owned(owner)
+    return await (await conn.execute(f"SELECT * FROM batches WHERE id = ?{extra}", (batch_id, *args))).fetchone()
 
 
 async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, lease_s: float = 120) -> int:
@@ -395,8 +410,9 @@ async def _finish_if_done(conn: aiosqlite.Connection, batch_id: str) -> bool:
 # -- reads for status, results and the CLI ---------------------------------------------------
 
 
-async def list_batches(conn: Conn, *, include_done: bool, limit: int = 50) -> list[dict[str, Any]]:
-    where = "" if include_done else "WHERE b.state = 'open'"
+async def list_batches(conn: Conn, *, include_done: bool, limit: int = 50, owner: Any = ANY) -> list[dict[str, Any]]:
+    extra, args = _owned(owner, "b.")
+    where = "WHERE 1 = 1" + ("" if include_done else " AND b.state = 'open'") + extra
     rows = await (
         await conn.execute(
             "SELECT b.id, b.created_at, b.session_id, b.tier, b.model, b.request_count, b.worst_pusd,"
@@ -404,7 +420,7 @@ async def list_batches(conn: Conn, *, include_done: bool, limit: int = 50) -> li
             " (SELECT COUNT(*) FROM batch_items i WHERE i.batch_id = b.id AND i.result_type IS NOT NULL),"
             " (SELECT COALESCE(SUM(cost_pusd), 0) FROM batch_items i WHERE i.batch_id = b.id)"
             f" FROM batches b {where} ORDER BY b.created_at DESC LIMIT ?",
-            (limit,),
+            (*args, limit),
         )
     ).fetchall()
     keys = [

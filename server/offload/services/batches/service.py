@@ -18,6 +18,7 @@ import anyio
 from offload.core.errors import InputError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
+from offload.core.tenancy import current_owner
 from offload.infra import files
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import budgets
@@ -92,7 +93,7 @@ def _read_files(state: AppState, patterns: tuple[str, ...]) -> list[tuple[str, s
 
 async def _retry_specs(state: AppState, batch_id: str) -> tuple[Shared, list[Spec], str]:
     conn = state.ledger.conn
-    row = await store.batch_row(conn, batch_id)
+    row = await store.batch_row(conn, batch_id, current_owner())
     if row is None:
         raise InputError(f"retry_failed={batch_id!r}: no such batch; see batch_status for batch ids")
     if str(row["shared"]) == "{}":
@@ -114,7 +115,7 @@ async def _retry_specs(state: AppState, batch_id: str) -> tuple[Shared, list[Spe
 
 
 async def _tier_of(state: AppState, batch_id: str) -> str:
-    row = await store.batch_row(state.ledger.conn, batch_id)
+    row = await store.batch_row(state.ledger.conn, batch_id, current_owner())
     assert row is not None
     return str(row["tier"])
 
@@ -151,6 +152,7 @@ async def _persist_and_send(
                 sync_pusd=sync,
                 shared=shared.to_json(),
                 retry_of=retry_of,
+                owner=current_owner(),
             ),
             ((i, part_of[i], s.label, s.body, s.system, worst[i]) for i, s in enumerate(specs)),
             part_counts,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from offload.core.errors import InputError, PathRefusedError
 from offload.core.money import fmt_usd, usd_json, usd_to_pusd
 from offload.core.output import ToolOutput
+from offload.core.tenancy import current_owner
 from offload.core.tokens import approx_tokens
 from offload.infra import files
 from offload.infra.ledger import batches as store
@@ -96,12 +97,12 @@ async def status(state: AppState, session: str, batch_id: str | None) -> ToolOut
         row = await _row(conn, batch_id)
         text, data = await _describe(conn, row, now)
         return ToolOutput(text, data)
-    rows = await store.list_batches(conn, include_done=False)
+    rows = await store.list_batches(conn, include_done=False, owner=current_owner())
     if not rows:
         return ToolOutput("no open batches", {"batches": []})
     texts, datas = [], []
     for r in rows[:LIST_MAX]:
-        full = await store.batch_row(conn, str(r["id"]))
+        full = await store.batch_row(conn, str(r["id"]), current_owner())
         assert full is not None
         t, d = await _describe(conn, full, now)
         # One short line per batch; the full story (ETA, interrupted parts) only where it needs action.
@@ -122,7 +123,7 @@ def _brief(d: dict[str, Any], now: datetime) -> str:
 
 
 async def _row(conn: Conn, batch_id: str) -> aiosqlite.Row:
-    row = await store.batch_row(conn, batch_id)
+    row = await store.batch_row(conn, batch_id, current_owner())
     if row is None:
         raise InputError(f"no batch {batch_id!r}; batch_status() with no id lists the open ones")
     return row
