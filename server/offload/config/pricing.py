@@ -34,4 +34,9 @@ def _load(path: Path) -> PriceTable:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({exc})") from None
-    return parse_prices(doc, where)
+    except ValueError as exc:  # e.g. an integer past Python's 4,300-digit conversion limit
+        raise ConfigError(f"{where}: a value cannot be read ({str(exc)[:200]})") from None
+    try:
+        return parse_prices(doc, where)
+    except (ValueError, ArithmeticError) as exc:
+        raise ConfigError(f"{where}: a price cannot be used ({str(exc)[:200]})") from None

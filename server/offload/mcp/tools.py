@@ -180,7 +180,7 @@ async def batch_status(ctx: Ctx, batch_id: Text = None) -> CallToolResult:
 async def batch_results(
     batch_id: str,
     ctx: Ctx,
-    offset: Annotated[int, Field(ge=0)] = 0,
+    offset: Annotated[int, Field(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Field(ge=1, le=500)] = 20,
     write_to: Annotated[Text, Field(description="Write all results here (.jsonl or .md); returns a digest.")] = None,
 ) -> CallToolResult:

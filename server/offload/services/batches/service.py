@@ -211,7 +211,7 @@ async def _send_parts(
         except UpstreamError as exc:
             # A status code means the API answered "no": nothing was created. No status (a
             # timeout, a dropped connection) means it may exist: never resend on a guess.
-            definite = exc.status is not None
+            definite = exc.status is not None or exc.kind == "not_sent"
             await store.submit_failed(state.ledger, batch_id, part, str(exc), definite=definite)
             failures.append(f"part {part + 1}: {exc}" + ("" if definite else " (it may have been created)"))
             continue
