@@ -122,8 +122,10 @@ def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-def test_check_bind_allows_anything_once_a_token_is_set(tmp_path: Path) -> None:
-    check_bind("0.0.0.0", 80, _settings(tmp_path, TOKEN_A))
+def test_check_bind_allows_anything_once_a_long_token_is_set(tmp_path: Path) -> None:
+    check_bind("0.0.0.0", 80, _settings(tmp_path, TOKEN_A + "-long-enough-for-a-public-bind"))
+    with pytest.raises(BindError, match="token-1 is shorter than 32"):
+        check_bind("0.0.0.0", 80, _settings(tmp_path, TOKEN_A))
     check_bind("127.0.0.1", 80, _settings(tmp_path))
     with pytest.raises(BindError, match="OFFLOAD_HTTP_TOKENS"):
         check_bind("10.0.0.1", 80, _settings(tmp_path))
@@ -141,11 +143,12 @@ async def test_static_token_verifier_labels_tokens_by_position() -> None:
 
 
 def test_http_session_id_order() -> None:
-    assert http_session_id("s1", "0123456789abcdef0123", "token-1") == "s1:0123456789ab"
+    assert http_session_id("s1", "0123456789abcdef0123", "token-1") == "s1:token-1:0123456789ab"
     assert http_session_id("s1", None, "token-2") == "s1:token-2"
     assert http_session_id("s1", None, None) == "s1:http"
-    # Wire-supplied ids are cut down to printable, short ids before they reach the ledger.
-    assert http_session_id("s1", "a b\n;c", None) == "s1:abc"
+    assert http_session_id("s1", "abc", None) == "s1:http:abc"
+    # Ids are cut down to printable, short ids before they reach the ledger.
+    assert http_session_id("s1", "a b\n;c", "tok en") == "s1:token:abc"
     assert http_session_id("s1", " \n", None) == "s1:http"
 
 

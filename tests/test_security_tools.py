@@ -150,5 +150,6 @@ async def test_write_to_never_clobbers_or_escapes(
     assert (root / "README.md").read_text() == "# my project\n"
     assert (outside / "notes.md").read_text() == "the user's notes outside\n"
     assert len((root / "r.jsonl").read_text().splitlines()) == 2
-    assert (root / "r.md").read_text().startswith(f"# Batch {bid}")
+    marker, heading = (root / "r.md").read_text().split("\n")[:2]
+    assert marker == f"<!-- written by offload batch_results: {bid} -->" and heading.startswith(f"# Batch {bid}")
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]

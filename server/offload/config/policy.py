@@ -120,6 +120,8 @@ def _parse_yaml(text: str, path: str) -> Any:
         raise ConfigError(f"policy {path}: YAML syntax error{where}: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"policy {path}: not valid YAML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer past Python's 4,300-digit conversion limit
+        raise ConfigError(f"policy {path}: a value cannot be read: {str(exc)[:200]}") from None
 
 
 def parse_policy(text: str, path: str = "<policy>", *, known_models: Collection[str] | None = None) -> Policy:

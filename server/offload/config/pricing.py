@@ -28,7 +28,7 @@ def load_prices(path: Path | str | None = None, *, overlay: Path | str | None = 
     extra = _read_doc(extra_path)
     if not isinstance(extra, dict) or not isinstance(base, dict):
         raise ConfigError(f"{extra_path}: expected a mapping with models (and optionally aliases, batch_multiplier)")
-    return parse_prices(_merge(base, extra, str(extra_path)), f"{extra_path} (over the shipped pricing.yaml)")
+    return _parse(_merge(base, extra, str(extra_path)), f"{extra_path} (over the shipped pricing.yaml)")
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any], where: str) -> dict[str, Any]:
@@ -63,7 +63,16 @@ def _read_doc(path: Path) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+    except ValueError as exc:  # e.g. an integer past Python's 4,300-digit conversion limit
+        raise ConfigError(f"{where}: a value cannot be read ({str(exc)[:200]})") from None
 
 
 def _load(path: Path) -> PriceTable:
-    return parse_prices(_read_doc(path), str(path))
+    return _parse(_read_doc(path), str(path))
+
+
+def _parse(doc: Any, where: str) -> PriceTable:
+    try:
+        return parse_prices(doc, where)
+    except (ValueError, ArithmeticError) as exc:
+        raise ConfigError(f"{where}: a price cannot be used ({str(exc)[:200]})") from None

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import regex
+from referencing.exceptions import Unresolvable
 
-from offload.core.errors import InputError
+from offload.core import safe_regex
+from offload.core.schema_guard import compile_schema
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 
@@ -21,26 +24,15 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 @dataclass(frozen=True)
 class Checks:
     response_schema: dict[str, Any] | None = None
-    must_match: re.Pattern[str] | None = None
+    must_match: regex.Pattern[str] | None = None
+    validator: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(cls, response_schema: dict[str, Any] | None, must_match: str | None) -> Checks:
         """Validate the caller's checks up front, so a bad schema or regex costs no API call."""
-        if response_schema is not None:
-            try:
-                jsonschema.validators.validator_for(response_schema).check_schema(response_schema)
-            except jsonschema.SchemaError as exc:
-                raise InputError(
-                    f"response_schema is not a valid JSON Schema: {exc.message}; send a JSON Schema object"
-                    ' such as {"type": "object", "properties": {...}, "required": [...]}'
-                ) from None
-        pattern = None
-        if must_match is not None:
-            try:
-                pattern = re.compile(must_match)
-            except re.error as exc:
-                raise InputError(f"must_match is not a valid regular expression: {exc}; send a Python regex") from None
-        return cls(response_schema=response_schema, must_match=pattern)
+        validator = compile_schema(response_schema) if response_schema is not None else None
+        pattern = safe_regex.compile_pattern(must_match, "must_match") if must_match is not None else None
+        return cls(response_schema=response_schema, must_match=pattern, validator=validator)
 
     def instruction(self) -> str | None:
         """What to tell the model so a capable tier passes on the first try."""
@@ -57,17 +49,32 @@ def parse_json_answer(text: str) -> Any:
 
 
 def failed_check(text: str, stop_reason: str | None, checks: Checks) -> str | None:
-    """The first failing trigger, or None when the answer is good enough."""
+    """The first failing trigger, or None when the answer is good enough.
+
+    Never raises: the answer is already paid for, so a check that breaks on it (an answer
+    nested too deep, regexes past their time budget) counts as that check failing.
+    """
     if stop_reason == "max_tokens":
         return "max_tokens"
     if stop_reason == "refusal":
         return "refusal"
-    if checks.response_schema is not None:
-        try:
-            value = parse_json_answer(text)
-            jsonschema.validate(value, checks.response_schema)
-        except (ValueError, jsonschema.ValidationError):
+    with safe_regex.budget():
+        if checks.response_schema is not None and not _schema_passes(text, checks):
             return "schema_invalid"
-    if checks.must_match is not None and not checks.must_match.search(text):
-        return "must_match_failed"
+        if checks.must_match is not None:
+            try:
+                if not safe_regex.search(checks.must_match, text):
+                    return "must_match_failed"
+            except safe_regex.RegexBudgetExceeded:
+                return "must_match_failed"
     return None
+
+
+def _schema_passes(text: str, checks: Checks) -> bool:
+    validator = checks.validator or compile_schema(checks.response_schema or {})
+    try:
+        value = parse_json_answer(text)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except (ValueError, RecursionError, safe_regex.RegexBudgetExceeded, Unresolvable):
+        return False
+    return error is None

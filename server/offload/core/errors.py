@@ -7,7 +7,8 @@
     │   └── PathRefusedError     outside the allowed roots, symlink out, too large, missing
     ├── BudgetExceededError      which budget, spent/limit, remaining, when it resets
     ├── MissingApiKeyError       ANTHROPIC_API_KEY is not set
-    └── UpstreamError            the Claude API failed after the SDK's retries
+    ├── UpstreamError            the Claude API failed after the SDK's retries
+    └── LedgerUnavailableError   the ledger file could not be written (locked past retries, disk full)
 
 Only `tools.py` turns these into MCP `ToolError`s.
 """
@@ -66,3 +67,7 @@ class UpstreamError(OffloadError):
         self.status = status
         self.kind = kind
         self.request_id = request_id
+
+
+class LedgerUnavailableError(OffloadError):
+    """The ledger could not take a write; nothing was sent, or a paid answer went to the journal."""

@@ -121,6 +121,10 @@ def _mapped_errors() -> Iterator[None]:
         raise _upstream(exc) from None
 
 
+# Statuses the SDK retries itself (timeouts, conflicts, rate limits, server errors, overload).
+_RETRIED = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
 class ClaudeClient:
     """Async client for the calls offload makes. Construct through `ClaudeClient.from_settings`."""
 
@@ -181,6 +185,25 @@ class ClaudeClient:
         return [m.id for m in page.data]
 
     async def batch_create(self, requests: list[dict[str, Any]]) -> BatchInfo:
+        """Create a batch. UpstreamError kind "not_sent": no byte reached the API, nothing exists there.
+
+        The first attempt goes without the SDK's retries: a refused connection then proves the
+        batch was never created (so its hold can go at once); after a retry that is unknowable.
+        """
+        try:
+            batch = await self._client.with_options(max_retries=0).messages.batches.create(
+                requests=requests  # type: ignore[arg-type]
+            )
+        except anthropic.APIConnectionError as exc:
+            if isinstance(exc.__cause__, httpx2.ConnectError):
+                raise UpstreamError(
+                    "could not connect to the Claude API (nothing was sent); try again later", kind="not_sent"
+                ) from None
+        except anthropic.APIStatusError as exc:
+            if not exc.response.headers.get("x-should-retry") == "true" and exc.status_code not in _RETRIED:
+                raise _upstream(exc) from None
+        else:
+            return _batch_info(batch)
         with _mapped_errors():
             batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         return _batch_info(batch)

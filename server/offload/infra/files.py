@@ -88,10 +88,9 @@ def resolve(patterns: Sequence[str], roots: Sequence[Path], *, max_files: int = 
                         f"the paths match more than {max_files} files; "
                         "narrow the glob (e.g. a subdirectory or a file extension) or send fewer paths"
                     )
-        except OSError as exc:  # e.g. a name longer than the file system allows, a loop of links
-            raise PathRefusedError(
-                f"cannot use path {pattern[:80]!r}: {exc.strerror or exc}; send a plain file path or glob"
-            ) from None
+        except (OSError, RuntimeError) as exc:  # a name longer than the file system allows, a loop of links
+            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise PathRefusedError(f"cannot use path {pattern[:80]!r}: {why}; send a plain file path or glob") from None
     return found
 
 
@@ -101,6 +100,13 @@ def _matches(pattern: str, roots: Sequence[Path], real_roots: Sequence[Path], ma
         base = Path(roots[0]).expanduser() / base
     if not glob.has_magic(str(base)):
         return [base]
+    if ".." in Path(pattern).parts:
+        # Matching "*/../x" lists outside the roots, and "outside" versus "matched nothing" would
+        # tell whether a file exists there: refuse before touching the file system.
+        raise PathRefusedError(
+            f"the glob {pattern[:200]!r} contains '..', which can lead outside the allowed roots; "
+            "send a glob without '..'"
+        )
     matches = _Glob(pattern, real_roots, limit=max_files + 1).run(base)
     if not matches:
         raise PathRefusedError(

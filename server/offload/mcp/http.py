@@ -42,6 +42,7 @@ MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 EXIT_USAGE = 2
+MIN_TOKEN_CHARS = 32  # for binds other machines can reach; loopback accepts any token
 
 # The SDK requires an issuer URL, but it is only published when the server is itself an OAuth
 # authorization server or advertises resource metadata; offload is neither, so `.invalid` (a
@@ -107,14 +108,34 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, port: int, settings: Settings) -> None:
-    """Refuse to expose an unauthenticated server beyond this machine."""
-    if not settings.http_tokens and not is_loopback(host):
-        shown = host or "all interfaces"
+    """Refuse to expose an unauthenticated (or guessably authenticated) server beyond this machine."""
+    if is_loopback(host):
+        return
+    shown = host or "all interfaces"
+    if not settings.http_tokens:
         raise BindError(
             f"refusing to serve HTTP on {shown}:{port} without a token: anyone who can reach it could "
             "spend on your API key. Set OFFLOAD_HTTP_TOKENS=<token>[,<token>...] or "
             "OFFLOAD_HTTP_TOKEN_FILE=<file, one token per line>, or bind 127.0.0.1."
         )
+    short = [i for i, t in enumerate(settings.http_tokens, start=1) if len(t) < MIN_TOKEN_CHARS]
+    if short:
+        names = ", ".join(f"token-{i}" for i in short)  # never the token itself
+        raise BindError(
+            f"refusing to serve HTTP on {shown}:{port}: {names} is shorter than {MIN_TOKEN_CHARS} characters, "
+            "guessable from the network. Use e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+        )
+
+
+class RedactQuery(logging.Filter):
+    """Access-log lines keep the path, never the query string: a client that put its token in
+    the URL (`?token=...`) must not leave it in the server's logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[redacted]", *args[3:])
+        return True
 
 
 def add_health_route(server: MCPServer[AppState]) -> None:
@@ -262,6 +283,7 @@ def serve_http(settings: Settings, spec: str, *, server: MCPServer[AppState] | N
         MCP_PATH,
         f"{len(settings.http_tokens)} bearer token(s)" if settings.http_tokens else "none, loopback only",
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
     config = uvicorn.Config(
         http_app(server, host=host, settings=settings),
         loop="uvloop" if has_uvloop() else "asyncio",

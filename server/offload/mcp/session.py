@@ -1,18 +1,18 @@
-"""Which budget session a tool call belongs to.
+"""Which budget session, and which owner, a tool call belongs to.
 
 Over stdio one process serves one host conversation, so the session is the process's
 `settings.session_id` (`OFFLOAD_SESSION`, else Claude Code's `CLAUDE_CODE_SESSION_ID`, else one
-minted per process). One HTTP server serves many hosts at once, and a per-session budget
-shared between them would let one host spend another's allowance,
-so each caller gets its own session under the process's id:
+minted per process) and the owner is local (None). One HTTP server serves many hosts at once,
+so each caller gets its own session and its own batches and handles, derived only from what
+the server itself vouches for:
 
-1. `Mcp-Session-Id` (handshake-era protocol, <= 2025-11-25): one budget session per MCP
-   session. The SDK only routes ids it issued, and only to the token that opened them, so a
-   client cannot pick or borrow someone else's.
-2. No MCP session (the 2026-07-28 protocol is sessionless: every request stands alone): one
-   budget session per bearer token, the only stable identity such a request carries.
-3. Neither (sessionless and no auth, i.e. loopback only): the process's own session plus
-   `:http`.
+- the principal: the name of the bearer token the request authenticated with (`token-N`);
+- the MCP session id the server issued (handshake-era protocol). It comes from the server's
+  own connection, never from the `Mcp-Session-Id` header: on the sessionless 2026-07-28
+  protocol nothing checks that header, and a client could name any session it liked.
+
+Budget session: `<base>:<principal>[:<mcp session>]`; tokenless loopback uses `http` for the
+principal. Owner: the principal (None without auth).
 """
 
 from __future__ import annotations
@@ -25,29 +25,42 @@ if TYPE_CHECKING:
 
     from offload.state import AppState
 
-MCP_SESSION_HEADER = "mcp-session-id"
 # Enough of a 128-bit random id to keep concurrent sessions apart, short enough for a report column.
 SESSION_ID_CHARS = 12
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def _request(ctx: Context[Any, Any]) -> Any:
+    return ctx.request_context.request
+
+
+def principal(ctx: Context[Any, Any]) -> str | None:
+    """The authenticated token's name for an HTTP call, None for stdio, in-process or no auth."""
+    request = _request(ctx)
+    scope = getattr(request, "scope", None) or {}
+    token = getattr(scope.get("user"), "access_token", None)
+    name = getattr(token, "client_id", None)
+    return name if isinstance(name, str) and name else None
+
+
+def _issued_session(ctx: Context[Any, Any]) -> str | None:
+    """The MCP session id the server issued for this connection (None when sessionless)."""
+    connection = getattr(ctx.request_context.session, "_connection", None)
+    sid = getattr(connection, "session_id", None)
+    return sid if isinstance(sid, str) and sid else None
+
+
 def session_id(ctx: Context[Any, Any], state: AppState) -> str:
     """The budget session id for the tool call `ctx` is serving."""
     base = state.settings.session_id
-    request = ctx.request_context.request
-    headers = getattr(request, "headers", None)
-    if headers is None:  # stdio, or an in-process client: no HTTP request behind the call
+    if getattr(_request(ctx), "headers", None) is None:  # stdio, or an in-process client
         return base
-    scope = getattr(request, "scope", {})
-    token = getattr(scope.get("user"), "access_token", None)
-    return http_session_id(base, headers.get(MCP_SESSION_HEADER), getattr(token, "client_id", None))
+    return http_session_id(base, _issued_session(ctx), principal(ctx))
 
 
-def http_session_id(base: str, mcp_session_id: str | None, principal: str | None) -> str:
-    """Pure part of `session_id` for an HTTP request (see the module docstring for the order)."""
-    for candidate in (mcp_session_id, principal):
-        # Ids from the wire go into ledger rows and reports: keep them short and printable.
-        cleaned = _UNSAFE.sub("", candidate or "")[:SESSION_ID_CHARS]
-        if cleaned:
-            return f"{base}:{cleaned}"
-    return f"{base}:http"
+def http_session_id(base: str, issued_session: str | None, principal: str | None) -> str:
+    """Pure part of `session_id` for an HTTP request (see the module docstring)."""
+    # Ids go into ledger rows and reports: keep them short and printable.
+    who = _UNSAFE.sub("", principal or "")[:32] or "http"
+    sid = _UNSAFE.sub("", issued_session or "")[:SESSION_ID_CHARS]
+    return f"{base}:{who}:{sid}" if sid else f"{base}:{who}"

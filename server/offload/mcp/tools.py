@@ -9,6 +9,7 @@ pydantic argument model still validates every call. Every `OffloadError` becomes
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -20,8 +21,9 @@ from pydantic import BeforeValidator, Field, ValidationError
 
 from offload.core.errors import OffloadError
 from offload.core.output import Progress, ToolOutput
-from offload.mcp.session import session_id
-from offload.metering.metered import budget_warnings
+from offload.core.tenancy import acting_as
+from offload.mcp.session import principal, session_id
+from offload.metering.metered import budget_warnings, collecting_notes
 from offload.services import batches as batch_service
 from offload.services import routed, status, summarize, trim_tool
 from offload.services.batches import SubmitArgs
@@ -31,6 +33,7 @@ from offload.services.trim_tool import TrimArgs
 from offload.state import AppState
 
 Ctx = Context[AppState, Any]
+log = logging.getLogger("offload.mcp")
 
 
 def _json_back_to_text(value: Any) -> Any:
@@ -81,11 +84,18 @@ async def _run(
     try:
         await state.refresh_policy()
         session = session_id(ctx, state)
-        out = await call(state, session)
+        with collecting_notes() as notes, acting_as(principal(ctx)):
+            out = await call(state, session)
         if spends:
             out = await _with_budget_warnings(state, session, out)
+        if notes:
+            out = ToolOutput(f"{out.text}\n[{'; '.join(notes)}]", {**out.data, "ledger_warnings": notes})
     except OffloadError as exc:
         raise ToolError(bounded(str(exc))) from None
+    except (OSError, RecursionError, MemoryError) as exc:
+        # The SDK would say only "Error executing tool"; the model can act on what actually failed.
+        log.warning("tool call failed: %r", exc)
+        raise ToolError(bounded(f"offload could not complete this call: {type(exc).__name__}: {exc}")) from None
     return CallToolResult(content=[TextContent(type="text", text=out.text)], structured_content=out.data)
 
 
@@ -170,7 +180,7 @@ async def batch_status(ctx: Ctx, batch_id: Text = None) -> CallToolResult:
 async def batch_results(
     batch_id: str,
     ctx: Ctx,
-    offset: Annotated[int, Field(ge=0)] = 0,
+    offset: Annotated[int, Field(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Field(ge=1, le=500)] = 20,
     write_to: Annotated[Text, Field(description="Write all results here (.jsonl or .md); returns a digest.")] = None,
 ) -> CallToolResult:

@@ -9,20 +9,23 @@ by a request key, so a cost is never lost once the answer is in hand and never c
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from offload.core.errors import OffloadError
+from offload.core.errors import LedgerUnavailableError, OffloadError
 from offload.core.money import fmt_usd
 from offload.core.request import request_hash
 from offload.core.text import fmt_tokens
 from offload.core.tokens import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, upper_bound_tokens
 from offload.infra.claude import Completion, StreamDropped
-from offload.infra.ledger import budgets, records
+from offload.infra.ledger import budgets, journal, records
 from offload.infra.ledger.budgets import BudgetLimits, Reservation
 from offload.infra.ledger.windows import utcnow
 from offload.policy.models import Policy
@@ -30,6 +33,8 @@ from offload.policy.models import Policy
 if TYPE_CHECKING:
     from offload.state import AppState
 
+
+log = logging.getLogger("offload.metering")
 
 RESERVATION_TTL_S = 3600
 
@@ -132,7 +137,7 @@ async def metered_call(
             else:
                 where = (policy, session, tool, tier, step)
                 dropped = _attempt(state, where, params, exc.partial, Verdict("dropped", False), prompt_text)
-                await records.record(state.ledger, dropped, reservation)
+                await record_paid(state, dropped, reservation)
         raise
     except BaseException:
         # No answer means nothing billed that we can see: free the hold at once, even when the
@@ -140,11 +145,11 @@ async def metered_call(
         with anyio.CancelScope(shield=True):
             await budgets.release(state.ledger, reservation)
         raise
-    verdict = judge(completion)
-    attempt = _attempt(state, (policy, session, tool, tier, step), params, completion, verdict, prompt_text)
-    # The answer is paid for: a cancellation arriving now must not lose its row.
+    # The answer is paid for: a cancellation arriving now must not skip its checks or lose its row.
     with anyio.CancelScope(shield=True):
-        await records.record(state.ledger, attempt, reservation)
+        verdict = await _judged(judge, completion)
+        attempt = _attempt(state, (policy, session, tool, tier, step), params, completion, verdict, prompt_text)
+        await record_paid(state, attempt, reservation)
     return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, verdict)
 
 
@@ -176,6 +181,56 @@ def _attempt(
         prompt_text=prompt_text if policy.store_text else None,
         completion_text=completion.text if policy.store_text else None,
     )
+
+
+# Notes for the host about this tool call's bookkeeping, collected by the tool adapter (see
+# `collecting_notes`); a context variable so the services in between need not pass them along.
+_notes: ContextVar[list[str] | None] = ContextVar("offload_ledger_notes", default=None)
+
+
+@contextmanager
+def collecting_notes() -> Iterator[list[str]]:
+    """Collect the notes metered calls inside this block leave (e.g. an answer spooled to the journal)."""
+    notes: list[str] = []
+    token = _notes.set(notes)
+    try:
+        yield notes
+    finally:
+        _notes.reset(token)
+
+
+async def record_paid(state: AppState, attempt: records.Attempt, reservation: Reservation | None) -> None:
+    """Record a paid attempt; if the ledger can't take it, spool it to the journal instead.
+
+    A paid answer must reach the host whatever the ledger's state: the journal line is replayed
+    (exactly once, by request_key) the next time any offload process opens the ledger.
+    """
+    try:
+        await records.record(state.ledger, attempt, reservation)
+    except LedgerUnavailableError as exc:
+        led = state.ledger
+        stamped = replace(attempt, ts=attempt.ts or utcnow(), project=led.project, user=led.user)
+        path = await anyio.to_thread.run_sync(
+            journal.spool, state.ledger.path, stamped, None if reservation is None else reservation.id
+        )
+        log.warning("%s; spooled %s to %s", exc, attempt.request_key, path)
+        note = f"ledger busy or full: this call's cost was kept in {path.name} and is recorded on the next start"
+        notes = _notes.get()
+        if notes is not None and note not in notes:
+            notes.append(note)
+
+
+async def _judged(judge: Judge, completion: Completion) -> Verdict:
+    """The caller's checks, in a worker thread (a regex or schema may take its whole time budget).
+
+    A check that breaks on the answer must not lose the paid answer nor leave its hold: it
+    counts as a failed check, and the answer goes back to the host.
+    """
+    try:
+        return await anyio.to_thread.run_sync(judge, completion)
+    except Exception as exc:
+        log.warning("a check failed to run on a paid answer: %r", exc)
+        return Verdict("check_failed", failed_check="check_error")
 
 
 async def budget_warnings(state: AppState, session: str) -> list[str]:

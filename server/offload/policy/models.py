@@ -64,6 +64,9 @@ def _difficulties(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+MAX_USD = Decimal(1_000_000)
+
+
 def _usd(value: Any) -> Any:
     """Dollar amounts become exact Decimals: a YAML float like 0.1 goes through str(), never float math."""
     if isinstance(value, bool):
@@ -79,6 +82,12 @@ def _usd(value: Any) -> Any:
             raise _fail("usd", "expected a dollar amount like 2 or 0.50, got {got}", got=repr(value)) from None
         if not dec.is_finite() or dec < 0:
             raise _fail("usd", "expected a dollar amount of 0 or more, got {got}", got=repr(value))
+        if dec > MAX_USD:  # the ledger stores picodollars in 64-bit integers
+            raise _fail(
+                "usd",
+                "{got} is over the largest amount offload tracks ($1,000,000); omit it for no limit",
+                got=f"{dec:.6g}",
+            )
         try:
             usd_to_pusd(dec)
         except ValueError:

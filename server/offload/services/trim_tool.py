@@ -19,6 +19,7 @@ from offload.core.errors import InputError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import ToolOutput
 from offload.core.request import Prompt
+from offload.core.tenancy import current_owner
 from offload.core.text import clip, fmt_tokens
 from offload.core.tokens import approx_tokens
 from offload.infra import files
@@ -74,8 +75,8 @@ async def _load(state: AppState, args: TrimArgs) -> tuple[str, str | None]:
             "(to reslice an earlier result, send just its handle with new fields/query/max_tokens)"
         )
     if args.handle is not None:
-        kind = await handles.kind_of(state.ledger, args.handle)
-        return await handles.load(state.ledger, args.handle), kind if kind in KINDS else None
+        kind = await handles.kind_of(state.ledger, args.handle, owner=current_owner())
+        return await handles.load(state.ledger, args.handle, owner=current_owner()), kind if kind in KINDS else None
     if args.path is not None:
         settings = state.settings
         found = files.resolve([args.path], settings.roots)
@@ -98,7 +99,7 @@ async def trim_result(state: AppState, session: str, args: TrimArgs) -> ToolOutp
     content, kind = await _load(state, args)
     run = functools.partial(trim, content, fields=args.fields, query=args.query, max_tokens=args.max_tokens, kind=kind)
     result = await anyio.to_thread.run_sync(run) if len(content) > THREAD_OVER_CHARS else run()
-    handle = args.handle or await handles.save(state.ledger, content, result.kind)
+    handle = args.handle or await handles.save(state.ledger, content, result.kind, owner=current_owner())
 
     if args.query is not None and result.query_answered is False:
         return await noted(state, session, TOOL, await _answer_by_model(state, session, args, content, result, handle))

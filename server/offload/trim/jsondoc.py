@@ -85,11 +85,55 @@ def _drop_missing(node: Any) -> Any:
     return node
 
 
+# JMESPath multiselects copy their input once per key, and chained they multiply: 20 chained
+# `{a: @, b: @}` built a 300 MB answer. The bounds below cap what an expression can produce.
+MAX_JMESPATH_CHARS = 1_000
+MAX_JMESPATH_DEPTH = 40
+MAX_JMESPATH_GROWTH = 256  # the most copies of its input an expression may make
+_ONE_OF = frozenset({"or_expression", "and_expression", "not_expression", "comparator", "literal", "current"})
+_SUMS = frozenset({"multi_select_list", "multi_select_dict", "function_expression"})
+
+
+def _growth(node: Any, depth: int = 0) -> int:
+    """An upper bound on how many copies of its input the expression at `node` can produce."""
+    if depth > MAX_JMESPATH_DEPTH:
+        raise InputError(f"fields nests deeper than {MAX_JMESPATH_DEPTH} levels (the limit); send a simpler expression")
+    if not isinstance(node, dict):
+        return 1
+    kids = [_growth(c, depth + 1) for c in node.get("children", ()) if isinstance(c, dict)]
+    if not kids:
+        return 1
+    kind = node.get("type")
+    if kind in _SUMS:
+        total = sum(kids)
+    elif kind in _ONE_OF or kind == "key_val_pair":
+        total = max(kids)
+    else:  # a chain (subexpression, pipe, projection, ...): each stage applies to the previous one's output
+        total = 1
+        for k in kids:
+            total *= k
+    return min(total, MAX_JMESPATH_GROWTH + 1)  # no need to count further than the limit
+
+
+def _bounded(fields: str, compiled: Any) -> None:
+    if _growth(compiled.parsed) > MAX_JMESPATH_GROWTH:
+        raise InputError(
+            f"fields {fields[:80]!r} could copy its input more than {MAX_JMESPATH_GROWTH} times (nested or chained "
+            "multiselects): the limit; select the keys you need once, e.g. 'items[].{id: id, name: name}'"
+        )
+
+
 def select_fields(value: Any, fields: str | Sequence[str]) -> Any:
     """Apply a JMESPath expression (a string) or dotted paths (a list); _MISSING if nothing matched."""
     if isinstance(fields, str):
+        if len(fields) > MAX_JMESPATH_CHARS:
+            raise InputError(
+                f"fields is {len(fields):,} characters; the limit is {MAX_JMESPATH_CHARS:,}: send a shorter expression"
+            )
         try:
             compiled = jmespath.compile(fields)
+        except RecursionError:
+            raise InputError(f"fields nests too deeply to parse (limit {MAX_JMESPATH_DEPTH} levels)") from None
         except JMESPathError as exc:
             where = getattr(exc, "lex_position", None)
             why = str(exc).splitlines()[0] + (f" at character {where}" if where is not None else "")
@@ -101,6 +145,7 @@ def select_fields(value: Any, fields: str | Sequence[str]) -> Any:
                 ) from None
             fields = pieces
         else:
+            _bounded(fields, compiled)
             found = compiled.search(value)
             return _MISSING if found is None else found
     merged: Any = _MISSING

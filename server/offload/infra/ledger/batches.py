@@ -30,7 +30,7 @@ from offload.infra.ledger.records import Attempt, _insert
 from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
-    from offload.infra.ledger.db import Ledger
+    from offload.infra.ledger.db import Conn, Ledger
 
 BATCH_HOST = "batch"  # reservations.host of holds owned by a batch, not by a process
 RESERVE_TTL_S = 25 * 3600  # the API expires a batch after 24 h; results may land just after
@@ -63,6 +63,18 @@ class NewBatch:
     sync_pusd: int
     shared: str
     retry_of: str | None = None
+    owner: str | None = None  # the HTTP principal that made it (None: local)
+
+
+# Reads for a caller pass its owner; the collector and the CLI, which act for everyone, pass ANY.
+ANY: Any = object()
+
+
+def _owned(owner: Any, alias: str = "") -> tuple[str, tuple[Any, ...]]:
+    """A WHERE fragment (starting with AND) and its parameter for `owner` (nothing for ANY)."""
+    if owner is ANY:
+        return "", ()
+    return f" AND {alias}owner IS ?", (owner,)
 
 
 @dataclass(frozen=True)
@@ -104,8 +116,8 @@ async def create(
     async with ledger.write() as conn:
         await conn.execute(
             "INSERT INTO batches (id, created_at, session_id, policy, tier, model, baseline_model,"
-            " request_count, worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+            " request_count, worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of, owner)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
             (
                 batch.id,
                 w.iso(now),
@@ -121,6 +133,7 @@ async def create(
                 batch.shared,
                 reservation_id,
                 batch.retry_of,
+                batch.owner,
             ),
         )
         await conn.executemany(
@@ -218,6 +231,16 @@ async def claim_due(
     now = now or w.utcnow()
     stamp = w.iso(now)
     owner = lease_owner()
+    # Every idle server runs this twice a second: look first, so nothing due takes no write lock.
+    due = await (
+        await ledger.conn.execute(
+            "SELECT 1 FROM batch_parts WHERE state = 'submitting' OR (state IN ('in_progress', 'ended')"
+            " AND (next_poll_at IS NULL OR next_poll_at <= ?)) LIMIT 1",
+            (stamp,),
+        )
+    ).fetchone()
+    if due is None:
+        return []
     async with ledger.write() as conn:
         stale = await (
             await conn.execute(
@@ -280,8 +303,10 @@ async def release_lease(ledger: Ledger, ref: PartRef, *, retry_at: datetime, err
         )
 
 
-async def batch_row(conn: aiosqlite.Connection, batch_id: str) -> aiosqlite.Row | None:
-    return await (await conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,))).fetchone()
+async def batch_row(conn: Conn, batch_id: str, owner: Any = ANY) -> aiosqlite.Row | None:
+    """The batch, if it exists and (unless `owner` is ANY) belongs to `owner`."""
+    extra, args = _owned(owner)
+    return await (await conn.execute(f"SELECT * FROM batches WHERE id = ?{extra}", (batch_id, *args))).fetchone()
 
 
 async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, lease_s: float = 120) -> int:
@@ -380,8 +405,9 @@ async def _finish_if_done(conn: aiosqlite.Connection, batch_id: str) -> bool:
 # -- reads for status, results and the CLI ---------------------------------------------------
 
 
-async def list_batches(conn: aiosqlite.Connection, *, include_done: bool, limit: int = 50) -> list[dict[str, Any]]:
-    where = "" if include_done else "WHERE b.state = 'open'"
+async def list_batches(conn: Conn, *, include_done: bool, limit: int = 50, owner: Any = ANY) -> list[dict[str, Any]]:
+    extra, args = _owned(owner, "b.")
+    where = "WHERE 1 = 1" + ("" if include_done else " AND b.state = 'open'") + extra
     rows = await (
         await conn.execute(
             "SELECT b.id, b.created_at, b.session_id, b.tier, b.model, b.request_count, b.worst_pusd,"
@@ -389,7 +415,7 @@ async def list_batches(conn: aiosqlite.Connection, *, include_done: bool, limit:
             " (SELECT COUNT(*) FROM batch_items i WHERE i.batch_id = b.id AND i.result_type IS NOT NULL),"
             " (SELECT COALESCE(SUM(cost_pusd), 0) FROM batch_items i WHERE i.batch_id = b.id)"
             f" FROM batches b {where} ORDER BY b.created_at DESC LIMIT ?",
-            (limit,),
+            (*args, limit),
         )
     ).fetchall()
     keys = [
@@ -411,7 +437,7 @@ async def list_batches(conn: aiosqlite.Connection, *, include_done: bool, limit:
     return [dict(zip(keys, tuple(r), strict=True)) for r in rows]
 
 
-async def counts(conn: aiosqlite.Connection, batch_id: str) -> dict[str, int]:
+async def counts(conn: Conn, batch_id: str) -> dict[str, int]:
     rows = await (
         await conn.execute(
             "SELECT COALESCE(result_type, 'pending'), COUNT(*) FROM batch_items WHERE batch_id = ? GROUP BY 1",
@@ -421,20 +447,20 @@ async def counts(conn: aiosqlite.Connection, batch_id: str) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-async def cost_so_far(conn: aiosqlite.Connection, batch_id: str) -> int:
+async def cost_so_far(conn: Conn, batch_id: str) -> int:
     row = await (
         await conn.execute("SELECT COALESCE(SUM(cost_pusd), 0) FROM batch_items WHERE batch_id = ?", (batch_id,))
     ).fetchone()
     return int(row[0]) if row is not None else 0
 
 
-async def parts(conn: aiosqlite.Connection, batch_id: str) -> list[aiosqlite.Row]:
+async def parts(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
     return list(
         await (await conn.execute("SELECT * FROM batch_parts WHERE batch_id = ? ORDER BY part", (batch_id,))).fetchall()
     )
 
 
-async def items_page(conn: aiosqlite.Connection, batch_id: str, offset: int, limit: int) -> list[aiosqlite.Row]:
+async def items_page(conn: Conn, batch_id: str, offset: int, limit: int) -> list[aiosqlite.Row]:
     return list(
         await (
             await conn.execute(
@@ -446,7 +472,7 @@ async def items_page(conn: aiosqlite.Connection, batch_id: str, offset: int, lim
     )
 
 
-async def retry_items(conn: aiosqlite.Connection, batch_id: str) -> list[aiosqlite.Row]:
+async def retry_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
     """Items worth resubmitting: failed at the API, never sent, or in a part whose fate is unknown."""
     return list(
         await (

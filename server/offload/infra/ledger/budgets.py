@@ -27,7 +27,7 @@ from offload.infra.processes import pid_alive
 if TYPE_CHECKING:
     import aiosqlite
 
-    from offload.infra.ledger.db import Ledger
+    from offload.infra.ledger.db import Conn, Ledger
 
 _HOST = socket.gethostname()
 
@@ -124,14 +124,12 @@ async def _purge(conn: aiosqlite.Connection, now: datetime) -> None:
         await conn.execute(f"DELETE FROM reservations WHERE host = ? AND pid IN ({marks})", (_HOST, *dead))
 
 
-async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[object]) -> int:
+async def _one(conn: Conn, sql: str, params: Sequence[object]) -> int:
     row = await (await conn.execute(sql, params)).fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
 
 
-async def scope_states(
-    conn: aiosqlite.Connection, session_id: str, limits: BudgetLimits, now: datetime
-) -> list[ScopeState]:
+async def scope_states(conn: Conn, session_id: str, limits: BudgetLimits, now: datetime) -> list[ScopeState]:
     """Spend and holds per scope. Unexpired reservations count against every scope they touch."""
     live = w.iso(now)
     d0, d1 = w.day_start(now), w.next_day(now)

@@ -4,23 +4,38 @@ Every process (one per Claude Code session) opens the same file. WAL lets reader
 the single writer; `BEGIN IMMEDIATE` takes the write lock up front, which is what makes a
 budget check-and-reserve atomic across processes. busy_timeout turns lock contention into
 waiting instead of errors.
+
+Reads outside a write transaction go to a second connection and are fetched whole in one
+step. On a shared connection an open SELECT is an open read transaction: a `BEGIN IMMEDIATE`
+started on it while another process has written must upgrade a stale snapshot, and SQLite
+answers SQLITE_BUSY at once without waiting (that lost paid answers under concurrency).
+A BUSY that still gets through is retried with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
-from offload.core.errors import ConfigError
+from offload.core.errors import ConfigError, LedgerUnavailableError
+from offload.infra.ledger import journal
+
+log = logging.getLogger("offload.ledger")
 
 BUSY_TIMEOUT_MS = 30_000
+# After busy_timeout, BEGIN IMMEDIATE is retried this many times with growing, jittered sleeps.
+BUSY_RETRIES = 8
+BUSY_BACKOFF_S = 0.05
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -38,11 +53,85 @@ def migrations() -> list[tuple[int, str, str]]:
     return found
 
 
-class Ledger:
-    """One open connection to the ledger file. Use `Ledger.open(path)`."""
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock; worth waiting for."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
+    return "locked" in str(exc) or "busy" in str(exc)
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self.conn = conn
+
+class Rows:
+    """Rows already fetched: the cursor API the ledger modules use, with no statement left open."""
+
+    def __init__(self, rows: Iterable[aiosqlite.Row]) -> None:
+        self._rows = list(rows)
+
+    async def fetchone(self) -> aiosqlite.Row | None:
+        return self._rows[0] if self._rows else None
+
+    async def fetchall(self) -> list[aiosqlite.Row]:
+        return self._rows
+
+    async def close(self) -> None:
+        return None
+
+
+class ReadConn:
+    """The read connection: every `execute` runs and fetches in one step on its worker thread."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> Rows:
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return Rows(await self._conn.execute_fetchall(sql, tuple(parameters)))
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or attempt == BUSY_RETRIES:
+                    raise
+                await asyncio.sleep(_backoff(attempt))
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+# What read helpers accept: the read connection, or the write connection inside `Ledger.write()`.
+Conn = aiosqlite.Connection | ReadConn
+
+
+def _backoff(attempt: int) -> float:
+    return float(BUSY_BACKOFF_S * (2 ** min(attempt, 6)) * (0.5 + random.random()))
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    try:
+        conn.row_factory = aiosqlite.Row
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        # Forgotten payloads (retention) are zeroed in place, not left readable in free pages.
+        await conn.execute("PRAGMA secure_delete = FAST")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+class Ledger:
+    """The ledger file: a write connection (under `write()`) and a read connection (`conn`).
+
+    Use `Ledger.open(path)`.
+    """
+
+    def __init__(self, wconn: aiosqlite.Connection, rconn: aiosqlite.Connection, path: Path) -> None:
+        self.wconn = wconn
+        self.conn = ReadConn(rconn)
         self.path = path
         # Written on every attempt this process records (see records.py); set by `open`.
         self.project: str | None = None
@@ -75,37 +164,77 @@ class Ledger:
     @classmethod
     async def _open(cls, path: Path) -> Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        wconn = await _connect(path)
         try:
-            conn.row_factory = aiosqlite.Row
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            # Forgotten payloads (retention) are zeroed in place, not left readable in free pages.
-            await conn.execute("PRAGMA secure_delete = FAST")
-            ledger = cls(conn, path)
+            rconn = await _connect(path)
+        except BaseException:
+            await wconn.close()
+            raise
+        ledger = cls(wconn, rconn, path)
+        try:
             await ledger._migrate()
         except BaseException:
-            await conn.close()
+            await ledger.close()
             raise
+        try:
+            await journal.replay(ledger)
+        except (LedgerUnavailableError, OSError) as exc:  # still full or locked: the next open tries again
+            log.warning("ledger journal not replayed yet: %s", exc)
         return ledger
 
     async def close(self) -> None:
-        await self.conn.close()
+        try:
+            await self.conn.close()
+        finally:
+            await self.wconn.close()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         """An IMMEDIATE transaction: holds the database write lock from its first statement."""
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
+                await self._begin()
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
+            try:
+                yield self.wconn
+            except BaseException as exc:
+                if self.wconn.in_transaction:
+                    await self.wconn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self._unavailable(exc) from exc
                 raise
             else:
-                await self.conn.execute("COMMIT")
+                try:
+                    await self._commit()
+                except sqlite3.OperationalError as exc:
+                    raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> LedgerUnavailableError:
+        why = "locked by other processes past every retry" if is_busy(exc) else str(exc)
+        return LedgerUnavailableError(
+            f"the ledger {self.path.name} could not be written ({why}); nothing new was charged to it. "
+            "Free disk space or wait for other offload processes, then call again"
+        )
+
+    async def _begin(self) -> None:
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                await self.wconn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or attempt == BUSY_RETRIES:
+                    raise
+            await asyncio.sleep(_backoff(attempt))
+
+    async def _commit(self) -> None:
+        try:
+            await self.wconn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (disk full) leaves the transaction open: end it so the next write can begin.
+            if self.wconn.in_transaction:
+                await self.wconn.execute("ROLLBACK")
+            raise
 
     async def _migrate(self) -> None:
         async with self.write() as conn:

@@ -19,29 +19,36 @@ from offload.infra.ledger.windows import iso, utcnow
 HANDLE_PREFIX = "h_"
 
 
-def handle_for(content: str) -> str:
-    return HANDLE_PREFIX + hashlib.sha256(content.encode("utf-8")).hexdigest()[:12]
+def handle_for(content: str, owner: str | None = None) -> str:
+    # The owner is part of the digest: two tokens trimming the same text get two handles, so
+    # neither can read (or learn of) the other's by its id.
+    digest = hashlib.sha256(content.encode("utf-8"))
+    if owner is not None:
+        digest.update(b"\0owner:" + owner.encode("utf-8"))
+    return HANDLE_PREFIX + digest.hexdigest()[:12]
 
 
-async def save(ledger: Ledger, content: str, kind: str, *, now: datetime | None = None) -> str:
-    """Store `content` (idempotent) and return its handle."""
-    handle = handle_for(content)
+async def save(
+    ledger: Ledger, content: str, kind: str, *, owner: str | None = None, now: datetime | None = None
+) -> str:
+    """Store `content` for `owner` (idempotent) and return its handle."""
+    handle = handle_for(content, owner)
     raw = content.encode("utf-8")
     blob = await asyncio.to_thread(zlib.compress, raw, 6)
     ts = iso(now or utcnow())
     async with ledger.write() as conn:
         await conn.execute(
-            "INSERT INTO handles (id, kind, bytes, created_at, last_used_at, content) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO UPDATE SET last_used_at = excluded.last_used_at",
-            (handle, kind, len(raw), ts, ts, blob),
+            "INSERT INTO handles (id, kind, bytes, created_at, last_used_at, content, owner)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used_at = excluded.last_used_at",
+            (handle, kind, len(raw), ts, ts, blob, owner),
         )
     return handle
 
 
-async def load(ledger: Ledger, handle: str, *, now: datetime | None = None) -> str:
-    """The content saved under `handle`; refreshes its last use so it is not pruned."""
+async def load(ledger: Ledger, handle: str, *, owner: str | None = None, now: datetime | None = None) -> str:
+    """The content `owner` saved under `handle`; refreshes its last use so it is not pruned."""
     async with ledger.write() as conn:
-        cur = await conn.execute("SELECT content FROM handles WHERE id = ?", (handle,))
+        cur = await conn.execute("SELECT content FROM handles WHERE id = ? AND owner IS ?", (handle, owner))
         row = await cur.fetchone()
         await cur.close()
         if row is None:
@@ -54,9 +61,9 @@ async def load(ledger: Ledger, handle: str, *, now: datetime | None = None) -> s
     return data.decode("utf-8")
 
 
-async def kind_of(ledger: Ledger, handle: str) -> str | None:
-    """The kind recorded with `handle`, or None if there is no such handle."""
-    cur = await ledger.conn.execute("SELECT kind FROM handles WHERE id = ?", (handle,))
+async def kind_of(ledger: Ledger, handle: str, *, owner: str | None = None) -> str | None:
+    """The kind recorded with `owner`'s `handle`, or None if there is no such handle."""
+    cur = await ledger.conn.execute("SELECT kind FROM handles WHERE id = ? AND owner IS ?", (handle, owner))
     row = await cur.fetchone()
     await cur.close()
     return None if row is None else str(row[0])

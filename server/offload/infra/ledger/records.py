@@ -45,6 +45,9 @@ class Attempt:
     prompt_text: str | None = None  # stored only when the user opted in
     completion_text: str | None = None
     ts: datetime | None = None  # None = when recorded
+    # None = the recording ledger's own (set per process); a journal line carries the spooler's.
+    project: str | None = None
+    user: str | None = None
 
     @classmethod
     def priced(
@@ -118,7 +121,7 @@ def _row(a: Attempt, now: datetime, tags: tuple[str | None, str | None]) -> tupl
 async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime, ledger: Ledger) -> bool:
     # Project and user belong to the process that records, so the ledger carries them rather
     # than every caller that builds an Attempt.
-    cur = await conn.execute(_INSERT, _row(a, now, (ledger.project, ledger.user)))
+    cur = await conn.execute(_INSERT, _row(a, now, (a.project or ledger.project, a.user or ledger.user)))
     return cur.rowcount == 1
 
 

@@ -21,9 +21,7 @@ from offload.infra.ledger.budgets import BudgetLimits, ScopeState, scope_states
 from offload.infra.ledger.statusline import open_ro
 
 if TYPE_CHECKING:
-    import aiosqlite
-
-    from offload.infra.ledger.db import Ledger
+    from offload.infra.ledger.db import Conn, Ledger
 
 __all__ = ["BudgetSummary", "SpendRow", "read_spend", "spend_rows", "summary"]
 
@@ -85,7 +83,7 @@ class BudgetSummary(_Savings):
         return _pct(self.cache_read_tokens, self.prompt_tokens)
 
 
-async def _table_exists(conn: aiosqlite.Connection, name: str) -> bool:
+async def _table_exists(conn: Conn, name: str) -> bool:
     cur = await conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
     return await cur.fetchone() is not None
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from offload.core.errors import InputError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
+from offload.core.tenancy import current_owner
 from offload.infra import files
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import budgets
@@ -40,7 +43,8 @@ async def submit(state: AppState, session: str, args: SubmitArgs, *, progress: P
         shared, specs, retry_of = await _retry_specs(state, args.retry_failed)
         tier = await _tier_of(state, args.retry_failed)
     else:
-        shared, specs, tier = _fresh(state, args, mode)
+        # Building 10^5 requests takes seconds of CPU: in a worker thread, so other calls are served.
+        shared, specs, tier = await anyio.to_thread.run_sync(_fresh, state, args, mode)
         retry_of = None
     if not specs:
         raise InputError("there is nothing to submit: the list of requests, items or files is empty")
@@ -89,7 +93,7 @@ def _read_files(state: AppState, patterns: tuple[str, ...]) -> list[tuple[str, s
 
 async def _retry_specs(state: AppState, batch_id: str) -> tuple[Shared, list[Spec], str]:
     conn = state.ledger.conn
-    row = await store.batch_row(conn, batch_id)
+    row = await store.batch_row(conn, batch_id, current_owner())
     if row is None:
         raise InputError(f"retry_failed={batch_id!r}: no such batch; see batch_status for batch ids")
     if str(row["shared"]) == "{}":
@@ -111,7 +115,7 @@ async def _retry_specs(state: AppState, batch_id: str) -> tuple[Shared, list[Spe
 
 
 async def _tier_of(state: AppState, batch_id: str) -> str:
-    row = await store.batch_row(state.ledger.conn, batch_id)
+    row = await store.batch_row(state.ledger.conn, batch_id, current_owner())
     assert row is not None
     return str(row["tier"])
 
@@ -126,23 +130,8 @@ async def _persist_and_send(
     retry_of: str | None,
     progress: Progress,
 ) -> ToolOutput:
-    prices, policy = state.prices, state.policy
-    sizes: list[int] = []
-    worst: list[int] = []
-    typical = sync = 0
-    for idx, spec in enumerate(specs):
-        sizes.append(build.line_bytes(build.request_line(shared, spec, idx)))
-        upper = build.input_upper_bound(shared, spec)
-        worst.append(prices.worst_case(shared.model, upper, shared.max_tokens, batch=True))
-        guess_in = build.input_typical(shared, spec)
-        guess_out = min(shared.max_tokens, build.TYPICAL_OUTPUT_TOKENS)
-        typical += _typical(state, shared, guess_in, guess_out, batch=True)
-        sync += _typical(state, shared, guess_in, guess_out, batch=False)
-    part_of = build.split(sizes)
-    del sizes
-    part_counts = [0] * (part_of[-1] + 1)
-    for p in part_of:
-        part_counts[p] += 1
+    policy = state.policy
+    part_of, part_counts, worst, typical, sync = await anyio.to_thread.run_sync(_priced, state, shared, specs)
     total_worst = sum(worst)
     state.claude()  # fail on a missing key before holding any money
     reservation = await budgets.reserve(state.ledger, session, total_worst, limits_of(policy))
@@ -163,6 +152,7 @@ async def _persist_and_send(
                 sync_pusd=sync,
                 shared=shared.to_json(),
                 retry_of=retry_of,
+                owner=current_owner(),
             ),
             ((i, part_of[i], s.label, s.body, s.system, worst[i]) for i, s in enumerate(specs)),
             part_counts,
@@ -175,6 +165,27 @@ async def _persist_and_send(
     api_ids, failures = await _send_parts(state, batch_id, shared, part_counts)
     await progress(3, 3, None)
     return _submitted_output(batch_id, shared, tier, len(specs), api_ids, failures, total_worst, typical, sync)
+
+
+def _priced(state: AppState, shared: Shared, specs: list[Spec]) -> tuple[list[int], list[int], list[int], int, int]:
+    """(part of each request, requests per part, worst case per request, typical, typical sent one by one)."""
+    prices = state.prices
+    sizes: list[int] = []
+    worst: list[int] = []
+    typical = sync = 0
+    for idx, spec in enumerate(specs):
+        sizes.append(build.line_bytes(build.request_line(shared, spec, idx)))
+        upper = build.input_upper_bound(shared, spec)
+        worst.append(prices.worst_case(shared.model, upper, shared.max_tokens, batch=True))
+        guess_in = build.input_typical(shared, spec)
+        guess_out = min(shared.max_tokens, build.TYPICAL_OUTPUT_TOKENS)
+        typical += _typical(state, shared, guess_in, guess_out, batch=True)
+        sync += _typical(state, shared, guess_in, guess_out, batch=False)
+    part_of = build.split(sizes)
+    part_counts = [0] * (part_of[-1] + 1)
+    for p in part_of:
+        part_counts[p] += 1
+    return part_of, part_counts, worst, typical, sync
 
 
 def _typical(state: AppState, shared: Shared, tokens_in: int, tokens_out: int, *, batch: bool) -> int:
@@ -193,14 +204,14 @@ async def _send_parts(
         if not await store.begin_submit(state.ledger, batch_id, part):
             continue
         rows = await store.part_items(state.ledger, batch_id, part)
-        lines = [build.request_line(shared, Spec("", body, system), idx) for idx, body, system in rows]
+        lines = await anyio.to_thread.run_sync(_lines, shared, rows)
         del rows
         try:
             info = await client.batch_create(lines)
         except UpstreamError as exc:
             # A status code means the API answered "no": nothing was created. No status (a
             # timeout, a dropped connection) means it may exist: never resend on a guess.
-            definite = exc.status is not None
+            definite = exc.status is not None or exc.kind == "not_sent"
             await store.submit_failed(state.ledger, batch_id, part, str(exc), definite=definite)
             failures.append(f"part {part + 1}: {exc}" + ("" if definite else " (it may have been created)"))
             continue
@@ -211,6 +222,10 @@ async def _send_parts(
         )
         api_ids.append(info.id)
     return api_ids, failures
+
+
+def _lines(shared: Shared, rows: list[tuple[int, str, str | None]]) -> list[dict[str, Any]]:
+    return [build.request_line(shared, Spec("", body, system), idx) for idx, body, system in rows]
 
 
 def _submitted_output(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from offload.core.errors import InputError, PathRefusedError
 from offload.core.money import fmt_usd, usd_json, usd_to_pusd
 from offload.core.output import ToolOutput
+from offload.core.tenancy import current_owner
 from offload.core.tokens import approx_tokens
 from offload.infra import files
 from offload.infra.ledger import batches as store
@@ -22,6 +23,7 @@ from offload.infra.ledger import windows as w
 if TYPE_CHECKING:
     import aiosqlite
 
+    from offload.infra.ledger.db import Conn
     from offload.state import AppState
 
 PAGE_TOKENS = 2000  # a results page stays near this many tokens, whatever `limit` is
@@ -39,7 +41,7 @@ def age(created: str, now: datetime) -> str:
     return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
 
 
-async def _describe(conn: aiosqlite.Connection, row: aiosqlite.Row, now: datetime) -> tuple[str, dict[str, Any]]:
+async def _describe(conn: Conn, row: aiosqlite.Row, now: datetime) -> tuple[str, dict[str, Any]]:
     bid = str(row["id"])
     counts = await store.counts(conn, bid)
     parts = await store.parts(conn, bid)
@@ -95,12 +97,12 @@ async def status(state: AppState, session: str, batch_id: str | None) -> ToolOut
         row = await _row(conn, batch_id)
         text, data = await _describe(conn, row, now)
         return ToolOutput(text, data)
-    rows = await store.list_batches(conn, include_done=False)
+    rows = await store.list_batches(conn, include_done=False, owner=current_owner())
     if not rows:
         return ToolOutput("no open batches", {"batches": []})
     texts, datas = [], []
     for r in rows[:LIST_MAX]:
-        full = await store.batch_row(conn, str(r["id"]))
+        full = await store.batch_row(conn, str(r["id"]), current_owner())
         assert full is not None
         t, d = await _describe(conn, full, now)
         # One short line per batch; the full story (ETA, interrupted parts) only where it needs action.
@@ -120,8 +122,8 @@ def _brief(d: dict[str, Any], now: datetime) -> str:
     )
 
 
-async def _row(conn: aiosqlite.Connection, batch_id: str) -> aiosqlite.Row:
-    row = await store.batch_row(conn, batch_id)
+async def _row(conn: Conn, batch_id: str) -> aiosqlite.Row:
+    row = await store.batch_row(conn, batch_id, current_owner())
     if row is None:
         raise InputError(f"no batch {batch_id!r}; batch_status() with no id lists the open ones")
     return row
@@ -177,14 +179,29 @@ async def results(
     return ToolOutput(head + "\n" + "\n".join(lines), data)
 
 
+# Files a host agent reads as its own instructions: model output must never land there.
+_HOST_FILES = frozenset({"claude.md", "claude.local.md", "agents.md"})
+_HOST_DIRS = frozenset({".claude"})
+
+
 def _target(path: str, roots: tuple[Path, ...]) -> Path:
     if not roots:
         raise PathRefusedError("no allowed roots are configured; add a directory to OFFLOAD_ROOTS")
+    if "\x00" in path:
+        raise PathRefusedError(f"write_to={path[:80]!r} contains a NUL character; send a plain file name")
     raw = Path(path).expanduser()
     base = raw if raw.is_absolute() else roots[0] / raw
     if base.suffix.lower() not in (".jsonl", ".md"):
         raise InputError(f"write_to={path!r}: use a .jsonl or .md file name")
-    parent = base.parent.resolve()
+    try:
+        parent = base.parent.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of symlinks, a name too long
+        raise PathRefusedError(f"write_to={path[:80]!r}: cannot use this path ({exc}); send another") from None
+    if base.name.lower() in _HOST_FILES or _HOST_DIRS & {part.lower() for part in (*parent.parts, *base.parts)}:
+        raise PathRefusedError(
+            f"write_to={path!r}: CLAUDE.md, AGENTS.md and .claude/ hold a host's instructions; offload does not "
+            "write model output there. Send another file name, e.g. results.md"
+        )
     real_roots = [r.expanduser().resolve() for r in roots]
     if not any(parent == r or parent.is_relative_to(r) for r in real_roots):
         raise PathRefusedError(
@@ -203,7 +220,7 @@ async def _write_all(state: AppState, row: aiosqlite.Row, path: str) -> ToolOutp
     # written through, and only an earlier results file may be replaced (files.atomic_writer).
     with files.atomic_writer(target, state.settings.roots, may_replace=_is_results_file) as fh:
         if md:
-            fh.write(f"# Batch {bid} ({row['model']})\n\n")
+            fh.write(f"{_MD_MARK}{bid} -->\n# Batch {bid} ({row['model']})\n\n")
         offset = 0
         while True:
             page = await store.items_page(state.ledger.conn, bid, offset, WRITE_CHUNK)
@@ -222,12 +239,16 @@ async def _write_all(state: AppState, row: aiosqlite.Row, path: str) -> ToolOutp
     )
 
 
+_MD_MARK = "<!-- written by offload batch_results: "
 _JSONL_KEYS = {"index", "label", "status", "text", "stop_reason", "error", "cost_usd"}
 
 
 def _is_results_file(head: bytes) -> bool:
-    """Whether an existing file starts like one `batch_results(write_to=...)` wrote."""
-    if head.startswith(b"# Batch "):
+    """Whether an existing file starts like one `batch_results(write_to=...)` wrote.
+
+    Markdown needs offload's marker line: a user's own notes may well start with "# Batch ".
+    """
+    if head.startswith(_MD_MARK.encode()):
         return True
     first = head.split(b"\n", 1)[0]
     try:

@@ -1,0 +1,117 @@
+"""The spool for paid answers the ledger could not take (locked past every retry, disk full).
+
+A line per attempt, JSON, appended and fsync'd beside the ledger file under an exclusive
+flock. The next `Ledger.open` records every spooled attempt (inserts are idempotent on
+request_key, so a line replayed twice still counts once) and its reservation release in one
+transaction, and only then empties the file: a crash in between replays again, harmlessly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from offload.core.pricing import Usage
+from offload.infra.ledger import windows as w
+from offload.infra.ledger.records import Attempt, _insert
+
+if TYPE_CHECKING:
+    from offload.infra.ledger.db import Ledger
+
+log = logging.getLogger("offload.ledger")
+
+SUFFIX = ".unrecorded.jsonl"
+
+
+def journal_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + SUFFIX)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, mode: str) -> Iterator[IO[str]]:
+    with path.open(mode, encoding="utf-8") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield fh
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _encode(attempt: Attempt, reservation_id: int | None) -> str:
+    data = dataclasses.asdict(attempt)
+    data["usage"] = dataclasses.asdict(attempt.usage)
+    data["ts"] = w.iso(attempt.ts or w.utcnow())
+    return json.dumps({"attempt": data, "reservation_id": reservation_id}, ensure_ascii=False)
+
+
+def _decode(line: str) -> tuple[Attempt, int | None]:
+    raw = json.loads(line)
+    data: dict[str, Any] = dict(raw["attempt"])
+    data["usage"] = Usage(**data["usage"])
+    data["ts"] = datetime.fromisoformat(str(data["ts"]).replace("Z", "+00:00"))
+    rid = raw.get("reservation_id")
+    return Attempt(**data), None if rid is None else int(rid)
+
+
+def spool(db_path: Path, attempt: Attempt, reservation_id: int | None) -> Path:
+    """Append `attempt` durably; raises OSError only if even the journal cannot be written."""
+    path = journal_path(db_path)
+    created = not path.exists()
+    with _locked(path, "a") as fh:
+        fh.write(_encode(attempt, reservation_id) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    if created:  # the new directory entry must survive a crash too
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
+
+
+def pending(db_path: Path) -> int:
+    """How many spooled attempts wait for a replay."""
+    path = journal_path(db_path)
+    if not path.exists():
+        return 0
+    with path.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+async def replay(ledger: Ledger) -> int:
+    """Record every spooled attempt once, then empty the journal. Returns rows newly inserted."""
+    path = journal_path(ledger.path)
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    inserted = 0
+    with _locked(path, "r+") as fh:
+        entries = []
+        for n, line in enumerate(fh.read().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(_decode(line))
+            except (ValueError, KeyError, TypeError) as exc:  # a line cut short by a crash mid-append
+                log.warning("ledger journal %s line %d unreadable, skipped: %s", path, n, exc)
+        now = w.utcnow()
+        async with ledger.write() as conn:
+            for attempt, rid in entries:
+                inserted += await _insert(conn, attempt, now, ledger)
+                if rid is not None:
+                    await conn.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+        fh.seek(0)
+        fh.truncate()
+        fh.flush()
+        os.fsync(fh.fileno())
+    if entries:
+        log.info("ledger journal: replayed %d spooled attempt(s), %d new row(s)", len(entries), inserted)
+    return inserted

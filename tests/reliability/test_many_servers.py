@@ -1,0 +1,96 @@
+"""8 `offload serve` stdio processes x 4 concurrent calls on one ledger, under seeded API faults.
+
+Every response the emulator served must become exactly one ledger row, no hold may be left,
+and no call may end in the SDK's bare "Error executing tool". Real parts only: stdio
+subprocesses spoken to by the real mcp client, the real SDK to the emulator, one SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from offload.config.pricing import load_prices
+from offload.core.pricing import Usage
+
+from .conftest import is_generic_error, ledger_rows, result_text
+
+pytestmark = pytest.mark.anyio
+
+VENV_BIN = Path(sys.executable).parent
+OFFLOAD = str(VENV_BIN / "offload")
+FAULTS = "429=0.1,529=0.05,drop=0.02"
+SERVERS = 8
+CALLS_EACH = 4
+
+
+def _params(tmp_path: Path, base_url: str, session: str) -> StdioServerParameters:
+    env = {
+        "HOME": str(tmp_path),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OFFLOAD_DB": str(tmp_path / "ledger.db"),
+        "OFFLOAD_ROOTS": str(tmp_path),
+        "OFFLOAD_SESSION": session,
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": base_url,
+    }
+    return StdioServerParameters(command=OFFLOAD, args=["serve"], env=env, cwd=str(tmp_path))
+
+
+async def run_fleet(tmp_path: Path, base_url: str, servers: int, calls_each: int) -> dict[str, tuple[bool, str]]:
+    """Start `servers` stdio servers, `calls_each` concurrent routed_complete calls on each."""
+    outcomes: dict[str, tuple[bool, str]] = {}
+
+    async def server(n: int) -> None:
+        with (tmp_path / f"s{n}.stderr").open("w") as err:
+            params = _params(tmp_path, base_url, f"s{n}")
+            async with Client(stdio_client(params, errlog=err), read_timeout_seconds=180) as client:
+
+                async def call(i: int) -> None:
+                    args: dict[str, Any] = {"prompt": f"server {n} task {i}: name a prime above {n * 13 + i}"}
+                    if i % 2 == 0:  # a check the default reply fails: some calls climb the ladder
+                        args["must_match"] = r"^PRIME \d+$"
+                    result = await client.call_tool("routed_complete", args)
+                    outcomes[f"{n}.{i}"] = (bool(result.is_error), result_text(result))
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(calls_each):
+                        tg.start_soon(call, i)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(servers):
+            tg.start_soon(server, n)
+    return outcomes
+
+
+async def test_eight_servers_four_calls_each_lose_no_paid_answer(running: Callable[..., Any], tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    with running(seed=20261129, faults=FAULTS) as emu:
+        outcomes = await run_fleet(tmp_path, emu.url, SERVERS, CALLS_EACH)
+        served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
+        injected = dict(emu.state.faults.injected)
+
+    assert sum(injected.values()) > 0, injected
+    assert len(outcomes) == SERVERS * CALLS_EACH
+    for key, (is_error, text) in sorted(outcomes.items()):
+        assert not is_generic_error(text), f"call {key}: bare error {text!r}"
+        if is_error:
+            assert "Claude API" in text, f"call {key}: {text!r}"
+    rows = ledger_rows(db, "SELECT request_key, model, cost_pusd FROM attempts")
+    assert len(rows) == len(served), (len(rows), len(served))
+    prices = load_prices()
+    assert sorted(int(r["cost_pusd"]) for r in rows) == sorted(
+        prices.cost(str(r.model), Usage.from_api(r.usage)) for r in served
+    )
+    assert len({r["request_key"] for r in rows}) == len(rows)
+    assert ledger_rows(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
+    for n in range(SERVERS):
+        assert "Traceback" not in (tmp_path / f"s{n}.stderr").read_text()

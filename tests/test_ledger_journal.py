@@ -1,0 +1,122 @@
+"""A paid answer survives a ledger that cannot take it, and idle servers leave the write lock alone.
+
+Real parts: the SDK over HTTP to the emulator, real SQLite files. The full disk is SQLite's own
+SQLITE_FULL, produced by capping the server's write connection with `PRAGMA max_page_count`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from helpers import query
+from offload.config.pricing import load_prices
+from offload.config.settings import Settings, shipped
+from offload.core.pricing import Usage
+from offload.infra.ledger import Ledger
+from offload.infra.ledger import batches as store
+from offload.infra.ledger.journal import journal_path, pending
+from offload.metering.metered import collecting_notes
+from offload.services import routed
+from offload.services.routed import RoutedArgs
+from offload.state import open_state
+
+pytestmark = pytest.mark.anyio
+
+
+def _storing_policy(tmp_path: Path) -> Path:
+    # Stored prompt text makes the attempt row larger than the free space of the pages the
+    # small reservation row fits in: the reserve succeeds, the record hits the full disk.
+    path = tmp_path / "policy.yaml"
+    shutil.copy(shipped("default.yaml"), path)
+    path.write_text(path.read_text().replace("store_text: false", "") + "\nstore_text: true\n")
+    return path
+
+
+async def test_full_disk_spools_the_paid_answer_and_the_next_open_records_it_once(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(emulator.url, policy_path=_storing_policy(tmp_path))
+    db = settings.db_path
+    async with open_state(settings) as state:
+        pages = await (await state.ledger.wconn.execute("PRAGMA page_count")).fetchone()
+        assert pages is not None
+        await state.ledger.wconn.execute(f"PRAGMA max_page_count = {int(pages[0])}")
+        with collecting_notes() as notes:
+            out = await routed.routed_complete(state, "full-disk", RoutedArgs(prompt="Say hello. " + "x" * 20_000))
+    served = [r for r in emulator.state.calls("/v1/messages", "POST") if r.status == 200]
+    prices = load_prices()
+
+    assert served
+    assert out.text.strip() and out.data["cost_usd"] != "0"  # the host got its answer
+    assert notes and "recorded on the next start" in notes[0], notes
+    assert query(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] == 0  # the disk refused the row
+    assert pending(db) == len(served)
+    assert query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == len(served)  # held until replayed
+
+    for _ in range(2):  # the first open replays; a second finds nothing left to add
+        led = await Ledger.open(db)
+        await led.close()
+        rows = query(db, "SELECT session_id, model, cost_pusd, prompt_text FROM attempts ORDER BY id")
+        assert len(rows) == len(served) and {r["session_id"] for r in rows} == {"full-disk"}
+        assert sorted(int(r["cost_pusd"]) for r in rows) == sorted(
+            prices.cost(str(r.model), Usage.from_api(r.usage)) for r in served
+        )
+        assert rows[0]["prompt_text"].startswith("Say hello.")
+        assert query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
+        assert pending(db) == 0
+
+
+async def test_replay_is_idempotent_even_if_the_journal_survives_a_crash(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A crash after the replay committed but before the journal was emptied replays again: one row."""
+    settings = make_settings(emulator.url, policy_path=_storing_policy(tmp_path))
+    db = settings.db_path
+    async with open_state(settings) as state:
+        await state.ledger.wconn.execute("PRAGMA max_page_count = 1")
+        await routed.routed_complete(state, "s", RoutedArgs(prompt="Say hello. " + "y" * 20_000))
+    kept = journal_path(db).read_text()
+    led = await Ledger.open(db)
+    await led.close()
+    journal_path(db).write_text(kept)  # as if the process died before truncating
+    led = await Ledger.open(db)
+    await led.close()
+    served = [r for r in emulator.state.calls("/v1/messages", "POST") if r.status == 200]
+    assert query(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] == len(served) > 0
+    assert pending(db) == 0
+
+
+async def test_an_idle_collector_takes_no_write_lock(ledger: Ledger) -> None:
+    other = sqlite3.connect(ledger.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process is writing (for a long time)
+        with anyio.fail_after(2):  # taking the lock would wait for busy_timeout (30 s)
+            assert await store.claim_due(ledger) == []
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_a_write_waits_out_another_process_and_reads_do_not_block_it(ledger: Ledger) -> None:
+    other = sqlite3.connect(ledger.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def later() -> None:
+        await anyio.sleep(0.3)
+        other.execute("COMMIT")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(later)
+        # A read in flight on this process must not turn our BEGIN IMMEDIATE into an instant BUSY.
+        rows = await (await ledger.conn.execute("SELECT * FROM attempts")).fetchall()
+        async with ledger.write() as conn:
+            await conn.execute("DELETE FROM reservations")
+    other.close()
+    assert rows == []
