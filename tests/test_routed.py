@@ -83,8 +83,10 @@ async def test_schema_failure_on_cheap_tier_escalates_once(
     assert [r["cost_pusd"] for r in ledger] == expected
     # The footer shows the whole call's cost: both rungs.
     assert Decimal(data["cost_usd"]) == Decimal(sum(expected)) / 10**12
-    # Only the answer the host used stands for "what the host would have paid": one Opus call.
+    # Only the answer the host used stands for "what the host would have paid": one Opus call
+    # with the same caching (this short prompt caches nothing).
     u = calls[1].usage
+    assert not u.get("cache_read_input_tokens") and not u.get("cache_creation_input_tokens")
     assert ledger[0]["baseline_pusd"] == 0
     assert ledger[1]["baseline_pusd"] == u["input_tokens"] * OPUS_IN + u["output_tokens"] * OPUS_OUT
     # No reservation is left behind once the calls are settled.
