@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from offload.config.policy import parse_policy
+from offload.config.policy import load_policy, parse_policy
 from offload.config.pricing import load_prices
+from offload.config.settings import shipped
 from offload.core.errors import BudgetExceededError, InputError
 from offload.policy import Policy, RouteRequest, decide, should_escalate, worst_case_by_tier
 
@@ -65,15 +66,30 @@ def test_each_rule_kind(policy: Policy, kw: dict[str, object], tier: str, rule: 
 
 
 def test_first_match_wins(policy: Policy) -> None:
-    # matches rule 0 (cheap) and rule 1 (premium): the earlier rule decides
-    d = decide(policy, req(task="extract", difficulty="hard", prompt_tokens=5000))
+    # matches rule 0 (cheap) and rule 3 (standard): the earlier rule decides
+    d = decide(policy, req(task="extract", prompt_tokens=5000))
     assert (d.tier, d.rule) == ("cheap", "rules[0] mech {task: [classify, extract]}")
     assert "mech" in d.reason
 
 
+def test_a_stated_difficulty_beats_a_task_rule(policy: Policy) -> None:
+    # rule 0 (task: extract -> cheap) is listed first, but the caller said the work is hard
+    d = decide(policy, req(task="extract", difficulty="hard"))
+    assert (d.tier, d.rule) == ("premium", "rules[1] {difficulty: hard}")
+    # a difficulty no rule names leaves the task rule in charge
+    assert decide(policy, req(task="extract", difficulty="easy")).tier == "cheap"
+
+
+def test_shipped_default_sends_hard_summaries_to_premium() -> None:
+    shipped_policy = load_policy(shipped("default.yaml"))
+    assert decide(shipped_policy, req(task="summarize", difficulty="hard")).tier == "premium"
+    assert decide(shipped_policy, req(task="summarize")).tier == "cheap"
+
+
 def test_empty_when_always_matches() -> None:
     p = parse_policy(POLICY.replace("rules:\n", "rules:\n  - {when: {}, tier: standard}\n"))
-    assert decide(p, req(task="classify", difficulty="hard")).tier == "standard"
+    assert decide(p, req(task="classify")).tier == "standard"
+    assert decide(p, req(task="classify", difficulty="hard")).tier == "premium"  # a stated difficulty first
 
 
 def test_caller_max_tokens_wins(policy: Policy) -> None:

@@ -313,7 +313,7 @@ async def test_past_warn_at_every_spending_tool_says_so(
     ("args", "needles"),
     [
         ({"prompt": "x", "difficulty": "extreme"}, ["difficulty", "'easy', 'medium' or 'hard'", "got 'extreme'"]),
-        ({"difficulty": "easy"}, ["prompt: Field required"]),
+        ({"difficulty": "easy"}, ["prompt is empty", "redo_of"]),
         ({"prompt": "x", "files": ["a.py"]}, ["unknown argument(s) files", "context_files"]),
     ],
 )

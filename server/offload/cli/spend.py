@@ -47,6 +47,9 @@ def _print_table(rows: list[SpendRow], tot: SpendRow, by: str, start: datetime) 
     ):
         table.add_column(name, justify="right", footer=fmt(getattr(tot, attr)))
     table.add_column("saved %", justify="right", footer=f"{tot.saved_pct}%")
+    # Quality next to the money: answers a check passed on, the host redid, or nobody checked.
+    for name, attr in (("checked", "checked"), ("redone", "redone"), ("unchecked", "unchecked")):
+        table.add_column(name, justify="right", footer=str(getattr(tot.quality, attr)))
     for r in rows:
         table.add_row(
             r.key,
@@ -58,6 +61,9 @@ def _print_table(rows: list[SpendRow], tot: SpendRow, by: str, start: datetime) 
             fmt_usd(r.baseline_pusd),
             fmt_usd(r.saved_pusd),
             f"{r.saved_pct}%",
+            str(r.quality.checked),
+            str(r.quality.redone),
+            str(r.quality.unchecked),
         )
     console = Console(soft_wrap=False)
     if not console.is_terminal:  # piped: rich would squeeze to 80 columns and elide the money
