@@ -213,6 +213,12 @@ def tier_above(policy: Policy, tier: str) -> str | None:
     return ladder[ladder.index(tier) + 1]
 
 
+def family_of(task: str | None, difficulty: str | None) -> str:
+    """What learning groups answers by: the task label, and the stated difficulty when there is one."""
+    base = (task or "").strip().lower() or "*"
+    return f"{base}@{difficulty}" if difficulty else base
+
+
 @dataclass(frozen=True)
 class TierEvidence:
     adequate: int

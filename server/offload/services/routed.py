@@ -90,12 +90,6 @@ class _Run:
     budget_stop: str | None
 
 
-def family_of(task: str | None, difficulty: str | None) -> str:
-    """What learning groups answers by: the task label, and the stated difficulty when there is one."""
-    base = (task or "").strip().lower() or "*"
-    return f"{base}@{difficulty}" if difficulty else base
-
-
 def new_call_id() -> str:
     return "rc_" + secrets.token_hex(4)
 
@@ -126,7 +120,7 @@ async def routed_complete(
         task=args.task,
         difficulty=args.difficulty,
         max_tokens=args.max_tokens,
-        family=family_of(args.task, args.difficulty),
+        family=engine.family_of(args.task, args.difficulty),
     )
     run = await _route_and_run(state, session, job, forced_tier=args.tier, progress=progress)
     return await _finish(state, session, job, run, redo_of=None)
