@@ -327,3 +327,33 @@ async def test_argument_mistakes_read_as_instructions(
     for needle in needles:
         assert needle in text
     assert "pydantic" not in text and "validation error for" not in text
+
+
+async def test_a_schema_call_reads_the_cached_system_prompt(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # The schema's instruction is a block of its own after the shared system prompt: two calls
+    # with different schemas still share (and read) one cached system prefix.
+    system = "You extract fields from invoices. " + "Amounts are in the invoice currency. " * 400
+    script = [{"match": "invoice", "reply": '{"total": 42, "currency": "EUR"}'}]
+    with running(script=script) as emu:
+        settings = make_settings(emu.url)
+        async with client(settings) as c:
+            for required in (["total"], ["currency"]):
+                result = await c.call_tool(
+                    "routed_complete",
+                    {
+                        "prompt": "From this invoice: TOTAL 42 EUR",
+                        "system": system,
+                        "task": "extract",
+                        "response_schema": {"type": "object", "required": required},
+                    },
+                )
+                assert not result.is_error, result.content
+        calls = message_calls(emu)
+    first, second = calls
+    assert first.body["system"][0]["text"] == system and "cache_control" in first.body["system"][0]
+    assert "JSON Schema" in first.body["system"][1]["text"] and "cache_control" not in first.body["system"][1]
+    assert first.body["system"][1] != second.body["system"][1]
+    assert first.usage["cache_creation_input_tokens"] > 2048
+    assert second.usage["cache_read_input_tokens"] == first.usage["cache_creation_input_tokens"]
