@@ -39,7 +39,7 @@ def script(wrong_cheap_answers: int) -> list[dict[str, Any]]:
 
 async def ask(c: Client, redo_if_wrong: bool = True) -> dict[str, Any]:
     """A judging host: it reads the answer and asks for a redo when it is wrong."""
-    r = await c.call_tool("routed_complete", {"prompt": "What is the capital of Australia?", "task": "geo"})
+    r = await c.call_tool("routed_complete", {"prompt": "What is the capital of Australia?", "task": "summarize"})
     assert not r.is_error, r.content
     data = dict(r.structured_content or {})
     if redo_if_wrong and r.content[0].text.startswith("Sydney"):  # type: ignore[union-attr]
@@ -69,30 +69,40 @@ async def test_start_tier_moves_up_after_verdicts_and_back_down_after_exploratio
             policy.write_text(policy_text("0.9"))
             tiers = [(await ask(c))["tier"] for _ in range(8)]
         explain = subprocess.run(
-            [OFFLOAD, "policy", "explain", str(policy), "capital?", "--task", "geo", "--db", str(settings.db_path)],
+            [
+                OFFLOAD,
+                "policy",
+                "explain",
+                str(policy),
+                "capital?",
+                "--task",
+                "summarize",
+                "--db",
+                str(settings.db_path),
+            ],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
     assert "cheap" in tiers and tiers[-1] == "cheap", tiers
     assert tiers[-3:] == ["cheap"] * 3, tiers
-    assert "geo: adequate cheap 3/3" in explain and "<- this prompt" in explain, explain
+    assert "summarize: adequate cheap 3/3" in explain and "<- this prompt" in explain, explain
     assert "tier       cheap" in explain, explain
 
     reset = subprocess.run(
-        [OFFLOAD, "policy", "reset-learning", "--family", "geo", "--db", str(settings.db_path)],
+        [OFFLOAD, "policy", "reset-learning", "--family", "summarize", "--db", str(settings.db_path)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert reset.startswith("forgot ") and " of geo" in reset
+    assert reset.startswith("forgot ") and " of summarize" in reset
     after = subprocess.run(
-        [OFFLOAD, "policy", "explain", str(policy), "capital?", "--task", "geo", "--db", str(settings.db_path)],
+        [OFFLOAD, "policy", "explain", str(policy), "capital?", "--task", "summarize", "--db", str(settings.db_path)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert "geo:" not in after
+    assert "summarize:" not in after
 
 
 async def test_two_server_processes_share_what_they_learned(running: Callable[..., Any], tmp_path: Path) -> None:

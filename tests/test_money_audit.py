@@ -168,6 +168,7 @@ async def drive(c: Client, rng: random.Random, docs: list[str], tmp_path: Path) 
         elif kind == "escalate":
             args["prompt"] = "ESCALATE: give a number"
             args["must_match"] = "[0-9]"
+            args["task"] = "extract"  # a task rule starts it on the cheap tier
         elif kind in ("hard", "medium"):
             args["difficulty"] = kind
             args["max_tokens"] = rng.randint(16, 200)

@@ -58,6 +58,7 @@ async def test_schema_failure_on_cheap_tier_escalates_once(
                 "routed_complete",
                 {
                     "prompt": "Extract the total of this invoice: ... TOTAL 42 EUR",
+                    "task": "extract",
                     "response_schema": {"type": "object", "required": ["total"]},
                 },
             )

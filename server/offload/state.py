@@ -16,6 +16,7 @@ from typing import Any
 from offload.config.policy import PolicyHolder
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
+from offload.core.baseline_cache import BaselineCache
 from offload.core.pricing import PriceTable
 from offload.core.recall import Recall
 from offload.infra.claude import ClaudeClient
@@ -38,6 +39,8 @@ class AppState:
     _claude: ClaudeClient | None = None
     recall: Recall[Any] | None = None  # recent requests for `redo_of`, in memory only
     _rng: random.Random | None = field(default=None, repr=False)
+    # The prompt cache the baseline model would have had: savings are measured against it.
+    baseline_cache: BaselineCache = field(default_factory=BaselineCache)
 
     def __post_init__(self) -> None:
         if self.recall is None:

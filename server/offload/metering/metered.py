@@ -131,7 +131,12 @@ async def metered_call(
             await budgets.release(state.ledger, reservation)
         raise
     verdict = judge(completion)
-    baseline = state.prices.baseline_cost(policy.baseline, completion.usage)
+    # Only the answer the host uses stands for its own call to the baseline model (and warms its cache).
+    baseline = (
+        state.baseline_cache.cost(state.prices, policy.baseline, params, completion.usage)
+        if verdict.counts_toward_baseline
+        else 0
+    )
     key = f"{tool}:{uuid.uuid4().hex}"
     attempt = records.Attempt(
         request_key=key,
@@ -140,7 +145,7 @@ async def metered_call(
         model=model,
         usage=completion.usage,
         cost_pusd=state.prices.cost(model, completion.usage),
-        baseline_pusd=baseline if verdict.counts_toward_baseline else 0,
+        baseline_pusd=baseline,
         policy=policy.name,
         tier=tier,
         step=step,
