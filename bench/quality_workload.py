@@ -36,10 +36,11 @@ FAMILIES: dict[str, tuple[int, tuple[float, float, float], int, dict[str, Any] |
 # How a below-tier answer fails: well-formed but wrong / malformed / truncated.
 FAILURES = (("wrong", 0.75), ("malformed", 0.15), ("truncated", 0.10))
 
-_WORDS = (
-    "deploy cache invoice refund retry timeout owner step queue shard schema latency region "
-    "handler request session budget ledger worker thread lock index query column migration"
-).split()
+_WORDS = [
+    *("deploy", "cache", "invoice", "refund", "retry", "timeout", "owner", "step", "queue", "shard"),
+    *("schema", "latency", "region", "handler", "request", "session", "budget", "ledger", "worker"),
+    *("thread", "lock", "index", "query", "column", "migration"),
+]
 
 
 def _prose(rng: random.Random, words: int) -> str:
