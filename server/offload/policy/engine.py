@@ -267,3 +267,27 @@ def learned_start(
         tier = ladder[i - 1]
         reason = f"exploring {tier} ({fmt(tier)} adequate) to see if it now meets the target"
     return tier, reason
+
+
+def judged_start(
+    policy: Policy, tier: str, stats: Mapping[str, TierEvidence], worst_case_pusd: Mapping[str, int] | None
+) -> tuple[str, str]:
+    """(tier, reason) for a host that judges answers: start one tier lower when that pays on average.
+
+    Starting lower costs the lower call, plus the call on `tier` when the host redoes it:
+    c_low + (1 - p) * c_high. That beats c_high when p * c_high > c_low, where p is the lower
+    tier's observed share of adequate answers for this family (with one success and one failure
+    as a prior, so a family with no history is tried once cheaply and learned from).
+    """
+    ladder = policy.escalation.ladder
+    if not policy.learning.judged_trials or tier not in ladder or ladder.index(tier) == 0 or not worst_case_pusd:
+        return tier, ""
+    low = ladder[ladder.index(tier) - 1]
+    c_low, c_high = worst_case_pusd.get(low), worst_case_pusd.get(tier)
+    if not c_low or not c_high:
+        return tier, ""
+    e = stats.get(low) or TierEvidence(0, 0)
+    if (e.adequate + 1) * c_high <= c_low * (e.known + 2):
+        return tier, ""
+    share = f"{e.adequate}/{e.known} adequate" if e.known else "no history"
+    return low, f"the host judges answers: {low} first ({share}, {c_low * 100 // c_high}% of {tier}'s price)"

@@ -259,6 +259,10 @@ class Learning(_Section):
     window: PositiveInt = 40
     explore: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.05")
     seed: StrictInt | None = None  # fixes the exploration draws (tests, benches)
+    # For a host that judges answers (it has used redo_of): start one tier lower whenever the
+    # family's record there makes that cheaper on average, counting the redo. Works with
+    # `enabled: false` too.
+    judged_trials: StrictBool = True
 
 
 class BatchPrefs(_Section):

@@ -157,15 +157,24 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
 
 async def _learned(state: AppState, session: str, job: _Job, request: engine.RouteRequest) -> engine.RouteRequest:
     policy = state.policy
-    if not policy.learning.enabled:
+    learn = policy.learning
+    if not learn.enabled and not learn.judged_trials:
         return request
-    base = engine.rule_tier(policy, request)
     conn = state.ledger.conn
-    stats = await learning.tier_stats(conn, job.family, policy.learning.window)
+    judges = await learning.judges(conn, session)
+    if not learn.enabled and not judges:
+        return request
+    stats = await learning.tier_stats(conn, job.family, learn.window)
     evidence = {t: engine.TierEvidence(s.adequate, s.known) for t, s in stats.items()}
-    # Exploring is worth a worse answer only when its outcome comes back as evidence.
-    can_explore = job.checked or await learning.judges(conn, session)
-    tier, reason = engine.learned_start(policy, base, evidence, draw=state.rng().random(), can_explore=can_explore)
+    tier, reason = engine.rule_tier(policy, request), ""
+    if learn.enabled:
+        # Exploring is worth a worse answer only when its outcome comes back as evidence.
+        can_explore = job.checked or judges
+        tier, reason = engine.learned_start(policy, tier, evidence, draw=state.rng().random(), can_explore=can_explore)
+    if judges and not reason.startswith("exploring"):
+        lower, why = engine.judged_start(policy, tier, evidence, request.worst_case_pusd)
+        if why:
+            tier, reason = lower, why
     if not reason:
         return request
     return replace(request, learned_tier=tier, learned_reason=reason)
