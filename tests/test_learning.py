@@ -24,10 +24,15 @@ OFFLOAD = str(VENV_BIN / "offload")
 
 
 def policy_text(explore: str) -> str:
+    # The shipped default with its learning section switched on (small numbers so a test sees it move).
     base = shipped("default.yaml").read_text()
-    return (
-        base + f"\nlearning: {{enabled: true, target: 0.9, min_samples: 2, window: 3, explore: {explore}, seed: 7}}\n"
+    section = (
+        "learning:\n  enabled: true\n  target: 0.9\n  min_samples: 2\n  window: 3\n"
+        f"  explore: {explore}\n  seed: 7\n  judged_trials: false\n"
     )
+    start = base.index("learning:\n")
+    end = base.index("\nbatch:", start)
+    return base[:start] + section + base[end:]
 
 
 def script(wrong_cheap_answers: int) -> list[dict[str, Any]]:
