@@ -68,8 +68,9 @@ async def test_record_stores_every_column(ledger: Ledger) -> None:
     )
     # batch sonnet: 10x1_000_000 + 2000x1_250_000 + 3x2_000_000 + 4x50_000 + 50x5_000_000
     assert a.cost_pusd == 2_766_200_000
-    # opus baseline: (10+2000+3+4) x 4_000_000 + 50 x 20_000_000
-    assert a.baseline_pusd == 9_068_000_000
+    # opus baseline, same caching, sync rates: 10x4_000_000 + 2000x5_000_000 + 3x8_000_000 + 4x200_000
+    # + 50x20_000_000 (a 2,007-token cached prefix is above Opus's 1,024 minimum)
+    assert a.baseline_pusd == 11_064_800_000
     await record(ledger, a)
     (row,) = rows(
         ledger.path,
@@ -79,7 +80,7 @@ async def test_record_stores_every_column(ledger: Ledger) -> None:
     )
     assert row == (
         "2026-11-23T12:00:00.000000Z", "s1", "batch_results", "default", "standard", "claude-sonnet-5-5",
-        10, 50, 2000, 3, 4, 2_766_200_000, 9_068_000_000, 1, 1, "escalated", "max_tokens", "abc", "b-1",
+        10, 50, 2000, 3, 4, 2_766_200_000, 11_064_800_000, 1, 1, "escalated", "max_tokens", "abc", "b-1",
         None, None,
     )  # fmt: skip
 

@@ -42,6 +42,7 @@ HAND = {
     "claude-opus-5-5": {"in": "4", "w5m": "5", "w1h": "8", "read": "0.20", "out": "20"},
 }
 BASELINE = "claude-opus-5-5"
+BASELINE_MIN_CACHEABLE = 1024  # Opus 5.5 caches prefixes from 1,024 tokens
 
 
 def rate(model: str, kind: str, *, batch: bool = False) -> Decimal:
@@ -69,8 +70,11 @@ def hand_cost(model: str, u: dict[str, int], *, batch: bool) -> int:
 
 
 def hand_baseline(u: dict[str, int]) -> int:
-    prompt = u["input_tokens"] + u["cache_write_5m"] + u["cache_write_1h"] + u["cache_read"]
-    return int(prompt * rate(BASELINE, "in") + u["output_tokens"] * rate(BASELINE, "out"))
+    """The same request on the baseline model with the same caching, at its sync rates."""
+    cached = u["cache_write_5m"] + u["cache_write_1h"] + u["cache_read"]
+    if 0 < cached < BASELINE_MIN_CACHEABLE:  # too short for the baseline's cache: plain input
+        u = {**u, "input_tokens": u["input_tokens"] + cached, "cache_write_5m": 0, "cache_write_1h": 0, "cache_read": 0}
+    return hand_cost(BASELINE, u, batch=False)
 
 
 def usage_of_api(model: str, usage: Any) -> tuple[Any, ...]:
@@ -167,6 +171,7 @@ async def drive(c: Client, rng: random.Random, docs: list[str], tmp_path: Path) 
         elif kind == "escalate":
             args["prompt"] = "ESCALATE: give a number"
             args["must_match"] = "[0-9]"
+            args["task"] = "extract"  # a task rule starts it on the cheap tier
         elif kind in ("hard", "medium"):
             args["difficulty"] = kind
             args["max_tokens"] = rng.randint(16, 200)

@@ -25,7 +25,7 @@ def test_check_all_shipped_policies() -> None:
     lines = res.stdout.splitlines()
     assert len(lines) == 4
     assert lines[0] == (
-        f"ok {files[0]} (default: 4 rules, tiers cheap=claude-haiku-5-5 standard=claude-sonnet-5-5 "
+        f"ok {files[0]} (default: 5 rules, tiers cheap=claude-haiku-5-5 standard=claude-sonnet-5-5 "
         "premium=claude-opus-5-5)"
     )
     assert res.stderr == ""

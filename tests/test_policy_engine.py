@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from offload.config.policy import parse_policy
+from offload.config.policy import load_policy, parse_policy
 from offload.config.pricing import load_prices
+from offload.config.settings import shipped
 from offload.core.errors import BudgetExceededError, InputError
 from offload.policy import Policy, RouteRequest, decide, should_escalate, worst_case_by_tier
+from offload.policy.engine import TierEvidence, judged_start, learned_start
 
 POLICY = """
 name: t
@@ -65,15 +67,30 @@ def test_each_rule_kind(policy: Policy, kw: dict[str, object], tier: str, rule: 
 
 
 def test_first_match_wins(policy: Policy) -> None:
-    # matches rule 0 (cheap) and rule 1 (premium): the earlier rule decides
-    d = decide(policy, req(task="extract", difficulty="hard", prompt_tokens=5000))
+    # matches rule 0 (cheap) and rule 3 (standard): the earlier rule decides
+    d = decide(policy, req(task="extract", prompt_tokens=5000))
     assert (d.tier, d.rule) == ("cheap", "rules[0] mech {task: [classify, extract]}")
     assert "mech" in d.reason
 
 
+def test_a_stated_difficulty_beats_a_task_rule(policy: Policy) -> None:
+    # rule 0 (task: extract -> cheap) is listed first, but the caller said the work is hard
+    d = decide(policy, req(task="extract", difficulty="hard"))
+    assert (d.tier, d.rule) == ("premium", "rules[1] {difficulty: hard}")
+    # a difficulty no rule names leaves the task rule in charge
+    assert decide(policy, req(task="extract", difficulty="easy")).tier == "cheap"
+
+
+def test_shipped_default_sends_hard_summaries_to_premium() -> None:
+    shipped_policy = load_policy(shipped("default.yaml"))
+    assert decide(shipped_policy, req(task="summarize", difficulty="hard")).tier == "premium"
+    assert decide(shipped_policy, req(task="summarize")).tier == "cheap"
+
+
 def test_empty_when_always_matches() -> None:
     p = parse_policy(POLICY.replace("rules:\n", "rules:\n  - {when: {}, tier: standard}\n"))
-    assert decide(p, req(task="classify", difficulty="hard")).tier == "standard"
+    assert decide(p, req(task="classify")).tier == "standard"
+    assert decide(p, req(task="classify", difficulty="hard")).tier == "premium"  # a stated difficulty first
 
 
 def test_caller_max_tokens_wins(policy: Policy) -> None:
@@ -174,3 +191,30 @@ def test_should_escalate(policy: Policy) -> None:
     assert not should_escalate(no_steps, "max_tokens")
     with pytest.raises(ValueError, match="unknown escalation trigger"):
         should_escalate(policy, "timeout")
+
+
+def test_learned_start_climbs_past_a_tier_below_target_and_returns_when_a_lower_one_meets_it() -> None:
+    p = parse_policy(POLICY + "learning: {enabled: true, target: 0.9, min_samples: 3, explore: 0.1}\n")
+    bad_cheap = {"cheap": TierEvidence(0, 3), "standard": TierEvidence(3, 3)}
+    assert learned_start(p, "cheap", bad_cheap, draw=0.5, can_explore=True)[0] == "standard"
+    # too few samples: not trusted either way
+    assert learned_start(p, "cheap", {"cheap": TierEvidence(0, 2)}, draw=0.5, can_explore=True)[0] == "cheap"
+    # a seeded draw below `explore` tries one tier lower, if the answer can be judged
+    assert learned_start(p, "cheap", bad_cheap, draw=0.05, can_explore=True)[0] == "cheap"
+    assert learned_start(p, "cheap", bad_cheap, draw=0.05, can_explore=False)[0] == "standard"
+    good_cheap = {"cheap": TierEvidence(9, 10)}
+    assert learned_start(p, "premium", good_cheap, draw=0.5, can_explore=True)[0] == "cheap"
+
+
+def test_judged_start_tries_lower_only_when_it_pays_counting_the_redo() -> None:
+    p = parse_policy(POLICY)
+    worst = {"cheap": 5, "standard": 100, "premium": 200}
+    # no history: the prior (1 of 2) beats a price ratio of 5%
+    assert judged_start(p, "standard", {}, worst)[0] == "cheap"
+    # 0 of 38 adequate on cheap: p = 1/40 < 5%, stay
+    assert judged_start(p, "standard", {"cheap": TierEvidence(0, 38)}, worst)[0] == "standard"
+    # premium -> standard costs half: only when standard is adequate more than half the time
+    assert judged_start(p, "premium", {"standard": TierEvidence(1, 2)}, worst)[0] == "premium"
+    assert judged_start(p, "premium", {"standard": TierEvidence(6, 8)}, worst)[0] == "standard"
+    off = parse_policy(POLICY + "learning: {judged_trials: false}\n")
+    assert judged_start(off, "standard", {}, worst)[0] == "standard"

@@ -70,12 +70,18 @@ def test_long_prompt_counts_cache_writes_in_the_prompt() -> None:
     assert T.cost(HAIKU, usage) == 81_250_500_000
 
 
-def test_baseline_prices_every_prompt_token_as_plain_input() -> None:
+def test_baseline_prices_the_same_caching_at_the_baseline_models_rates() -> None:
     usage = Usage(input_tokens=100, cache_write_5m=1000, cache_read=3000, output_tokens=200)
-    # 4100 x 4_000_000 + 200 x 20_000_000
-    assert T.baseline_cost(OPUS, usage) == 20_400_000_000
+    # 100 x 4_000_000 + 1000 x 5_000_000 + 3000 x 200_000 + 200 x 20_000_000
+    assert T.baseline_cost(OPUS, usage) == 10_000_000_000
     # long-prompt rule still applies: 100_001 x 500_000 + 10 x 2_500_000
     assert T.baseline_cost(HAIKU, Usage(input_tokens=100_001, output_tokens=10)) == 50_025_500_000
+
+
+def test_baseline_counts_a_prefix_too_short_for_the_baseline_cache_as_input() -> None:
+    # Haiku 5.5 caches from 2,048 tokens: a 1,500-token read elsewhere would be plain input there.
+    usage = Usage(input_tokens=100, cache_read=1500, output_tokens=10)
+    assert T.baseline_cost(HAIKU, usage) == 1600 * 100_000 + 10 * 500_000
 
 
 def test_worst_case() -> None:

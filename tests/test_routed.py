@@ -58,6 +58,7 @@ async def test_schema_failure_on_cheap_tier_escalates_once(
                 "routed_complete",
                 {
                     "prompt": "Extract the total of this invoice: ... TOTAL 42 EUR",
+                    "task": "extract",
                     "response_schema": {"type": "object", "required": ["total"]},
                 },
             )
@@ -83,8 +84,10 @@ async def test_schema_failure_on_cheap_tier_escalates_once(
     assert [r["cost_pusd"] for r in ledger] == expected
     # The footer shows the whole call's cost: both rungs.
     assert Decimal(data["cost_usd"]) == Decimal(sum(expected)) / 10**12
-    # Only the answer the host used stands for "what the host would have paid": one Opus call.
+    # Only the answer the host used stands for "what the host would have paid": one Opus call
+    # with the same caching (this short prompt caches nothing).
     u = calls[1].usage
+    assert not u.get("cache_read_input_tokens") and not u.get("cache_creation_input_tokens")
     assert ledger[0]["baseline_pusd"] == 0
     assert ledger[1]["baseline_pusd"] == u["input_tokens"] * OPUS_IN + u["output_tokens"] * OPUS_OUT
     # No reservation is left behind once the calls are settled.
@@ -312,7 +315,7 @@ async def test_past_warn_at_every_spending_tool_says_so(
     ("args", "needles"),
     [
         ({"prompt": "x", "difficulty": "extreme"}, ["difficulty", "'easy', 'medium' or 'hard'", "got 'extreme'"]),
-        ({"difficulty": "easy"}, ["prompt: Field required"]),
+        ({"difficulty": "easy"}, ["prompt is empty", "redo_of"]),
         ({"prompt": "x", "files": ["a.py"]}, ["unknown argument(s) files", "context_files"]),
     ],
 )
@@ -326,3 +329,33 @@ async def test_argument_mistakes_read_as_instructions(
     for needle in needles:
         assert needle in text
     assert "pydantic" not in text and "validation error for" not in text
+
+
+async def test_a_schema_call_reads_the_cached_system_prompt(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # The schema's instruction is a block of its own after the shared system prompt: two calls
+    # with different schemas still share (and read) one cached system prefix.
+    system = "You extract fields from invoices. " + "Amounts are in the invoice currency. " * 400
+    script = [{"match": "invoice", "reply": '{"total": 42, "currency": "EUR"}'}]
+    with running(script=script) as emu:
+        settings = make_settings(emu.url)
+        async with client(settings) as c:
+            for required in (["total"], ["currency"]):
+                result = await c.call_tool(
+                    "routed_complete",
+                    {
+                        "prompt": "From this invoice: TOTAL 42 EUR",
+                        "system": system,
+                        "task": "extract",
+                        "response_schema": {"type": "object", "required": required},
+                    },
+                )
+                assert not result.is_error, result.content
+        calls = message_calls(emu)
+    first, second = calls
+    assert first.body["system"][0]["text"] == system and "cache_control" in first.body["system"][0]
+    assert "JSON Schema" in first.body["system"][1]["text"] and "cache_control" not in first.body["system"][1]
+    assert first.body["system"][1] != second.body["system"][1]
+    assert first.usage["cache_creation_input_tokens"] > 2048
+    assert second.usage["cache_read_input_tokens"] == first.usage["cache_creation_input_tokens"]

@@ -6,19 +6,26 @@ knowing about `mcp`; the MCP layer hands it to them from its lifespan.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from offload.config.policy import PolicyHolder
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
+from offload.core.baseline_cache import BaselineCache
 from offload.core.pricing import PriceTable
+from offload.core.recall import Recall
 from offload.infra.claude import ClaudeClient
 from offload.infra.ledger import batches, handles
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import record_policy_snapshot
 from offload.policy.models import Policy
+
+REDO_MAX_BYTES = 32_000_000
 
 
 @dataclass
@@ -30,6 +37,25 @@ class AppState:
     prices: PriceTable
     policies: PolicyHolder
     _claude: ClaudeClient | None = None
+    recall: Recall[Any] | None = None  # recent requests for `redo_of`, in memory only
+    _rng: random.Random | None = field(default=None, repr=False)
+    # The prompt cache the baseline model would have had: savings are measured against it.
+    baseline_cache: BaselineCache = field(default_factory=BaselineCache)
+
+    def __post_init__(self) -> None:
+        if self.recall is None:
+            self.recall = Recall(
+                time.monotonic,
+                max_items=self.settings.redo_max_items,
+                max_bytes=REDO_MAX_BYTES,
+                max_age_s=self.settings.redo_ttl_s,
+            )
+
+    def rng(self) -> random.Random:
+        """Exploration draws: seeded by the policy's `learning.seed` when it sets one."""
+        if self._rng is None:
+            self._rng = random.Random(self.policy.learning.seed)
+        return self._rng
 
     @property
     def policy(self) -> Policy:

@@ -68,9 +68,10 @@ async def _rehearse(settings: Settings, out: Callable[[str], None]) -> int:
         ),
         (
             "routed_complete",
-            "extract an invoice total with a JSON Schema check",
+            "extract an invoice total (task=extract) with a JSON Schema check",
             {
                 "prompt": "From this invoice, give the total: ... TOTAL DUE 1,280.00 EUR",
+                "task": "extract",
                 "response_schema": {"type": "object", "required": ["total", "currency"]},
             },
             lambda r: " → ".join(

@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     px.add_argument("prompt")
     px.add_argument("--task")
     px.add_argument("--difficulty", choices=["easy", "medium", "hard"])
+    px.add_argument("--db", help="ledger SQLite file whose learned start tiers to show")
+    pr = posub.add_parser("reset-learning", help="forget what learning saw (all families, or one)")
+    pr.add_argument("--family", help="one family, as `policy explain` names it (e.g. code, code@hard)")
+    pr.add_argument("--db", help="ledger SQLite file")
 
     b = sub.add_parser("batches", help="list batches recorded in the ledger")
     b.add_argument("--db", help="ledger SQLite file")
@@ -147,7 +151,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.policy_command == "check":
             return policy_cli.cmd_check(args.files)
-        return policy_cli.cmd_explain(args.file, args.prompt, task=args.task, difficulty=args.difficulty)
+        if args.policy_command == "reset-learning":
+            return policy_cli.cmd_reset_learning(_settings(args).db_path, args.family)
+        return policy_cli.cmd_explain(
+            args.file, args.prompt, task=args.task, difficulty=args.difficulty, db=_settings(args).db_path
+        )
     if cmd == "batches":
         from offload.cli.batches import cmd_list
 

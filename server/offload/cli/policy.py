@@ -1,9 +1,11 @@
-"""`offload policy check FILE...` and `offload policy explain FILE "prompt"`."""
+"""`offload policy check FILE...`, `offload policy explain FILE "prompt"`, `offload policy reset-learning`."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Collection
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
@@ -14,7 +16,8 @@ from offload.config.settings import Settings
 from offload.core.errors import ConfigError
 from offload.core.money import fmt_usd
 from offload.core.tokens import request_upper_bound
-from offload.policy.engine import RouteRequest, decide
+from offload.infra.ledger.learning import TierStats, read_learned, reset_learned
+from offload.policy.engine import RouteRequest, TierEvidence, decide, family_of, learned_start, rule_tier
 
 if TYPE_CHECKING:
     from offload.core.pricing import PriceTable
@@ -68,12 +71,25 @@ def _why_no_escalation(policy: Policy, tier: str) -> str:
     return f"{tier} is the top of the ladder"
 
 
-def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | None) -> int:
+def _fmt_stats(stats: dict[str, TierStats], ladder: tuple[str, ...]) -> str:
+    parts = [f"{t} {stats[t].adequate}/{stats[t].known}" for t in ladder if t in stats]
+    return ", ".join(parts) or "no judged answers"
+
+
+def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | None, db: Path | None = None) -> int:
     """Print the routing decision for one prompt, with its worst-case cost on each step."""
     table = _price_table()
     policy = load_policy(file, known_models=_known_models(table))
     tokens = request_upper_bound([prompt])
-    decision = decide(policy, RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt))
+    request = RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt)
+    learned = read_learned(db, policy.learning.window) if db is not None and policy.learning.enabled else {}
+    family = family_of(task, difficulty)
+    if family in learned:
+        evidence = {t: TierEvidence(s.adequate, s.known) for t, s in learned[family].items()}
+        tier, why = learned_start(policy, rule_tier(policy, request), evidence, draw=1.0, can_explore=False)
+        if why:
+            request = replace(request, learned_tier=tier, learned_reason=why)
+    decision = decide(policy, request)
     if decision.ladder:
         escalation = f"{' -> '.join(decision.ladder)} (on: {', '.join(policy.escalation.on) or 'never'})"
     else:
@@ -86,6 +102,12 @@ def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | N
         f"max_tokens {decision.max_tokens}",
         f"escalation {escalation}",
     ]
+    if policy.learning.enabled:
+        target = f"target {policy.learning.target}, min {policy.learning.min_samples} judged answers"
+        out.append(f"learning   on ({target}, explore {policy.learning.explore})")
+        for fam, stats in sorted(learned.items()):
+            mark = "  <- this prompt" if fam == family else ""
+            out.append(f"  {fam}: adequate {_fmt_stats(stats, policy.escalation.ladder)}{mark}")
     if decision.triage_needed and policy.triage is not None:
         out.append(f"triage     a {policy.triage.tier}-tier call would first guess the difficulty (none given)")
     if table is not None:
@@ -98,4 +120,10 @@ def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | N
             line += f"; {fmt_usd(total)} if every escalation step runs"
         out.append(line)
     print("\n".join(out))
+    return 0
+
+
+def cmd_reset_learning(db: Path, family: str | None) -> int:
+    n = reset_learned(db, family)
+    print(f"forgot {n} learned outcome(s){f' of {family}' if family else ''} in {db}")
     return 0

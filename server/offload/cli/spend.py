@@ -100,6 +100,9 @@ def _table(rows: list[SpendRow], tot: SpendRow, by: str, title: str) -> Table:
     ):
         table.add_column(name, justify="right", footer=fmt(getattr(tot, attr)))
     table.add_column("saved %", justify="right", footer=f"{tot.saved_pct}%")
+    # Quality next to the money: answers a check passed on, the host redid, or nobody checked.
+    for name, attr in (("checked", "checked"), ("redone", "redone"), ("unchecked", "unchecked")):
+        table.add_column(name, justify="right", footer=str(getattr(tot.quality, attr)))
     for r in rows:
         table.add_row(
             r.key,
@@ -111,6 +114,9 @@ def _table(rows: list[SpendRow], tot: SpendRow, by: str, title: str) -> Table:
             fmt_usd(r.baseline_pusd),
             fmt_usd(r.saved_pusd),
             f"{r.saved_pct}%",
+            str(r.quality.checked),
+            str(r.quality.redone),
+            str(r.quality.unchecked),
         )
     return table
 

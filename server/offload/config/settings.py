@@ -110,6 +110,9 @@ class Settings:
     project: str | None = None
     user: str | None = None
     pricing_path: Path | None = None  # OFFLOAD_PRICING: merged over the shipped price table
+    # How long and how many requests stay in memory for `redo_of` (never on disk).
+    redo_ttl_s: int = 3600
+    redo_max_items: int = 256
 
     @property
     def has_api_key(self) -> bool:
@@ -147,5 +150,7 @@ class Settings:
             max_file_bytes=_int_env(env, "OFFLOAD_MAX_FILE_BYTES", 2_000_000),
             max_total_bytes=_int_env(env, "OFFLOAD_MAX_TOTAL_BYTES", 20_000_000),
             http_tokens=tuple(t.strip() for t in tokens),
+            redo_ttl_s=_int_env(env, "OFFLOAD_REDO_TTL_S", 3600),
+            redo_max_items=_int_env(env, "OFFLOAD_REDO_MAX_ITEMS", 256),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

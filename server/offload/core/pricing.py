@@ -155,10 +155,19 @@ class PriceTable:
         return p.rates_for(usage.prompt_tokens, batch=batch).charge(usage)
 
     def baseline_cost(self, model: str, usage: Usage) -> int:
-        """What the call would cost sent plainly: no cache, no batch, every prompt token as input."""
+        """What the same request would cost sent synchronously to `model` with the same caching.
+
+        The host calling the baseline model itself would send the same cache breakpoints, so its
+        cache writes and reads are priced as such at `model`'s rates; comparing against an uncached
+        call would credit offload with savings the prompt cache makes anyway. A cached prefix
+        shorter than `model`'s minimum cacheable length would not be cached there: it is input.
+        """
         p = self.price(model)
         rates = p.rates_for(usage.prompt_tokens, batch=False)
-        return usage.prompt_tokens * rates.input + usage.output_tokens * rates.output
+        cached = usage.cache_write_5m + usage.cache_write_1h + usage.cache_read
+        if cached and cached < p.min_cacheable_tokens:
+            usage = Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens)
+        return rates.charge(usage)
 
     def worst_case(self, model: str, input_tokens: int, max_tokens: int, *, batch: bool = False) -> int:
         """An upper bound for a call with at most `input_tokens` prompt tokens: budgets reserve this."""

@@ -24,6 +24,9 @@ class Prompt:
 
     prompt: str
     system: str | None = None
+    # Per-call instructions (a response_schema's "reply with JSON..."): a system block of its own
+    # after the cached system prefix, so one shared system prompt stays cached across schemas.
+    instruction: str | None = None
     documents: tuple[tuple[str, str], ...] = ()  # (label, text): shared material, cached
     prefix: str | None = None  # shared unlabelled text before the prompt (a batch template's head)
     prefill: str | None = None
@@ -59,6 +62,9 @@ def build_params(
             # Cached on its own too: other calls reuse the same system prompt with other documents.
             block["cache_control"] = cache_control(ttl)
         params["system"] = [block]
+    if prompt.instruction:
+        prefix_tokens += approx_tokens(prompt.instruction)
+        params.setdefault("system", []).append({"type": "text", "text": prompt.instruction})
     content: list[dict[str, Any]] = []
     for label, text in prompt.documents:
         prefix_tokens += approx_tokens(text)

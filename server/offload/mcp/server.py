@@ -22,7 +22,9 @@ log = logging.getLogger("offload")
 
 INSTRUCTIONS = (
     "offload runs sub-work on the cheapest adequate Claude tier, batches what can wait at half "
-    "price, and trims bulky material before it reaches you. Pass file paths instead of pasting files."
+    "price, and trims bulky material before it reaches you. Pass file paths instead of pasting files. "
+    "Pass difficulty when you know it. Judge each routed_complete answer: if it is wrong, call again "
+    "with redo_of=<its call_id>."
 )
 
 

@@ -110,8 +110,8 @@ async def _with_budget_warnings(state: AppState, session: str, out: ToolOutput) 
 
 
 async def routed_complete(
-    prompt: Annotated[str, Field(description="The sub-task.")],
     ctx: Ctx,
+    prompt: Annotated[str, Field(description="The sub-task.")] = "",
     system: Text = None,
     context_files: Annotated[
         list[str] | None, Field(description="Paths/globs the server reads (don't paste files).")
@@ -124,8 +124,10 @@ async def routed_complete(
         dict[str, Any] | None, Field(description="JSON Schema the answer must pass, else escalate.")
     ] = None,
     must_match: Annotated[Text, Field(description="Regex the answer must match, else escalate.")] = None,
+    redo_of: Annotated[Text, Field(description="call_id of a wrong answer: rerun it a tier up.")] = None,
+    reason: Text = None,
 ) -> CallToolResult:
-    """Run a sub-task on the cheapest adequate Claude tier; escalates only when a check fails."""
+    """Run a sub-task on the cheapest adequate Claude tier. Judge the answer; if wrong, call with redo_of."""
 
     args = RoutedArgs(
         prompt=prompt,
@@ -137,6 +139,8 @@ async def routed_complete(
         max_tokens=max_tokens,
         response_schema=response_schema,
         must_match=must_match,
+        redo_of=redo_of,
+        reason=reason,
     )
     return await _run(ctx, lambda state, session: routed.routed_complete(state, session, args, progress=_progress(ctx)))
 

@@ -163,7 +163,12 @@ def _attempt(
 ) -> records.Attempt:
     policy, session, tool, tier, step = where
     model = str(params["model"])
-    baseline = state.prices.baseline_cost(policy.baseline, completion.usage)
+    # Only the answer the host uses stands for its own call to the baseline model (and warms its cache).
+    baseline = (
+        state.baseline_cache.cost(state.prices, policy.baseline, params, completion.usage)
+        if verdict.counts_toward_baseline
+        else 0
+    )
     return records.Attempt(
         request_key=f"{tool}:{uuid.uuid4().hex}",
         session_id=session,
@@ -171,7 +176,7 @@ def _attempt(
         model=model,
         usage=completion.usage,
         cost_pusd=state.prices.cost(model, completion.usage),
-        baseline_pusd=baseline if verdict.counts_toward_baseline else 0,
+        baseline_pusd=baseline,
         policy=policy.name,
         tier=tier,
         step=step,

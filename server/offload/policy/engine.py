@@ -34,6 +34,10 @@ class RouteRequest:
     headroom_pusd: int | None = None
     max_tokens: int | None = None  # the caller's explicit max_tokens, else the policy's per tier
     headroom_scope: str | None = None
+    redo_tier: str | None = None  # a redo of an answer: one tier above it, whatever `forced_tiers` says
+    learned_tier: str | None = None  # where learning says this family should start (see `learned_start`)
+    learned_reason: str = ""
+    difficulty_stated: bool = True  # False: `difficulty` is triage's guess, not the caller's word
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,21 @@ class RouteDecision:
     triage_needed: bool = False
 
 
-def _match(policy: Policy, req: RouteRequest, difficulty: str | None) -> tuple[str, str, int | None]:
-    """(tier, rule label, rule index) of the first matching rule, else the default tier."""
-    for i, rule in enumerate(policy.rules):
+def _match(
+    policy: Policy, req: RouteRequest, difficulty: str | None, *, stated: bool = True
+) -> tuple[str, str, int | None]:
+    """(tier, rule label, rule index) of the first matching rule, else the default tier.
+
+    A stated difficulty beats a task-type rule: when the caller gives one, the rules that test
+    difficulty are tried first (in file order), so `task: summarize, difficulty: hard` is not
+    sent to the cheap tier by a `task: [summarize]` rule listed above the `hard` one. A difficulty
+    guessed by triage is weaker evidence than a task label: it keeps file order.
+    """
+    order = list(range(len(policy.rules)))
+    if difficulty is not None and stated and req.difficulty_stated:
+        order.sort(key=lambda i: policy.rules[i].when.difficulty is None)
+    for i in order:
+        rule = policy.rules[i]
         if rule.when.matches(
             prompt_tokens=req.prompt_tokens, task=req.task, difficulty=difficulty, prompt_text=req.prompt_text
         ):
@@ -59,11 +75,16 @@ def _match(policy: Policy, req: RouteRequest, difficulty: str | None) -> tuple[s
     return policy.default_tier, "default_tier", None
 
 
+def rule_tier(policy: Policy, req: RouteRequest) -> str:
+    """The tier the rules pick for `req` (before learning, forcing or budget downgrades)."""
+    return _match(policy, req, req.difficulty)[0]
+
+
 def _needs_triage(policy: Policy, req: RouteRequest, tier: str) -> bool:
     # Triage is worth a call only if knowing the difficulty could change the tier.
     if policy.triage is None or not policy.triage.enabled or req.difficulty is not None:
         return False
-    return any(_match(policy, req, d)[0] != tier for d in DIFFICULTIES)
+    return any(_match(policy, req, d, stated=False)[0] != tier for d in DIFFICULTIES)
 
 
 def _ladder_after(policy: Policy, tier: str) -> tuple[str, ...]:
@@ -113,7 +134,10 @@ def _no_tier_fits(policy: Policy, req: RouteRequest, tier: str) -> BudgetExceede
 
 
 def decide(policy: Policy, req: RouteRequest) -> RouteDecision:
-    if req.forced_tier is not None:
+    if req.redo_tier is not None:
+        tier, rule = req.redo_tier, "redo"
+        reason = f"the host judged the previous answer wrong, so one tier up: {tier}"
+    elif req.forced_tier is not None:
         if req.forced_tier not in policy.forceable:
             raise InputError(
                 f"tier={req.forced_tier!r} is not allowed by policy {policy.name!r}; "
@@ -127,6 +151,9 @@ def decide(policy: Policy, req: RouteRequest) -> RouteDecision:
             reason = f"no rule matched, so the default tier {tier}"
         else:
             reason = f"rule {policy.rules[matched].name or f'rules[{matched}]'} matched, so tier {tier}"
+        if req.learned_tier is not None and req.learned_tier != tier:
+            tier, rule = req.learned_tier, f"learned ({rule})"
+            reason += f"; {req.learned_reason}"
 
     rule_tier = tier
     downgraded_from: str | None = None
@@ -151,7 +178,10 @@ def decide(policy: Policy, req: RouteRequest) -> RouteDecision:
         ladder=_ladder_after(policy, tier),
         downgraded_from=downgraded_from,
         use_batch=downgraded_from is not None and policy.batch.prefer_when_downgrading,
-        triage_needed=req.forced_tier is None and _needs_triage(policy, req, rule_tier),
+        triage_needed=req.forced_tier is None
+        and req.redo_tier is None
+        and req.learned_tier is None
+        and _needs_triage(policy, req, rule_tier),
     )
 
 
@@ -173,3 +203,91 @@ def worst_case_by_tier(
         tier: worst_case(model, prompt_tokens, policy.max_tokens_for(tier, max_tokens))
         for tier, model in policy.tiers.items()
     }
+
+
+def tier_above(policy: Policy, tier: str) -> str | None:
+    """The next tier up the escalation ladder (None at the top, or for a tier not on it)."""
+    ladder = policy.escalation.ladder
+    if tier not in ladder or tier == ladder[-1]:
+        return None
+    return ladder[ladder.index(tier) + 1]
+
+
+def family_of(task: str | None, difficulty: str | None) -> str:
+    """What learning groups answers by: the task label, and the stated difficulty when there is one."""
+    base = (task or "").strip().lower() or "*"
+    return f"{base}@{difficulty}" if difficulty else base
+
+
+@dataclass(frozen=True)
+class TierEvidence:
+    adequate: int
+    known: int
+
+
+def learned_start(
+    policy: Policy, base: str, stats: Mapping[str, TierEvidence], *, draw: float, can_explore: bool
+) -> tuple[str, str]:
+    """(tier, reason): where a family starts given what its answers showed on each ladder tier.
+
+    From `base` (the rules' tier): climb while the tier is known to miss the target, then drop to
+    the cheapest lower tier known to meet it. With probability `explore` (`draw` < explore) and
+    when the answer can be judged, start one tier lower still, so a family can move back down.
+    """
+    learning = policy.learning
+    ladder = policy.escalation.ladder
+    if not learning.enabled or base not in ladder:
+        return base, ""
+    target, need = float(learning.target), learning.min_samples
+
+    def known(tier: str) -> TierEvidence | None:
+        e = stats.get(tier)
+        return e if e is not None and e.known >= need else None
+
+    def good(tier: str) -> bool:
+        e = known(tier)
+        return e is not None and e.adequate >= target * e.known
+
+    def fmt(tier: str) -> str:
+        e = stats.get(tier)
+        return f"{tier} {e.adequate}/{e.known}" if e else f"{tier} no data"
+
+    i = ladder.index(base)
+    while i < len(ladder) - 1 and known(ladder[i]) is not None and not good(ladder[i]):
+        i += 1
+    for j in range(i):
+        if good(ladder[j]):
+            i = j
+            break
+    tier = ladder[i]
+    reason = "" if tier == base else f"learned: {fmt(tier)} adequate (target {learning.target})"
+    if tier != base and ladder.index(tier) > ladder.index(base):
+        reason = f"learned: {fmt(base)} adequate, below target {learning.target}, so {tier}"
+    if can_explore and i > 0 and draw < float(learning.explore):
+        tier = ladder[i - 1]
+        reason = f"exploring {tier} ({fmt(tier)} adequate) to see if it now meets the target"
+    return tier, reason
+
+
+def judged_start(
+    policy: Policy, tier: str, stats: Mapping[str, TierEvidence], worst_case_pusd: Mapping[str, int] | None
+) -> tuple[str, str]:
+    """(tier, reason) for a host that judges answers: start one tier lower when that pays on average.
+
+    Starting lower costs the lower call, plus the call on `tier` when the host redoes it:
+    c_low + (1 - p) * c_high. That beats c_high when p * c_high > c_low, where p is the lower
+    tier's observed share of adequate answers for this family (with one success and one failure
+    as a prior, so a family with no history is tried once cheaply and learned from).
+    """
+    ladder = policy.escalation.ladder
+    if not policy.learning.judged_trials or tier not in ladder or ladder.index(tier) == 0 or not worst_case_pusd:
+        return tier, ""
+    low = ladder[ladder.index(tier) - 1]
+    c_low, c_high = worst_case_pusd.get(low), worst_case_pusd.get(tier)
+    if not c_low or not c_high:
+        return tier, ""
+    e = stats.get(low) or TierEvidence(0, 0)
+    if (e.adequate + 1) * c_high <= c_low * (e.known + 2):
+        return tier, ""
+    share = f"{e.adequate}/{e.known} adequate" if e.known else "no history"
+    return low, f"the host judges answers: {low} first ({share}, {c_low * 100 // c_high}% of {tier}'s price)"

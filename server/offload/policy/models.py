@@ -254,6 +254,26 @@ class Triage(_Section):
     max_tokens: PositiveInt = 8
 
 
+class Learning(_Section):
+    """Learn each task family's starting tier from check results, escalations and the host's verdicts.
+
+    A family starts at the cheapest ladder tier whose recent adequacy (last `window` answers) is
+    at least `target` over at least `min_samples` judged answers; a share `explore` of calls that
+    can be judged start one tier lower, so a family that moved up can come back down.
+    """
+
+    enabled: StrictBool = False
+    target: Fraction = Decimal("0.9")
+    min_samples: PositiveInt = 5
+    window: PositiveInt = 40
+    explore: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.05")
+    seed: StrictInt | None = None  # fixes the exploration draws (tests, benches)
+    # For a host that judges answers (it has used redo_of): start one tier lower whenever the
+    # family's record there makes that cheaper on average, counting the redo. Works with
+    # `enabled: false` too.
+    judged_trials: StrictBool = True
+
+
 class BatchPrefs(_Section):
     prefer_when_downgrading: StrictBool = False
 
@@ -271,6 +291,7 @@ class Policy(_Section):
     max_tokens: dict[TierName, PositiveInt] = {}
     forced_tiers: tuple[TierName, ...] | None = None
     triage: Triage | None = None
+    learning: Learning = Learning()
     batch: BatchPrefs = BatchPrefs()
     store_text: StrictBool = False
 

@@ -7,6 +7,7 @@ when a check names a trigger the policy escalates on. Every rung is a priced led
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from offload.core.request import Prompt, build_params
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
 from offload.infra.claude import Completion
-from offload.infra.ledger import budgets
+from offload.infra.ledger import budgets, learning
 from offload.metering.metered import Verdict, budget_warnings, footer, limits_of, metered_call
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
@@ -31,7 +32,7 @@ TOOL = "routed_complete"
 
 @dataclass(frozen=True)
 class RoutedArgs:
-    prompt: str
+    prompt: str = ""
     system: str | None = None
     context_files: tuple[str, ...] = ()
     task: str | None = None
@@ -40,6 +41,8 @@ class RoutedArgs:
     max_tokens: int | None = None
     response_schema: dict[str, Any] | None = None
     must_match: str | None = None
+    redo_of: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,59 +53,180 @@ class _Rung:
     outcome: str
     trigger: str | None
     completion: Completion
+    request_key: str
 
 
-def _system(args: RoutedArgs, checks: Checks) -> str | None:
-    parts = [p for p in (args.system, checks.instruction()) if p]
-    return "\n\n".join(parts) or None
+@dataclass(frozen=True)
+class _Job:
+    """A request as first sent, kept in memory so `redo_of` can run it again without the host resending it."""
+
+    session: str
+    prompt: Prompt
+    checks: Checks
+    prompt_text: str
+    upper: int
+    task: str | None
+    difficulty: str | None
+    max_tokens: int | None
+    family: str
+    tier: str = ""  # the tier whose answer the host got
+
+    @property
+    def checked(self) -> bool:
+        return self.checks.response_schema is not None or self.checks.must_match is not None
+
+    @property
+    def size(self) -> int:
+        texts = [self.prompt.prompt, self.prompt.system or "", *(t for _, t in self.prompt.documents)]
+        return sum(len(t.encode("utf-8")) for t in texts)
+
+
+@dataclass(frozen=True)
+class _Run:
+    decision: engine.RouteDecision
+    rungs: list[_Rung]
+    triaged: str | None
+    triage_cost: int
+    budget_stop: str | None
+
+
+def new_call_id() -> str:
+    return "rc_" + secrets.token_hex(4)
 
 
 async def routed_complete(
     state: AppState, session: str, args: RoutedArgs, *, progress: Progress = no_progress
 ) -> ToolOutput:
+    if args.redo_of is not None:
+        return await _redo(state, session, args, progress)
     if not args.prompt.strip():
-        raise InputError("prompt is empty; send the sub-task to run as `prompt`")
+        raise InputError(
+            "prompt is empty; send the sub-task to run as `prompt`, or redo_of=<call_id> to redo an answer"
+        )
     checks = Checks.build(args.response_schema, args.must_match)
     settings = state.settings
     docs = files.read_many(list(args.context_files), settings) if args.context_files else []
     documents = tuple((files.shown(path, settings.roots), text) for path, text in docs)
-    prompt = Prompt(prompt=args.prompt, system=_system(args, checks), documents=documents)
-    upper = request_upper_bound([args.prompt, prompt.system or "", *(t for _, t in documents)])
+    prompt = Prompt(prompt=args.prompt, system=args.system, instruction=checks.instruction(), documents=documents)
+    upper = request_upper_bound(
+        [args.prompt, prompt.system or "", prompt.instruction or "", *(t for _, t in documents)]
+    )
+    job = _Job(
+        session=session,
+        prompt=prompt,
+        checks=checks,
+        prompt_text=args.prompt,
+        upper=upper,
+        task=args.task,
+        difficulty=args.difficulty,
+        max_tokens=args.max_tokens,
+        family=engine.family_of(args.task, args.difficulty),
+    )
+    run = await _route_and_run(state, session, job, forced_tier=args.tier, progress=progress)
+    return await _finish(state, session, job, run, redo_of=None)
 
+
+async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progress) -> ToolOutput:
+    call_id = args.redo_of or ""
+    given = [n for n in ("system", "task", "difficulty", "tier", "response_schema", "must_match") if getattr(args, n)]
+    if args.prompt.strip() or args.context_files or given:
+        raise InputError(
+            "redo_of re-runs the earlier request as first sent; send only redo_of (and reason), "
+            "or drop redo_of to send a new request"
+        )
+    assert state.recall is not None
+    job = state.recall.get(call_id)
+    if not isinstance(job, _Job) or job.session != session:
+        raise InputError(
+            f"redo_of={call_id!r} is unknown or expired (offload keeps a request for redo only in memory, "
+            f"up to {state.settings.redo_ttl_s // 60} minutes); send the prompt again, with a higher tier= if needed"
+        )
     policy = state.policy
-    worst_by_tier = engine.worst_case_by_tier(policy, upper, state.prices.worst_case, args.max_tokens)
+    up = engine.tier_above(policy, job.tier)
+    if up is None:
+        await learning.mark_judged(state.ledger, call_id, "rejected", keep_baseline=True)
+        raise InputError(
+            f"{call_id} was already answered by the top tier ({job.tier}: {policy.tiers.get(job.tier, '?')}); "
+            "there is no higher tier to redo it on. Add what the answer missed to the prompt, or split the task"
+        )
+    run = await _route_and_run(state, session, job, redo_tier=up, progress=progress)
+    # Judged only once the better answer is paid for: a failed redo leaves the earlier answer standing.
+    await learning.mark_judged(state.ledger, call_id, "redone", keep_baseline=False)
+    return await _finish(state, session, job, run, redo_of=call_id)
+
+
+async def _learned(state: AppState, session: str, job: _Job, request: engine.RouteRequest) -> engine.RouteRequest:
+    policy = state.policy
+    learn = policy.learning
+    if not learn.enabled and not learn.judged_trials:
+        return request
+    conn = state.ledger.conn
+    judges = await learning.judges(conn, session)
+    if not learn.enabled and not judges:
+        return request
+    stats = await learning.tier_stats(conn, job.family, learn.window)
+    evidence = {t: engine.TierEvidence(s.adequate, s.known) for t, s in stats.items()}
+    tier, reason = engine.rule_tier(policy, request), ""
+    if learn.enabled:
+        # Exploring is worth a worse answer only when its outcome comes back as evidence.
+        can_explore = job.checked or judges
+        tier, reason = engine.learned_start(policy, tier, evidence, draw=state.rng().random(), can_explore=can_explore)
+    if judges and not reason.startswith("exploring"):
+        lower, why = engine.judged_start(policy, tier, evidence, request.worst_case_pusd)
+        if why:
+            tier, reason = lower, why
+    if not reason:
+        return request
+    return replace(request, learned_tier=tier, learned_reason=reason)
+
+
+async def _route_and_run(
+    state: AppState,
+    session: str,
+    job: _Job,
+    *,
+    forced_tier: str | None = None,
+    redo_tier: str | None = None,
+    progress: Progress,
+) -> _Run:
+    policy = state.policy
+    checks = job.checks
+    worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens)
     headroom = headroom_scope = None
     if policy.budgets.on_exceed == "downgrade":
         room = await budgets.headroom(state.ledger, session, limits_of(policy))
         headroom, headroom_scope = room.min_pusd, room.tightest
     request = engine.RouteRequest(
-        prompt_tokens=upper,
-        task=args.task,
-        difficulty=args.difficulty,
-        forced_tier=args.tier,
-        prompt_text=args.prompt,
+        prompt_tokens=job.upper,
+        task=job.task,
+        difficulty=job.difficulty,
+        forced_tier=forced_tier,
+        prompt_text=job.prompt_text,
         worst_case_pusd=worst_by_tier,
         headroom_pusd=headroom,
         headroom_scope=headroom_scope,
-        max_tokens=args.max_tokens,
+        max_tokens=job.max_tokens,
+        redo_tier=redo_tier,
     )
+    if forced_tier is None and redo_tier is None:
+        request = await _learned(state, session, job, request)
     decision = engine.decide(policy, request)
     triaged: str | None = None
     triage_cost = 0
     if decision.triage_needed:
-        triaged, triage_cost = await _triage(state, session, args.prompt)
+        triaged, triage_cost = await _triage(state, session, job.prompt_text)
         if triaged is not None:
-            decision = engine.decide(policy, replace(request, difficulty=triaged))
+            decision = engine.decide(policy, replace(request, difficulty=triaged, difficulty_stated=False))
 
     ladder = [decision.tier, *decision.ladder]
     rungs: list[_Rung] = []
     budget_stop: str | None = None
     for step, tier in enumerate(ladder):
         model = policy.tiers[tier]
-        max_tokens = policy.max_tokens_for(tier, args.max_tokens)
+        max_tokens = policy.max_tokens_for(tier, job.max_tokens)
         params = build_params(
             model,
-            prompt,
+            job.prompt,
             max_tokens=max_tokens,
             ttl=policy.caching.ttl,
             min_cacheable=state.prices.min_cacheable(model),
@@ -125,7 +249,7 @@ async def routed_complete(
                 params=params,
                 step=step,
                 judge=judge,
-                prompt_text=args.prompt,
+                prompt_text=job.prompt_text,
             )
         except UpstreamError:
             if last or not engine.should_escalate(policy, "api_error"):
@@ -138,13 +262,48 @@ async def routed_complete(
             budget_stop = f"escalation stopped, {exc.scope} budget: {fmt_usd(exc.remaining_pusd)} left"
             break
         rungs.append(
-            _Rung(tier, model, metered.cost_pusd, metered.outcome, metered.verdict.failed_check, metered.completion)
+            _Rung(
+                tier,
+                model,
+                metered.cost_pusd,
+                metered.outcome,
+                metered.verdict.failed_check,
+                metered.completion,
+                metered.request_key,
+            )
         )
         if metered.outcome != "escalated":
             break
     if not rungs:  # every rung failed upstream and escalation moved past all of them
         raise UpstreamError("the Claude API failed on every tier of the ladder; try again later")
-    return await _output(state, session, decision, rungs, triaged, triage_cost, budget_stop)
+    return _Run(decision, rungs, triaged, triage_cost, budget_stop)
+
+
+def _evidence(job: _Job, rungs: list[_Rung]) -> list[tuple[str, bool | None]]:
+    """What each rung showed about its tier: a failed check says inadequate, a passed one adequate,
+    an unchecked answer nothing yet (the host's verdict may still come)."""
+    out: list[tuple[str, bool | None]] = []
+    for r in rungs:
+        if r.trigger is not None:
+            out.append((r.tier, False))
+        else:
+            out.append((r.tier, True if job.checked else None))
+    return out
+
+
+async def _finish(state: AppState, session: str, job: _Job, run: _Run, *, redo_of: str | None) -> ToolOutput:
+    final = run.rungs[-1]
+    call_id = new_call_id()
+    checked = job.checked and final.trigger is None
+    await learning.record_call(
+        state.ledger,
+        learning.CallRecord(call_id, session, job.family, final.tier, final.request_key, checked, redo_of),
+        _evidence(job, run.rungs),
+    )
+    assert state.recall is not None
+    kept = replace(job, tier=final.tier)
+    state.recall.put(call_id, kept, kept.size)
+    return await _output(state, session, run, call_id, job.checked, redo_of)
 
 
 TRIAGE_SYSTEM = (
@@ -178,29 +337,28 @@ async def _triage(state: AppState, session: str, prompt: str) -> tuple[str | Non
 
 
 async def _output(
-    state: AppState,
-    session: str,
-    decision: engine.RouteDecision,
-    rungs: list[_Rung],
-    triaged: str | None,
-    triage_cost: int,
-    budget_stop: str | None = None,
+    state: AppState, session: str, run: _Run, call_id: str, has_checks: bool, redo_of: str | None
 ) -> ToolOutput:
+    decision, rungs = run.decision, run.rungs
     final = rungs[-1]
-    total = triage_cost + sum(r.cost_pusd for r in rungs)
+    total = run.triage_cost + sum(r.cost_pusd for r in rungs)
     usage = final.completion.usage
     extra = []
     if final.trigger is not None:
         extra.append(f"check failed: {final.trigger}")
-    if budget_stop is not None:
-        extra.append(budget_stop)
+    elif not has_checks:
+        extra.append("unchecked")
+    if run.budget_stop is not None:
+        extra.append(run.budget_stop)
     if decision.downgraded_from:
         extra.append(f"downgraded from {decision.downgraded_from}")
     if decision.use_batch:
         extra.append("near budget: batch_submit is 50% off")
     extra += await budget_warnings(state, session)
+    extra.append(f"id {call_id}")
     line = footer(final.model, total, usage.cache_read, len(rungs) - 1, extra)
     data = {
+        "call_id": call_id,
         "model": final.model,
         "tier": final.tier,
         "cost_usd": usd_json(total),
@@ -221,7 +379,9 @@ async def _output(
             for r in rungs
         ],
         "rule": decision.rule,
-        "triaged_difficulty": triaged,
+        "triaged_difficulty": run.triaged,
         "check_passed": final.trigger is None,
+        "checked": has_checks and final.trigger is None,
+        "redo_of": redo_of,
     }
     return ToolOutput(text=f"{final.completion.text}\n{line}", data=data)

@@ -48,6 +48,10 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
             f"{activity}: {summary.calls} calls, saved {fmt_usd(summary.saved_pusd)} "
             f"({summary.saved_pct}%) vs {short_model(policy.baseline)}, cache hits {summary.cache_hit_pct}%"
         )
+        q = summary.quality
+        if q.answers:
+            # Savings mean little without how many answers were known good: show them side by side.
+            lines.append(f"answers: {q.answers} ({q.checked} checked, {q.redone} redone, {q.unchecked} unchecked)")
     else:
         lines.append(f"{activity}: no calls yet")
     if summary.top_models:
@@ -77,6 +81,7 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
         "saved_usd": usd_json(summary.saved_pusd),
         "saved_pct": str(summary.saved_pct),
         "cache_hit_pct": str(summary.cache_hit_pct),
+        "answers": summary.quality.to_json(),
         "top_models": [
             {"model": m.model, "calls": m.calls, "cost_usd": usd_json(m.cost_pusd)} for m in summary.top_models
         ],

@@ -34,6 +34,15 @@ _BY = {
     "project": f"COALESCE(project, '{UNTAGGED}')",
     "user": f"COALESCE(user_name, '{UNTAGGED}')",
 }
+# The same keys on the attempts table joined as `a` (quality counts group answers by their attempt).
+_BY_ATTEMPT = {
+    "day": "substr(a.ts, 1, 10)",
+    "model": "a.model",
+    "tool": "a.tool",
+    "session": "a.session_id",
+    "project": f"COALESCE(a.project, '{UNTAGGED}')",
+    "user": f"COALESCE(a.user_name, '{UNTAGGED}')",
+}
 _WINDOWS = {"session": None, "day": (w.day_start, w.next_day), "month": (w.month_start, w.next_month)}
 
 
@@ -60,6 +69,27 @@ class _Savings:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """What became of the answers offload returned: a caller's check passed on them, the host
+    judged them wrong (redo_of), or neither. Next to the money, so savings are read with it."""
+
+    answers: int = 0
+    checked: int = 0
+    redone: int = 0
+
+    @property
+    def unchecked(self) -> int:
+        return self.answers - self.checked - self.redone
+
+    def to_json(self) -> dict[str, int]:
+        return {"answers": self.answers, "checked": self.checked, "redone": self.redone, "unchecked": self.unchecked}
+
+
+# A redone answer counts as redone even if its check had passed: the host's verdict is the stronger word.
+_QUALITY = "COUNT(*), COALESCE(SUM(c.checked AND c.verdict IS NULL), 0), COALESCE(SUM(c.verdict IS NOT NULL), 0)"
+
+
+@dataclass(frozen=True)
 class ModelSpend:
     model: str
     calls: int
@@ -77,6 +107,7 @@ class BudgetSummary(_Savings):
     prompt_tokens: int
     top_models: list[ModelSpend]
     pending_batches: int
+    quality: Quality = Quality()
 
     @property
     def cache_hit_pct(self) -> Decimal:
@@ -130,7 +161,12 @@ async def summary(
         # 0003_batches.sql: a local batch is 'open' until every request is settled.
         got = await (await conn.execute("SELECT COUNT(*) FROM batches WHERE state = 'open'")).fetchone()
         pending = int(got[0]) if got else 0
-    return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending)
+    quality = Quality()
+    if await _table_exists(conn, "calls"):
+        got = await (await conn.execute(f"SELECT {_QUALITY} FROM calls c WHERE {where}", params)).fetchone()
+        if got is not None:
+            quality = Quality(*(int(v) for v in got))
+    return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending, quality)
 
 
 # --- offload spend ------------------------------------------------------------------------
@@ -145,9 +181,11 @@ class SpendRow(_Savings):
     cache_read: int
     cost_pusd: int
     baseline_pusd: int
+    quality: Quality = Quality()
 
     def to_json(self) -> dict[str, object]:
         return {
+            **self.quality.to_json(),
             "key": self.key,
             "calls": self.calls,
             "input_tokens": self.input_tokens,
@@ -175,7 +213,21 @@ def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[Spend
         " FROM attempts WHERE ts >= ? GROUP BY k ORDER BY " + ("k" if by == "day" else "SUM(cost_pusd) DESC, k"),
         (w.iso(since),),
     ).fetchall()
-    return [SpendRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]
+    quality: dict[str, Quality] = {}
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'calls'").fetchone():
+        # Each answer is grouped with the attempt that gave it (its day, model, tool and session).
+        for r in conn.execute(
+            f"SELECT {_BY_ATTEMPT[by]} AS k, {_QUALITY} FROM calls c JOIN attempts a ON a.request_key = c.final_key"
+            " WHERE a.ts >= ? GROUP BY k",
+            (w.iso(since),),
+        ):
+            quality[str(r[0])] = Quality(int(r[1]), int(r[2]), int(r[3]))
+    out = []
+    for r in rows:
+        calls, input_tokens, output_tokens, cache_read, cost, base = (int(v) for v in r[1:])
+        k = str(r[0])
+        out.append(SpendRow(k, calls, input_tokens, output_tokens, cache_read, cost, base, quality.get(k, Quality())))
+    return out
 
 
 def total(rows: list[SpendRow]) -> SpendRow:
@@ -187,6 +239,11 @@ def total(rows: list[SpendRow]) -> SpendRow:
         sum(r.cache_read for r in rows),
         sum(r.cost_pusd for r in rows),
         sum(r.baseline_pusd for r in rows),
+        Quality(
+            sum(r.quality.answers for r in rows),
+            sum(r.quality.checked for r in rows),
+            sum(r.quality.redone for r in rows),
+        ),
     )
 
 

@@ -1,0 +1,66 @@
+"""A bounded in-memory store of recent requests, so the host can ask for a redo by id.
+
+Bounded by count, bytes and age: a redo is for an answer the host just read, and keeping
+prompts (which may hold file contents) longer or on disk would keep what the user did not ask
+offload to keep. Pure: the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[T]):
+    value: T
+    size: int
+    at: float
+
+
+class Recall(Generic[T]):
+    def __init__(self, clock: Callable[[], float], *, max_items: int, max_bytes: int, max_age_s: float) -> None:
+        self._clock = clock
+        self._max_items, self._max_bytes, self._max_age = max_items, max_bytes, max_age_s
+        self._entries: OrderedDict[str, _Entry[T]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, key: str, value: T, size: int) -> None:
+        if size > self._max_bytes:
+            return  # too big to keep: a redo of it asks the host to resend
+        with self._lock:
+            self._drop(key)
+            self._entries[key] = _Entry(value, size, self._clock())
+            self._bytes += size
+            self._evict()
+
+    def get(self, key: str) -> T | None:
+        with self._lock:
+            self._evict()
+            entry = self._entries.get(key)
+            return None if entry is None else entry.value
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._evict()
+            return len(self._entries)
+
+    def _drop(self, key: str) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old.size
+
+    def _evict(self) -> None:
+        oldest_allowed = self._clock() - self._max_age
+        while self._entries:
+            key, first = next(iter(self._entries.items()))
+            if len(self._entries) > self._max_items or self._bytes > self._max_bytes or first.at < oldest_allowed:
+                self._drop(key)
+            else:
+                break

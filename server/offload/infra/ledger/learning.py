@@ -1,0 +1,152 @@
+"""Answers and what became of them: verdicts, check outcomes, and the per-family evidence that
+learning reads (`tier_stats`) to pick a starting tier.
+
+An unchecked answer nobody judged is weak evidence: it counts as adequate only when it came from
+a session whose host has shown it judges answers (it has used `redo_of` at least once); from a
+host that never judges, silence says nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from offload.infra.ledger import windows as w
+from offload.infra.ledger.statusline import open_ro
+
+if TYPE_CHECKING:
+    from offload.infra.ledger.db import Conn, Ledger
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    session_id: str
+    family: str
+    tier: str
+    final_key: str | None
+    checked: bool
+    redo_of: str | None = None
+
+
+@dataclass(frozen=True)
+class TierStats:
+    """Recent evidence for one family on one tier: `adequate` of `known` answers were adequate."""
+
+    adequate: int
+    known: int
+
+    @property
+    def rate(self) -> float:
+        return self.adequate / self.known if self.known else 0.0
+
+
+async def record_call(
+    ledger: Ledger, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], *, now: datetime | None = None
+) -> None:
+    """The answer returned, and one evidence row per tier it was tried on, in one transaction."""
+    ts = w.iso(now or w.utcnow())
+    async with ledger.write() as conn:
+        await conn.execute(
+            "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                call.call_id,
+                ts,
+                call.session_id,
+                call.family,
+                call.tier,
+                call.final_key,
+                int(call.checked),
+                call.redo_of,
+            ),
+        )
+        for tier, adequate in evidence:
+            await conn.execute(
+                "INSERT INTO tier_evidence (ts, session_id, call_id, family, tier, adequate) VALUES (?, ?, ?, ?, ?, ?)",
+                (ts, call.session_id, call.call_id, call.family, tier, None if adequate is None else int(adequate)),
+            )
+
+
+async def mark_judged(ledger: Ledger, call_id: str, verdict: str, *, keep_baseline: bool) -> bool:
+    """The host found `call_id`'s answer wrong: note the verdict, count its tier as inadequate and,
+    unless the host is left with this answer (`keep_baseline`), drop its baseline: the redo's answer
+    now stands for the one call the host would have made itself. False if the call is unknown."""
+    async with ledger.write() as conn:
+        row = await (await conn.execute("SELECT tier, final_key FROM calls WHERE call_id = ?", (call_id,))).fetchone()
+        if row is None:
+            return False
+        await conn.execute("UPDATE calls SET verdict = ? WHERE call_id = ?", (verdict, call_id))
+        await conn.execute(
+            "UPDATE tier_evidence SET adequate = 0 WHERE call_id = ? AND tier = ?", (call_id, str(row[0]))
+        )
+        if not keep_baseline and row[1] is not None:
+            await conn.execute("UPDATE attempts SET baseline_pusd = 0 WHERE request_key = ?", (str(row[1]),))
+    return True
+
+
+_STATS = (
+    "SELECT tier, COALESCE(SUM(ok), 0), COUNT(ok) FROM ("
+    "  SELECT e.tier, CASE WHEN e.adequate IS NOT NULL THEN e.adequate"
+    "   WHEN e.session_id IN (SELECT session_id FROM calls WHERE verdict IS NOT NULL) THEN 1 END AS ok,"
+    "   ROW_NUMBER() OVER (PARTITION BY e.tier ORDER BY e.id DESC) AS n"
+    "  FROM tier_evidence e WHERE e.family = ?"
+    ") WHERE n <= ? GROUP BY tier"
+)
+
+
+async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStats]:
+    """Per tier, the last `window` answers of `family`: how many of the judged ones were adequate."""
+    cur = await conn.execute(_STATS, (family, window))
+    return {str(r[0]): TierStats(int(r[1]), int(r[2])) for r in await cur.fetchall()}
+
+
+async def judges(conn: Conn, session_id: str) -> bool:
+    """Whether this session's host has judged any answer: only then is its silence evidence."""
+    cur = await conn.execute("SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL LIMIT 1", (session_id,))
+    return await cur.fetchone() is not None
+
+
+def read_learned(path: Path, window: int) -> dict[str, dict[str, TierStats]]:
+    """Every family's recent stats, read-only and synchronous, for `offload policy explain`."""
+    if not path.exists():
+        return {}
+    conn = open_ro(path)
+    try:
+        families = [str(r[0]) for r in conn.execute("SELECT DISTINCT family FROM tier_evidence ORDER BY family")]
+        out: dict[str, dict[str, TierStats]] = {}
+        for family in families:
+            rows = conn.execute(_STATS, (family, window)).fetchall()
+            out[family] = {str(r[0]): TierStats(int(r[1]), int(r[2])) for r in rows}
+        return out
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return {}
+        raise
+    finally:
+        conn.close()
+
+
+def reset_learned(path: Path, family: str | None = None) -> int:
+    """Forget the evidence (of one family, or all); calls and their verdicts stay. Rows deleted."""
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if family is None:
+            n = conn.execute("DELETE FROM tier_evidence").rowcount
+        else:
+            n = conn.execute("DELETE FROM tier_evidence WHERE family = ?", (family,)).rowcount
+        conn.execute("COMMIT")
+        return int(n)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
+    finally:
+        conn.close()

@@ -1,0 +1,142 @@
+"""Learning the starting tier per task family from the host's verdicts, through the real MCP client,
+the emulator and one shared SQLite file (also across two stdio server processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from offload.config.settings import Settings, shipped
+from offload.mcp.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+VENV_BIN = Path(sys.executable).parent
+OFFLOAD = str(VENV_BIN / "offload")
+
+
+def policy_text(explore: str) -> str:
+    # The shipped default with its learning section switched on (small numbers so a test sees it move).
+    base = shipped("default.yaml").read_text()
+    section = (
+        "learning:\n  enabled: true\n  target: 0.9\n  min_samples: 2\n  window: 3\n"
+        f"  explore: {explore}\n  seed: 7\n  judged_trials: false\n"
+    )
+    start = base.index("learning:\n")
+    end = base.index("\nbatch:", start)
+    return base[:start] + section + base[end:]
+
+
+def script(wrong_cheap_answers: int) -> list[dict[str, Any]]:
+    return [
+        {"model": "claude-haiku-5-5", "match": "capital", "reply": "Sydney.", "times": wrong_cheap_answers},
+        {"match": "capital", "reply": "Canberra."},
+    ]
+
+
+async def ask(c: Client, redo_if_wrong: bool = True) -> dict[str, Any]:
+    """A judging host: it reads the answer and asks for a redo when it is wrong."""
+    r = await c.call_tool("routed_complete", {"prompt": "What is the capital of Australia?", "task": "summarize"})
+    assert not r.is_error, r.content
+    data = dict(r.structured_content or {})
+    if redo_if_wrong and r.content[0].text.startswith("Sydney"):  # type: ignore[union-attr]
+        redo = await c.call_tool("routed_complete", {"redo_of": data["call_id"]})
+        assert not redo.is_error, redo.content
+        data["redone_to"] = (redo.structured_content or {})["tier"]
+    return data
+
+
+async def test_start_tier_moves_up_after_verdicts_and_back_down_after_exploration(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    policy = tmp_path / "learn.yaml"
+    policy.write_text(policy_text("0"))
+    with running(script=script(wrong_cheap_answers=2)) as emu:
+        settings = make_settings(emu.url, policy_path=policy)
+        async with Client(build_server(settings)) as c:
+            first, second = await ask(c), await ask(c)
+            assert (first["tier"], first["redone_to"]) == ("cheap", "standard")
+            assert (second["tier"], second["redone_to"]) == ("cheap", "standard")
+            # two verdicts against cheap answers of this family: it now starts on standard
+            third = await ask(c)
+            assert third["tier"] == "standard" and third["rule"].startswith("learned"), third
+            assert "redone_to" not in third
+            # Haiku has got better (the script's wrong answers are used up). Exploration sends
+            # some calls one tier lower; their answers stand, so the family comes back down.
+            policy.write_text(policy_text("0.9"))
+            tiers = [(await ask(c))["tier"] for _ in range(8)]
+        explain = subprocess.run(
+            [
+                OFFLOAD,
+                "policy",
+                "explain",
+                str(policy),
+                "capital?",
+                "--task",
+                "summarize",
+                "--db",
+                str(settings.db_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    assert "cheap" in tiers and tiers[-1] == "cheap", tiers
+    assert tiers[-3:] == ["cheap"] * 3, tiers
+    assert "summarize: adequate cheap 3/3" in explain and "<- this prompt" in explain, explain
+    assert "tier       cheap" in explain, explain
+
+    reset = subprocess.run(
+        [OFFLOAD, "policy", "reset-learning", "--family", "summarize", "--db", str(settings.db_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert reset.startswith("forgot ") and " of summarize" in reset
+    after = subprocess.run(
+        [OFFLOAD, "policy", "explain", str(policy), "capital?", "--task", "summarize", "--db", str(settings.db_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "summarize:" not in after
+
+
+async def test_two_server_processes_share_what_they_learned(running: Callable[..., Any], tmp_path: Path) -> None:
+    policy = tmp_path / "learn.yaml"
+    policy.write_text(policy_text("0"))
+    with running(script=script(wrong_cheap_answers=100)) as emu:
+
+        def params(session: str) -> StdioServerParameters:
+            env = {
+                "HOME": str(tmp_path),
+                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "OFFLOAD_DB": str(tmp_path / "ledger.db"),
+                "OFFLOAD_ROOTS": str(tmp_path),
+                "OFFLOAD_POLICY": str(policy),
+                "OFFLOAD_SESSION": session,
+                "ANTHROPIC_API_KEY": "test-key",
+                "ANTHROPIC_BASE_URL": emu.url,
+            }
+            return StdioServerParameters(command=OFFLOAD, args=["serve"], env=env)
+
+        with (tmp_path / "err.log").open("w") as err:
+            async with (
+                Client(stdio_client(params("judge-a"), errlog=err), read_timeout_seconds=60) as a,
+                Client(stdio_client(params("other-b"), errlog=err), read_timeout_seconds=60) as b,
+            ):
+                # before anything is learned, process B starts this family on the rules' tier
+                assert (await ask(b, redo_if_wrong=False))["tier"] == "cheap"
+                await ask(a)
+                await ask(a)
+                # process A's verdicts reach process B through the ledger
+                learned = await ask(b, redo_if_wrong=False)
+    assert learned["tier"] == "standard" and learned["rule"].startswith("learned"), learned
