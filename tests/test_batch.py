@@ -125,7 +125,7 @@ async def test_thousand_item_batch_completes_and_settles_once_at_batch_rates(
     uncached = sum(
         (u.input_tokens + (u.cache_creation_input_tokens or 0) + (u.cache_read_input_tokens or 0)) * HAIKU_BATCH["in"]
         + u.output_tokens * HAIKU_BATCH["out"]
-        for u in (res.message.usage for res in reported.values())
+        for u in (succeeded(res).usage for res in reported.values())
     )
     assert expected < uncached
     assert db_rows(settings.db_path, "SELECT * FROM reservations") == []

@@ -19,8 +19,8 @@ from helpers import query
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings, shipped
 from offload.core.pricing import Usage
-from offload.infra.ledger import Ledger
 from offload.infra.ledger import batches as store
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.journal import journal_path, pending
 from offload.metering.metered import collecting_notes
 from offload.services import routed

@@ -103,7 +103,7 @@ def test_otlp_export_matches_the_ledger(tmp_path: Path, running: Any) -> None:
     # OTLP carries doubles: equal to the cent, and to float precision.
     usd = Decimal(ledger) / 10**12
     assert Decimal(exported).quantize(Decimal("0.01")) == usd.quantize(Decimal("0.01"))
-    assert abs(Decimal(exported) - usd) < Decimal("1e-12") * max(1, usd) * 10
+    assert abs(Decimal(exported) - usd) < Decimal("1e-12") * max(Decimal(1), usd) * 10
     assert receiver.resource["service.name"] == "offload"
     rows = query(db, "SELECT * FROM attempts")
     assert receiver.total("offload.call.count") == len(rows)

@@ -36,12 +36,13 @@ SCRIPT = [
 
 def price(model: str, usage: dict[str, Any]) -> int:
     r = RATES[model]
-    return (
+    cost: int = (
         usage["input_tokens"] * r["in"]
         + (usage.get("cache_creation_input_tokens") or 0) * r["w5m"]
         + (usage.get("cache_read_input_tokens") or 0) * r["read"]
         + usage["output_tokens"] * r["out"]
     )
+    return cost
 
 
 @asynccontextmanager
@@ -65,7 +66,7 @@ async def test_redo_reruns_the_same_request_one_tier_up_and_records_the_verdict(
                 "routed_complete",
                 {"prompt": "What is the capital of Australia?", "system": system, "task": "summarize"},
             )
-            first_id = first.structured_content["call_id"]  # type: ignore[index]
+            first_id = first.structured_content["call_id"]
             redo = await c.call_tool("routed_complete", {"redo_of": first_id, "reason": "Sydney is wrong"})
             status = await c.call_tool("budget_status", {"scope": "session"})
         calls = [r for r in emu.state.calls("/v1/messages") if r.status == 200]
@@ -123,7 +124,7 @@ async def test_redo_of_an_unknown_or_expired_id_says_to_resend_the_prompt(
             await c.call_tool("routed_complete", {"prompt": "capital of Austria?"})  # pushes the first out
             expired = await c.call_tool(
                 "routed_complete",
-                {"redo_of": first.structured_content["call_id"]},  # type: ignore[index]
+                {"redo_of": first.structured_content["call_id"]},
             )
             mixed = await c.call_tool("routed_complete", {"redo_of": "rc_00000000", "prompt": "again"})
         n_calls = len([r for r in emu.state.calls("/v1/messages") if r.status == 200])
@@ -144,12 +145,12 @@ async def test_redo_past_the_top_tier_is_refused_clearly_and_the_verdict_kept(
             first = await c.call_tool("routed_complete", {"prompt": "capital of Australia?", "tier": "standard"})
             second = await c.call_tool(
                 "routed_complete",
-                {"redo_of": first.structured_content["call_id"]},  # type: ignore[index]
+                {"redo_of": first.structured_content["call_id"]},
             )
-            assert second.structured_content["tier"] == "premium"  # type: ignore[index]
+            assert second.structured_content["tier"] == "premium"
             third = await c.call_tool(
                 "routed_complete",
-                {"redo_of": second.structured_content["call_id"]},  # type: ignore[index]
+                {"redo_of": second.structured_content["call_id"]},
             )
         n_calls = len([r for r in emu.state.calls("/v1/messages") if r.status == 200])
     assert third.is_error

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.anyio
 async def _finished_batch(c: Client, emu: Any) -> str:
     made = await c.call_tool("batch_submit", {"template": "Say {item}", "items": ["a", "b"]})
     assert not made.is_error, result_text(made)
-    batch_id = str(made.structured_content["batch_id"])  # type: ignore[index]
+    batch_id = str(made.structured_content["batch_id"])
     with anyio.fail_after(30):
         while True:
             status = await c.call_tool("batch_status", {"batch_id": batch_id})
-            if status.structured_content["state"] == "done":  # type: ignore[index]
+            if status.structured_content["state"] == "done":
                 return batch_id
             await anyio.sleep(0.2)
 

@@ -131,7 +131,7 @@ async def test_killing_the_api_mid_stream_leaves_one_ledger_row_not_two(
             (result,) = outcome
         assert proc.wait(timeout=10) == -signal.SIGKILL
     assert result.is_error
-    assert "stream broke off" in result.content[0].text  # type: ignore[union-attr]
+    assert "stream broke off" in result.content[0].text
     rows = ledger_rows(settings.db_path)
     # The prompt was read and some answer generated before the break: billed once, recorded once.
     assert len(rows) == 1

@@ -72,9 +72,9 @@ async def test_token_b_sees_and_touches_nothing_token_a_made(
         async with client(url, TOKEN_A, mode=mode) as a:
             made = await a.call_tool("batch_submit", {"template": "Classify: {item}", "items": ["x", "y"]})
             assert not made.is_error, result_text(made)
-            batch_id = made.structured_content["batch_id"]  # type: ignore[index]
+            batch_id = made.structured_content["batch_id"]
             trimmed = await a.call_tool("trim_result", {"content": doc, "max_tokens": 60})
-            handle = trimmed.structured_content["handle"]  # type: ignore[index]
+            handle = trimmed.structured_content["handle"]
             own_list = await a.call_tool("batch_status", {})
             own_one = await a.call_tool("batch_status", {"batch_id": batch_id})
             own_handle = await a.call_tool("trim_result", {"handle": handle, "fields": "items[0]"})
@@ -95,7 +95,7 @@ async def test_token_b_sees_and_touches_nothing_token_a_made(
         _not_found(result, f"no batch {batch_id!r}")
     _not_found(retry, "no such batch")
     _not_found(stolen, "unknown")
-    assert not same.is_error and same.structured_content["handle"] != handle  # type: ignore[index]
+    assert not same.is_error and same.structured_content["handle"] != handle
     assert not (tmp_path / "out.jsonl").exists()
     owners = {r["owner"] for r in query(tmp_path / "ledger.db", "SELECT owner FROM batches")}
     assert owners == {"token-1"}
@@ -107,7 +107,7 @@ async def test_a_client_header_does_not_choose_the_budget_session(running: Calla
         async with client(url, TOKEN_B, **{"Mcp-Session-Id": "victimsession"}) as b:
             assert b.protocol_version == "2026-07-28"
             status = await b.call_tool("budget_status", {"scope": "session"})
-    session = status.structured_content["session"]  # type: ignore[index]
+    session = status.structured_content["session"]
     assert session == "srv:token-2", session
 
 

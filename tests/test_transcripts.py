@@ -20,7 +20,10 @@ HAIKU45 = {"in": 1 * M, "w5m": 1_250_000, "w1h": 2 * M, "read": 100_000, "out": 
 HAIKU55_LONG = {"in": M // 2, "w5m": 625_000, "w1h": 1 * M, "read": 50_000, "out": 2_500_000}
 
 
-def usage(inp: int, out: int, write: int = 0, read: int = 0, w1h: int | None = None, **more: object) -> dict:
+def usage(
+    inp: int, out: int | str, write: int = 0, read: int = 0, w1h: int | None = None, **more: object
+) -> dict[str, object]:
+    # out may be a str: one case writes a malformed (quoted) output_tokens.
     u: dict[str, object] = {
         "input_tokens": inp,
         "cache_creation_input_tokens": write,

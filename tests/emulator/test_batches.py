@@ -121,10 +121,10 @@ SHARED = [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral", 
 def batch_hits(rate: float, n: int = 200, seed: int = 1) -> dict[str, tuple[int, int]]:
     """custom_id -> (cache read, cache write) for n batch requests after a synchronous warm-up."""
     with running(batch_cache_hit_rate=rate, seed=seed) as emu, anthropic.Anthropic(base_url=emu.url, api_key="k") as c:
-        ask = {"model": "claude-sonnet-5-5", "max_tokens": 5, "system": SHARED}
-        c.messages.create(**ask, messages=[{"role": "user", "content": "warm"}])  # type: ignore[arg-type]
+        ask: dict[str, Any] = {"model": "claude-sonnet-5-5", "max_tokens": 5, "system": SHARED}
+        c.messages.create(**ask, messages=[{"role": "user", "content": "warm"}])
         requests = [req(f"r{i}", f"q{i}", **ask) for i in range(n)]
-        batch = c.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        batch = c.messages.batches.create(requests=requests)
         emu.state.clock.advance(1)
         out = {}
         for line in c.messages.batches.results(batch.id):

@@ -11,10 +11,12 @@ assertion to revisit. Pages:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import pytest
+from anthropic.types import ToolParam
+from anthropic.types.messages.batch_create_params import Request
 
 from emulator_fixtures import running
 from offload_emulator.models import MODELS
@@ -100,7 +102,9 @@ def layered(**settings: Any) -> dict[str, Any]:
 def prefix_sizes(client: anthropic.Anthropic) -> tuple[int, int, int]:
     """Tokens through the tools, through the system prompt, and of the whole request."""
     body = layered()
-    tools = client.messages.count_tokens(model=OPUS5, tools=[TOOL], messages=[{"role": "user", "content": "x"}])
+    tools = client.messages.count_tokens(
+        model=OPUS5, tools=[cast(ToolParam, TOOL)], messages=[{"role": "user", "content": "x"}]
+    )
     total = client.messages.count_tokens(**{k: v for k, v in body.items() if k != "max_tokens"}).input_tokens
     through_tools = tools.input_tokens - MESSAGE_OVERHEAD - 1
     through_system = through_tools + MESSAGE_OVERHEAD + 600
@@ -135,11 +139,11 @@ def test_changing_a_setting_invalidates_the_levels_the_docs_name(
 # stop_reason: "max_tokens", and a fully populated usage block ... Zero output tokens are
 # billed." Rejected with stream: true (anthropics/skills prompt-caching.md).
 def test_max_tokens_zero_prewarms_the_cache_and_bills_no_output(client: anthropic.Anthropic) -> None:
-    body = {"model": OPUS5, "system": [{"type": "text", "text": words(700), "cache_control": CC}]}
-    warm = client.messages.create(**body, max_tokens=0, messages=[{"role": "user", "content": "q1"}])  # type: ignore[arg-type]
+    body: dict[str, Any] = {"model": OPUS5, "system": [{"type": "text", "text": words(700), "cache_control": CC}]}
+    warm = client.messages.create(**body, max_tokens=0, messages=[{"role": "user", "content": "q1"}])
     assert warm.content == [] and warm.stop_reason == "max_tokens"
     assert warm.usage.output_tokens == 0 and warm.usage.cache_creation_input_tokens
-    real = client.messages.create(**body, max_tokens=50, messages=[{"role": "user", "content": "q2"}])  # type: ignore[arg-type]
+    real = client.messages.create(**body, max_tokens=50, messages=[{"role": "user", "content": "q2"}])
     assert real.usage.cache_read_input_tokens == warm.usage.cache_creation_input_tokens
     assert real.usage.output_tokens > 0 and real.content
 
@@ -158,7 +162,7 @@ def test_max_tokens_zero_is_rejected_where_it_needs_generation(
 
 def test_max_tokens_zero_is_rejected_inside_a_batch(emulator: EmulatorHandle, client: anthropic.Anthropic) -> None:
     params = {"model": OPUS5, "max_tokens": 0, "messages": ask("hi", cached=False)}
-    batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": params}])  # type: ignore[list-item]
+    batch = client.messages.batches.create(requests=[cast(Request, {"custom_id": "a", "params": params})])
     emulator.state.clock.advance(1)
     (line,) = list(client.messages.batches.results(batch.id))
     assert line.result.type == "errored"
