@@ -53,7 +53,9 @@ def test_json_for_a_period(tmp_path: Path) -> None:
     with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path / "none")) as url, httpx2.Client() as h:
         week = h.get(f"{url}/api/summary?since=7d").json()
         day = h.get(f"{url}/api/series?since=24h").json()
-        month = h.get(f"{url}/api/series").json()
+        month = {by: h.get(f"{url}/api/series?by={by}").json()["by"][by] for by in ("tier", "project")}
+        bad_by = h.get(f"{url}/api/series?by=colour")
+        daily_buckets = h.get(f"{url}/api/series?since=30d").json()["bucket"]
         sessions = h.get(f"{url}/api/sessions?since=90d").json()
         bad = h.get(f"{url}/api/summary?since=last+week")
         page = h.get(f"{url}/")
@@ -65,10 +67,11 @@ def test_json_for_a_period(tmp_path: Path) -> None:
     monthly = next(b for b in week["budgets"]["scopes"] if b["scope"] == "monthly")
     assert monthly["limit"] is None
     assert day["bucket"] == "hour" and [p["key"] for p in day["by"]["model"]] == ["claude-haiku-5-5"]
-    assert month["bucket"] == "day" and {p["key"] for p in month["by"]["tier"]} == {"cheap", "standard"}
+    assert {p["key"] for p in month["tier"]} == {"cheap", "standard"} and daily_buckets == "day"
+    assert bad_by.status_code == 400 and "expected one of model, tier, tool, session, project" in bad_by.json()["error"]
     has_project = any(r["name"] == "project" for r in query(tmp_path / "ledger.db", "PRAGMA table_info(attempts)"))
     # Without a project column (ledgers before it) the breakdown is null and the page says so.
-    assert (month["by"]["project"] is None) is not has_project
+    assert (month["project"] is None) is not has_project
     assert [(r["session"], r["offload_calls"], r["offload_cost"]["usd"]) for r in sessions["sessions"]] == [
         ("s1", 3, "8.23")
     ]
@@ -149,9 +152,9 @@ def test_polling_sees_every_new_attempt(tmp_path: Path) -> None:
             await led.close()
 
     with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path)) as url, httpx2.Client() as h:
-        before = (h.get(f"{url}/api/summary?since=7d").json(), h.get(f"{url}/api/series?since=7d").json())
+        before = (h.get(f"{url}/api/summary?since=7d").json(), h.get(f"{url}/api/series?since=7d&by=tool").json())
         asyncio.run(one_more())
-        after = (h.get(f"{url}/api/summary?since=7d").json(), h.get(f"{url}/api/series?since=7d").json())
+        after = (h.get(f"{url}/api/summary?since=7d").json(), h.get(f"{url}/api/series?since=7d&by=tool").json())
     assert before[0]["totals"]["cost"]["usd"] == "1.23"
     assert after[0]["totals"]["cost"]["usd"] == "1.230000000007"
     assert "trim_result" not in {p["key"] for p in before[1]["by"]["tool"]}

@@ -164,6 +164,12 @@ def test_dashboard_in_chromium_matches_offload_spend(
             open_batches = page.locator("#batches-table tr").all_inner_texts()[1:]
             assert len(open_batches) == 1 and "\tdone\t" in open_batches[0] and "3/3" in open_batches[0]
             page.screenshot(path=str(shot), full_page=True)
+            # Another breakdown is fetched and drawn when chosen.
+            page.select_option("#by", "tier")
+            page.wait_for_function("document.getElementById('by-name2').textContent === 'tier'")
+            tiers = [r.split("\t")[0] for r in page.locator("#by-table tr").all_inner_texts()[1:]]
+            assert sorted(tiers) == ["cheap", "premium", "standard"]
+            assert page.locator("#chart-by svg rect.bar").count() == 3
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000

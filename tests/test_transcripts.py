@@ -174,3 +174,17 @@ def test_transcripts_dir_env() -> None:
     assert transcripts_dir({"HOME": "/h"}) == Path("/h/.claude/projects")
     assert transcripts_dir({"HOME": "/h", "CLAUDE_CONFIG_DIR": "/c1,/c2"}) == Path("/c1/projects")
     assert transcripts_dir({"OFFLOAD_CLAUDE_DIR": "/o", "CLAUDE_CONFIG_DIR": "/c"}) == Path("/o/projects")
+
+
+def test_a_sidechain_replay_under_a_new_request_id_is_not_a_second_turn(tmp_path: Path) -> None:
+    write_transcript(
+        tmp_path / "p" / "a.jsonl",
+        [
+            assistant("s", "m1", "r1", "claude-sonnet-5-5", usage(1, 300)),
+            assistant("s", "m1", "r-replay", "claude-sonnet-5-5", usage(1, 300), sidechain=True),
+            assistant("s", "m2", "r2", "claude-sonnet-5-5", usage(1, 7), sidechain=True),  # a real subagent turn
+        ],
+    )
+    bill = read_host_bill(tmp_path, load_prices())
+    assert bill.duplicates == 1 and bill.turns == 2
+    assert bill.cost_pusd == 2 * 2 * M + 307 * 10 * M

@@ -57,7 +57,7 @@ def build_app(
     memo = data.Memo()
     db = settings.db_path
 
-    async def guarded(request: Request, build: Callable[[datetime, datetime], dict[str, Any]]) -> Response:
+    async def guarded(request: Request, build: Callable[[datetime, datetime, str], dict[str, Any]]) -> Response:
         if foreign_host(request, verifier):
             return JSONResponse({"error": "this dashboard answers only on a loopback host name"}, 421)
         if not await bearer_ok(request, verifier):
@@ -68,8 +68,11 @@ def build_app(
             since = w.parse_since(request.query_params.get("since") or DEFAULT_SINCE, now)
         except ValueError as exc:
             return JSONResponse({"error": str(exc).replace("--since", "since")}, 400)
+        by = request.query_params.get("by") or data.BY[0]
+        if by not in data.BY:
+            return JSONResponse({"error": f"by={by!r}: expected one of {', '.join(data.BY)}"}, 400)
         try:
-            doc = await run_in_threadpool(build, since, now)
+            doc = await run_in_threadpool(build, since, now, by)
         except InputError as exc:
             return JSONResponse({"error": str(exc)}, 500)
         return JSONResponse(doc, headers={"Cache-Control": "no-store"})
@@ -78,13 +81,14 @@ def build_app(
         return HTMLResponse(page(), headers={"Cache-Control": "no-store"})
 
     async def summary(request: Request) -> Response:
-        return await guarded(request, lambda since, now: data.summary(db, prices, since, now, memo))
+        return await guarded(request, lambda since, now, _by: data.summary(db, prices, since, now, memo))
 
     async def series(request: Request) -> Response:
-        return await guarded(request, lambda since, now: data.series(db, since, now, memo))
+        # One breakdown per request: each is a scan of the period's rows; the page asks for the one shown.
+        return await guarded(request, lambda since, now, by: data.series(db, since, now, memo, by=by))
 
     async def sessions(request: Request) -> Response:
-        return await guarded(request, lambda since, _now: data.sessions(db, host_bill, since, memo))
+        return await guarded(request, lambda since, _now, _by: data.sessions(db, host_bill, since, memo))
 
     return Starlette(
         routes=[

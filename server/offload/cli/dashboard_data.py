@@ -168,20 +168,20 @@ def fold(points: list[q.Point], keep: int) -> list[q.Point]:
     return [q.Point(b, k, *v) for (b, k), v in sorted(out.items())]
 
 
-def series(db: Path, since: datetime, now: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
-    """Spend per bucket for every breakdown; a breakdown the ledger lacks a column for is null."""
+def series(db: Path, since: datetime, now: datetime, memo: Memo = _NO_MEMO, *, by: str = "model") -> dict[str, Any]:
+    """Spend per bucket by `by`, as {"by": {by: points}}; null when the ledger lacks that column."""
     hourly = (now - since).total_seconds() <= HOURLY_UP_TO_S
     with q.reading(db) as conn:
         if conn is None:
-            return _series(None, since, hourly)
-        key = ("series", w.iso(since), hourly, q.version(conn))
-        doc: dict[str, Any] = memo.get(key, lambda: _series(conn, since, hourly))
+            return _series(None, since, hourly, by)
+        key = ("series", w.iso(since), hourly, by, q.version(conn))
+        doc: dict[str, Any] = memo.get(key, lambda: _series(conn, since, hourly, by))
         return doc
 
 
-def _series(conn: sqlite3.Connection | None, since: datetime, hourly: bool) -> dict[str, Any]:
+def _series(conn: sqlite3.Connection | None, since: datetime, hourly: bool, *keys: str) -> dict[str, Any]:
     doc: dict[str, Any] = {"since": w.iso(since), "bucket": "hour" if hourly else "day", "by": {}}
-    for by in BY:
+    for by in keys:
         points = None if conn is None else q.series(conn, by, since, hourly=hourly)
         doc["by"][by] = (
             None

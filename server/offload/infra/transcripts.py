@@ -5,7 +5,8 @@ assistant API response appears there as several lines (one per content block, an
 copies whose `output_tokens` grow), all repeating the same `message.id` and `requestId`, and a
 resumed session copies its history into a new file. Summing lines naively over-counts by
 1.2-1.9x, so, like ccusage, a response is keyed on (`message.id`, `requestId`) across every
-file and the copy kept is the non-sidechain one with the most tokens (the final streaming copy).
+file and the copy kept is the non-sidechain one with the most tokens (the final streaming copy);
+a sidechain copy of a main-chain `message.id` under another `requestId` is a replay, not a turn.
 
 Fields relied on (everything else is ignored): `type` == "assistant", `message.id`,
 `message.model`, `message.usage.{input_tokens, output_tokens, cache_creation_input_tokens,
@@ -228,6 +229,13 @@ def read_turns(files: Iterable[Path], bill: HostBill, since: datetime | None = N
                 if not _better(turn, old):
                     continue
             kept[turn.key] = turn
+    # Sidechain logs (/btw) can replay a main-chain response under a new requestId; ccusage
+    # falls back to message.id alone for them, and so do we.
+    main_ids = {t.key[0] for t in kept.values() if t.key is not None and not t.sidechain}
+    replays = [k for k, t in kept.items() if t.sidechain and k[0] in main_ids]
+    for k in replays:
+        del kept[k]
+    bill.duplicates += len(replays)
     return [*kept.values(), *loose]
 
 
