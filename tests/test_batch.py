@@ -122,6 +122,8 @@ async def test_thousand_item_batch_completes_and_settles_once_at_batch_rates(
         for u in (res.message.usage for res in reported.values())
     )
     assert expected < uncached
+    # The ledger's cache net gain is exactly that difference (reads saved minus write premiums).
+    assert sum(r["cache_gain_pusd"] for r in rows) == uncached - expected
     assert db_rows(settings.db_path, "SELECT * FROM reservations") == []
     assert text_of_item(settings.db_path, bid, 5) == reported["i5"].message.content[0].text
 

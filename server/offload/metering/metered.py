@@ -149,6 +149,7 @@ def _attempt(
         model=model,
         usage=completion.usage,
         cost_pusd=state.prices.cost(model, completion.usage),
+        cache_gain_pusd=state.prices.cache_gain(model, completion.usage),
         baseline_pusd=state.prices.baseline_cost(policy.baseline, completion.usage) if counts else 0,
         policy=policy.name,
         tier=tier,

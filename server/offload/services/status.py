@@ -19,6 +19,10 @@ _LABEL = {"session": "session budget", "daily": "daily budget", "monthly": "mont
 _ACTIVITY = {"session": "this session", "day": "today", "month": "this month"}
 
 
+def _signed(pusd: int) -> str:
+    return ("-" if pusd < 0 else "+") + fmt_usd(abs(pusd))
+
+
 def _money(pusd: int | None) -> str | None:
     return None if pusd is None else usd_json(pusd)
 
@@ -45,7 +49,8 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
     if summary.calls:
         lines.append(
             f"{activity}: {summary.calls} calls, saved {fmt_usd(summary.saved_pusd)} "
-            f"({summary.saved_pct}%) vs {short_model(policy.baseline)}, cache hits {summary.cache_hit_pct}%"
+            f"({summary.saved_pct}%) vs {short_model(policy.baseline)}, cache hits {summary.cache_hit_pct}%, "
+            f"cache net {_signed(summary.cache_gain_pusd)}"
         )
     else:
         lines.append(f"{activity}: no calls yet")
@@ -76,6 +81,8 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
         "saved_usd": usd_json(summary.saved_pusd),
         "saved_pct": str(summary.saved_pct),
         "cache_hit_pct": str(summary.cache_hit_pct),
+        # What cache reads saved minus what cache-write premiums cost; negative when caching lost money.
+        "cache_net_gain_usd": usd_json(summary.cache_gain_pusd),
         "top_models": [
             {"model": m.model, "calls": m.calls, "cost_usd": usd_json(m.cost_pusd)} for m in summary.top_models
         ],

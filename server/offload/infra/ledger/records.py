@@ -45,6 +45,7 @@ class Attempt:
     prompt_text: str | None = None  # stored only when the user opted in
     completion_text: str | None = None
     ts: datetime | None = None  # None = when recorded
+    cache_gain_pusd: int = 0  # PriceTable.cache_gain: reads saved minus write premiums
 
     @classmethod
     def priced(
@@ -64,6 +65,7 @@ class Attempt:
         cost = table.cost(model, usage, batch=batch)
         baseline = table.baseline_cost(baseline_model or model, usage)
         return cls(
+            cache_gain_pusd=table.cache_gain(model, usage, batch=batch),
             request_key=request_key,
             session_id=session_id,
             tool=tool,
@@ -79,11 +81,11 @@ class Attempt:
 _COLUMNS = (
     "request_key, ts, session_id, tool, policy, tier, model, input_tokens, output_tokens,"
     " cache_write_5m, cache_write_1h, cache_read, cost_pusd, baseline_pusd, batch, step, outcome,"
-    " stop_reason, request_hash, batch_id, prompt_text, completion_text"
+    " stop_reason, request_hash, batch_id, prompt_text, completion_text, cache_gain_pusd"
 )
 # ON CONFLICT(request_key), not INSERT OR IGNORE: OR IGNORE would also silently drop a row that
 # breaks a CHECK constraint, and a lost row is lost money.
-_INSERT = f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 22)}) ON CONFLICT (request_key) DO NOTHING"
+_INSERT = f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 23)}) ON CONFLICT (request_key) DO NOTHING"
 
 
 def _row(a: Attempt, now: datetime) -> tuple[object, ...]:
@@ -111,6 +113,7 @@ def _row(a: Attempt, now: datetime) -> tuple[object, ...]:
         a.batch_id,
         a.prompt_text,
         a.completion_text,
+        a.cache_gain_pusd,
     )
 
 

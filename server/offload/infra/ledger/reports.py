@@ -71,6 +71,7 @@ class BudgetSummary(_Savings):
     prompt_tokens: int
     top_models: list[ModelSpend]
     pending_batches: int
+    cache_gain_pusd: int = 0  # reads saved minus write premiums (0014_attempt_cache_gain.sql)
 
     @property
     def cache_hit_pct(self) -> Decimal:
@@ -106,13 +107,14 @@ async def summary(
     cur = await conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0),"
         " COALESCE(SUM(cache_read), 0),"
-        " COALESCE(SUM(input_tokens + cache_write_5m + cache_write_1h + cache_read), 0)"
+        " COALESCE(SUM(input_tokens + cache_write_5m + cache_write_1h + cache_read), 0),"
+        " COALESCE(SUM(cache_gain_pusd), 0)"
         f" FROM attempts WHERE {where}",
         params,
     )
     row = await cur.fetchone()
     assert row is not None
-    calls, cost, base, cache_read, prompt = (int(v) for v in row)
+    calls, cost, base, cache_read, prompt, gain = (int(v) for v in row)
     cur = await conn.execute(
         f"SELECT model, COUNT(*), SUM(cost_pusd) AS c FROM attempts WHERE {where}"
         " GROUP BY model ORDER BY c DESC, model LIMIT ?",
@@ -124,7 +126,7 @@ async def summary(
         # 0003_batches.sql: a local batch is 'open' until every request is settled.
         got = await (await conn.execute("SELECT COUNT(*) FROM batches WHERE state = 'open'")).fetchone()
         pending = int(got[0]) if got else 0
-    return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending)
+    return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending, gain)
 
 
 # --- offload spend ------------------------------------------------------------------------
@@ -139,6 +141,7 @@ class SpendRow(_Savings):
     cache_read: int
     cost_pusd: int
     baseline_pusd: int
+    cache_gain_pusd: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -151,6 +154,7 @@ class SpendRow(_Savings):
             "baseline_usd": usd_json(self.baseline_pusd),
             "saved_usd": usd_json(self.saved_pusd),
             "saved_pct": str(self.saved_pct),
+            "cache_net_gain_usd": usd_json(self.cache_gain_pusd),
         }
 
 
@@ -162,10 +166,13 @@ def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[Spend
     if by not in _BY:
         raise InputError(f"--by {by!r}: expected one of {', '.join(_BY)}")
     key = _BY[by]
+    # The CLI reads without migrating: a ledger no server has opened since 0014 lacks the column.
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(attempts)").fetchall()}
+    gain = "SUM(cache_gain_pusd)" if "cache_gain_pusd" in columns else "0"
     rows = conn.execute(
         f"SELECT {key} AS k, COUNT(*), SUM(input_tokens + cache_write_5m + cache_write_1h),"
         " SUM(output_tokens),"
-        " SUM(cache_read), SUM(cost_pusd), SUM(baseline_pusd)"
+        f" SUM(cache_read), SUM(cost_pusd), SUM(baseline_pusd), {gain}"
         " FROM attempts WHERE ts >= ? GROUP BY k ORDER BY " + ("k" if by == "day" else "SUM(cost_pusd) DESC, k"),
         (w.iso(since),),
     ).fetchall()
@@ -181,6 +188,7 @@ def total(rows: list[SpendRow]) -> SpendRow:
         sum(r.cache_read for r in rows),
         sum(r.cost_pusd for r in rows),
         sum(r.baseline_pusd for r in rows),
+        sum(r.cache_gain_pusd for r in rows),
     )
 
 
