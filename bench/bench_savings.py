@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, ratio, table, usd
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings, shipped
-from offload.core.pricing import PriceTable, Usage
+from offload.core.pricing import Usage
 from offload.mcp.server import build_server
 from offload_emulator import EmulatorConfig, serve_in_thread
 from workload import SCRIPT, TIER_RANK, Task, reference_workload
@@ -102,14 +102,9 @@ def _usage(r: sqlite3.Row) -> Usage:
     return Usage(r["input_tokens"], r["output_tokens"], r["cache_write_5m"], r["cache_write_1h"], r["cache_read"])
 
 
-def cache_gain(prices: PriceTable, rows: list[sqlite3.Row]) -> int:
-    """What cache reads saved minus what cache-write premiums cost, at each row's own rates."""
-    gain = 0
-    for r in rows:
-        u, batch = _usage(r), bool(r["batch"])
-        plain = Usage(input_tokens=u.prompt_tokens, output_tokens=u.output_tokens)
-        gain += prices.cost(r["model"], plain, batch=batch) - prices.cost(r["model"], u, batch=batch)
-    return gain
+def cache_gain(rows: list[sqlite3.Row]) -> int:
+    """The ledger's own figure: what cache reads saved minus what write premiums cost."""
+    return sum(int(r["cache_gain_pusd"]) for r in rows)
 
 
 # A batch whose requests share a long system prompt: the case batch caching is for. The
@@ -163,9 +158,9 @@ async def measure(quick: bool = False) -> list[Row]:
     premium_share = sum(t.needs == "premium" for t in tasks) / len(tasks)
     escalations = sum(r["outcome"] == "escalated" for r in rows)
     n = len(tasks)
-    gain = cache_gain(prices, rows)
+    gain = cache_gain(rows)
     shared_cost = sum(int(r["cost_pusd"]) for r in shared)
-    shared_gain = cache_gain(prices, shared)
+    shared_gain = cache_gain(shared)
     hits = sum(1 for r in shared if r["cache_read"])
     prefix = max((max(r["cache_read"], r["cache_write_5m"] + r["cache_write_1h"]) for r in shared), default=0)
     return [

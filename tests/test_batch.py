@@ -128,6 +128,8 @@ async def test_thousand_item_batch_completes_and_settles_once_at_batch_rates(
         for u in (succeeded(res).usage for res in reported.values())
     )
     assert expected < uncached
+    # The ledger's cache net gain is exactly that difference (reads saved minus write premiums).
+    assert sum(r["cache_gain_pusd"] for r in rows) == uncached - expected
     assert db_rows(settings.db_path, "SELECT * FROM reservations") == []
     first = succeeded(reported["i5"]).content[0]
     assert first.type == "text"

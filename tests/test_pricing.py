@@ -117,6 +117,18 @@ def test_every_model_the_emulator_accepts_is_priced_with_its_minimum_cacheable_p
             assert T.min_cacheable(name) == model.min_cacheable, name
 
 
+def test_cache_gain_is_reads_saved_minus_write_premiums() -> None:
+    # Sonnet 5.5: input 2_000_000, 5m write 2_500_000, 1h write 4_000_000, read 100_000 pusd/token.
+    # 2000 reads save 2000 x 1_900_000; 1000 5m-written tokens cost 1000 x 500_000 extra.
+    u = Usage(input_tokens=100, output_tokens=50, cache_write_5m=1000, cache_read=2000)
+    assert T.cache_gain(SONNET, u) == 2000 * 1_900_000 - 1000 * 500_000 == 3_300_000_000
+    # A 1h write never read again: a loss of 2_000_000 per token; halved at batch rates.
+    written = Usage(input_tokens=10, output_tokens=5, cache_write_1h=1000)
+    assert T.cache_gain(SONNET, written) == -2_000_000_000
+    assert T.cache_gain(SONNET, written, batch=True) == -1_000_000_000
+    assert T.cache_gain(SONNET, Usage(input_tokens=500, output_tokens=9)) == 0
+
+
 def test_unpriced_model_is_an_error_never_zero() -> None:
     with pytest.raises(UnpricedModelError) as info:
         T.cost("claude-mystery-9", Usage(input_tokens=1))

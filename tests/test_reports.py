@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -26,12 +27,14 @@ NOW = datetime.now(UTC)
 
 
 def _attempts() -> list[Attempt]:
-    def a(key: str, session: str, model: str, usage: Usage, cost: int, base: int, ts: datetime) -> Attempt:
-        return Attempt(key, session, "routed_complete", model, usage, cost, base, ts=ts)
+    def a(
+        key: str, session: str, model: str, usage: Usage, cost: int, base: int, ts: datetime, gain: int = 0
+    ) -> Attempt:
+        return Attempt(key, session, "routed_complete", model, usage, cost, base, ts=ts, cache_gain_pusd=gain)
 
     return [
-        a("a1", "s1", "claude-haiku-5-5", Usage(1000, 100, cache_read=3000), 100 * CENT, 400 * CENT, NOW),
-        a("a2", "s1", "claude-sonnet-5-5", Usage(10, 5), 23 * CENT, 179 * CENT, NOW),
+        a("a1", "s1", "claude-haiku-5-5", Usage(1000, 100, cache_read=3000), 100 * CENT, 400 * CENT, NOW, 30 * CENT),
+        a("a2", "s1", "claude-sonnet-5-5", Usage(10, 5), 23 * CENT, 179 * CENT, NOW, -5 * CENT),
         a("a3", "s2", "claude-haiku-5-5", Usage(1, 1), 500 * CENT, 500 * CENT, NOW - timedelta(days=10)),
         a("a4", "s3", "claude-opus-5-5", Usage(1, 1), 700 * CENT, 700 * CENT, NOW - timedelta(days=40)),
     ]
@@ -81,6 +84,7 @@ async def test_summary_for_budget_status(tmp_path: Path) -> None:
     assert (daily.spent_pusd, daily.remaining_pusd) == (123 * CENT, 1877 * CENT)
     assert monthly.limit_pusd is None and monthly.remaining_pusd is None
     assert s.pending_batches == 0
+    assert s.cache_gain_pusd == 25 * CENT  # +0.30 read savings, -0.05 write premium
 
 
 def offload(db: Path | None, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -109,6 +113,11 @@ def test_spend_json_is_exact_and_windowed(db: Path) -> None:
     assert (t["calls"], t["cost_usd"], t["baseline_usd"], t["saved_usd"], t["saved_pct"]) == (
         3, "6.23", "10.79", "4.56", "42.3"
     )  # fmt: skip
+    assert {r["key"]: r["cache_net_gain_usd"] for r in doc["rows"]} == {
+        "claude-haiku-5-5": "0.3",
+        "claude-sonnet-5-5": "-0.05",
+    }
+    assert t["cache_net_gain_usd"] == "0.25"
 
     week = json.loads(offload(db, "spend", "--by", "session", "--since", "7d", "--json").stdout)
     assert [(r["key"], r["cost_usd"]) for r in week["rows"]] == [("s1", "1.23")]
@@ -117,10 +126,23 @@ def test_spend_json_is_exact_and_windowed(db: Path) -> None:
     assert everything["total"]["cost_usd"] == "13.23"
 
 
+def test_spend_of_a_ledger_from_before_cache_gain_was_recorded(db: Path) -> None:
+    # `offload spend` reads without migrating: a file last opened before 0050 has no such column.
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE attempts DROP COLUMN cache_gain_pusd")
+    conn.commit()
+    conn.close()
+    out = offload(db, "spend", "--by", "model", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["total"]["cost_usd"] == "6.23" and doc["total"]["cache_net_gain_usd"] == "0"
+
+
 def test_spend_table_and_bad_since(db: Path) -> None:
     out = offload(db, "spend", "--by", "tool")
     assert out.returncode == 0, out.stderr
     assert "routed_complete" in out.stdout and "total" in out.stdout and "$6.23" in out.stdout
+    assert "cache net" in out.stdout and "$0.25" in out.stdout
     bad = offload(db, "spend", "--since", "last week")
     assert bad.returncode == 1
     assert "--since 'last week': expected a date like 2026-11-01 or a span like 7d or 24h" in bad.stderr

@@ -15,6 +15,7 @@ from mcp import Client
 
 from helpers import ledger_rows as rows
 from offload.config.settings import Settings, shipped
+from offload.core.money import fmt_usd, usd_json
 from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
@@ -107,6 +108,7 @@ async def test_shared_context_files_are_read_from_cache_on_the_second_call(
     async with client(settings) as c:
         first = await c.call_tool("routed_complete", {"prompt": "Which handler doubles?", "context_files": ["*.py"]})
         second = await c.call_tool("routed_complete", {"prompt": "Which handler triples?", "context_files": ["*.py"]})
+        status = await c.call_tool("budget_status", {"scope": "session"})
     assert not first.is_error and not second.is_error
     u1, u2 = first.structured_content["usage"], second.structured_content["usage"]
     assert u1["cache_write_tokens"] > 2048 and u1["cache_read_tokens"] == 0
@@ -119,6 +121,16 @@ async def test_shared_context_files_are_read_from_cache_on_the_second_call(
     # The files were read by the server, never sent by the host: the prompt holds them.
     body = emulator.state.calls("/v1/messages")[-1].body
     assert "def handler_2_399" in str(body["messages"][0]["content"])
+    # The cache's net gain, by hand: reads saved (input - read rate), minus 5m-write premiums.
+    cached = [r for r in ledger if r["cache_write_5m"] or r["cache_read"]]
+    assert len(cached) == 2 and {r["model"] for r in cached} == {"claude-haiku-5-5"}
+    saved, premium = HAIKU["in"] - HAIKU["read"], HAIKU["w5m"] - HAIKU["in"]
+    gains = [r["cache_read"] * saved - r["cache_write_5m"] * premium for r in cached]
+    assert gains[0] < 0 < gains[1]  # the write cost a premium, the read repaid it several times
+    assert [r["cache_gain_pusd"] for r in cached] == gains
+    assert status.structured_content is not None
+    assert status.structured_content["cache_net_gain_usd"] == usd_json(sum(gains))
+    assert f"cache net +{fmt_usd(sum(gains))}" in status.content[0].text  # type: ignore[union-attr]
 
 
 def _policy(path: Path, classify_tier: str, **budgets: Any) -> None:

@@ -5,8 +5,9 @@ Accounting follows the API:
 * Reads: for each breakpoint the cache is checked at the ends of ``LOOKBACK_BLOCKS`` (20)
   content blocks (tools, system blocks, message blocks), the breakpoint's own block counted as
   the first ("The system checks at most 20 positions per breakpoint, counting the breakpoint
-  itself as the first", https://platform.claude.com/docs/en/build-with-claude/prompt-caching);
-  the longest live prefix found over all breakpoints is read. So a
+  itself as the first", https://platform.claude.com/docs/en/build-with-claude/prompt-caching;
+  a run of consecutive tool_use or tool_result blocks is one position); the longest live
+  prefix found over all breakpoints is read. So a
   conversation whose breakpoint moves to the newest message reads what the last turn wrote.
 * Writes happen only at breakpoints: the tokens from the read point to each later breakpoint
   are written under that breakpoint's TTL (longer TTLs come first, prompt.py enforces it, so
@@ -100,7 +101,8 @@ class PromptCache:
         """The longest readable prefix any breakpoint reaches (itself or by lookback), with its TTL."""
         best: tuple[Boundary, str] | None = None
         for bp in prompt.breakpoints:
-            window = prompt.boundaries[max(0, bp.block - LOOKBACK_BLOCKS + 1) : bp.block + 1]
+            last = prompt.boundaries[bp.block].position - LOOKBACK_BLOCKS + 1
+            window = [b for b in prompt.boundaries[: bp.block + 1] if b.position >= last]
             for bound in reversed(window):
                 entry = self._entries.get(bound.key)
                 if entry is not None and entry.readable(t, arrived):

@@ -53,18 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ScriptError, FaultSpecError) as exc:
         print(f"offload emulator: {exc}", file=sys.stderr)
         return 2
-    config = EmulatorConfig(
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        script=args.script,
-        faults=args.faults,
-        batch_delay_s=args.batch_delay,
-        batch_cache_hit_rate=args.batch_cache_hit_rate,
-        stream_delay_s=args.stream_delay,
-        api_key=args.api_key,
-        access_log=args.verbose,
-    )
+    try:
+        config = EmulatorConfig(
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+            script=args.script,
+            faults=args.faults,
+            batch_delay_s=args.batch_delay,
+            batch_cache_hit_rate=args.batch_cache_hit_rate,
+            stream_delay_s=args.stream_delay,
+            api_key=args.api_key,
+            access_log=args.verbose,
+        )
+    except ValueError as exc:
+        print(f"offload emulator: {exc}", file=sys.stderr)
+        return 2
     print(f"offload emulator: http://{args.host}:{args.port} (seed {args.seed})", file=sys.stderr)
     try:
         serve_forever(config)

@@ -68,6 +68,7 @@ class Boundary:
 
     key: str  # model + hash of the canonical prefix up to and including the block
     prefix_tokens: int
+    position: int = 0  # lookback position: a run of tool_use (or tool_result) blocks is one
 
 
 @dataclass
@@ -302,6 +303,13 @@ def _cache_control(cc: object, where: str) -> str:
     return str(ttl)
 
 
+def _block_type(key: object) -> object:
+    # Item keys of content blocks are ("block" | "system" | "tool", block dict).
+    if isinstance(key, tuple) and len(key) == 2 and key[0] == "block" and isinstance(key[1], dict):
+        return key[1].get("type")
+    return None
+
+
 def _boundaries(model_id: str, items: list[Item]) -> tuple[list[Boundary], list[Breakpoint]]:
     # One running hash over the canonical prefix: the key at a block's end covers every
     # byte before it, so any earlier change yields a different key (a miss). Every block
@@ -310,11 +318,18 @@ def _boundaries(model_id: str, items: list[Item]) -> tuple[list[Boundary], list[
     bounds: list[Boundary] = []
     points: list[Breakpoint] = []
     running = 0
+    position, prev_kind = -1, None
     for item in items:
         h.update(b"\x1e" + canonical(item.key).encode())
         running += item.tokens
         if item.block:
-            bounds.append(Boundary(key=h.hexdigest(), prefix_tokens=running))
+            # "A run of consecutive tool_use blocks counts as one position, and so does a run of
+            # consecutive tool_result blocks" (prompt-caching docs, lookback).
+            kind = _block_type(item.key)
+            if not (kind in ("tool_use", "tool_result") and kind == prev_kind):
+                position += 1
+            prev_kind = kind
+            bounds.append(Boundary(key=h.hexdigest(), prefix_tokens=running, position=position))
         if item.ttl is not None:
             points.append(Breakpoint(key=h.hexdigest(), prefix_tokens=running, ttl=item.ttl, block=len(bounds) - 1))
     return bounds, points

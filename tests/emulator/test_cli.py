@@ -21,6 +21,9 @@ def test_bad_script_or_faults_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["--script", str(bad)]) == 2
     assert "s.yaml: rule 0: 'reply' must be a string" in capsys.readouterr().err
     assert main(["--faults", "999=0.1"]) == 2
+    capsys.readouterr()
+    assert main(["--batch-cache-hit-rate", "1.5"]) == 2
+    assert "batch_cache_hit_rate must be within [0, 1], got 1.5" in capsys.readouterr().err
 
 
 def _free_port() -> int:

@@ -88,6 +88,27 @@ def test_lookback_checks_20_positions_counting_the_breakpoint(
     assert u.cache_read_input_tokens == (TURN1 if hit else 0)
 
 
+@pytest.mark.parametrize(("kind", "hit"), [("tool", True), ("text", False)])
+def test_a_run_of_tool_blocks_is_one_lookback_position(client: anthropic.Anthropic, kind: str, hit: bool) -> None:
+    # "On the Claude API, a run of consecutive tool_use blocks counts as one position, and so does
+    # a run of consecutive tool_result blocks" (Prompt caching, lookback). 25 calls and their 25
+    # results are two positions; 50 text blocks are 50, far past the 20-position window.
+    usage(client, first_turn())
+    if kind == "tool":
+        calls = [{"type": "tool_use", "id": f"toolu_{i}", "name": "read", "input": {"n": i}} for i in range(25)]
+        results = [{"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": "ok"} for i in range(25)]
+    else:
+        calls = [{"type": "text", "text": f"call {i}"} for i in range(25)]
+        results = [{"type": "text", "text": f"result {i}"} for i in range(25)]
+    body = first_turn()
+    body["messages"] = [
+        {"role": "user", "content": [{"type": "text", "text": LONG}]},
+        {"role": "assistant", "content": calls},
+        {"role": "user", "content": [*results, {"type": "text", "text": "So?", "cache_control": CC}]},
+    ]
+    assert usage(client, body).cache_read_input_tokens == (TURN1 if hit else 0)
+
+
 def test_lookback_never_reads_a_prefix_nobody_wrote(client: anthropic.Anthropic) -> None:
     # Writes happen only at breakpoints: a shorter prefix of an earlier request is not cached.
     body = first_turn()

@@ -97,6 +97,7 @@ def _table(rows: list[SpendRow], tot: SpendRow, by: str, title: str) -> Table:
         ("cost", "cost_pusd", fmt_usd),
         ("baseline", "baseline_pusd", fmt_usd),
         ("saved", "saved_pusd", fmt_usd),
+        ("cache net", "cache_gain_pusd", fmt_usd),
     ):
         table.add_column(name, justify="right", footer=fmt(getattr(tot, attr)))
     table.add_column("saved %", justify="right", footer=f"{tot.saved_pct}%")
@@ -113,6 +114,7 @@ def _table(rows: list[SpendRow], tot: SpendRow, by: str, title: str) -> Table:
             fmt_usd(r.cost_pusd),
             fmt_usd(r.baseline_pusd),
             fmt_usd(r.saved_pusd),
+            fmt_usd(r.cache_gain_pusd),
             f"{r.saved_pct}%",
             str(r.quality.checked),
             str(r.quality.redone),

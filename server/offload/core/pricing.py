@@ -178,6 +178,15 @@ class PriceTable:
     def min_cacheable(self, model: str) -> int:
         return self.price(model).min_cacheable_tokens
 
+    def cache_gain(self, model: str, usage: Usage, *, batch: bool = False) -> int:
+        """What caching gained on `usage`: reads saved minus write premiums (negative: it lost).
+
+        The same call with every prompt token as plain input, minus its actual cost, at the same
+        rates (batch, long-prompt) — so the output side cancels out.
+        """
+        plain = Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens)
+        return self.cost(model, plain, batch=batch) - self.cost(model, usage, batch=batch)
+
 
 # --- validation ---------------------------------------------------------------------------
 

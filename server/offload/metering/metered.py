@@ -176,6 +176,7 @@ def _attempt(
         model=model,
         usage=completion.usage,
         cost_pusd=state.prices.cost(model, completion.usage),
+        cache_gain_pusd=state.prices.cache_gain(model, completion.usage),
         baseline_pusd=baseline,
         policy=policy.name,
         tier=tier,

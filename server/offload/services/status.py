@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 _ACTIVITY = {"session": "this session", "day": "today", "month": "this month"}
 
 
+def _signed(pusd: int) -> str:
+    return ("-" if pusd < 0 else "+") + fmt_usd(abs(pusd))
+
+
 def _money(pusd: int | None) -> str | None:
     return None if pusd is None else usd_json(pusd)
 
@@ -46,7 +50,8 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
     if summary.calls:
         lines.append(
             f"{activity}: {summary.calls} calls, saved {fmt_usd(summary.saved_pusd)} "
-            f"({summary.saved_pct}%) vs {short_model(policy.baseline)}, cache hits {summary.cache_hit_pct}%"
+            f"({summary.saved_pct}%) vs {short_model(policy.baseline)}, cache hits {summary.cache_hit_pct}%, "
+            f"cache net {_signed(summary.cache_gain_pusd)}"
         )
         q = summary.quality
         if q.answers:
@@ -82,6 +87,8 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
         "saved_pct": str(summary.saved_pct),
         "cache_hit_pct": str(summary.cache_hit_pct),
         "answers": summary.quality.to_json(),
+        # What cache reads saved minus what cache-write premiums cost; negative when caching lost money.
+        "cache_net_gain_usd": usd_json(summary.cache_gain_pusd),
         "top_models": [
             {"model": m.model, "calls": m.calls, "cost_usd": usd_json(m.cost_pusd)} for m in summary.top_models
         ],

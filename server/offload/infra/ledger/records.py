@@ -48,6 +48,7 @@ class Attempt:
     # None = the recording ledger's own (set per process); a journal line carries the spooler's.
     project: str | None = None
     user: str | None = None
+    cache_gain_pusd: int = 0  # PriceTable.cache_gain: reads saved minus write premiums
 
     @classmethod
     def priced(
@@ -67,6 +68,7 @@ class Attempt:
         cost = table.cost(model, usage, batch=batch)
         baseline = table.baseline_cost(baseline_model or model, usage)
         return cls(
+            cache_gain_pusd=table.cache_gain(model, usage, batch=batch),
             request_key=request_key,
             session_id=session_id,
             tool=tool,
@@ -82,11 +84,13 @@ class Attempt:
 _COLUMNS = (
     "request_key, ts, session_id, tool, policy, tier, model, input_tokens, output_tokens,"
     " cache_write_5m, cache_write_1h, cache_read, cost_pusd, baseline_pusd, batch, step, outcome,"
-    " stop_reason, request_hash, batch_id, prompt_text, completion_text, project, user_name"
+    " stop_reason, request_hash, batch_id, prompt_text, completion_text, project, user_name, cache_gain_pusd"
 )
 # ON CONFLICT(request_key), not INSERT OR IGNORE: OR IGNORE would also silently drop a row that
 # breaks a CHECK constraint, and a lost row is lost money.
-_INSERT = f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 24)}) ON CONFLICT (request_key) DO NOTHING"
+_INSERT = (
+    f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) ON CONFLICT (request_key) DO NOTHING"
+)
 
 
 def _row(a: Attempt, now: datetime, tags: tuple[str | None, str | None]) -> tuple[object, ...]:
@@ -115,6 +119,7 @@ def _row(a: Attempt, now: datetime, tags: tuple[str | None, str | None]) -> tupl
         a.prompt_text,
         a.completion_text,
         *tags,
+        a.cache_gain_pusd,
     )
 
 

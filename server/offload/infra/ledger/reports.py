@@ -108,6 +108,7 @@ class BudgetSummary(_Savings):
     top_models: list[ModelSpend]
     pending_batches: int
     quality: Quality = Quality()
+    cache_gain_pusd: int = 0  # reads saved minus write premiums (0050_attempt_cache_gain.sql)
 
     @property
     def cache_hit_pct(self) -> Decimal:
@@ -143,13 +144,14 @@ async def summary(
     cur = await conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0),"
         " COALESCE(SUM(cache_read), 0),"
-        " COALESCE(SUM(input_tokens + cache_write_5m + cache_write_1h + cache_read), 0)"
+        " COALESCE(SUM(input_tokens + cache_write_5m + cache_write_1h + cache_read), 0),"
+        " COALESCE(SUM(cache_gain_pusd), 0)"
         f" FROM attempts WHERE {where}",
         params,
     )
     row = await cur.fetchone()
     assert row is not None
-    calls, cost, base, cache_read, prompt = (int(v) for v in row)
+    calls, cost, base, cache_read, prompt, gain = (int(v) for v in row)
     cur = await conn.execute(
         f"SELECT model, COUNT(*), SUM(cost_pusd) AS c FROM attempts WHERE {where}"
         " GROUP BY model ORDER BY c DESC, model LIMIT ?",
@@ -166,7 +168,7 @@ async def summary(
         got = await (await conn.execute(f"SELECT {_QUALITY} FROM calls c WHERE {where}", params)).fetchone()
         if got is not None:
             quality = Quality(*(int(v) for v in got))
-    return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending, quality)
+    return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending, quality, gain)
 
 
 # --- offload spend ------------------------------------------------------------------------
@@ -182,6 +184,7 @@ class SpendRow(_Savings):
     cost_pusd: int
     baseline_pusd: int
     quality: Quality = Quality()
+    cache_gain_pusd: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -195,6 +198,7 @@ class SpendRow(_Savings):
             "baseline_usd": usd_json(self.baseline_pusd),
             "saved_usd": usd_json(self.saved_pusd),
             "saved_pct": str(self.saved_pct),
+            "cache_net_gain_usd": usd_json(self.cache_gain_pusd),
         }
 
 
@@ -206,10 +210,13 @@ def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[Spend
     if by not in _BY:
         raise InputError(f"--by {by!r}: expected one of {', '.join(_BY)}")
     key = _BY[by]
+    # The CLI reads without migrating: a ledger no server has opened since 0050 lacks the column.
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(attempts)").fetchall()}
+    gain = "SUM(cache_gain_pusd)" if "cache_gain_pusd" in columns else "0"
     rows = conn.execute(
         f"SELECT {key} AS k, COUNT(*), SUM(input_tokens + cache_write_5m + cache_write_1h),"
         " SUM(output_tokens),"
-        " SUM(cache_read), SUM(cost_pusd), SUM(baseline_pusd)"
+        f" SUM(cache_read), SUM(cost_pusd), SUM(baseline_pusd), {gain}"
         " FROM attempts WHERE ts >= ? GROUP BY k ORDER BY " + ("k" if by == "day" else "SUM(cost_pusd) DESC, k"),
         (w.iso(since),),
     ).fetchall()
@@ -224,9 +231,10 @@ def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[Spend
             quality[str(r[0])] = Quality(int(r[1]), int(r[2]), int(r[3]))
     out = []
     for r in rows:
-        calls, input_tokens, output_tokens, cache_read, cost, base = (int(v) for v in r[1:])
+        calls, input_tokens, output_tokens, cache_read, cost, base, gain_pusd = (int(v) for v in r[1:])
         k = str(r[0])
-        out.append(SpendRow(k, calls, input_tokens, output_tokens, cache_read, cost, base, quality.get(k, Quality())))
+        q = quality.get(k, Quality())
+        out.append(SpendRow(k, calls, input_tokens, output_tokens, cache_read, cost, base, q, gain_pusd))
     return out
 
 
@@ -244,6 +252,7 @@ def total(rows: list[SpendRow]) -> SpendRow:
             sum(r.quality.checked for r in rows),
             sum(r.quality.redone for r in rows),
         ),
+        sum(r.cache_gain_pusd for r in rows),
     )
 
 

@@ -155,6 +155,7 @@ class _Ctx:
                 usage=r.usage,
                 cost_pusd=cost,
                 baseline_pusd=prices.baseline_cost(self.baseline, r.usage) if ok else 0,
+                cache_gain_pusd=prices.cache_gain(model, r.usage, batch=True) if ok else 0,
                 policy=self.policy,
                 tier=self.tier,
                 batch=True,
