@@ -180,6 +180,18 @@ async def _learned(state: AppState, session: str, job: _Job, request: engine.Rou
     return replace(request, learned_tier=tier, learned_reason=reason)
 
 
+async def _output_cap(state: AppState, job: _Job) -> int | None:
+    """A family's answers have a length: a runaway one (a weak tier rambling into max_tokens) is
+    cut at `learning.output_cap` times the longest answer the family had accepted lately."""
+    learn = state.policy.learning
+    if not learn.output_cap:
+        return None
+    seen, longest = await learning.longest_answer(state.ledger.conn, job.family, learn.window)
+    if seen < learn.min_samples or longest <= 0:
+        return None
+    return int(longest * learn.output_cap) + 1
+
+
 async def _route_and_run(
     state: AppState,
     session: str,
@@ -191,7 +203,15 @@ async def _route_and_run(
 ) -> _Run:
     policy = state.policy
     checks = job.checks
-    worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens)
+    cap = None if job.max_tokens is not None else await _output_cap(state, job)
+
+    def max_tokens_for(tier: str) -> int:
+        limit = policy.max_tokens_for(tier, job.max_tokens)
+        return limit if cap is None else min(limit, cap)
+
+    worst_by_tier = {
+        tier: state.prices.worst_case(model, job.upper, max_tokens_for(tier)) for tier, model in policy.tiers.items()
+    }
     headroom = headroom_scope = None
     if policy.budgets.on_exceed == "downgrade":
         room = await budgets.headroom(state.ledger, session, limits_of(policy))
@@ -223,7 +243,8 @@ async def _route_and_run(
     budget_stop: str | None = None
     for step, tier in enumerate(ladder):
         model = policy.tiers[tier]
-        max_tokens = policy.max_tokens_for(tier, job.max_tokens)
+        # Only the first try is cut short: a rung climbing after a runaway answer gets the full length.
+        max_tokens = max_tokens_for(tier) if step == 0 else policy.max_tokens_for(tier, job.max_tokens)
         params = build_params(
             model,
             job.prompt,
