@@ -134,6 +134,13 @@ class ClaudeClient:
             message_id=message.id,
         )
 
+    async def count_tokens(self, params: dict[str, Any]) -> int:
+        """The prompt tokens of `params` as the API counts them (the endpoint is free)."""
+        fields = {k: params[k] for k in ("model", "system", "messages", "tools") if k in params}
+        with _mapped_errors():
+            counted = await self._client.messages.count_tokens(**fields)
+        return int(counted.input_tokens)
+
     async def batch_create(self, requests: list[dict[str, Any]]) -> BatchInfo:
         with _mapped_errors():
             batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
-from offload.core.request import Prompt, build_params
+from offload.core.request import Prompt, build_params, request_hash
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
 from offload.infra.claude import Completion
@@ -180,6 +180,34 @@ async def _learned(state: AppState, session: str, job: _Job, request: engine.Rou
     return replace(request, learned_tier=tier, learned_reason=reason)
 
 
+COUNT_OVER_TOKENS = 20_000  # below this the byte bound is close enough and no count is worth a round trip
+COUNT_MARGIN = 64  # tokens: a rung's request differs from the counted one only in its model name
+
+
+async def _counted(state: AppState, job: _Job) -> int | None:
+    """The real prompt size of a large request, from the API's free count_tokens, cached by content.
+
+    The byte bound counts a token per byte: an 83k-token log reads as 214k tokens, crosses
+    `input_tokens_over` thresholds it is nowhere near and makes a budget reserve 2-3x too much.
+    """
+    if job.upper < COUNT_OVER_TOKENS:
+        return None
+    policy = state.policy
+    model = policy.tiers[policy.default_tier]
+    params = build_params(model, job.prompt, max_tokens=1, ttl=policy.caching.ttl)
+    key = request_hash({k: params[k] for k in ("system", "messages") if k in params})
+    known = state.token_counts.get(key)
+    if known is None:
+        try:
+            known = await state.claude().count_tokens(params)
+        except UpstreamError:
+            return None  # the bound still holds: route and reserve on it
+        state.token_counts[key] = known
+        while len(state.token_counts) > 1024:
+            del state.token_counts[next(iter(state.token_counts))]
+    return min(job.upper, known + COUNT_MARGIN)
+
+
 async def _output_cap(state: AppState, job: _Job) -> int | None:
     """A family's answers have a length: a runaway one (a weak tier rambling into max_tokens) is
     cut at `learning.output_cap` times the longest answer the family had accepted lately."""
@@ -204,6 +232,9 @@ async def _route_and_run(
     policy = state.policy
     checks = job.checks
     cap = None if job.max_tokens is not None else await _output_cap(state, job)
+    counted = await _counted(state, job)
+    if counted is not None:
+        job = replace(job, upper=counted)
 
     def max_tokens_for(tier: str) -> int:
         limit = policy.max_tokens_for(tier, job.max_tokens)
@@ -271,6 +302,7 @@ async def _route_and_run(
                 step=step,
                 judge=judge,
                 prompt_text=job.prompt_text,
+                prompt_tokens=counted,
             )
         except UpstreamError:
             if last or not engine.should_escalate(policy, "api_error"):
