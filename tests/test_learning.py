@@ -140,3 +140,27 @@ async def test_two_server_processes_share_what_they_learned(running: Callable[..
                 # process A's verdicts reach process B through the ledger
                 learned = await ask(b, redo_if_wrong=False)
     assert learned["tier"] == "standard" and learned["rule"].startswith("learned"), learned
+
+
+async def test_a_runaway_answer_is_cut_at_twice_the_longest_answer_the_family_accepted(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    replies = [
+        {"match": "runaway", "reply": "word " * 50, "output_tokens": 100_000},
+        {"match": "label", "reply": "billing", "output_tokens": 40},
+    ]
+    with running(script=replies) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            for i in range(5):  # the shipped default trusts a family's record after 5 answers
+                await c.call_tool("routed_complete", {"prompt": f"label ticket {i}", "task": "classify"})
+            cut = await c.call_tool("routed_complete", {"prompt": "runaway ticket", "task": "classify"})
+            own = await c.call_tool(
+                "routed_complete", {"prompt": "runaway again", "task": "classify", "max_tokens": 500}
+            )
+        sent = [r.body["max_tokens"] for r in emu.state.calls("/v1/messages") if r.status == 200]
+    assert sent[:5] == [4096] * 5
+    assert sent[5] == 81  # 2 x 40 + 1: a runaway answer costs 81 output tokens, not 4,096
+    assert sent[6] == 8192  # the escalation after it gets the tier's full length
+    assert cut.structured_content["attempts"][0]["failed"] == "max_tokens"  # type: ignore[index]
+    assert sent[-1] == 500 and own.structured_content is not None  # the caller's own max_tokens stands

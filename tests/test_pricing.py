@@ -242,3 +242,11 @@ def test_cost_is_monotonic_and_bounded_by_worst_case(model: str, a: Usage, b: Us
 @given(st.sampled_from([m for m in T.models if T.price(m).long_prompt is None]), usages, usages)
 def test_cost_is_additive_without_a_long_prompt_rule(model: str, a: Usage, b: Usage) -> None:
     assert T.cost(model, a + b) == T.cost(model, a) + T.cost(model, b)
+
+
+def test_worst_case_reserves_cache_writes_at_the_ttl_the_request_asks_for() -> None:
+    # Sonnet: input 2, 5m write 2.50, 1h write 4 USD/MTok
+    assert T.worst_case(SONNET, 1000, 0) == 1000 * 4_000_000  # unknown: the dearest (1h) rate
+    assert T.worst_case(SONNET, 1000, 0, ttls=frozenset({"5m"})) == 1000 * 2_500_000
+    assert T.worst_case(SONNET, 1000, 0, ttls=frozenset()) == 1000 * 2_000_000  # no breakpoint: no write
+    assert T.worst_case(SONNET, 1000, 0, ttls=frozenset({"5m", "1h"})) == 1000 * 4_000_000

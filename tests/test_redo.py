@@ -120,8 +120,10 @@ async def test_redo_of_an_unknown_or_expired_id_says_to_resend_the_prompt(
         settings = make_settings(emu.url, redo_max_items=1)
         async with client(settings) as c:
             unknown = await c.call_tool("routed_complete", {"redo_of": "rc_00000000"})
-            first = await c.call_tool("routed_complete", {"prompt": "capital of Australia?"})
-            await c.call_tool("routed_complete", {"prompt": "capital of Austria?"})  # pushes the first out
+            first = await c.call_tool("routed_complete", {"prompt": "capital of Australia?", "difficulty": "medium"})
+            await c.call_tool(
+                "routed_complete", {"prompt": "capital of Austria?", "difficulty": "medium"}
+            )  # pushes the first out
             expired = await c.call_tool(
                 "routed_complete",
                 {"redo_of": first.structured_content["call_id"]},

@@ -106,8 +106,12 @@ async def test_shared_context_files_are_read_from_cache_on_the_second_call(
         (tmp_path / f"module{i}.py").write_text(source)
     settings = make_settings(emulator.url)
     async with client(settings) as c:
-        first = await c.call_tool("routed_complete", {"prompt": "Which handler doubles?", "context_files": ["*.py"]})
-        second = await c.call_tool("routed_complete", {"prompt": "Which handler triples?", "context_files": ["*.py"]})
+        first = await c.call_tool(
+            "routed_complete", {"prompt": "Which handler doubles?", "context_files": ["*.py"], "difficulty": "easy"}
+        )
+        second = await c.call_tool(
+            "routed_complete", {"prompt": "Which handler triples?", "context_files": ["*.py"], "difficulty": "easy"}
+        )
         status = await c.call_tool("budget_status", {"scope": "session"})
     assert not first.is_error and not second.is_error
     u1, u2 = first.structured_content["usage"], second.structured_content["usage"]

@@ -41,6 +41,8 @@ class AppState:
     _rng: random.Random | None = field(default=None, repr=False)
     # The prompt cache the baseline model would have had: savings are measured against it.
     baseline_cache: BaselineCache = field(default_factory=BaselineCache)
+    # count_tokens answers by request content hash: the same large files are counted once.
+    token_counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.recall is None:

@@ -96,6 +96,14 @@ class Rates:
     def max_prompt_rate(self) -> int:
         return max(self.input, self.cache_write_5m, self.cache_write_1h, self.cache_read)
 
+    def prompt_rate_for(self, ttls: frozenset[str] | None) -> int:
+        """The dearest rate a prompt token can be billed at when the request asks for `ttls`
+        (None: unknown, any). A request with no breakpoint writes nothing; a 5m one never pays 1h."""
+        if ttls is None:
+            return self.max_prompt_rate
+        writes = [self.cache_write_5m if t == "5m" else self.cache_write_1h for t in ttls]
+        return max(self.input, self.cache_read, *writes)
+
 
 @dataclass(frozen=True)
 class LongPrompt:
@@ -169,11 +177,14 @@ class PriceTable:
             usage = Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens)
         return rates.charge(usage)
 
-    def worst_case(self, model: str, input_tokens: int, max_tokens: int, *, batch: bool = False) -> int:
-        """An upper bound for a call with at most `input_tokens` prompt tokens: budgets reserve this."""
+    def worst_case(
+        self, model: str, input_tokens: int, max_tokens: int, *, batch: bool = False, ttls: frozenset[str] | None = None
+    ) -> int:
+        """An upper bound for a call with at most `input_tokens` prompt tokens: budgets reserve this.
+        `ttls`: the cache TTLs the request's breakpoints ask for, when known."""
         p = self.price(model)
         rates = p.rates_for(input_tokens, batch=batch)
-        return input_tokens * rates.max_prompt_rate + max_tokens * rates.output
+        return input_tokens * rates.prompt_rate_for(ttls) + max_tokens * rates.output
 
     def min_cacheable(self, model: str) -> int:
         return self.price(model).min_cacheable_tokens

@@ -184,6 +184,13 @@ class ClaudeClient:
             page = await self._client.models.list(limit=1000)
         return [m.id for m in page.data]
 
+    async def count_tokens(self, params: dict[str, Any]) -> int:
+        """The prompt tokens of `params` as the API counts them (the endpoint is free)."""
+        fields = {k: params[k] for k in ("model", "system", "messages", "tools") if k in params}
+        with _mapped_errors():
+            counted = await self._client.messages.count_tokens(**fields)
+        return int(counted.input_tokens)
+
     async def batch_create(self, requests: list[dict[str, Any]]) -> BatchInfo:
         """Create a batch. UpstreamError kind "not_sent": no byte reached the API, nothing exists there.
 

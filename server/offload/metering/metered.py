@@ -112,6 +112,21 @@ def params_upper_bound(params: dict[str, Any]) -> int:
     return n
 
 
+def cache_ttls(params: dict[str, Any]) -> frozenset[str]:
+    """The cache TTLs a request's breakpoints ask for: only those can be written (and billed)."""
+    found: set[str] = set()
+    blocks: list[Any] = list(params.get("system") or []) if isinstance(params.get("system"), list) else []
+    for message in params.get("messages", ()):
+        content = message.get("content")
+        blocks += content if isinstance(content, list) else []
+    blocks += list(params.get("tools") or [])
+    for block in blocks:
+        control = block.get("cache_control") if isinstance(block, dict) else None
+        if control:
+            found.add(str(control.get("ttl", "5m")))
+    return frozenset(found)
+
+
 async def metered_call(
     state: AppState,
     session: str,
@@ -122,10 +137,13 @@ async def metered_call(
     step: int = 0,
     judge: Judge = _accept,
     prompt_text: str | None = None,
+    prompt_tokens: int | None = None,
 ) -> Metered:
     model = str(params["model"])
     policy = state.policy
-    worst = state.prices.worst_case(model, params_upper_bound(params), int(params["max_tokens"]))
+    # A caller that had the API count the prompt reserves for that count, not the byte bound.
+    bound = params_upper_bound(params) if prompt_tokens is None else prompt_tokens
+    worst = state.prices.worst_case(model, bound, int(params["max_tokens"]), ttls=cache_ttls(params))
     reservation = await reserve(state, session, worst)
     try:
         completion = await state.claude().create(params)

@@ -272,6 +272,9 @@ class Learning(_Section):
     # family's record there makes that cheaper on average, counting the redo. Works with
     # `enabled: false` too.
     judged_trials: StrictBool = True
+    # Cut an answer at this many times the longest one the family had accepted lately (after
+    # min_samples of them), unless the caller set max_tokens; 0 turns it off.
+    output_cap: Annotated[Decimal, Field(ge=0)] = Decimal("2")
 
 
 class BatchPrefs(_Section):

@@ -15,7 +15,7 @@ from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
-from offload.core.request import Prompt, build_params
+from offload.core.request import Prompt, build_params, request_hash
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
 from offload.infra.claude import Completion
@@ -180,6 +180,46 @@ async def _learned(state: AppState, session: str, job: _Job, request: engine.Rou
     return replace(request, learned_tier=tier, learned_reason=reason)
 
 
+COUNT_OVER_TOKENS = 20_000  # below this the byte bound is close enough and no count is worth a round trip
+COUNT_MARGIN = 64  # tokens: a rung's request differs from the counted one only in its model name
+
+
+async def _counted(state: AppState, job: _Job) -> int | None:
+    """The real prompt size of a large request, from the API's free count_tokens, cached by content.
+
+    The byte bound counts a token per byte: an 83k-token log reads as 214k tokens, crosses
+    `input_tokens_over` thresholds it is nowhere near and makes a budget reserve 2-3x too much.
+    """
+    if job.upper < COUNT_OVER_TOKENS:
+        return None
+    policy = state.policy
+    model = policy.tiers[policy.default_tier]
+    params = build_params(model, job.prompt, max_tokens=1, ttl=policy.caching.ttl)
+    key = request_hash({k: params[k] for k in ("system", "messages") if k in params})
+    known = state.token_counts.get(key)
+    if known is None:
+        try:
+            known = await state.claude().count_tokens(params)
+        except UpstreamError:
+            return None  # the bound still holds: route and reserve on it
+        state.token_counts[key] = known
+        while len(state.token_counts) > 1024:
+            del state.token_counts[next(iter(state.token_counts))]
+    return min(job.upper, known + COUNT_MARGIN)
+
+
+async def _output_cap(state: AppState, job: _Job) -> int | None:
+    """A family's answers have a length: a runaway one (a weak tier rambling into max_tokens) is
+    cut at `learning.output_cap` times the longest answer the family had accepted lately."""
+    learn = state.policy.learning
+    if not learn.output_cap:
+        return None
+    seen, longest = await learning.longest_answer(state.ledger.conn, job.family, learn.window)
+    if seen < learn.min_samples or longest <= 0:
+        return None
+    return int(longest * learn.output_cap) + 1
+
+
 async def _route_and_run(
     state: AppState,
     session: str,
@@ -191,7 +231,18 @@ async def _route_and_run(
 ) -> _Run:
     policy = state.policy
     checks = job.checks
-    worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens)
+    cap = None if job.max_tokens is not None else await _output_cap(state, job)
+    counted = await _counted(state, job)
+    if counted is not None:
+        job = replace(job, upper=counted)
+
+    def max_tokens_for(tier: str) -> int:
+        limit = policy.max_tokens_for(tier, job.max_tokens)
+        return limit if cap is None else min(limit, cap)
+
+    worst_by_tier = {
+        tier: state.prices.worst_case(model, job.upper, max_tokens_for(tier)) for tier, model in policy.tiers.items()
+    }
     headroom = headroom_scope = None
     if policy.budgets.on_exceed == "downgrade":
         room = await budgets.headroom(state.ledger, session, limits_of(policy))
@@ -223,7 +274,8 @@ async def _route_and_run(
     budget_stop: str | None = None
     for step, tier in enumerate(ladder):
         model = policy.tiers[tier]
-        max_tokens = policy.max_tokens_for(tier, job.max_tokens)
+        # Only the first try is cut short: a rung climbing after a runaway answer gets the full length.
+        max_tokens = max_tokens_for(tier) if step == 0 else policy.max_tokens_for(tier, job.max_tokens)
         params = build_params(
             model,
             job.prompt,
@@ -250,6 +302,7 @@ async def _route_and_run(
                 step=step,
                 judge=judge,
                 prompt_text=job.prompt_text,
+                prompt_tokens=counted,
             )
         except UpstreamError:
             if last or not engine.should_escalate(policy, "api_error"):

@@ -105,6 +105,20 @@ async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStat
     return {str(r[0]): TierStats(int(r[1]), int(r[2])) for r in await cur.fetchall()}
 
 
+async def longest_answer(conn: Conn, family: str, window: int) -> tuple[int, int]:
+    """(answers, longest output in tokens) over the family's last `window` answers nobody rejected
+    and that ended on their own (not cut at max_tokens)."""
+    cur = await conn.execute(
+        "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ("
+        " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
+        " WHERE c.family = ? AND c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
+        " ORDER BY c.ts DESC LIMIT ?)",
+        (family, window),
+    )
+    row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
 async def judges(conn: Conn, session_id: str) -> bool:
     """Whether this session's host has judged any answer: only then is its silence evidence."""
     cur = await conn.execute("SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL LIMIT 1", (session_id,))

@@ -88,9 +88,7 @@ _COLUMNS = (
 )
 # ON CONFLICT(request_key), not INSERT OR IGNORE: OR IGNORE would also silently drop a row that
 # breaks a CHECK constraint, and a lost row is lost money.
-_INSERT = (
-    f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) ON CONFLICT (request_key) DO NOTHING"
-)
+_INSERT = f"INSERT INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) ON CONFLICT (request_key) DO NOTHING"
 
 
 def _row(a: Attempt, now: datetime, tags: tuple[str | None, str | None]) -> tuple[object, ...]:

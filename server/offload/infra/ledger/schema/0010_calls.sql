@@ -14,6 +14,7 @@ CREATE TABLE calls (
 );
 CREATE INDEX calls_session ON calls (session_id, ts);
 CREATE INDEX calls_ts ON calls (ts);
+CREATE INDEX calls_family ON calls (family, ts);
 
 -- Evidence of where a family's answers are adequate: one row per tier an answer was tried on.
 -- adequate: 1 yes (a check passed), 0 no (a check failed, or the host redid it), NULL unknown
