@@ -36,7 +36,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from offload.config.settings import Settings, shipped
-from offload.infra.ledger import Ledger
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.journal import pending
 from offload.metering.metered import collecting_notes
 from offload.services import routed

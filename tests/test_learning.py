@@ -162,5 +162,5 @@ async def test_a_runaway_answer_is_cut_at_twice_the_longest_answer_the_family_ac
     assert sent[:5] == [4096] * 5
     assert sent[5] == 81  # 2 x 40 + 1: a runaway answer costs 81 output tokens, not 4,096
     assert sent[6] == 8192  # the escalation after it gets the tier's full length
-    assert cut.structured_content["attempts"][0]["failed"] == "max_tokens"  # type: ignore[index]
+    assert cut.structured_content["attempts"][0]["failed"] == "max_tokens"
     assert sent[-1] == 500 and own.structured_content is not None  # the caller's own max_tokens stands

@@ -49,7 +49,7 @@ async def test_a_large_log_is_routed_and_reserved_by_its_counted_tokens(
         # By bytes it would be 'standard' (over 150k), and a $0.03 budget would refuse the hold:
         # 250,890 x $0.125/MTok (a 5m cache write, the dearest rate this request can pay) > $0.03.
         assert not result.is_error, result.content
-        assert result.structured_content["tier"] == "cheap"  # type: ignore[index]
+        assert result.structured_content["tier"] == "cheap"
     assert [r.model for r in sent] == ["claude-haiku-5-5"] * 3
     assert sent[0].usage["input_tokens"] + (sent[0].usage.get("cache_creation_input_tokens") or 0) < 100_000
     # counted once per distinct request: the repeated one comes from the cache
