@@ -51,4 +51,6 @@ async def test_a_large_batch_submit_leaves_the_loop_free(
     assert not result.is_error, result_text(result)[:500]
     assert result.structured_content is not None and result.structured_content["requests"] == ITEMS
     assert len(waits) >= 5, (waits, took)
-    assert max(waits) < 1.0, (max(waits), took)
+    # Relative, not wall-clock (the machine may be loaded): a build on the event loop would stall
+    # one of the other client's calls for most of the submit; off the loop none waits that long.
+    assert max(waits) < took / 4, (max(waits), took)

@@ -84,7 +84,7 @@ def test_the_serve_startup_error_shown_is_what_serve_prints(tmp_path: Path) -> N
     shown_path = shown.split("policy ", 1)[1].split(":", 1)[0]
     policy = tmp_path / "policy.yaml"
     policy.write_text(
-        (ROOT / "policies" / "default.yaml").read_text().replace("default_tier: cheap", "default_tier: cheep")
+        re.sub(r"(?m)^default_tier: \w+", "default_tier: cheep", (ROOT / "policies" / "default.yaml").read_text())
     )
     offload = Path(sys.executable).with_name("offload")
     done = subprocess.run(
