@@ -9,7 +9,7 @@ import sys
 from .config import EmulatorConfig
 from .faults import FaultSpec, FaultSpecError
 from .replies import Script, ScriptError
-from .server import serve_forever
+from .server import bind, serve_forever
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"offload emulator: {exc}", file=sys.stderr)
         return 2
-    print(f"offload emulator: http://{args.host}:{args.port} (seed {args.seed})", file=sys.stderr)
+    # Bind before the banner: a busy port is one line and exit 2, never a banner then a failure.
     try:
-        serve_forever(config)
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        print(f"offload emulator: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+    print(f"offload emulator: http://{args.host}:{port} (seed {args.seed})", file=sys.stderr)
+    try:
+        serve_forever(config, sock)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"offload emulator: {exc}", file=sys.stderr)
-        return 1
     return 0

@@ -43,7 +43,7 @@ def _uvicorn_config(state: EmulatorState) -> uvicorn.Config:
     )
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -60,7 +60,7 @@ def serve_in_thread(config: EmulatorConfig | None = None) -> Iterator[EmulatorHa
     """Serve on a background thread; the port is bound before this yields."""
     config = config or EmulatorConfig()
     state = EmulatorState(config)
-    sock = _bind(config.host, config.port)
+    sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(_uvicorn_config(state))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="offload-emulator", daemon=True)
@@ -78,9 +78,11 @@ def serve_in_thread(config: EmulatorConfig | None = None) -> Iterator[EmulatorHa
         sock.close()
 
 
-def serve_forever(config: EmulatorConfig) -> None:
-    """Blocking serve (the CLI); Ctrl-C stops it."""
+def serve_forever(config: EmulatorConfig, sock: socket.socket) -> None:
+    """Blocking serve (the CLI) on a socket the caller bound; Ctrl-C stops it."""
     state = EmulatorState(config)
     server = uvicorn.Server(_uvicorn_config(state))
-    log.info("offload emulator listening on http://%s:%d", config.host, config.port)
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

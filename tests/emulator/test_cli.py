@@ -68,3 +68,14 @@ def test_module_runs_a_server(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert b"offload emulator: http://127.0.0.1" in err
+
+
+def test_a_busy_port_is_one_line_and_exit_2_before_any_banner(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"offload emulator: cannot listen on 127.0.0.1:{port} (")
+    assert "http://" not in err[0]  # no banner for a server that never started
