@@ -19,6 +19,7 @@ from offload.infra.ledger.budgets import BudgetLimits
 from offload.infra.ledger.context import record_kept_out
 from offload.infra.ledger.dashboard import Point, reading, since_filter
 from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.learning import CallRecord, mark_judged, record_call
 from offload.infra.ledger.records import Attempt, record, record_policy
 
 TOKEN = "tok-dash-3c9e1f7a2b"
@@ -182,3 +183,22 @@ def test_sessions_show_what_was_kept_out_of_context(tmp_path: Path) -> None:
     assert (by["s1"]["kept_out_tokens"], by["s1"]["context_calls"]) == (11_700 + 4_400, 2)
     # A session that only trimmed (no paid call) still shows.
     assert (by["only-trims"]["kept_out_tokens"], by["only-trims"]["offload_calls"]) == (800, 0)
+
+
+async def _answers(path: Path) -> None:
+    led = await Ledger.open(path)
+    try:
+        for call_id, checked in (("rc_checked", True), ("rc_redone", True), ("rc_plain", False)):
+            await record_call(led, CallRecord(call_id, "s1", "classify", "cheap", "a1", checked), [("cheap", None)])
+        assert await mark_judged(led, "rc_redone", "redone", keep_baseline=False)
+    finally:
+        await led.close()
+
+
+def test_answers_are_counted_by_what_became_of_them(tmp_path: Path) -> None:
+    asyncio.run(_fill(tmp_path / "ledger.db"))
+    asyncio.run(_answers(tmp_path / "ledger.db"))
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path / "none")) as url, httpx2.Client() as h:
+        q = h.get(f"{url}/api/summary?since=7d").json()["quality"]
+    # A redone answer counts as redone even though its check had passed: the host's verdict wins.
+    assert (q["answers"], q["checked"], q["redone"], q["unchecked"]) == (3, 1, 1, 1)

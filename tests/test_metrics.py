@@ -127,6 +127,12 @@ def test_metrics_scrape_equals_the_ledger(tmp_path: Path, running: Any) -> None:
     assert esc == {"claude-haiku-5-5": 1}
     refusals = sum(int(v) for v in got["offload_refusals_total"].values())
     assert refusals == sum(r["stop_reason"] == "refusal" for r in rows) == 1
+    # Answers by what became of them, equal to the ledger's calls table (every answer counted once).
+    calls = query(db, "SELECT checked, verdict FROM calls")
+    states = {dict(lb)["state"]: int(v) for lb, v in got["offload_answers_total"].items()}
+    assert sum(states.values()) == len(calls) > 0
+    assert states["checked"] == sum(bool(c["checked"]) and c["verdict"] is None for c in calls)
+    assert states["redone"] == sum(c["verdict"] is not None for c in calls)
 
     # Cache net gain, priced by hand per row: reads saved (input - read) minus write premiums.
     hand = sum(

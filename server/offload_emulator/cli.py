@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -77,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = sock.getsockname()[1]
     print(f"offload emulator: http://{args.host}:{port} (seed {args.seed})", file=sys.stderr)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         serve_forever(config, sock)
-    except KeyboardInterrupt:
-        pass
     return 0

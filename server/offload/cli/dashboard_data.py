@@ -77,6 +77,7 @@ def summary(db: Path, prices: PriceTable, since: datetime, now: datetime, memo: 
         groups = memo.get(key, lambda: q.groups(conn, long_thresholds(prices), since))
         policy, session, budgets = q.budgets(conn, now)
         batches = q.recent_batches(conn)
+        answers = q.answers(conn, since)
     doc["ledger"] = True
     usage, cost, base, calls, gain = Usage(), 0, 0, 0, 0
     quality = {"escalated": 0, "check_failed": 0, "refusals": 0}
@@ -96,6 +97,9 @@ def summary(db: Path, prices: PriceTable, since: datetime, now: datetime, memo: 
         "saved": money(base - cost),
         "saved_pct": _pct(base - cost, base),
     }
+    # Answers returned to hosts: known good (a check passed), judged wrong (redo_of), or neither.
+    quality.update(answers=answers.answers, checked=answers.checked, redone=answers.redone)
+    quality["unchecked"] = answers.unchecked
     doc["quality"] = quality
     doc["cache"] = {
         "read_tokens": usage.cache_read,

@@ -16,7 +16,7 @@ from pathlib import Path
 from offload.core.cache_gain import cache_net_gain, group_rates
 from offload.core.money import usd_json
 from offload.core.pricing import PriceTable
-from offload.infra.ledger.dashboard import Group, groups, reading
+from offload.infra.ledger.dashboard import Answers, Group, answers, groups, reading
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LABELS = ("model", "tier", "tool")
@@ -94,4 +94,15 @@ def metrics_text(db_path: Path, prices: PriceTable) -> str:
     """The exposition for the ledger at `db_path` (no ledger yet: every family, no samples)."""
     with reading(db_path) as conn:
         found = [] if conn is None else groups(conn, long_thresholds(prices))
-    return render(found, prices)
+        seen = Answers() if conn is None else answers(conn)
+    return render(found, prices) + _answers_text(seen)
+
+
+def _answers_text(a: Answers) -> str:
+    """Answers returned to hosts by what became of them: savings are read next to these."""
+    name = "offload_answers_total"
+    lines = [f"# HELP {name} Answers returned to hosts: a check passed, the host redid it (redo_of), or neither."]
+    lines.append(f"# TYPE {name} counter")
+    for state, n in (("checked", a.checked), ("redone", a.redone), ("unchecked", a.unchecked)):
+        lines.append(f'{name}{{state="{state}"}} {n}')
+    return "\n".join(lines) + "\n"

@@ -88,6 +88,32 @@ class Group:
     refusals: int
 
 
+@dataclass(frozen=True)
+class Answers:
+    """What became of the answers returned to hosts (the `calls` table of 0010_calls.sql)."""
+
+    answers: int = 0
+    checked: int = 0  # a caller's check passed on it and the host did not redo it
+    redone: int = 0  # the host judged it wrong (redo_of)
+
+    @property
+    def unchecked(self) -> int:
+        return self.answers - self.checked - self.redone
+
+
+def answers(conn: sqlite3.Connection, since: datetime | None = None) -> Answers:
+    """Answer counts since `since` (all time when None); zeros on a ledger without the table."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'calls'").fetchone():
+        return Answers()
+    where, params = ("WHERE ts >= ?", (w.iso(since),)) if since is not None else ("", ())
+    row = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(checked AND verdict IS NULL), 0), COALESCE(SUM(verdict IS NOT NULL), 0)"
+        f" FROM calls {where}",
+        params,
+    ).fetchone()
+    return Answers(int(row[0]), int(row[1]), int(row[2]))
+
+
 def groups(conn: sqlite3.Connection, long_over: Mapping[str, int], since: datetime | None = None) -> list[Group]:
     """Every attempt (since `since`) summed per pricing group.
 
