@@ -107,11 +107,11 @@ def _backoff(attempt: int) -> float:
     return float(BUSY_BACKOFF_S * (2 ** min(attempt, 6)) * (0.5 + random.random()))
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(str(path), isolation_level=None)
     try:
         conn.row_factory = aiosqlite.Row
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")
         await conn.execute("PRAGMA foreign_keys = ON")
@@ -129,25 +129,30 @@ class Ledger:
     Use `Ledger.open(path)`.
     """
 
-    def __init__(self, wconn: aiosqlite.Connection, rconn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self, wconn: aiosqlite.Connection, rconn: aiosqlite.Connection, path: Path, *, busy_retries: int = BUSY_RETRIES
+    ) -> None:
         self.wconn = wconn
         self.conn = ReadConn(rconn)
         self.path = path
+        self.busy_retries = busy_retries
         # One connection is shared by every task of the process; without this lock a second
         # task's BEGIN IMMEDIATE would fail with "cannot start a transaction within a transaction".
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str) -> Ledger:
+    async def open(
+        cls, path: Path | str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, busy_retries: int = BUSY_RETRIES
+    ) -> Ledger:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        wconn = await _connect(path)
+        wconn = await _connect(path, busy_timeout_ms)
         try:
-            rconn = await _connect(path)
+            rconn = await _connect(path, busy_timeout_ms)
         except BaseException:
             await wconn.close()
             raise
-        ledger = cls(wconn, rconn, path)
+        ledger = cls(wconn, rconn, path, busy_retries=busy_retries)
         try:
             await ledger._migrate()
         except BaseException:
@@ -195,12 +200,12 @@ class Ledger:
         )
 
     async def _begin(self) -> None:
-        for attempt in range(BUSY_RETRIES + 1):
+        for attempt in range(self.busy_retries + 1):
             try:
                 await self.wconn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or attempt == BUSY_RETRIES:
+                if not is_busy(exc) or attempt == self.busy_retries:
                     raise
             await asyncio.sleep(_backoff(attempt))
 
