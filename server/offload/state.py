@@ -6,6 +6,7 @@ knowing about `mcp`; the MCP layer hands it to them from its lifespan.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -13,12 +14,15 @@ from dataclasses import dataclass
 from offload.config.policy import PolicyHolder
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
+from offload.core.errors import LedgerUnavailableError
 from offload.core.pricing import PriceTable
 from offload.infra.claude import ClaudeClient
 from offload.infra.ledger import batches, handles
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import record_policy_snapshot
 from offload.policy.models import Policy
+
+log = logging.getLogger("offload")
 
 
 @dataclass
@@ -66,8 +70,13 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(ledger.close)
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies)
         stack.push_async_callback(state.aclose)
-        await state.note_policy()
-        await _apply_retention(ledger)
+        try:
+            await state.note_policy()
+            await _apply_retention(ledger)
+        except LedgerUnavailableError as exc:
+            # A full or locked ledger must not keep the server from starting: calls then fail
+            # clearly at their reservation, and paid answers go to the journal.
+            log.warning("ledger housekeeping skipped at start: %s", exc)
         yield state
 
 
