@@ -9,6 +9,8 @@ Three runs on fresh temp ledgers against the local emulator (no API key needed):
 2. kill: one server gets a stream of calls and is SIGKILLed while some are in flight; a new
    server on the same ledger frees the dead process's holds. Responses the API completes after
    the kill never reach offload: they show as `unrecorded_in_flight_at_kill`, not as `lost`.
+   The same fleet again on a filling disk: `prlimit --fsize` lets no server file grow more than
+   160 KB, so ledger writes start failing (EFBIG, an I/O error to SQLite, as ENOSPC would be).
 3. disk full: the ledger's write connection is capped (PRAGMA max_page_count, SQLite's own
    SQLITE_FULL); paid answers go to the journal and the next open records them once.
 
@@ -80,14 +82,24 @@ def _line(name: str, **n: int) -> dict[str, Any]:
     return row
 
 
-async def fleet(tmp: Path, servers: int, calls: int, seed: int) -> dict[str, Any]:
+async def fleet(tmp: Path, servers: int, calls: int, seed: int, fsize: int | None = None) -> dict[str, Any]:
     bare = 0
     answered = 0
+    db = tmp / "ledger.db"
+    if fsize is not None:  # the disk fills up: no server file may grow more than `fsize` bytes past now
+        led = await Ledger.open(db)
+        await led.close()
+        fsize += db.stat().st_size
     with serve_in_thread(EmulatorConfig(seed=seed, faults=FAULTS, batch_delay_s=0.2)) as emu:
 
         async def server(n: int) -> None:
             nonlocal bare, answered
-            params = StdioServerParameters(command=OFFLOAD, args=["serve"], env=_env(tmp, emu.url, f"s{n}"))
+            env = _env(tmp, emu.url, f"s{n}")
+            params = (
+                StdioServerParameters(command=OFFLOAD, args=["serve"], env=env)
+                if fsize is None
+                else StdioServerParameters(command="prlimit", args=[f"--fsize={fsize}", OFFLOAD, "serve"], env=env)
+            )
             with (tmp / f"s{n}.stderr").open("w") as err:
                 async with Client(stdio_client(params, errlog=err), read_timeout_seconds=300) as c:
 
@@ -109,11 +121,17 @@ async def fleet(tmp: Path, servers: int, calls: int, seed: int) -> dict[str, Any
             for n in range(servers):
                 tg.start_soon(server, n)
         served, faults = _served(emu), sum(emu.state.faults.injected.values())
-    db = tmp / "ledger.db"
+    extra: dict[str, int] = {}
+    if fsize is not None:
+        extra["rows_while_full"] = _count(db, "SELECT COUNT(*) FROM attempts")
+        extra["journaled"] = pending(db)
+        for _ in range(2):  # room again: the next open replays the journal; a second adds nothing
+            led = await Ledger.open(db)
+            await led.close()
     rows = _count(db, "SELECT COUNT(*) FROM attempts")
     holds = _count(db, "SELECT COUNT(*) FROM reservations")
     return _line(
-        "fleet",
+        "fleet" if fsize is None else "fleet_disk_full",
         servers=servers,
         calls=servers * calls,
         answered=answered,
@@ -124,6 +142,7 @@ async def fleet(tmp: Path, servers: int, calls: int, seed: int) -> dict[str, Any
         holds=holds,
         lost=served - rows,
         bare_errors=bare,
+        **extra,
     )
 
 
@@ -243,11 +262,13 @@ async def disk_full(tmp: Path) -> dict[str, Any]:
 
 async def main(servers: int, calls: int, seed: int) -> list[dict[str, Any]]:
     out = []
-    for run in ("fleet", "kill", "disk_full"):
+    for run in ("fleet", "fleet_disk_full", "kill", "disk_full"):
         with tempfile.TemporaryDirectory(prefix=f"offload-rel-{run}-") as d:
             tmp = Path(d)
             if run == "fleet":
                 out.append(await fleet(tmp, servers, calls, seed))
+            elif run == "fleet_disk_full":
+                out.append(await fleet(tmp, servers, calls, seed, fsize=160_000))
             elif run == "kill":
                 out.append(await kill(tmp, seed))
             else:

@@ -5,15 +5,20 @@ Real parts: the in-memory MCP client and server, the SDK to the emulator's batch
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import anyio
 import pytest
 from mcp import Client
 
 from offload.config.settings import Settings
+from offload.mcp.http import bind_socket
 from offload.mcp.server import build_server
 from reliability.conftest import result_text
 
@@ -22,12 +27,40 @@ pytestmark = pytest.mark.anyio
 ITEMS = 60_000
 
 
+@contextmanager
+def _emulator_process(tmp_path: Path) -> Iterator[str]:
+    """The emulator in its own process: parsing a 10 MB batch body must not take this process's GIL."""
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    sock.close()
+    with (tmp_path / "emulator.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "offload"), "emulator", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=log,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "emulator.log").read_text()
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 async def test_a_large_batch_submit_leaves_the_loop_free(
-    running: Callable[..., Any], make_settings: Callable[..., Settings]
+    make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     items = [f"item number {i} with a little text to classify" for i in range(ITEMS)]
-    with running(batch_delay_s=3600) as emu:
-        async with Client(build_server(make_settings(emu.url)), read_timeout_seconds=300) as c:
+    with _emulator_process(tmp_path) as url:
+        async with Client(build_server(make_settings(url)), read_timeout_seconds=300) as c:
             waits: list[float] = []
             done = anyio.Event()
 

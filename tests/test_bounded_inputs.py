@@ -76,10 +76,10 @@ def test_identifier_restore_is_linear_on_ten_megabytes() -> None:
     assert took < 2, took  # README Limits: identifier restore within 1 s on 10 MB (quadratic: minutes)
 
 
-async def test_summarize_two_megabytes_answers_and_others_are_served_meanwhile(
+async def test_summarize_ten_megabytes_answers_and_others_are_served_meanwhile(
     running: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    text = _many_long_urls(2_000_000)
+    text = _many_long_urls(10_000_000)
     with running() as emu:
         async with Client(build_server(make_settings(emu.url)), read_timeout_seconds=300) as c:
             waits: list[float] = []

@@ -18,6 +18,7 @@ import pytest
 from helpers import query
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings, shipped
+from offload.core.errors import LedgerUnavailableError
 from offload.core.pricing import Usage
 from offload.infra.ledger import batches as store
 from offload.infra.ledger.db import Ledger
@@ -120,3 +121,30 @@ async def test_a_write_waits_out_another_process_and_reads_do_not_block_it(ledge
             await conn.execute("DELETE FROM reservations")
     other.close()
     assert rows == []
+
+
+async def test_begin_immediate_retries_past_busy_timeout_then_says_what_is_wrong(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    led = await Ledger.open(db, busy_timeout_ms=20, busy_retries=8)
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+
+        async def release_later() -> None:
+            await anyio.sleep(0.6)  # far past busy_timeout: only the retries can carry the write through
+            other.execute("COMMIT")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_later)
+            async with led.write() as conn:
+                await conn.execute("DELETE FROM reservations")
+
+        other.execute("BEGIN IMMEDIATE")  # now held for good: the retries run out
+        led.busy_retries = 2
+        with pytest.raises(LedgerUnavailableError, match="locked by other processes past every retry"):
+            async with led.write() as conn:
+                await conn.execute("DELETE FROM reservations")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await led.close()

@@ -78,6 +78,7 @@ async def test_token_b_sees_and_touches_nothing_token_a_made(
             own_list = await a.call_tool("batch_status", {})
             own_one = await a.call_tool("batch_status", {"batch_id": batch_id})
             own_handle = await a.call_tool("trim_result", {"handle": handle, "fields": "items[0]"})
+            own_budget = await a.call_tool("budget_status", {})
         async with client(url, TOKEN_B, mode=mode) as b:
             listed = await b.call_tool("batch_status", {})
             one = await b.call_tool("batch_status", {"batch_id": batch_id})
@@ -87,8 +88,11 @@ async def test_token_b_sees_and_touches_nothing_token_a_made(
             stolen = await b.call_tool("trim_result", {"handle": handle})
             # The same content trimmed by B gets B's own handle, not a way to A's.
             same = await b.call_tool("trim_result", {"content": doc, "max_tokens": 60})
+            budget = await b.call_tool("budget_status", {})
 
     assert batch_id in result_text(own_list) and not own_one.is_error and "A-only-0" in result_text(own_handle)
+    assert own_budget.structured_content["pending_batches"] == 1
+    assert budget.structured_content["pending_batches"] == 0
     assert not listed.is_error and batch_id not in result_text(listed)
     assert listed.structured_content == {"batches": []}
     for result in (one, results, written):

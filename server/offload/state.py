@@ -6,6 +6,7 @@ knowing about `mcp`; the MCP layer hands it to them from its lifespan.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from offload.config.policy import PolicyHolder
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
 from offload.core.baseline_cache import BaselineCache
+from offload.core.errors import LedgerUnavailableError
 from offload.core.pricing import PriceTable
 from offload.core.recall import Recall
 from offload.infra.claude import ClaudeClient
@@ -26,6 +28,7 @@ from offload.infra.ledger.records import record_policy_snapshot
 from offload.policy.models import Policy
 
 REDO_MAX_BYTES = 32_000_000
+log = logging.getLogger("offload")
 
 
 @dataclass
@@ -94,8 +97,13 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(ledger.close)
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies)
         stack.push_async_callback(state.aclose)
-        await state.note_policy()
-        await _apply_retention(ledger)
+        try:
+            await state.note_policy()
+            await _apply_retention(ledger)
+        except LedgerUnavailableError as exc:
+            # A full or locked ledger must not keep the server from starting: calls then fail
+            # clearly at their reservation, and paid answers go to the journal.
+            log.warning("ledger housekeeping skipped at start: %s", exc)
         yield state
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from offload.core.checks import Checks, failed_check
-from offload.core.errors import BudgetExceededError, InputError, UpstreamError
+from offload.core.errors import BudgetExceededError, InputError, LedgerUnavailableError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
 from offload.core.request import Prompt, build_params, request_hash
@@ -313,6 +313,12 @@ async def _route_and_run(
                 raise
             # The budget can't cover the next rung: the host keeps the answer it already paid for.
             budget_stop = f"escalation stopped, {exc.scope} budget: {fmt_usd(exc.remaining_pusd)} left"
+            break
+        except LedgerUnavailableError:
+            if not rungs:
+                raise
+            # The next rung can't be reserved (ledger full or locked): keep the answer already paid for.
+            budget_stop = "escalation stopped: the ledger could not be written"
             break
         rungs.append(
             _Rung(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import ToolOutput
 from offload.core.scopes import SCOPE_OF
+from offload.core.tenancy import current_owner
 from offload.infra.ledger import budgets, reports
 from offload.metering.metered import limits_of, short_model
 
@@ -30,7 +31,7 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
     policy = state.policy
     await budgets.expire(state.ledger)
     summary = await reports.summary(
-        state.ledger, session, limits_of(policy), window="session" if scope == "all" else scope
+        state.ledger, session, limits_of(policy), window="session" if scope == "all" else scope, owner=current_owner()
     )
     wanted = [s for s in summary.scopes if scope == "all" or s.scope == SCOPE_OF[scope]]
 

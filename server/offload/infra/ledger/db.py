@@ -107,11 +107,11 @@ def _backoff(attempt: int) -> float:
     return float(BUSY_BACKOFF_S * (2 ** min(attempt, 6)) * (0.5 + random.random()))
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(str(path), isolation_level=None)
     try:
         conn.row_factory = aiosqlite.Row
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")
         await conn.execute("PRAGMA foreign_keys = ON")
@@ -129,26 +129,37 @@ class Ledger:
     Use `Ledger.open(path)`.
     """
 
-    def __init__(self, wconn: aiosqlite.Connection, rconn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self, wconn: aiosqlite.Connection, rconn: aiosqlite.Connection, path: Path, *, busy_retries: int = BUSY_RETRIES
+    ) -> None:
         self.wconn = wconn
         self.conn = ReadConn(rconn)
         self.path = path
         # Written on every attempt this process records (see records.py); set by `open`.
         self.project: str | None = None
         self.user: str | None = None
+        self.busy_retries = busy_retries
         # One connection is shared by every task of the process; without this lock a second
         # task's BEGIN IMMEDIATE would fail with "cannot start a transaction within a transaction".
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str, *, project: str | None = None, user: str | None = None) -> Ledger:
+    async def open(
+        cls,
+        path: Path | str,
+        *,
+        project: str | None = None,
+        user: str | None = None,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        busy_retries: int = BUSY_RETRIES,
+    ) -> Ledger:
         """Open (creating and migrating) the ledger; a path that cannot hold one is a `ConfigError` naming it.
 
         `project` and `user` are recorded on every attempt written through this connection.
         """
         path = Path(path)
         try:
-            ledger = await cls._open(path)
+            ledger = await cls._open(path, busy_timeout_ms, busy_retries)
             ledger.project, ledger.user = project, user
             return ledger
         except FileExistsError:  # mkdir(exist_ok=True) says only this when a parent is a file
@@ -162,15 +173,15 @@ class Ledger:
         )
 
     @classmethod
-    async def _open(cls, path: Path) -> Ledger:
+    async def _open(cls, path: Path, busy_timeout_ms: int, busy_retries: int) -> Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
-        wconn = await _connect(path)
+        wconn = await _connect(path, busy_timeout_ms)
         try:
-            rconn = await _connect(path)
+            rconn = await _connect(path, busy_timeout_ms)
         except BaseException:
             await wconn.close()
             raise
-        ledger = cls(wconn, rconn, path)
+        ledger = cls(wconn, rconn, path, busy_retries=busy_retries)
         try:
             await ledger._migrate()
         except BaseException:
@@ -218,12 +229,12 @@ class Ledger:
         )
 
     async def _begin(self) -> None:
-        for attempt in range(BUSY_RETRIES + 1):
+        for attempt in range(self.busy_retries + 1):
             try:
                 await self.wconn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or attempt == BUSY_RETRIES:
+                if not is_busy(exc) or attempt == self.busy_retries:
                     raise
             await asyncio.sleep(_backoff(attempt))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from offload.core.errors import InputError
 from offload.core.money import usd_json
@@ -128,6 +128,7 @@ async def summary(
     *,
     window: str = "session",
     top: int = 3,
+    owner: Any = None,
 ) -> BudgetSummary:
     """Budgets for every scope, plus savings, cache hits and top models for `window`."""
     if window not in _WINDOWS:
@@ -161,7 +162,10 @@ async def summary(
     pending = 0
     if await _table_exists(conn, "batches"):
         # 0003_batches.sql: a local batch is 'open' until every request is settled.
-        got = await (await conn.execute("SELECT COUNT(*) FROM batches WHERE state = 'open'")).fetchone()
+        # Only the caller's own batches: over HTTP another token's are none of its business.
+        got = await (
+            await conn.execute("SELECT COUNT(*) FROM batches WHERE state = 'open' AND owner IS ?", (owner,))
+        ).fetchone()
         pending = int(got[0]) if got else 0
     quality = Quality()
     if await _table_exists(conn, "calls"):
