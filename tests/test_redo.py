@@ -5,7 +5,10 @@ Real MCP client → server → real SDK over HTTP → emulator → SQLite.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -110,6 +113,37 @@ async def test_redo_reruns_the_same_request_one_tier_up_and_records_the_verdict(
     assert Decimal(s["saved_usd"]) * 10**12 == baseline - cost
     assert s["answers"] == {"answers": 2, "checked": 0, "redone": 1, "unchecked": 1}
     assert "answers: 2 (0 checked, 1 redone, 1 unchecked)" in text_of(status)
+    # `offload spend` shows the same quality next to the same money
+    spend = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "offload.cli.main",
+                "spend",
+                "--json",
+                "--by",
+                "model",
+                "--db",
+                str(settings.db_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    total = spend["total"]
+    assert (total["answers"], total["checked"], total["redone"], total["unchecked"]) == (2, 0, 1, 1)
+    assert Decimal(total["saved_usd"]) * 10**12 == baseline - cost
+    by_model = {r["key"]: (r["answers"], r["redone"]) for r in spend["rows"]}
+    assert by_model == {"claude-haiku-5-5": (1, 1), "claude-sonnet-5-5": (1, 0)}
+    table = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "spend", "--by", "model", "--db", str(settings.db_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "redone" in table and "unchecked" in table
 
 
 async def test_redo_of_an_unknown_or_expired_id_says_to_resend_the_prompt(
