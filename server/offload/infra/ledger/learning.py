@@ -121,6 +121,20 @@ async def longest_answer(conn: aiosqlite.Connection, family: str, window: int) -
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
+async def typical_output(conn: aiosqlite.Connection, model: str, *, recent: int = 200) -> int | None:
+    """Mean output tokens of `model`'s recent answers that ended on their own (None: no history)."""
+    cur = await conn.execute(
+        "SELECT COUNT(*), AVG(output_tokens) FROM (SELECT output_tokens FROM attempts"
+        " WHERE model = ? AND outcome = 'ok' AND COALESCE(stop_reason, '') != 'max_tokens'"
+        " ORDER BY id DESC LIMIT ?)",
+        (model, recent),
+    )
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        return None
+    return max(1, round(float(row[1])))
+
+
 async def judges(conn: aiosqlite.Connection, session_id: str) -> bool:
     """Whether this session's host has judged any answer: only then is its silence evidence."""
     cur = await conn.execute("SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL LIMIT 1", (session_id,))

@@ -18,7 +18,7 @@ from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
 from offload.infra import files
 from offload.infra.ledger import batches as store
-from offload.infra.ledger import budgets
+from offload.infra.ledger import budgets, learning
 from offload.infra.ledger import windows as w
 from offload.metering.metered import limits_of
 from offload.policy import engine
@@ -130,12 +130,14 @@ async def _persist_and_send(
     sizes: list[int] = []
     worst: list[int] = []
     typical = sync = 0
+    # The estimate uses how long this model's answers have been, when the ledger knows.
+    observed_out = await learning.typical_output(state.ledger.conn, shared.model)
     for idx, spec in enumerate(specs):
         sizes.append(build.line_bytes(build.request_line(shared, spec, idx)))
         upper = build.input_upper_bound(shared, spec)
         worst.append(prices.worst_case(shared.model, upper, shared.max_tokens, batch=True))
         guess_in = build.input_typical(shared, spec)
-        guess_out = min(shared.max_tokens, build.TYPICAL_OUTPUT_TOKENS)
+        guess_out = min(shared.max_tokens, observed_out or build.TYPICAL_OUTPUT_TOKENS)
         typical += _typical(state, shared, guess_in, guess_out, batch=True)
         sync += _typical(state, shared, guess_in, guess_out, batch=False)
     part_of = build.split(sizes)
