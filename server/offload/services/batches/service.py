@@ -10,6 +10,7 @@ it on its own — that could pay twice — and batch_status tells the user how t
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,9 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
             prompt_tokens=upper, task=args.task, forced_tier=args.tier, prompt_text=sample, max_tokens=args.max_tokens
         ),
     )
+    if decision.rule == "default_tier" and policy.batch.default_tier is not None:
+        decision = replace(decision, tier=policy.batch.default_tier, rule="batch.default_tier")
+        decision = replace(decision, max_tokens=policy.max_tokens_for(decision.tier, args.max_tokens))
     model = policy.tiers[decision.tier]
     shared = Shared(
         model=model,
