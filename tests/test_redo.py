@@ -89,10 +89,10 @@ async def test_redo_reruns_the_same_request_one_tier_up_and_records_the_verdict(
     assert calls[0].body["messages"] == calls[1].body["messages"]
 
     # the verdict sits on the earlier call; only the answer the host kept carries a baseline
-    verdicts = query(settings.db_path, "SELECT call_id, verdict, redo_of, tier FROM calls ORDER BY ts, rowid")
+    verdicts = query(settings.db_path, "SELECT call_id, verdict, redo_of, tier, reason FROM calls ORDER BY ts, rowid")
     assert [tuple(v) for v in verdicts] == [
-        (first_id, "redone", None, "cheap"),
-        (data["call_id"], None, first_id, "standard"),
+        (first_id, "redone", None, "cheap", None),  # the reason is host text: not kept without store_text
+        (data["call_id"], None, first_id, "standard", None),
     ]
     rows = ledger_rows(settings.db_path)
     assert [r["baseline_pusd"] > 0 for r in rows] == [False, True]

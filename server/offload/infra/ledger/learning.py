@@ -74,7 +74,9 @@ async def record_call(
             )
 
 
-async def mark_judged(ledger: Ledger, call_id: str, verdict: str, *, keep_baseline: bool) -> bool:
+async def mark_judged(
+    ledger: Ledger, call_id: str, verdict: str, *, keep_baseline: bool, reason: str | None = None
+) -> bool:
     """The host found `call_id`'s answer wrong: note the verdict, count its tier as inadequate and,
     unless the host is left with this answer (`keep_baseline`), drop its baseline: the redo's answer
     now stands for the one call the host would have made itself. False if the call is unknown."""
@@ -82,7 +84,7 @@ async def mark_judged(ledger: Ledger, call_id: str, verdict: str, *, keep_baseli
         row = await (await conn.execute("SELECT tier, final_key FROM calls WHERE call_id = ?", (call_id,))).fetchone()
         if row is None:
             return False
-        await conn.execute("UPDATE calls SET verdict = ? WHERE call_id = ?", (verdict, call_id))
+        await conn.execute("UPDATE calls SET verdict = ?, reason = ? WHERE call_id = ?", (verdict, reason, call_id))
         await conn.execute(
             "UPDATE tier_evidence SET adequate = 0 WHERE call_id = ? AND tier = ?", (call_id, str(row[0]))
         )
