@@ -16,7 +16,7 @@ Savings check: each host's exact request stream is also run on the baseline mode
 against a fresh emulator with the same caching; "measured" savings compare offload's ledger cost
 to that run's cost, "reported" is what budget_status tells the user.
 
-    python bench/bench_quality.py [--quick] [--variants=default,no-triage,learning]
+    python bench/bench_quality.py [--quick] [--variants=default,triage,learning]
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def policy_text(variant: str) -> str:
     # Budgets lifted: the bench measures routing, not budget refusals.
     text = text.replace("session_usd: 2", "session_usd: 10000").replace("daily_usd: 20", "daily_usd: 10000")
     text = text.replace("monthly_usd: 300", "monthly_usd: 100000")
-    if variant == "no-triage":
-        text = re.sub(r"triage:\n  enabled: true", "triage:\n  enabled: false", text)
+    if variant == "triage":
+        text = re.sub(r"triage:\n  enabled: false", "triage:\n  enabled: true", text)
     if variant == "learning":
         text = text.replace("learning:\n  enabled: false", "learning:\n  enabled: true")
     return text + "\n"

@@ -28,6 +28,7 @@ from common import Row, machine, normalize, table  # noqa: E402
 # (section, module); order is the table's order.
 BENCHES = [
     ("savings", "bench_savings"),
+    ("quality", "bench_quality"),
     ("overhead", "bench_overhead"),
     ("context", "bench_context"),
     ("ledger", "bench_ledger"),

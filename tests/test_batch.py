@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,24 @@ async def test_budget_refusal_names_what_is_left_and_holds_nothing(
         assert emu.state.calls("/v1/messages/batches") == []
     assert db_rows(settings.db_path, "SELECT * FROM reservations") == []
     assert db_rows(settings.db_path, "SELECT * FROM batches") == []
+
+
+async def test_the_batch_estimate_uses_how_long_the_models_answers_have_been(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    items = [f"ticket {i}" for i in range(4)]
+    args = {"template": "Label: {item}", "items": items, "task": "classify", "max_tokens": 2000}
+    with running(script=[{"match": "Label", "reply": "billing", "output_tokens": 3}]) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            before = await c.call_tool("batch_submit", args)
+            await wait_done(c, (before.structured_content or {})["batch_id"])
+            for i in range(3):  # synchronous answers on the same model: 3 output tokens each
+                await c.call_tool("routed_complete", {"prompt": f"Label: ticket {i}", "task": "classify"})
+            after = await c.call_tool("batch_submit", args)
+    first = Decimal((before.structured_content or {})["estimated_cost_usd"])
+    second = Decimal((after.structured_content or {})["estimated_cost_usd"])
+    # no history: 500 output tokens per answer assumed; then the observed 3 tokens
+    per_item_out_first = 500 * Decimal(HAIKU_BATCH["out"]) / 10**12
+    per_item_out_second = 3 * Decimal(HAIKU_BATCH["out"]) / 10**12
+    assert first - second == len(items) * (per_item_out_first - per_item_out_second)

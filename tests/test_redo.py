@@ -5,7 +5,10 @@ Real MCP client → server → real SDK over HTTP → emulator → SQLite.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -87,10 +90,10 @@ async def test_redo_reruns_the_same_request_one_tier_up_and_records_the_verdict(
     assert calls[0].body["messages"] == calls[1].body["messages"]
 
     # the verdict sits on the earlier call; only the answer the host kept carries a baseline
-    verdicts = query(settings.db_path, "SELECT call_id, verdict, redo_of, tier FROM calls ORDER BY ts, rowid")
+    verdicts = query(settings.db_path, "SELECT call_id, verdict, redo_of, tier, reason FROM calls ORDER BY ts, rowid")
     assert [tuple(v) for v in verdicts] == [
-        (first_id, "redone", None, "cheap"),
-        (data["call_id"], None, first_id, "standard"),
+        (first_id, "redone", None, "cheap", None),  # the reason is host text: not kept without store_text
+        (data["call_id"], None, first_id, "standard", None),
     ]
     rows = ledger_rows(settings.db_path)
     assert [r["baseline_pusd"] > 0 for r in rows] == [False, True]
@@ -111,6 +114,37 @@ async def test_redo_reruns_the_same_request_one_tier_up_and_records_the_verdict(
     assert Decimal(s["saved_usd"]) * 10**12 == baseline - cost
     assert s["answers"] == {"answers": 2, "checked": 0, "redone": 1, "unchecked": 1}
     assert "answers: 2 (0 checked, 1 redone, 1 unchecked)" in text_of(status)
+    # `offload spend` shows the same quality next to the same money
+    spend = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "offload.cli.main",
+                "spend",
+                "--json",
+                "--by",
+                "model",
+                "--db",
+                str(settings.db_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    total = spend["total"]
+    assert (total["answers"], total["checked"], total["redone"], total["unchecked"]) == (2, 0, 1, 1)
+    assert Decimal(total["saved_usd"]) * 10**12 == baseline - cost
+    by_model = {r["key"]: (r["answers"], r["redone"]) for r in spend["rows"]}
+    assert by_model == {"claude-haiku-5-5": (1, 1), "claude-sonnet-5-5": (1, 0)}
+    table = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "spend", "--by", "model", "--db", str(settings.db_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "redone" in table and "unchecked" in table
 
 
 async def test_redo_of_an_unknown_or_expired_id_says_to_resend_the_prompt(

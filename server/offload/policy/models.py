@@ -279,6 +279,9 @@ class Learning(_Section):
 
 class BatchPrefs(_Section):
     prefer_when_downgrading: StrictBool = False
+    # Bulk work that no rule matches: mechanical far more often than the unlabelled sync work
+    # `default_tier` is set for. None: `default_tier`.
+    default_tier: TierName | None = None
 
 
 class Policy(_Section):
@@ -318,6 +321,8 @@ class Policy(_Section):
         refs += [(f"max_tokens.{t}", t) for t in self.max_tokens]
         if self.triage is not None:
             refs.append(("triage.tier", self.triage.tier))
+        if self.batch.default_tier is not None:
+            refs.append(("batch.default_tier", self.batch.default_tier))
         for where, tier in refs:
             if tier not in self.tiers:
                 raise _fail(

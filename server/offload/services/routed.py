@@ -142,16 +142,18 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
             f"up to {state.settings.redo_ttl_s // 60} minutes); send the prompt again, with a higher tier= if needed"
         )
     policy = state.policy
+    # The host's words about the answer are text it sent: kept only where prompts are kept.
+    reason = args.reason if policy.store_text else None
     up = engine.tier_above(policy, job.tier)
     if up is None:
-        await learning.mark_judged(state.ledger, call_id, "rejected", keep_baseline=True)
+        await learning.mark_judged(state.ledger, call_id, "rejected", keep_baseline=True, reason=reason)
         raise InputError(
             f"{call_id} was already answered by the top tier ({job.tier}: {policy.tiers.get(job.tier, '?')}); "
             "there is no higher tier to redo it on. Add what the answer missed to the prompt, or split the task"
         )
     run = await _route_and_run(state, session, job, redo_tier=up, progress=progress)
     # Judged only once the better answer is paid for: a failed redo leaves the earlier answer standing.
-    await learning.mark_judged(state.ledger, call_id, "redone", keep_baseline=False)
+    await learning.mark_judged(state.ledger, call_id, "redone", keep_baseline=False, reason=reason)
     return await _finish(state, session, job, run, redo_of=call_id)
 
 

@@ -72,7 +72,9 @@ async def record_call(
             )
 
 
-async def mark_judged(ledger: Ledger, call_id: str, verdict: str, *, keep_baseline: bool) -> bool:
+async def mark_judged(
+    ledger: Ledger, call_id: str, verdict: str, *, keep_baseline: bool, reason: str | None = None
+) -> bool:
     """The host found `call_id`'s answer wrong: note the verdict, count its tier as inadequate and,
     unless the host is left with this answer (`keep_baseline`), drop its baseline: the redo's answer
     now stands for the one call the host would have made itself. False if the call is unknown."""
@@ -80,7 +82,7 @@ async def mark_judged(ledger: Ledger, call_id: str, verdict: str, *, keep_baseli
         row = await (await conn.execute("SELECT tier, final_key FROM calls WHERE call_id = ?", (call_id,))).fetchone()
         if row is None:
             return False
-        await conn.execute("UPDATE calls SET verdict = ? WHERE call_id = ?", (verdict, call_id))
+        await conn.execute("UPDATE calls SET verdict = ?, reason = ? WHERE call_id = ?", (verdict, reason, call_id))
         await conn.execute(
             "UPDATE tier_evidence SET adequate = 0 WHERE call_id = ? AND tier = ?", (call_id, str(row[0]))
         )
@@ -117,6 +119,20 @@ async def longest_answer(conn: Conn, family: str, window: int) -> tuple[int, int
     )
     row = await cur.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def typical_output(conn: Conn, model: str, *, recent: int = 200) -> int | None:
+    """Mean output tokens of `model`'s recent answers that ended on their own (None: no history)."""
+    cur = await conn.execute(
+        "SELECT COUNT(*), AVG(output_tokens) FROM (SELECT output_tokens FROM attempts"
+        " WHERE model = ? AND outcome = 'ok' AND COALESCE(stop_reason, '') != 'max_tokens'"
+        " ORDER BY id DESC LIMIT ?)",
+        (model, recent),
+    )
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        return None
+    return max(1, round(float(row[1])))
 
 
 async def judges(conn: Conn, session_id: str) -> bool:

@@ -10,6 +10,7 @@ it on its own — that could pay twice — and batch_status tells the user how t
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from offload.core.output import Progress, ToolOutput, no_progress
 from offload.core.tenancy import current_owner
 from offload.infra import files
 from offload.infra.ledger import batches as store
-from offload.infra.ledger import budgets
+from offload.infra.ledger import budgets, learning
 from offload.infra.ledger import windows as w
 from offload.metering.metered import limits_of
 from offload.policy import engine
@@ -73,6 +74,9 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
             prompt_tokens=upper, task=args.task, forced_tier=args.tier, prompt_text=sample, max_tokens=args.max_tokens
         ),
     )
+    if decision.rule == "default_tier" and policy.batch.default_tier is not None:
+        decision = replace(decision, tier=policy.batch.default_tier, rule="batch.default_tier")
+        decision = replace(decision, max_tokens=policy.max_tokens_for(decision.tier, args.max_tokens))
     model = policy.tiers[decision.tier]
     shared = Shared(
         model=model,
@@ -131,7 +135,11 @@ async def _persist_and_send(
     progress: Progress,
 ) -> ToolOutput:
     policy = state.policy
-    part_of, part_counts, worst, typical, sync = await anyio.to_thread.run_sync(_priced, state, shared, specs)
+    # The estimate uses how long this model's answers have been, when the ledger knows.
+    observed_out = await learning.typical_output(state.ledger.conn, shared.model)
+    part_of, part_counts, worst, typical, sync = await anyio.to_thread.run_sync(
+        _priced, state, shared, specs, observed_out
+    )
     total_worst = sum(worst)
     state.claude()  # fail on a missing key before holding any money
     reservation = await budgets.reserve(state.ledger, session, total_worst, limits_of(policy))
@@ -167,7 +175,9 @@ async def _persist_and_send(
     return _submitted_output(batch_id, shared, tier, len(specs), api_ids, failures, total_worst, typical, sync)
 
 
-def _priced(state: AppState, shared: Shared, specs: list[Spec]) -> tuple[list[int], list[int], list[int], int, int]:
+def _priced(
+    state: AppState, shared: Shared, specs: list[Spec], observed_out: int | None
+) -> tuple[list[int], list[int], list[int], int, int]:
     """(part of each request, requests per part, worst case per request, typical, typical sent one by one)."""
     prices = state.prices
     sizes: list[int] = []
@@ -178,7 +188,7 @@ def _priced(state: AppState, shared: Shared, specs: list[Spec]) -> tuple[list[in
         upper = build.input_upper_bound(shared, spec)
         worst.append(prices.worst_case(shared.model, upper, shared.max_tokens, batch=True))
         guess_in = build.input_typical(shared, spec)
-        guess_out = min(shared.max_tokens, build.TYPICAL_OUTPUT_TOKENS)
+        guess_out = min(shared.max_tokens, observed_out or build.TYPICAL_OUTPUT_TOKENS)
         typical += _typical(state, shared, guess_in, guess_out, batch=True)
         sync += _typical(state, shared, guess_in, guess_out, batch=False)
     part_of = build.split(sizes)

@@ -10,11 +10,14 @@ CREATE TABLE calls (
     final_key   TEXT,                             -- attempts.request_key of that answer
     checked     INTEGER NOT NULL DEFAULT 0 CHECK (checked IN (0, 1)),  -- a caller's check passed on it
     verdict     TEXT,                             -- NULL, 'redone', or 'rejected' (redo past the top tier)
-    redo_of     TEXT                              -- the call this one redid
+    redo_of     TEXT,                             -- the call this one redid
+    reason      TEXT                              -- the host's reason for its verdict (store_text only)
 );
 CREATE INDEX calls_session ON calls (session_id, ts);
 CREATE INDEX calls_ts ON calls (ts);
 CREATE INDEX calls_family ON calls (family, ts);
+-- Sessions whose host has judged an answer: their silence counts as acceptance.
+CREATE INDEX calls_judged ON calls (session_id) WHERE verdict IS NOT NULL;
 
 -- Evidence of where a family's answers are adequate: one row per tier an answer was tried on.
 -- adequate: 1 yes (a check passed), 0 no (a check failed, or the host redid it), NULL unknown
