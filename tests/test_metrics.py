@@ -77,7 +77,7 @@ async def _calls(url: str, root: Path) -> None:
         for args in (
             {"prompt": f"{SECRET_PROMPT} what does f7 do?", "context_files": ["doc.py"]},
             {"prompt": "and f9?", "context_files": ["doc.py"]},  # reads the cached prefix
-            {"prompt": "ESCALATE: give a number", "must_match": "[0-9]"},
+            {"prompt": "ESCALATE: give a number", "must_match": "[0-9]", "difficulty": "easy"},
             {"prompt": "REFUSE this", "difficulty": "hard"},
         ):
             res = await c.call_tool("routed_complete", args)

@@ -63,7 +63,7 @@ async def _drive(params: StdioServerParameters, err: Any, receiver: Receiver, db
     async with Client(stdio_client(params, errlog=err), read_timeout_seconds=60) as c:
         for args in (
             {"prompt": "What is 2+2?"},
-            {"prompt": "ESCALATE: give a number", "must_match": "[0-9]"},
+            {"prompt": "ESCALATE: give a number", "must_match": "[0-9]", "difficulty": "easy"},
             {"prompt": "Plan a migration.", "difficulty": "hard", "max_tokens": 64},
         ):
             res = await c.call_tool("routed_complete", args)

@@ -62,6 +62,9 @@ def cmd_spend(
     title = f"offload spend by {by} since {start:%Y-%m-%d %H:%M} UTC"
     if console.width < NARROW_BELOW:
         console.print(_narrow_table(rows, tot, by, title))
+        # Quality next to the money, even when the columns for it don't fit.
+        q = tot.quality
+        console.print(f"answers: {q.checked} checked, {q.redone} redone, {q.unchecked} unchecked (per row: --json)")
     else:
         console.print(_table(rows, tot, by, title))
     return 0

@@ -94,15 +94,17 @@ def metrics_text(db_path: Path, prices: PriceTable) -> str:
     """The exposition for the ledger at `db_path` (no ledger yet: every family, no samples)."""
     with reading(db_path) as conn:
         found = [] if conn is None else groups(conn, long_thresholds(prices))
-        seen = Answers() if conn is None else answers(conn)
+        seen = None if conn is None else answers(conn)
     return render(found, prices) + _answers_text(seen)
 
 
-def _answers_text(a: Answers) -> str:
+def _answers_text(a: Answers | None) -> str:
     """Answers returned to hosts by what became of them: savings are read next to these."""
     name = "offload_answers_total"
     lines = [f"# HELP {name} Answers returned to hosts: a check passed, the host redid it (redo_of), or neither."]
     lines.append(f"# TYPE {name} counter")
+    if a is None or not a.answers:  # like every family: no samples before the first answer
+        return "\n".join(lines) + "\n"
     for state, n in (("checked", a.checked), ("redone", a.redone), ("unchecked", a.unchecked)):
         lines.append(f'{name}{{state="{state}"}} {n}')
     return "\n".join(lines) + "\n"
