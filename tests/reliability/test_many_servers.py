@@ -112,7 +112,8 @@ async def test_eight_servers_on_a_filling_disk_keep_every_paid_answer_in_the_jou
     db = tmp_path / "ledger.db"
     led = await Ledger.open(db)  # the ledger exists; from here on its files can barely grow
     await led.close()
-    fsize = db.stat().st_size + 160_000
+    # Room for the servers to start and a few calls (each call writes a few WAL pages), then full.
+    fsize = db.stat().st_size + 320_000
     with running(seed=7, faults=FAULTS) as emu:
         outcomes = await run_fleet(tmp_path, emu.url, SERVERS, CALLS_EACH, fsize=fsize)
         served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
