@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from offload.cli.dashboard import build_app
 from offload.cli.dashboard_data import fold
 from offload.config.settings import Settings
 from offload.core.pricing import Usage
-from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.budgets import BudgetLimits
 from offload.infra.ledger.dashboard import Point, reading, since_filter
+from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record, record_policy
+from transcript_fixtures import assistant, write_transcript
 
 TOKEN = "tok-dash-3c9e1f7a2b"
 CENT = 10**10
@@ -134,3 +136,45 @@ def test_wide_windows_scan_the_table_narrow_ones_use_the_index(tmp_path: Path) -
         assert conn is not None
         assert since_filter(conn, NOW - timedelta(days=90)) == "+ts >= ?"
         assert since_filter(conn, NOW - timedelta(minutes=1)) == "ts >= ?"
+
+
+def test_host_bill_uses_the_users_price_file(tmp_path: Path) -> None:
+    # A model only the user's OFFLOAD_PRICING knows: the page must price it as `serve` does,
+    # not call it unpriced (or price an overridden model at the shipped rate).
+    prices = tmp_path / "mine.yaml"
+    prices.write_text(
+        'models:\n  claude-custom-1:\n    as_of: "2026-11-01"\n    input: "1"\n    cache_write_5m: "1.25"\n'
+        '    cache_write_1h: "2"\n    cache_read: "0.10"\n    output: "5"\n    min_cacheable_tokens: 1024\n',
+        encoding="utf-8",
+    )
+    usage = {"input_tokens": 1000, "output_tokens": 200, "cache_read_input_tokens": 0}
+    when = (NOW - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    write_transcript(
+        tmp_path / "t" / "-p" / "h1.jsonl", [assistant("h1", "m1", "r1", "claude-custom-1", usage, ts=when)]
+    )
+    settings = replace(_settings(tmp_path), pricing_path=prices)
+    with uvicorn_serving(build_app(settings, transcripts=tmp_path / "t")) as url, httpx2.Client() as h:
+        host = h.get(f"{url}/api/sessions?since=7d").json()["host"]
+    assert host["unpriced"] == {} and host["turns"] == 1
+    assert host["cost"]["usd"] == "0.002"  # 1000 x $1/M + 200 x $5/M, by hand
+
+
+def _dashboard(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "dashboard", *args],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bad_port_and_bad_price_file_are_one_line_exit_2(tmp_path: Path) -> None:
+    port = _dashboard(tmp_path, "--port", "99999")
+    assert port.returncode == 2 and port.stdout == ""
+    assert port.stderr == "offload dashboard: port 99999: expected 0-65535 (0: any free port)\n"
+    (tmp_path / "p.yaml").write_text("models: [", encoding="utf-8")
+    prices = _dashboard(tmp_path, "--port", "0", OFFLOAD_PRICING=str(tmp_path / "p.yaml"))
+    assert prices.returncode == 2 and prices.stdout == ""  # refused before the URL line
+    lines = prices.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("offload dashboard: ") and str(tmp_path / "p.yaml") in lines[0]

@@ -25,12 +25,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from offload.cli import dashboard_data as data
+from offload.cli.serve import one_line
 from offload.config.claude_dir import transcripts_dir
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
-from offload.core.errors import InputError
+from offload.core.errors import InputError, OffloadError
 from offload.infra.ledger import windows as w
-from offload.mcp.http import BindError, bearer_ok, bearer_verifier, bind_socket, check_bind, is_loopback, unauthorized
+from offload.mcp.http import BindError, bearer_ok, bearer_verifier, bind_socket, check_bind, rebound, unauthorized
 
 DEFAULT_PORT = 8766
 DEFAULT_SINCE = "30d"
@@ -40,24 +41,17 @@ def page() -> str:
     return resources.files("offload.cli").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
-def _hostname(request: Request) -> str:
-    host = request.headers.get("host", "")
-    if host.startswith("["):
-        return host[1 : host.find("]")]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
 def build_app(
     settings: Settings, *, transcripts: Path | None = None, clock: Callable[[], datetime] = w.utcnow
 ) -> Starlette:
-    prices = load_prices()
+    prices = load_prices(overlay=settings.pricing_path)
     verifier = bearer_verifier(settings)
     host_bill = data.HostBillCache(transcripts or transcripts_dir(), prices)
     db = settings.db_path
 
     async def guarded(request: Request, build: Callable[[datetime, datetime], dict[str, Any]]) -> Response:
-        if verifier is None and not is_loopback(_hostname(request)):
-            return JSONResponse({"error": "this dashboard answers only on a loopback host name"}, 421)
+        if (refused := rebound(request, verifier)) is not None:
+            return refused
         if not await bearer_ok(request, verifier):
             return unauthorized()
         now = clock()
@@ -96,15 +90,16 @@ def build_app(
 def cmd_dashboard(settings: Settings, *, host: str, port: int, transcripts: Path | None) -> int:
     try:
         check_bind(host, port, settings)
+        app = build_app(settings, transcripts=transcripts)  # a bad OFFLOAD_PRICING: refused before any URL
         sock = bind_socket(host, port)
-    except BindError as exc:
-        print(f"offload dashboard: {exc}", file=sys.stderr)
+    except (BindError, OffloadError) as exc:
+        print(f"offload dashboard: {one_line(exc)}", file=sys.stderr)
         return 2
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     # The first stdout line is the URL (tests and scripts read it to find a --port 0 server).
     print(f"offload dashboard on http://{shown}:{bound_port}/ (ledger {settings.db_path})", flush=True)
-    config = uvicorn.Config(build_app(settings, transcripts=transcripts), log_config=None, log_level="warning")
+    config = uvicorn.Config(app, log_config=None, log_level="warning")
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
