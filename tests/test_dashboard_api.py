@@ -178,3 +178,13 @@ def test_bad_port_and_bad_price_file_are_one_line_exit_2(tmp_path: Path) -> None
     assert prices.returncode == 2 and prices.stdout == ""  # refused before the URL line
     lines = prices.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("offload dashboard: ") and str(tmp_path / "p.yaml") in lines[0]
+
+
+def test_unreadable_ledger_and_far_since_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "ledger.db").mkdir()  # where a file should be: sqlite cannot open it
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path / "none")) as url, httpx2.Client() as h:
+        broken = h.get(f"{url}/api/summary")
+        far = h.get(f"{url}/api/summary?since=99999999d")
+    assert broken.status_code == 500
+    assert broken.json()["error"].startswith(f"{tmp_path / 'ledger.db'}: cannot read the ledger (")
+    assert far.status_code == 400 and far.json()["error"].startswith("since '99999999d': too far back")

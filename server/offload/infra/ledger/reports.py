@@ -196,7 +196,10 @@ def read_spend(path: Path, by: str, since: datetime) -> list[SpendRow]:
     """`spend_rows` on a read-only connection to the ledger file at `path` (none there: no rows)."""
     if not path.exists():
         return []
-    conn = open_ro(path)
+    try:
+        conn = open_ro(path)
+    except sqlite3.Error as exc:  # a directory, no read permission
+        raise InputError(f"{path}: cannot read the ledger ({exc})") from None
     try:
         return spend_rows(conn, by, since)
     except sqlite3.DatabaseError as exc:  # OperationalError, or "file is not a database"
