@@ -20,7 +20,9 @@ HAIKU45 = {"in": 1 * M, "w5m": 1_250_000, "w1h": 2 * M, "read": 100_000, "out": 
 HAIKU55_LONG = {"in": M // 2, "w5m": 625_000, "w1h": 1 * M, "read": 50_000, "out": 2_500_000}
 
 
-def usage(inp: int, out: int, write: int = 0, read: int = 0, w1h: int | None = None, **more: object) -> dict:
+def usage(
+    inp: int, out: int | str, write: int = 0, read: int = 0, w1h: int | None = None, **more: object
+) -> dict[str, object]:
     u: dict[str, object] = {
         "input_tokens": inp,
         "cache_creation_input_tokens": write,
@@ -155,6 +157,8 @@ def test_since_filters_by_turn_time(tmp_path: Path) -> None:
             '"output_tokens":1}}}',
             "not ISO 8601",
         ),
+        # nested past the parser's recursion limit: reported like any other bad line, not a crash
+        ('{"type":"assistant","message":{"usage":' + "[" * 200_000, "not JSON"),
     ],
 )
 def test_malformed_lines_say_why(line: str, why: str) -> None:
@@ -171,3 +175,20 @@ def test_transcripts_dir_env() -> None:
     assert transcripts_dir({"HOME": "/h"}) == Path("/h/.claude/projects")
     assert transcripts_dir({"HOME": "/h", "CLAUDE_CONFIG_DIR": "/c1,/c2"}) == Path("/c1/projects")
     assert transcripts_dir({"OFFLOAD_CLAUDE_DIR": "/o", "CLAUDE_CONFIG_DIR": "/c"}) == Path("/o/projects")
+
+
+def test_links_out_of_the_directory_are_reported_not_read(tmp_path: Path) -> None:
+    # The dashboard serves what it reads: a *.jsonl symlink must not pull in a file from
+    # elsewhere (another user's transcripts, anything readable). A link inside the tree is fine.
+    root, elsewhere = tmp_path / "projects", tmp_path / "elsewhere"
+    haiku = "claude-haiku-4-5"
+    write_transcript(elsewhere / "x.jsonl", [assistant("sx", "m1", "r1", haiku, usage(1, 1))])
+    own = write_transcript(root / "-p" / "s.jsonl", [assistant("s", "m2", "r2", haiku, usage(1, 1))])
+    (root / "-p" / "out.jsonl").symlink_to(elsewhere / "x.jsonl")
+    (root / "-p" / "also-s.jsonl").symlink_to(own)
+    (root / "-q").symlink_to(elsewhere, target_is_directory=True)
+    bill = read_host_bill(root, load_prices())
+    assert [s.session_id for s in bill.sessions] == ["s"]
+    assert bill.duplicates == 1  # s.jsonl read twice through the inside link, counted once
+    assert bill.malformed == 1 and not bill.complete
+    assert bill.problems == [f"{root / '-p' / 'out.jsonl'}: links outside {root}; not read"]

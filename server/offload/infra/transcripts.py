@@ -140,7 +140,7 @@ def parse_line(text: str, *, session: str, project: str) -> Turn | str | None:
     """
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise Malformed("not JSON") from None
     if not isinstance(doc, Mapping) or doc.get("type") != "assistant":
         return None
@@ -255,6 +255,13 @@ def price_turns(turns: Iterable[Turn], prices: PriceTable, bill: HostBill) -> No
 def read_host_bill(directory: Path, prices: PriceTable, *, since: datetime | None = None) -> HostBill:
     """The host's bill from every transcript under `directory`, newest session first."""
     bill = HostBill(str(directory), [])
-    turns = read_turns(transcript_files(directory), bill, since)
+    root, inside = directory.resolve(), []
+    for path in transcript_files(directory):
+        # The dashboard shows what is read here: a link must not pull in a file from elsewhere.
+        if path.resolve().is_relative_to(root):
+            inside.append(path)
+        else:
+            _problem(bill, f"{path}: links outside {directory}; not read")
+    turns = read_turns(inside, bill, since)
     price_turns(turns, prices, bill)
     return bill
