@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from offload.cli.dashboard_data import HostBillCache
 from offload.config.claude_dir import transcripts_dir
 from offload.config.pricing import load_prices
 from offload.infra.transcripts import Malformed, parse_line, read_host_bill
@@ -192,3 +194,26 @@ def test_links_out_of_the_directory_are_reported_not_read(tmp_path: Path) -> Non
     assert bill.duplicates == 1  # s.jsonl read twice through the inside link, counted once
     assert bill.malformed == 1 and not bill.complete
     assert bill.problems == [f"{root / '-p' / 'out.jsonl'}: links outside {root}; not read"]
+
+
+def test_the_dashboard_cache_rereads_only_files_that_changed(tmp_path: Path) -> None:
+    # The page polls every few seconds and Claude Code appends to the live session's file on
+    # every turn; re-reading gigabytes of finished sessions each time would pin a core.
+    haiku, since = "claude-haiku-4-5", datetime(2026, 1, 1, tzinfo=UTC)
+    old = write_transcript(tmp_path / "-p" / "old.jsonl", [assistant("old", "m1", "r1", haiku, usage(1000, 0))])
+    live = write_transcript(tmp_path / "-p" / "live.jsonl", [assistant("live", "m2", "r2", haiku, usage(2000, 0))])
+    cache = HostBillCache(tmp_path, load_prices())
+    first = {s.session_id: s.usage.input_tokens for s in cache.get(since).sessions}
+    assert first == {"old": 1000, "live": 2000}
+    # Same size and mtime: the cache must not look inside (proved by content it would price differently).
+    stamp = old.stat()
+    old.write_text(old.read_text().replace('"input_tokens":1000', '"input_tokens":9999'), encoding="utf-8")
+    os.utime(old, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    write_transcript(
+        live, [assistant("live", "m2", "r2", haiku, usage(2000, 0)), assistant("live", "m3", "r3", haiku, usage(5, 0))]
+    )
+    second = cache.get(since)
+    assert {s.session_id: s.usage.input_tokens for s in second.sessions} == {"old": 1000, "live": 2005}
+    assert second.files == 2 and second.turns == 3 and second.complete
+    old.touch()  # now it did change: read again
+    assert {s.session_id: s.usage.input_tokens for s in cache.get(since).sessions}["old"] == 9999

@@ -21,7 +21,7 @@ or whose usage is not whole non-negative token counts is counted and named as ma
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,12 +183,44 @@ def transcript_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*.jsonl") if p.is_file())
 
 
-def _lines(path: Path, bill: HostBill) -> Iterator[tuple[int, str]]:
+@dataclass
+class FileTurns:
+    """What one transcript file holds, before deduplication: cacheable while the file is unchanged."""
+
+    path: Path
+    turns: list[Turn] = field(default_factory=list)
+    skipped: int = 0
+    malformed: int = 0
+    problems: list[str] = field(default_factory=list)  # the first MAX_NAMED
+
+    def problem(self, text: str) -> None:
+        self.malformed += 1
+        if len(self.problems) < MAX_NAMED:
+            self.problems.append(text)
+
+
+def read_file(path: Path) -> FileTurns:
+    """Every turn `path` records, in file order; bad lines are named on the result."""
+    out = FileTurns(path)
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
-            yield from enumerate(fh, start=1)
+            for n, text in enumerate(fh, start=1):
+                # Only lines carrying usage can cost anything; skipping the rest unparsed keeps big
+                # transcripts (tool results, file contents) cheap to scan.
+                if '"usage"' not in text:
+                    continue
+                try:
+                    turn = parse_line(text, session=path.stem, project=path.parent.name)
+                except Malformed as exc:
+                    out.problem(f"{path}:{n}: {exc}")
+                    continue
+                if isinstance(turn, Turn):
+                    out.turns.append(turn)
+                elif turn == UNBILLED:
+                    out.skipped += 1
     except OSError as exc:
-        _problem(bill, f"{path}: cannot read ({exc.strerror})")
+        out.problem(f"{path}: cannot read ({exc.strerror})")
+    return out
 
 
 def _problem(bill: HostBill, text: str) -> None:
@@ -197,26 +229,16 @@ def _problem(bill: HostBill, text: str) -> None:
         bill.problems.append(text)
 
 
-def read_turns(files: Iterable[Path], bill: HostBill, since: datetime | None = None) -> list[Turn]:
-    """Deduplicated turns from `files`; problems and duplicates are tallied on `bill`."""
+def merge(parts: Iterable[FileTurns], bill: HostBill, since: datetime | None = None) -> list[Turn]:
+    """Deduplicated turns (since `since`) across files; problems and duplicates are tallied on `bill`."""
     kept: dict[tuple[str, str], Turn] = {}
     loose: list[Turn] = []
-    for path in files:
+    for part in parts:
         bill.files += 1
-        for n, text in _lines(path, bill):
-            # Only lines carrying usage can cost anything; skipping the rest unparsed keeps big
-            # transcripts (tool results, file contents) cheap to scan.
-            if '"usage"' not in text:
-                continue
-            try:
-                turn = parse_line(text, session=path.stem, project=path.parent.name)
-            except Malformed as exc:
-                _problem(bill, f"{path}:{n}: {exc}")
-                continue
-            if not isinstance(turn, Turn):
-                if turn == UNBILLED:
-                    bill.skipped += 1
-                continue
+        bill.skipped += part.skipped
+        bill.malformed += part.malformed
+        bill.problems += part.problems[: max(0, MAX_NAMED - len(bill.problems))]
+        for turn in part.turns:
             if since is not None and turn.ts < since:
                 continue
             if turn.key is None:
@@ -229,6 +251,23 @@ def read_turns(files: Iterable[Path], bill: HostBill, since: datetime | None = N
                     continue
             kept[turn.key] = turn
     return [*kept.values(), *loose]
+
+
+def read_turns(files: Iterable[Path], bill: HostBill, since: datetime | None = None) -> list[Turn]:
+    """Deduplicated turns from `files`; problems and duplicates are tallied on `bill`."""
+    return merge((read_file(p) for p in files), bill, since)
+
+
+def host_files(directory: Path, bill: HostBill) -> list[Path]:
+    """`transcript_files` that really lie under `directory`; links leading out are named on `bill`."""
+    root, inside = directory.resolve(), []
+    for path in transcript_files(directory):
+        # The dashboard shows what is read here: a link must not pull in a file from elsewhere.
+        if path.resolve().is_relative_to(root):
+            inside.append(path)
+        else:
+            _problem(bill, f"{path}: links outside {directory}; not read")
+    return inside
 
 
 def price_turns(turns: Iterable[Turn], prices: PriceTable, bill: HostBill) -> None:
@@ -255,13 +294,6 @@ def price_turns(turns: Iterable[Turn], prices: PriceTable, bill: HostBill) -> No
 def read_host_bill(directory: Path, prices: PriceTable, *, since: datetime | None = None) -> HostBill:
     """The host's bill from every transcript under `directory`, newest session first."""
     bill = HostBill(str(directory), [])
-    root, inside = directory.resolve(), []
-    for path in transcript_files(directory):
-        # The dashboard shows what is read here: a link must not pull in a file from elsewhere.
-        if path.resolve().is_relative_to(root):
-            inside.append(path)
-        else:
-            _problem(bill, f"{path}: links outside {directory}; not read")
-    turns = read_turns(inside, bill, since)
+    turns = read_turns(host_files(directory, bill), bill, since)
     price_turns(turns, prices, bill)
     return bill
