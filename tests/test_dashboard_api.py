@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -188,3 +189,26 @@ def test_unreadable_ledger_and_far_since_are_one_line_errors(tmp_path: Path) -> 
     assert broken.status_code == 500
     assert broken.json()["error"].startswith(f"{tmp_path / 'ledger.db'}: cannot read the ledger (")
     assert far.status_code == 400 and far.json()["error"].startswith("since '99999999d': too far back")
+
+
+async def _fill_pct(path: Path) -> None:
+    led = await Ledger.open(path)
+    try:  # saved 3 of 2000 pusd = 0.15 %: a decimal tie that binary floats round down
+        await record(led, Attempt("p1", "s1", "routed_complete", "claude-haiku-5-5", Usage(1, 1), 1997, 2000, ts=NOW))
+    finally:
+        await led.close()
+
+
+def test_percentages_round_as_spend_json_does(tmp_path: Path) -> None:
+    asyncio.run(_fill_pct(tmp_path / "ledger.db"))
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path / "none")) as url, httpx2.Client() as h:
+        page = h.get(f"{url}/api/summary?since=7d").json()["totals"]["saved_pct"]
+    spend = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "spend", "--json", "--since", "7d"],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "OFFLOAD_DB": str(tmp_path / "ledger.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert spend.returncode == 0, spend.stderr
+    assert page == json.loads(spend.stdout)["total"]["saved_pct"] == "0.2"

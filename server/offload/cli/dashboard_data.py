@@ -18,6 +18,7 @@ from offload.core.money import fmt_usd, usd_json
 from offload.core.pricing import PriceTable, Usage
 from offload.infra.ledger import dashboard as q
 from offload.infra.ledger import windows as w
+from offload.infra.ledger.reports import pct
 from offload.infra.transcripts import FileTurns, HostBill, host_files, merge, price_turns, read_file
 from offload.mcp.metrics import long_thresholds
 
@@ -33,7 +34,8 @@ def money(pusd: int) -> dict[str, str]:
 
 
 def _pct(part: int, whole: int) -> str:
-    return "0.0" if whole <= 0 else f"{part * 100 / whole:.1f}"
+    # The exact Decimal rounding `offload spend --json` uses: a float turns 0.15 into "0.1".
+    return str(pct(part, whole))
 
 
 def summary(db: Path, prices: PriceTable, since: datetime, now: datetime) -> dict[str, Any]:

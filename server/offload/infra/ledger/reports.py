@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from offload.infra.ledger.db import Ledger
 
-__all__ = ["BudgetSummary", "SpendRow", "read_spend", "spend_rows", "summary"]
+__all__ = ["BudgetSummary", "SpendRow", "pct", "read_spend", "spend_rows", "summary"]
 
 UNTAGGED = "(none)"  # attempts recorded without a project or user
 _BY = {
@@ -39,7 +39,7 @@ _BY = {
 _WINDOWS = {"session": None, "day": (w.day_start, w.next_day), "month": (w.month_start, w.next_month)}
 
 
-def _pct(part: int, whole: int) -> Decimal:
+def pct(part: int, whole: int) -> Decimal:
     # One decimal place, exact (Decimal), 0 when there is nothing to compare against.
     if whole <= 0:
         return Decimal(0)
@@ -58,7 +58,7 @@ class _Savings:
 
     @property
     def saved_pct(self) -> Decimal:
-        return _pct(self.saved_pusd, self.baseline_pusd)
+        return pct(self.saved_pusd, self.baseline_pusd)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class BudgetSummary(_Savings):
 
     @property
     def cache_hit_pct(self) -> Decimal:
-        return _pct(self.cache_read_tokens, self.prompt_tokens)
+        return pct(self.cache_read_tokens, self.prompt_tokens)
 
 
 async def _table_exists(conn: aiosqlite.Connection, name: str) -> bool:
