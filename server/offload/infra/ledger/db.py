@@ -75,6 +75,9 @@ class Ledger:
     @classmethod
     async def _open(cls, path: Path) -> Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Open it once with the stdlib first: when aiosqlite's connect fails, its worker thread
+        # reports the failure after asyncio.run has closed the loop, a traceback after our one line.
+        sqlite3.connect(path).close()
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             conn.row_factory = aiosqlite.Row
