@@ -212,3 +212,25 @@ def test_percentages_round_as_spend_json_does(tmp_path: Path) -> None:
     )
     assert spend.returncode == 0, spend.stderr
     assert page == json.loads(spend.stdout)["total"]["saved_pct"] == "0.2"
+
+
+def test_with_tokens_the_start_up_says_how_to_open_the_page_without_printing_one(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "OFFLOAD_HTTP_TOKENS": TOKEN}
+    with subprocess.Popen(
+        [sys.executable, "-m", "offload.cli.main", "dashboard", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first, second = proc.stdout.readline(), proc.stdout.readline()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    url = first.split()[3]
+    assert second == f"the data needs a token: open {url}#token=<one of OFFLOAD_HTTP_TOKENS>\n"
+    assert TOKEN not in first + second
+    page = (Path(__file__).parents[1] / "server/offload/cli/dashboard.html").read_text(encoding="utf-8")
+    assert "#token=" in page.split("async function getJSON")[1].split("function render")[0]  # the 401 says it too

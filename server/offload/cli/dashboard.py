@@ -99,6 +99,10 @@ def cmd_dashboard(settings: Settings, *, host: str, port: int, transcripts: Path
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     # The first stdout line is the URL (tests and scripts read it to find a --port 0 server).
     print(f"offload dashboard on http://{shown}:{bound_port}/ (ledger {settings.db_path})", flush=True)
+    if settings.http_tokens:  # the page reads it from the fragment, which browsers never send
+        print(
+            f"the data needs a token: open http://{shown}:{bound_port}/#token=<one of OFFLOAD_HTTP_TOKENS>", flush=True
+        )
     config = uvicorn.Config(app, log_config=None, log_level="warning")
     try:
         uvicorn.Server(config).run(sockets=[sock])
