@@ -217,3 +217,26 @@ def test_the_dashboard_cache_rereads_only_files_that_changed(tmp_path: Path) -> 
     assert second.files == 2 and second.turns == 3 and second.complete
     old.touch()  # now it did change: read again
     assert {s.session_id: s.usage.input_tokens for s in cache.get(since).sessions}["old"] == 9999
+
+
+def test_web_search_fees_are_named_not_silently_left_out(tmp_path: Path) -> None:
+    # Server-side web search is billed per request on top of tokens; the price table has no
+    # such rate, so the bill says it is incomplete instead of reading as the whole cost.
+    searched = usage(1000, 100, server_tool_use={"web_search_requests": 3, "web_fetch_requests": 1})
+    plain = usage(1000, 100, server_tool_use={"web_search_requests": 0, "web_fetch_requests": 0})
+    haiku = "claude-haiku-4-5"
+    write_transcript(
+        tmp_path / "-p" / "s.jsonl",
+        [assistant("s", "m1", "r1", haiku, searched), assistant("s", "m2", "r2", haiku, plain)],
+    )
+    bill = read_host_bill(tmp_path, load_prices())
+    assert bill.unpriced_extras == {"web search requests": 3}
+    assert bill.unpriced == {} and not bill.complete
+    # The tokens are still priced, by hand: 2 x (1000 in + 100 out) at Haiku 4.5's rates.
+    assert bill.cost_pusd == 2 * (1000 * HAIKU45["in"] + 100 * HAIKU45["out"])
+    bad = (
+        '{"type":"assistant","timestamp":"2026-11-29T08:00:00Z","message":{"model":"m",'
+        '"usage":{"input_tokens":1,"output_tokens":1,"server_tool_use":[]}}}'
+    )
+    with pytest.raises(Malformed, match="server_tool_use is not an object"):
+        parse_line(bad, session="s", project="p")

@@ -219,6 +219,7 @@ def sessions(db: Path, host: HostBillCache, since: datetime) -> dict[str, Any]:
             "duplicates": bill.duplicates,
             "skipped": bill.skipped,
             "unpriced": bill.unpriced,
+            "unpriced_extras": bill.unpriced_extras,
             "malformed": bill.malformed,
             "problems": bill.problems,
         },

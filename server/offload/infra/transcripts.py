@@ -10,11 +10,12 @@ file and the copy kept is the non-sidechain one with the most tokens (the final 
 Fields relied on (everything else is ignored): `type` == "assistant", `message.id`,
 `message.model`, `message.usage.{input_tokens, output_tokens, cache_creation_input_tokens,
 cache_read_input_tokens, cache_creation.ephemeral_5m_input_tokens,
-cache_creation.ephemeral_1h_input_tokens, speed}`, `requestId`, `sessionId`, `timestamp`,
-`cwd`, `isSidechain`, `isApiErrorMessage`.
+cache_creation.ephemeral_1h_input_tokens, speed, server_tool_use.web_search_requests}`,
+`requestId`, `sessionId`, `timestamp`, `cwd`, `isSidechain`, `isApiErrorMessage`.
 
 Nothing is ever priced at $0 by accident: a model the price table lacks, and fast-mode turns
-(which the table has no rates for), are counted and named as unpriced; a line that is not JSON
+(which the table has no rates for), are counted and named as unpriced, and so are web search
+requests (billed per request, beside the tokens, which are still priced); a line that is not JSON
 or whose usage is not whole non-negative token counts is counted and named as malformed.
 """
 
@@ -47,6 +48,7 @@ class Turn:
     usage: Usage
     sidechain: bool
     fast: bool
+    web_searches: int = 0  # billed per request on top of tokens; the price table has no such rate
 
     @property
     def tokens(self) -> int:
@@ -78,6 +80,7 @@ class HostBill:
     duplicates: int = 0  # repeated copies of a response that were merged away
     skipped: int = 0  # synthetic and API-error messages: not billed by the API
     unpriced: dict[str, int] = field(default_factory=dict)  # model -> turns left out of cost_pusd
+    unpriced_extras: dict[str, int] = field(default_factory=dict)  # "web search requests" -> count not in cost
     malformed: int = 0
     problems: list[str] = field(default_factory=list)  # the first MAX_NAMED, "file:line: why"
 
@@ -91,7 +94,7 @@ class HostBill:
 
     @property
     def complete(self) -> bool:
-        return not self.unpriced and not self.malformed
+        return not self.unpriced and not self.unpriced_extras and not self.malformed
 
 
 def _count(value: Any, name: str) -> int:
@@ -100,6 +103,15 @@ def _count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise Malformed(f"usage.{name} is {value!r}, not a whole non-negative token count")
     return value
+
+
+def _web_searches(raw: Mapping[str, Any]) -> int:
+    server = raw.get("server_tool_use")
+    if server is None:
+        return 0
+    if not isinstance(server, Mapping):
+        raise Malformed("usage.server_tool_use is not an object")
+    return _count(server.get("web_search_requests"), "server_tool_use.web_search_requests")
 
 
 def _usage(raw: Any) -> tuple[Usage, bool]:
@@ -165,6 +177,7 @@ def parse_line(text: str, *, session: str, project: str) -> Turn | str | None:
         usage=usage,
         sidechain=doc.get("isSidechain") is True,
         fast=fast,
+        web_searches=_web_searches(message["usage"]),
     )
 
 
@@ -285,6 +298,9 @@ def price_turns(turns: Iterable[Turn], prices: PriceTable, bill: HostBill) -> No
             s.unpriced_turns += 1
             bill.unpriced[name] = bill.unpriced.get(name, 0) + 1
             continue
+        if t.web_searches:
+            extra = "web search requests"
+            bill.unpriced_extras[extra] = bill.unpriced_extras.get(extra, 0) + t.web_searches
         cost = prices.cost(t.model, t.usage)
         s.cost_pusd += cost
         s.cost_by_model[t.model] = s.cost_by_model.get(t.model, 0) + cost
