@@ -38,8 +38,8 @@ from common import Row, ms, ratio  # noqa: E402
 from offload.cli.dashboard import build_app  # noqa: E402
 from offload.config.settings import Settings  # noqa: E402
 from offload.core.pricing import Usage  # noqa: E402
-from offload.infra.ledger.db import Ledger  # noqa: E402
 from offload.infra.ledger.budgets import BudgetLimits  # noqa: E402
+from offload.infra.ledger.db import Ledger  # noqa: E402
 from offload.infra.ledger.records import Attempt, record_many, record_policy  # noqa: E402
 from offload.mcp.http import bind_socket  # noqa: E402
 
