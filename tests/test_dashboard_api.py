@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from offload.infra.ledger.dashboard import Point, reading, since_filter
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.learning import CallRecord, mark_judged, record_call
 from offload.infra.ledger.records import Attempt, record, record_policy
+from transcript_fixtures import assistant, write_transcript
 
 TOKEN = "tok-dash-3c9e1f7a2b"
 CENT = 10**10
@@ -195,6 +198,66 @@ async def _answers(path: Path) -> None:
         await led.close()
 
 
+def test_host_bill_uses_the_users_price_file(tmp_path: Path) -> None:
+    # A model only the user's OFFLOAD_PRICING knows: the page must price it as `serve` does,
+    # not call it unpriced (or price an overridden model at the shipped rate).
+    prices = tmp_path / "mine.yaml"
+    prices.write_text(
+        'models:\n  claude-custom-1:\n    as_of: "2026-11-01"\n    input: "1"\n    cache_write_5m: "1.25"\n'
+        '    cache_write_1h: "2"\n    cache_read: "0.10"\n    output: "5"\n    min_cacheable_tokens: 1024\n',
+        encoding="utf-8",
+    )
+    usage = {"input_tokens": 1000, "output_tokens": 200, "cache_read_input_tokens": 0}
+    when = (NOW - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    write_transcript(
+        tmp_path / "t" / "-p" / "h1.jsonl", [assistant("h1", "m1", "r1", "claude-custom-1", usage, ts=when)]
+    )
+    settings = replace(_settings(tmp_path), pricing_path=prices)
+    with uvicorn_serving(build_app(settings, transcripts=tmp_path / "t")) as url, httpx2.Client() as h:
+        host = h.get(f"{url}/api/sessions?since=7d").json()["host"]
+    assert host["unpriced"] == {} and host["turns"] == 1
+    assert host["cost"]["usd"] == "0.002"  # 1000 x $1/M + 200 x $5/M, by hand
+
+
+def _dashboard(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "dashboard", *args],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bad_port_and_bad_price_file_are_one_line_exit_2(tmp_path: Path) -> None:
+    port = _dashboard(tmp_path, "--port", "99999")
+    assert port.returncode == 2 and port.stdout == ""
+    assert port.stderr == "offload dashboard: port 99999: expected 0-65535 (0: any free port)\n"
+    (tmp_path / "p.yaml").write_text("models: [", encoding="utf-8")
+    prices = _dashboard(tmp_path, "--port", "0", OFFLOAD_PRICING=str(tmp_path / "p.yaml"))
+    assert prices.returncode == 2 and prices.stdout == ""  # refused before the URL line
+    lines = prices.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("offload dashboard: ") and str(tmp_path / "p.yaml") in lines[0]
+
+
+def test_unreadable_ledger_and_far_since_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "ledger.db").mkdir()  # where a file should be: sqlite cannot open it
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path / "none")) as url, httpx2.Client() as h:
+        broken = h.get(f"{url}/api/summary")
+        far = h.get(f"{url}/api/summary?since=99999999d")
+    assert broken.status_code == 500
+    assert broken.json()["error"].startswith(f"{tmp_path / 'ledger.db'}: cannot read the ledger (")
+    assert far.status_code == 400 and far.json()["error"].startswith("since '99999999d': too far back")
+
+
+async def _fill_pct(path: Path) -> None:
+    led = await Ledger.open(path)
+    try:  # saved 3 of 2000 pusd = 0.15 %: a decimal tie that binary floats round down
+        await record(led, Attempt("p1", "s1", "routed_complete", "claude-haiku-5-5", Usage(1, 1), 1997, 2000, ts=NOW))
+    finally:
+        await led.close()
+
+
 def test_answers_are_counted_by_what_became_of_them(tmp_path: Path) -> None:
     asyncio.run(_fill(tmp_path / "ledger.db"))
     asyncio.run(_answers(tmp_path / "ledger.db"))
@@ -202,3 +265,40 @@ def test_answers_are_counted_by_what_became_of_them(tmp_path: Path) -> None:
         q = h.get(f"{url}/api/summary?since=7d").json()["quality"]
     # A redone answer counts as redone even though its check had passed: the host's verdict wins.
     assert (q["answers"], q["checked"], q["redone"], q["unchecked"]) == (3, 1, 1, 1)
+
+
+def test_percentages_round_as_spend_json_does(tmp_path: Path) -> None:
+    asyncio.run(_fill_pct(tmp_path / "ledger.db"))
+    with uvicorn_serving(build_app(_settings(tmp_path), transcripts=tmp_path / "none")) as url, httpx2.Client() as h:
+        page = h.get(f"{url}/api/summary?since=7d").json()["totals"]["saved_pct"]
+    spend = subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "spend", "--json", "--since", "7d"],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "OFFLOAD_DB": str(tmp_path / "ledger.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert spend.returncode == 0, spend.stderr
+    assert page == json.loads(spend.stdout)["total"]["saved_pct"] == "0.2"
+
+
+def test_with_tokens_the_start_up_says_how_to_open_the_page_without_printing_one(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "OFFLOAD_HTTP_TOKENS": TOKEN}
+    with subprocess.Popen(
+        [sys.executable, "-m", "offload.cli.main", "dashboard", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first, second = proc.stdout.readline(), proc.stdout.readline()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    url = first.split()[3]
+    assert second == f"the data needs a token: open {url}#token=<one of OFFLOAD_HTTP_TOKENS>\n"
+    assert TOKEN not in first + second
+    page = (Path(__file__).parents[1] / "server/offload/cli/dashboard.html").read_text(encoding="utf-8")
+    assert "#token=" in page.split("async function getJSON")[1].split("function render")[0]  # the 401 says it too

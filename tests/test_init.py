@@ -162,3 +162,23 @@ def test_statusline_composes_with_the_users_own_and_shows_both_spends(box: Path)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("my-line │ offload")
     assert shown.stdout.rstrip().endswith("host $0.46")
+
+
+def test_a_statusline_from_an_offload_elsewhere_is_replaced_not_nested(box: Path) -> None:
+    # After a reinstall (venv -> pipx) offload's path changes; composing with the old offload
+    # line would show offload twice and nest one --also inside another on every re-init.
+    settings = box / "home" / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    mine = "cat > /dev/null; echo my-line"
+    old = f"/old/venv/bin/offload statusline --db /old/offload.db --also {shlex.quote(mine)}"
+    settings.write_text(json.dumps({"statusLine": {"type": "command", "command": old}}))
+    done = _run(box, "--statusline")
+    assert done.returncode == 0, done.stderr
+    command = json.loads(settings.read_text())["statusLine"]["command"]
+    assert command.startswith(f"{OFFLOAD} statusline --db ") and command.endswith(f"--also {shlex.quote(mine)}")
+    assert "/old/" not in command and command.count("--also") == 1
+    assert f"replaced statusline: {settings}" in done.stdout
+    # An old offload line of its own (nothing composed) becomes just ours.
+    settings.write_text(json.dumps({"statusLine": {"type": "command", "command": "/x/offload statusline --db /x.db"}}))
+    _run(box, "--statusline")
+    assert "--also" not in json.loads(settings.read_text())["statusLine"]["command"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from offload.config.pricing import load_prices
 from offload.config.settings import Settings
 from offload.core.pricing import Usage
 from offload.infra.ledger.dashboard import Group
+from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.records import Attempt, record
 from offload.mcp.http import build_http_app
 from offload.mcp.metrics import render
 
@@ -161,3 +164,41 @@ def test_label_values_are_escaped() -> None:
     g = Group('odd"model\\\n', "t", "x", False, False, 1, Usage(1, 1), 5, 5, 0, 0, 0)
     text = render([g], load_prices())
     assert 'offload_calls_total{model="odd\\"model\\\\\\n",tier="t",tool="x"} 1' in text
+
+
+def test_metrics_on_loopback_without_tokens_refuses_rebound_host_names(tmp_path: Path) -> None:
+    # A web page whose name was rebound to 127.0.0.1 reads the scrape as same-origin: spend by
+    # model and tool is not for it. /mcp already answers it 421; /metrics must too.
+    with uvicorn_serving(build_http_app(_settings(tmp_path, "http://127.0.0.1:9"))) as url, httpx2.Client() as http:
+        rebound = http.get(f"{url}/metrics", headers={"Host": "evil.example:8765"})
+        local = http.get(f"{url}/metrics", headers={"Host": "localhost:8765"})
+    assert rebound.status_code == 421 and "loopback" in rebound.text
+    assert local.status_code == 200
+
+
+def _custom_prices(tmp_path: Path) -> Path:
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        'models:\n  claude-custom-1:\n    as_of: "2026-11-01"\n    input: "1"\n    cache_write_5m: "1.25"\n'
+        '    cache_write_1h: "2"\n    cache_read: "0.10"\n    output: "5"\n    min_cacheable_tokens: 1024\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def _custom_row(db: Path) -> None:
+    led = await Ledger.open(db)
+    try:
+        await record(led, Attempt("c1", "m", "routed_complete", "claude-custom-1", Usage(10, 5, cache_read=1000), 1, 2))
+    finally:
+        await led.close()
+
+
+def test_metrics_price_cache_gain_with_the_users_price_file(tmp_path: Path) -> None:
+    anyio.run(_custom_row, tmp_path / "ledger.db")
+    settings = replace(_settings(tmp_path, "http://127.0.0.1:9"), pricing_path=_custom_prices(tmp_path))
+    with uvicorn_serving(build_http_app(settings)) as url, httpx2.Client() as http:
+        got = parse(http.get(f"{url}/metrics").text)
+    # 1000 reads at $1 - $0.10 per million saved, by the user's rates (the shipped table lacks the model).
+    gain = {dict(lb)["model"]: v for lb, v in got["offload_cache_net_gain_usd"].items()}
+    assert Decimal(gain["claude-custom-1"]) * 10**12 == 1000 * (1_000_000 - 100_000)

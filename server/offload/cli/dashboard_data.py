@@ -20,7 +20,16 @@ from offload.core.money import fmt_usd, usd_json
 from offload.core.pricing import PriceTable, Usage
 from offload.infra.ledger import dashboard as q
 from offload.infra.ledger import windows as w
-from offload.infra.transcripts import HostBill, SessionBill, read_host_bill, transcript_files
+from offload.infra.ledger.reports import pct
+from offload.infra.transcripts import (
+    FileTurns,
+    HostBill,
+    SessionBill,
+    host_files,
+    merge,
+    price_turns,
+    read_file,
+)
 from offload.mcp.metrics import long_thresholds
 
 if TYPE_CHECKING:
@@ -64,7 +73,8 @@ def money(pusd: int) -> dict[str, str]:
 
 
 def _pct(part: int, whole: int) -> str:
-    return "0.0" if whole <= 0 else f"{part * 100 / whole:.1f}"
+    # The exact Decimal rounding `offload spend --json` uses: a float turns 0.15 into "0.1".
+    return str(pct(part, whole))
 
 
 def summary(db: Path, prices: PriceTable, since: datetime, now: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
@@ -200,29 +210,42 @@ def _series(conn: sqlite3.Connection | None, since: datetime, hourly: bool, *key
 
 @dataclass
 class HostBillCache:
-    """Re-reads transcripts only when a file under the directory changed (the page polls)."""
+    """The host's bill for the polling page: a file is parsed again only when its size or mtime
+    changed (Claude Code appends to the live session's file; finished sessions stay put), and
+    the bill is rebuilt only when some file or the period changed."""
 
     directory: Path
     prices: PriceTable
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _files: dict[Path, tuple[tuple[int, int], FileTurns]] = field(default_factory=dict)
     _key: tuple[Any, ...] | None = None
     _bill: HostBill | None = None
 
     def get(self, since: datetime) -> HostBill:
-        files = transcript_files(self.directory)
-        stats = []
-        for f in files:
-            try:
-                st = os.stat(f)
-            except OSError:
-                continue
-            stats.append((str(f), st.st_size, st.st_mtime_ns))
-        key = (w.iso(since), tuple(stats))
-        with self._lock:
-            if self._bill is None or key != self._key:
-                self._bill = read_host_bill(self.directory, self.prices, since=since)
-                self._key = key
-            return self._bill
+        with self._lock:  # one reader at a time: two open tabs must not parse the same files twice
+            bill = HostBill(str(self.directory), [])
+            files = host_files(self.directory, bill)
+            stamps = {}
+            for f in files:
+                try:
+                    st = os.stat(f)
+                except OSError:
+                    continue  # gone since the listing; read_file would say so if it mattered
+                stamps[f] = (st.st_size, st.st_mtime_ns)
+            key = (w.iso(since), tuple(stamps.items()), tuple(bill.problems))
+            if self._bill is not None and key == self._key:
+                return self._bill
+            parts, kept = [], {}
+            for f in files:
+                cached = self._files.get(f)
+                if cached is None or f not in stamps or cached[0] != stamps[f]:
+                    cached = (stamps.get(f, (-1, -1)), read_file(f))
+                kept[f] = cached
+                parts.append(cached[1])
+            self._files = kept
+            price_turns(merge(parts, bill, since), self.prices, bill)
+            self._bill, self._key = bill, key
+            return bill
 
 
 def sessions(db: Path, host: HostBillCache, since: datetime, memo: Memo = _NO_MEMO) -> dict[str, Any]:
@@ -249,6 +272,7 @@ def sessions(db: Path, host: HostBillCache, since: datetime, memo: Memo = _NO_ME
             "duplicates": bill.duplicates,
             "skipped": bill.skipped,
             "unpriced": bill.unpriced,
+            "unpriced_extras": bill.unpriced_extras,
             "malformed": bill.malformed,
             "problems": bill.problems,
         },

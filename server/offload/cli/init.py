@@ -153,6 +153,23 @@ def statusline_command(plan: Plan) -> str:
     return shlex.join([*plan.command, "statusline", "--db", str(plan.db)])
 
 
+def _users_own(existing: str) -> tuple[str, bool]:
+    """(the user's own statusline command within `existing`, whether `existing` is an offload one).
+
+    An offload statusline from another install (its path changed) is replaced, keeping what it
+    composed with; composing with it would show offload twice and nest on every re-init.
+    """
+    try:
+        argv = shlex.split(existing)
+    except ValueError:
+        return existing, False
+    ours = bool(argv) and (Path(argv[0]).name in ("offload", "offload.exe") or "offload.cli.main" in argv)
+    if not ours or "statusline" not in argv:
+        return existing, False
+    at = argv.index("--also") + 1 if "--also" in argv else len(argv)
+    return (argv[at] if at < len(argv) else ""), True
+
+
 def ensure_statusline(plan: Plan, say: Say) -> None:
     path = plan.settings_file
     doc = read_json(path) if path.exists() else {}
@@ -165,13 +182,14 @@ def ensure_statusline(plan: Plan, say: Say) -> None:
         say(f"unchanged statusline: {path}")
         return
     # Compose: the user's own statusline keeps running, fed the same stdin, and comes first.
-    command = ours if not existing else f"{ours} --also {shlex.quote(existing)}"
+    theirs, replacing = _users_own(existing) if isinstance(existing, str) and existing else ("", False)
+    command = ours if not theirs else f"{ours} --also {shlex.quote(theirs)}"
     new = dict(current) if isinstance(current, dict) else {}
     new.update({"type": "command", "command": command})
     doc["statusLine"] = new
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    say(f"{'composed' if existing else 'installed'} statusline: {path}")
+    say(f"{'replaced' if replacing else 'composed' if theirs else 'installed'} statusline: {path}")
 
 
 def cmd_init(scope: str, *, statusline: bool, say: Say = print) -> int:

@@ -86,7 +86,13 @@ def _print_csv(rows: list[SpendRow], by: str) -> None:
     out.writerow([by, *fields[1:]])
     for r in rows:
         doc = r.to_json()
-        out.writerow([doc[f] for f in fields])
+        out.writerow([_cell(r.key), *(doc[f] for f in fields[1:])])
+
+
+def _cell(key: str) -> str:
+    # Keys (OFFLOAD_USER, project paths) come from whoever shares the ledger, and a spreadsheet
+    # runs a cell starting with one of these as a formula; a leading ' makes it text (OWASP).
+    return "'" + key if key.startswith(("=", "+", "-", "@", "\t", "\r")) else key
 
 
 def _table(rows: list[SpendRow], tot: SpendRow, by: str, title: str) -> Table:

@@ -11,18 +11,19 @@ a sidechain copy of a main-chain `message.id` under another `requestId` is a rep
 Fields relied on (everything else is ignored): `type` == "assistant", `message.id`,
 `message.model`, `message.usage.{input_tokens, output_tokens, cache_creation_input_tokens,
 cache_read_input_tokens, cache_creation.ephemeral_5m_input_tokens,
-cache_creation.ephemeral_1h_input_tokens, speed}`, `requestId`, `sessionId`, `timestamp`,
-`cwd`, `isSidechain`, `isApiErrorMessage`.
+cache_creation.ephemeral_1h_input_tokens, speed, server_tool_use.web_search_requests}`,
+`requestId`, `sessionId`, `timestamp`, `cwd`, `isSidechain`, `isApiErrorMessage`.
 
 Nothing is ever priced at $0 by accident: a model the price table lacks, and fast-mode turns
-(which the table has no rates for), are counted and named as unpriced; a line that is not JSON
+(which the table has no rates for), are counted and named as unpriced, and so are web search
+requests (billed per request, beside the tokens, which are still priced); a line that is not JSON
 or whose usage is not whole non-negative token counts is counted and named as malformed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,7 @@ class Turn:
     usage: Usage
     sidechain: bool
     fast: bool
+    web_searches: int = 0  # billed per request on top of tokens; the price table has no such rate
 
     @property
     def tokens(self) -> int:
@@ -79,6 +81,7 @@ class HostBill:
     duplicates: int = 0  # repeated copies of a response that were merged away
     skipped: int = 0  # synthetic and API-error messages: not billed by the API
     unpriced: dict[str, int] = field(default_factory=dict)  # model -> turns left out of cost_pusd
+    unpriced_extras: dict[str, int] = field(default_factory=dict)  # "web search requests" -> count not in cost
     malformed: int = 0
     problems: list[str] = field(default_factory=list)  # the first MAX_NAMED, "file:line: why"
 
@@ -92,7 +95,7 @@ class HostBill:
 
     @property
     def complete(self) -> bool:
-        return not self.unpriced and not self.malformed
+        return not self.unpriced and not self.unpriced_extras and not self.malformed
 
 
 def _count(value: Any, name: str) -> int:
@@ -101,6 +104,15 @@ def _count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise Malformed(f"usage.{name} is {value!r}, not a whole non-negative token count")
     return value
+
+
+def _web_searches(raw: Mapping[str, Any]) -> int:
+    server = raw.get("server_tool_use")
+    if server is None:
+        return 0
+    if not isinstance(server, Mapping):
+        raise Malformed("usage.server_tool_use is not an object")
+    return _count(server.get("web_search_requests"), "server_tool_use.web_search_requests")
 
 
 def _usage(raw: Any) -> tuple[Usage, bool]:
@@ -141,7 +153,7 @@ def parse_line(text: str, *, session: str, project: str) -> Turn | str | None:
     """
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise Malformed("not JSON") from None
     if not isinstance(doc, Mapping) or doc.get("type") != "assistant":
         return None
@@ -166,6 +178,7 @@ def parse_line(text: str, *, session: str, project: str) -> Turn | str | None:
         usage=usage,
         sidechain=doc.get("isSidechain") is True,
         fast=fast,
+        web_searches=_web_searches(message["usage"]),
     )
 
 
@@ -184,12 +197,44 @@ def transcript_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*.jsonl") if p.is_file())
 
 
-def _lines(path: Path, bill: HostBill) -> Iterator[tuple[int, str]]:
+@dataclass
+class FileTurns:
+    """What one transcript file holds, before deduplication: cacheable while the file is unchanged."""
+
+    path: Path
+    turns: list[Turn] = field(default_factory=list)
+    skipped: int = 0
+    malformed: int = 0
+    problems: list[str] = field(default_factory=list)  # the first MAX_NAMED
+
+    def problem(self, text: str) -> None:
+        self.malformed += 1
+        if len(self.problems) < MAX_NAMED:
+            self.problems.append(text)
+
+
+def read_file(path: Path) -> FileTurns:
+    """Every turn `path` records, in file order; bad lines are named on the result."""
+    out = FileTurns(path)
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
-            yield from enumerate(fh, start=1)
+            for n, text in enumerate(fh, start=1):
+                # Only lines carrying usage can cost anything; skipping the rest unparsed keeps big
+                # transcripts (tool results, file contents) cheap to scan.
+                if '"usage"' not in text:
+                    continue
+                try:
+                    turn = parse_line(text, session=path.stem, project=path.parent.name)
+                except Malformed as exc:
+                    out.problem(f"{path}:{n}: {exc}")
+                    continue
+                if isinstance(turn, Turn):
+                    out.turns.append(turn)
+                elif turn == UNBILLED:
+                    out.skipped += 1
     except OSError as exc:
-        _problem(bill, f"{path}: cannot read ({exc.strerror})")
+        out.problem(f"{path}: cannot read ({exc.strerror})")
+    return out
 
 
 def _problem(bill: HostBill, text: str) -> None:
@@ -198,26 +243,16 @@ def _problem(bill: HostBill, text: str) -> None:
         bill.problems.append(text)
 
 
-def read_turns(files: Iterable[Path], bill: HostBill, since: datetime | None = None) -> list[Turn]:
-    """Deduplicated turns from `files`; problems and duplicates are tallied on `bill`."""
+def merge(parts: Iterable[FileTurns], bill: HostBill, since: datetime | None = None) -> list[Turn]:
+    """Deduplicated turns (since `since`) across files; problems and duplicates are tallied on `bill`."""
     kept: dict[tuple[str, str], Turn] = {}
     loose: list[Turn] = []
-    for path in files:
+    for part in parts:
         bill.files += 1
-        for n, text in _lines(path, bill):
-            # Only lines carrying usage can cost anything; skipping the rest unparsed keeps big
-            # transcripts (tool results, file contents) cheap to scan.
-            if '"usage"' not in text:
-                continue
-            try:
-                turn = parse_line(text, session=path.stem, project=path.parent.name)
-            except Malformed as exc:
-                _problem(bill, f"{path}:{n}: {exc}")
-                continue
-            if not isinstance(turn, Turn):
-                if turn == UNBILLED:
-                    bill.skipped += 1
-                continue
+        bill.skipped += part.skipped
+        bill.malformed += part.malformed
+        bill.problems += part.problems[: max(0, MAX_NAMED - len(bill.problems))]
+        for turn in part.turns:
             if since is not None and turn.ts < since:
                 continue
             if turn.key is None:
@@ -239,6 +274,23 @@ def read_turns(files: Iterable[Path], bill: HostBill, since: datetime | None = N
     return [*kept.values(), *loose]
 
 
+def read_turns(files: Iterable[Path], bill: HostBill, since: datetime | None = None) -> list[Turn]:
+    """Deduplicated turns from `files`; problems and duplicates are tallied on `bill`."""
+    return merge((read_file(p) for p in files), bill, since)
+
+
+def host_files(directory: Path, bill: HostBill) -> list[Path]:
+    """`transcript_files` that really lie under `directory`; links leading out are named on `bill`."""
+    root, inside = directory.resolve(), []
+    for path in transcript_files(directory):
+        # The dashboard shows what is read here: a link must not pull in a file from elsewhere.
+        if path.resolve().is_relative_to(root):
+            inside.append(path)
+        else:
+            _problem(bill, f"{path}: links outside {directory}; not read")
+    return inside
+
+
 def price_turns(turns: Iterable[Turn], prices: PriceTable, bill: HostBill) -> None:
     """Fill `bill.sessions` with each session's exact cost; unpriceable turns are named, not zeroed."""
     sessions: dict[str, SessionBill] = {}
@@ -254,6 +306,9 @@ def price_turns(turns: Iterable[Turn], prices: PriceTable, bill: HostBill) -> No
             s.unpriced_turns += 1
             bill.unpriced[name] = bill.unpriced.get(name, 0) + 1
             continue
+        if t.web_searches:
+            extra = "web search requests"
+            bill.unpriced_extras[extra] = bill.unpriced_extras.get(extra, 0) + t.web_searches
         cost = prices.cost(t.model, t.usage)
         s.cost_pusd += cost
         s.cost_by_model[t.model] = s.cost_by_model.get(t.model, 0) + cost
@@ -263,6 +318,6 @@ def price_turns(turns: Iterable[Turn], prices: PriceTable, bill: HostBill) -> No
 def read_host_bill(directory: Path, prices: PriceTable, *, since: datetime | None = None) -> HostBill:
     """The host's bill from every transcript under `directory`, newest session first."""
     bill = HostBill(str(directory), [])
-    turns = read_turns(transcript_files(directory), bill, since)
+    turns = read_turns(host_files(directory, bill), bill, since)
     price_turns(turns, prices, bill)
     return bill

@@ -176,14 +176,33 @@ def unauthorized() -> Response:
     return JSONResponse({"error": "send Authorization: Bearer <token>"}, 401, {"WWW-Authenticate": "Bearer"})
 
 
+def host_name(request: Request) -> str:
+    """The Host header without its port ("[::1]:80" -> "::1")."""
+    host = request.headers.get("host", "")
+    if host.startswith("["):
+        return host[1 : host.find("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def rebound(request: Request, verifier: StaticTokenVerifier | None) -> Response | None:
+    """421 for a tokenless request whose Host is not a loopback name, else None.
+
+    Without tokens the only guard is the loopback bind, and a web page whose name was rebound to
+    127.0.0.1 passes it: its requests are same-origin to the browser but carry the page's name.
+    """
+    if verifier is None and not is_loopback(host_name(request)):
+        return JSONResponse({"error": "without a token this server answers only on a loopback host name"}, 421)
+    return None
+
+
 def add_metrics_route(server: MCPServer[AppState], settings: Settings) -> None:
     # Outside the SDK's auth wrapper like /healthz, but spend is not for anyone who can reach the
     # port: with tokens configured a scrape must carry one.
-    verifier, prices = bearer_verifier(settings), load_prices()
+    verifier, prices = bearer_verifier(settings), load_prices(overlay=settings.pricing_path)
 
     async def metrics(request: Request) -> Response:
-        if foreign_host(request, verifier):
-            return JSONResponse({"error": "served on loopback only; use a loopback host name"}, 421)
+        if (refused := rebound(request, verifier)) is not None:
+            return refused
         if not await bearer_ok(request, verifier):
             return unauthorized()
         text = await run_in_threadpool(metrics_text, settings.db_path, prices)
@@ -250,6 +269,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise BindError(f"cannot listen on {host or '*'}:{port}: {exc.strerror}") from None
+    except OverflowError:
+        sock.close()
+        raise BindError(f"port {port}: expected 0-65535 (0: any free port)") from None
     sock.set_inheritable(True)
     return sock
 

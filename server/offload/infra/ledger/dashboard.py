@@ -34,7 +34,10 @@ def reading(path: Path) -> Iterator[sqlite3.Connection | None]:
     if not path.exists():
         yield None
         return
-    conn = open_ro(path)
+    try:
+        conn = open_ro(path)
+    except sqlite3.Error as exc:  # a directory, no read permission
+        raise InputError(f"{path}: cannot read the ledger ({exc})") from None
     try:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'attempts'").fetchone() is None:
             yield None

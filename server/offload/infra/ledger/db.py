@@ -175,6 +175,9 @@ class Ledger:
     @classmethod
     async def _open(cls, path: Path, busy_timeout_ms: int, busy_retries: int) -> Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Open it once with the stdlib first: when aiosqlite's connect fails, its worker thread
+        # reports the failure after asyncio.run has closed the loop, a traceback after our one line.
+        sqlite3.connect(path).close()
         wconn = await _connect(path, busy_timeout_ms)
         try:
             rconn = await _connect(path, busy_timeout_ms)

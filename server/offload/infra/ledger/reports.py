@@ -23,7 +23,7 @@ from offload.infra.ledger.statusline import open_ro
 if TYPE_CHECKING:
     from offload.infra.ledger.db import Conn, Ledger
 
-__all__ = ["BudgetSummary", "SpendRow", "read_spend", "spend_rows", "summary"]
+__all__ = ["BudgetSummary", "SpendRow", "pct", "read_spend", "spend_rows", "summary"]
 
 UNTAGGED = "(none)"  # attempts recorded without a project or user
 _BY = {
@@ -46,7 +46,7 @@ _BY_ATTEMPT = {
 _WINDOWS = {"session": None, "day": (w.day_start, w.next_day), "month": (w.month_start, w.next_month)}
 
 
-def _pct(part: int, whole: int) -> Decimal:
+def pct(part: int, whole: int) -> Decimal:
     # One decimal place, exact (Decimal), 0 when there is nothing to compare against.
     if whole <= 0:
         return Decimal(0)
@@ -65,7 +65,7 @@ class _Savings:
 
     @property
     def saved_pct(self) -> Decimal:
-        return _pct(self.saved_pusd, self.baseline_pusd)
+        return pct(self.saved_pusd, self.baseline_pusd)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class BudgetSummary(_Savings):
 
     @property
     def cache_hit_pct(self) -> Decimal:
-        return _pct(self.cache_read_tokens, self.prompt_tokens)
+        return pct(self.cache_read_tokens, self.prompt_tokens)
 
 
 async def _table_exists(conn: Conn, name: str) -> bool:
@@ -264,7 +264,10 @@ def read_spend(path: Path, by: str, since: datetime) -> list[SpendRow]:
     """`spend_rows` on a read-only connection to the ledger file at `path` (none there: no rows)."""
     if not path.exists():
         return []
-    conn = open_ro(path)
+    try:
+        conn = open_ro(path)
+    except sqlite3.Error as exc:  # a directory, no read permission
+        raise InputError(f"{path}: cannot read the ledger ({exc})") from None
     try:
         return spend_rows(conn, by, since)
     except sqlite3.DatabaseError as exc:  # OperationalError, or "file is not a database"

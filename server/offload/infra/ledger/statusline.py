@@ -17,7 +17,8 @@ from offload.infra.ledger import windows as w
 
 
 def open_ro(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    # as_uri() percent-encodes '#', '?' and '%': spliced in raw, "a#b/l.db" opened (and created) "a".
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
     conn.execute("PRAGMA query_only = ON")
     return conn
 

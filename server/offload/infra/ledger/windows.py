@@ -52,7 +52,10 @@ def parse_since(text: str | None, now: datetime) -> datetime:
     m = _SPAN.match(text)
     if m:
         n = int(m.group(1))
-        return now - (timedelta(days=n) if m.group(2) == "d" else timedelta(hours=n))
+        try:
+            return now - (timedelta(days=n) if m.group(2) == "d" else timedelta(hours=n))
+        except OverflowError:
+            raise ValueError(f"--since {text!r}: too far back; try a date like 2026-11-01") from None
     try:
         d = datetime.strptime(text.strip(), "%Y-%m-%d")
     except ValueError:
