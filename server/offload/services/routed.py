@@ -22,7 +22,7 @@ from offload.infra.claude import Completion
 from offload.infra.ledger import budgets, learning
 from offload.metering.metered import Verdict, budget_warnings, footer, limits_of, metered_call
 from offload.policy import engine
-from offload.policy.models import DIFFICULTIES
+from offload.policy.models import DIFFICULTIES, Policy
 
 if TYPE_CHECKING:
     from offload.state import AppState
@@ -231,19 +231,28 @@ async def _route_and_run(
     redo_tier: str | None = None,
     progress: Progress,
 ) -> _Run:
-    policy = state.policy
-    checks = job.checks
     cap = None if job.max_tokens is not None else await _output_cap(state, job)
     counted = await _counted(state, job)
     if counted is not None:
         job = replace(job, upper=counted)
+    decision, triaged, triage_cost = await _decide(state, session, job, cap, forced_tier, redo_tier)
+    rungs, budget_stop = await _climb(state, session, job, decision, cap, counted, progress)
+    return _Run(decision, rungs, triaged, triage_cost, budget_stop)
 
-    def max_tokens_for(tier: str) -> int:
-        limit = policy.max_tokens_for(tier, job.max_tokens)
-        return limit if cap is None else min(limit, cap)
 
+def _max_tokens(policy: Policy, tier: str, job: _Job, cap: int | None) -> int:
+    limit = policy.max_tokens_for(tier, job.max_tokens)
+    return limit if cap is None else min(limit, cap)
+
+
+async def _decide(
+    state: AppState, session: str, job: _Job, cap: int | None, forced_tier: str | None, redo_tier: str | None
+) -> tuple[engine.RouteDecision, str | None, int]:
+    """The route: rules, budget headroom, what was learned, and triage when it could change it."""
+    policy = state.policy
     worst_by_tier = {
-        tier: state.prices.worst_case(model, job.upper, max_tokens_for(tier)) for tier, model in policy.tiers.items()
+        tier: state.prices.worst_case(model, job.upper, _max_tokens(policy, tier, job, cap))
+        for tier, model in policy.tiers.items()
     }
     headroom = headroom_scope = None
     if policy.budgets.on_exceed == "downgrade":
@@ -270,14 +279,28 @@ async def _route_and_run(
         triaged, triage_cost = await _triage(state, session, job.prompt_text)
         if triaged is not None:
             decision = engine.decide(policy, replace(request, difficulty=triaged, difficulty_stated=False))
+    return decision, triaged, triage_cost
 
+
+async def _climb(
+    state: AppState,
+    session: str,
+    job: _Job,
+    decision: engine.RouteDecision,
+    cap: int | None,
+    counted: int | None,
+    progress: Progress,
+) -> tuple[list[_Rung], str | None]:
+    """Run the ladder from the decided tier, one rung up per failed check, until an answer stands."""
+    policy = state.policy
+    checks = job.checks
     ladder = [decision.tier, *decision.ladder]
     rungs: list[_Rung] = []
     budget_stop: str | None = None
     for step, tier in enumerate(ladder):
         model = policy.tiers[tier]
         # Only the first try is cut short: a rung climbing after a runaway answer gets the full length.
-        max_tokens = max_tokens_for(tier) if step == 0 else policy.max_tokens_for(tier, job.max_tokens)
+        max_tokens = _max_tokens(policy, tier, job, cap) if step == 0 else policy.max_tokens_for(tier, job.max_tokens)
         params = build_params(
             model,
             job.prompt,
@@ -337,7 +360,7 @@ async def _route_and_run(
             break
     if not rungs:  # every rung failed upstream and escalation moved past all of them
         raise UpstreamError("the Claude API failed on every tier of the ladder; try again later")
-    return _Run(decision, rungs, triaged, triage_cost, budget_stop)
+    return rungs, budget_stop
 
 
 def _evidence(job: _Job, rungs: list[_Rung]) -> list[tuple[str, bool | None]]:
