@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,3 +79,19 @@ def handshake(client_name: str) -> list[dict[str, Any]]:
         },
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
     ]
+
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def server_env(tmp_path: Path, base_url: str, session: str) -> dict[str, str]:
+    """The environment an `offload serve` subprocess under test gets (a stdio client passes no more)."""
+    return {
+        "HOME": str(tmp_path),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OFFLOAD_DB": str(tmp_path / "ledger.db"),
+        "OFFLOAD_ROOTS": str(tmp_path),
+        "OFFLOAD_SESSION": session,
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": base_url,
+    }

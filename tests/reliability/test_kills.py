@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from helpers import handshake
+from helpers import handshake, server_env
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
 from offload.core.money import usd_json
@@ -37,15 +37,7 @@ OFFLOAD = str(VENV_BIN / "offload")
 
 
 def _start_server(tmp_path: Path, base_url: str, session: str) -> subprocess.Popen[bytes]:
-    env = {
-        "HOME": str(tmp_path),
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "OFFLOAD_DB": str(tmp_path / "ledger.db"),
-        "OFFLOAD_ROOTS": str(tmp_path),
-        "OFFLOAD_SESSION": session,
-        "ANTHROPIC_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": base_url,
-    }
+    env = server_env(tmp_path, base_url, session)
     errlog = (tmp_path / f"{session}.stderr").open("wb")
     try:
         proc = subprocess.Popen(

@@ -7,7 +7,6 @@ subprocesses spoken to by the real mcp client, the real SDK to the emulator, one
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from helpers import server_env
 from offload.config.pricing import load_prices
 from offload.core.pricing import Usage
 from offload.infra.ledger.db import Ledger
@@ -35,15 +35,7 @@ CALLS_EACH = 4
 
 
 def _params(tmp_path: Path, base_url: str, session: str, fsize: int | None = None) -> StdioServerParameters:
-    env = {
-        "HOME": str(tmp_path),
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "OFFLOAD_DB": str(tmp_path / "ledger.db"),
-        "OFFLOAD_ROOTS": str(tmp_path),
-        "OFFLOAD_SESSION": session,
-        "ANTHROPIC_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": base_url,
-    }
+    env = server_env(tmp_path, base_url, session)
     if fsize is None:
         return StdioServerParameters(command=OFFLOAD, args=["serve"], env=env, cwd=str(tmp_path))
     # The disk fills up: no file of the server may grow past `fsize` bytes (writes past it fail

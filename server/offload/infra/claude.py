@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import anthropic
+import anyio
 import httpx2
 
 from offload.config.settings import Settings
@@ -128,24 +129,38 @@ _RETRIED = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 class ClaudeClient:
     """Async client for the calls offload makes. Construct through `ClaudeClient.from_settings`."""
 
-    def __init__(self, client: anthropic.AsyncAnthropic) -> None:
+    def __init__(self, client: anthropic.AsyncAnthropic, sync: anthropic.Anthropic | None = None) -> None:
         self._client = client
+        # Batch creates go through a sync client in a worker thread: the SDK transforms and
+        # serializes the whole request list (tens of MB for 100k requests) where it is called,
+        # and on the event loop that would stall every other tool call for seconds.
+        self._sync = sync
 
     @classmethod
     def from_settings(cls, settings: Settings, *, max_retries: int = 2, timeout: float = 600.0) -> ClaudeClient:
         if not settings.api_key:
             raise MissingApiKeyError()
-        return cls(
-            anthropic.AsyncAnthropic(
-                api_key=settings.api_key,
-                base_url=settings.base_url,
-                max_retries=max_retries,
-                timeout=timeout,
-            )
-        )
+        options: dict[str, Any] = {
+            "api_key": settings.api_key,
+            "base_url": settings.base_url,
+            "max_retries": max_retries,
+            "timeout": timeout,
+        }
+        return cls(anthropic.AsyncAnthropic(**options), anthropic.Anthropic(**options))
 
     async def close(self) -> None:
         await self._client.close()
+        if self._sync is not None:
+            self._sync.close()
+
+    async def _create_batch(self, requests: list[dict[str, Any]], *, retries: bool) -> Any:
+        if self._sync is None:
+            client = self._client if retries else self._client.with_options(max_retries=0)
+            return await client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        sync = self._sync if retries else self._sync.with_options(max_retries=0)
+        return await anyio.to_thread.run_sync(
+            lambda: sync.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        )
 
     async def create(self, params: dict[str, Any]) -> Completion:
         """One Messages call; streamed (and collected) when max_tokens is past the safe line."""
@@ -198,9 +213,7 @@ class ClaudeClient:
         batch was never created (so its hold can go at once); after a retry that is unknowable.
         """
         try:
-            batch = await self._client.with_options(max_retries=0).messages.batches.create(
-                requests=requests  # type: ignore[arg-type]
-            )
+            batch = await self._create_batch(requests, retries=False)
         except anthropic.APIConnectionError as exc:
             if isinstance(exc.__cause__, httpx2.ConnectError):
                 raise UpstreamError(
@@ -212,7 +225,7 @@ class ClaudeClient:
         else:
             return _batch_info(batch)
         with _mapped_errors():
-            batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            batch = await self._create_batch(requests, retries=True)
         return _batch_info(batch)
 
     async def batch_retrieve(self, batch_id: str) -> BatchInfo:
