@@ -48,20 +48,28 @@ def _attrs(g: Group) -> dict[str, str]:
     return {"model": g.model, "tier": g.tier, "tool": g.tool}
 
 
-def _usd(pusd: int) -> float:
+Values = Callable[[Group], Iterable[tuple[dict[str, str], int]]]
+
+
+def _count(n: int) -> float | int:
+    return n
+
+
+def _usd(pusd: int) -> float | int:
+    # OTLP carries doubles: the exact integer total is converted once, at the edge, never summed as a float.
     return float(to_usd(pusd))
 
 
 def _summed(
-    snap: _Snapshot, value: Callable[[Group], Iterable[tuple[dict[str, str], float]]]
+    snap: _Snapshot, value: Values, shown: Callable[[int], float | int] = _count
 ) -> Callable[..., Iterable[Observation]]:
     def callback(_: CallbackOptions) -> Iterable[Observation]:
-        totals: dict[tuple[tuple[str, str], ...], float] = {}
+        totals: dict[tuple[tuple[str, str], ...], int] = {}  # picodollars or counts: exact integers
         for g in snap.get():
             for extra, v in value(g):
                 key = tuple(sorted({**_attrs(g), **extra}.items()))
-                totals[key] = totals.get(key, 0.0) + v
-        return [Observation(v, dict(k)) for k, v in totals.items()]
+                totals[key] = totals.get(key, 0) + v
+        return [Observation(shown(v), dict(k)) for k, v in totals.items()]
 
     return callback
 
@@ -76,27 +84,30 @@ def start(db: Path, prices: PriceTable, exporter: OTLPMetricExporter | None = No
     )
     meter = provider.get_meter("offload", __version__)
 
-    def gain(g: Group) -> Iterable[tuple[dict[str, str], float]]:
+    def gain(g: Group) -> Iterable[tuple[dict[str, str], int]]:
         if not prices.has(g.model):
             return []
         rates = group_rates(prices.price(g.model), long_prompt=g.long_prompt, batch=g.batch)
-        return [({}, _usd(cache_net_gain(rates, g.usage)))]
+        return [({}, cache_net_gain(rates, g.usage))]
 
-    def tokens(g: Group) -> Iterable[tuple[dict[str, str], float]]:
+    def tokens(g: Group) -> Iterable[tuple[dict[str, str], int]]:
         u = g.usage
         writes = u.cache_write_5m + u.cache_write_1h
         kinds = (("input", u.input_tokens), ("output", u.output_tokens), ("cacheRead", u.cache_read),
                  ("cacheCreation", writes))  # fmt: skip
         return [({"type": k}, n) for k, n in kinds]
 
-    counters: list[tuple[str, str, str, Callable[[Group], Iterable[tuple[dict[str, str], float]]]]] = [
-        ("offload.cost.usage", "USD", "Exact spend recorded in the ledger", lambda g: [({}, _usd(g.cost_pusd))]),
+    money: list[tuple[str, str, Values]] = [
+        ("offload.cost.usage", "Exact spend recorded in the ledger", lambda g: [({}, g.cost_pusd)]),
         (
             "offload.baseline.usage",
-            "USD",
             "The same calls sent plainly to the baseline model",
-            lambda g: [({}, _usd(g.baseline_pusd))],
+            lambda g: [({}, g.baseline_pusd)],
         ),
+    ]
+    for name, text, fn in money:
+        meter.create_observable_counter(name, [_summed(snap, fn, _usd)], unit="USD", description=text)
+    counters: list[tuple[str, str, str, Values]] = [
         ("offload.token.usage", "tokens", "Tokens billed, by type", tokens),
         ("offload.call.count", "{call}", "API attempts recorded", lambda g: [({}, g.calls)]),
         ("offload.escalation.count", "{call}", "Attempts that climbed a tier", lambda g: [({}, g.escalations)]),
@@ -112,7 +123,7 @@ def start(db: Path, prices: PriceTable, exporter: OTLPMetricExporter | None = No
         meter.create_observable_counter(name, [_summed(snap, fn)], unit=unit, description=text)
     meter.create_observable_gauge(
         "offload.cache.net_gain",
-        [_summed(snap, gain)],
+        [_summed(snap, gain, _usd)],
         unit="USD",
         description="Cache reads saved minus write premiums",
     )
