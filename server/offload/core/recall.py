@@ -40,6 +40,16 @@ class Recall(Generic[T]):
             self._bytes += size
             self._evict()
 
+    def swap(self, key: str, expected: T, value: T) -> bool:
+        """Replace `key`'s value if it is still `expected`, keeping its age and place: a claim."""
+        with self._lock:
+            self._evict()
+            entry = self._entries.get(key)
+            if entry is None or entry.value is not expected:
+                return False
+            self._entries[key] = _Entry(value, entry.size, entry.at)
+            return True
+
     def get(self, key: str) -> T | None:
         with self._lock:
             self._evict()

@@ -238,10 +238,14 @@ async def record_paid(state: AppState, attempt: records.Attempt, reservation: Re
             journal.spool, state.ledger.path, stamped, None if reservation is None else reservation.id
         )
         log.warning("%s; spooled %s to %s", exc, attempt.request_key, path)
-        note = f"ledger busy or full: this call's cost was kept in {path.name} and is recorded on the next start"
-        notes = _notes.get()
-        if notes is not None and note not in notes:
-            notes.append(note)
+        leave_note(f"ledger busy or full: this call's cost was kept in {path.name} and is recorded on the next start")
+
+
+def leave_note(note: str) -> None:
+    """A note for the host about this tool call's bookkeeping (kept once, if anyone collects notes)."""
+    notes = _notes.get()
+    if notes is not None and note not in notes:
+        notes.append(note)
 
 
 async def _judged(judge: Judge, completion: Completion) -> Verdict:
@@ -283,4 +287,13 @@ def footer(model: str, cost_pusd: int, cached_tokens: int, escalated: int, extra
     return "[" + " · ".join(parts) + "]"
 
 
-__all__ = ["Metered", "OffloadError", "budget_warnings", "footer", "limits_of", "metered_call", "reserve"]
+__all__ = [
+    "Metered",
+    "OffloadError",
+    "budget_warnings",
+    "footer",
+    "leave_note",
+    "limits_of",
+    "metered_call",
+    "reserve",
+]

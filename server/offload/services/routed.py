@@ -6,8 +6,10 @@ when a check names a trigger the policy escalates on. Every rung is a priced led
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from offload.core.tokens import request_upper_bound
 from offload.infra import files
 from offload.infra.claude import Completion
 from offload.infra.ledger import budgets, learning
-from offload.metering.metered import Verdict, budget_warnings, footer, limits_of, metered_call
+from offload.metering.metered import Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES, Policy
 
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
     from offload.state import AppState
 
 TOOL = "routed_complete"
+REDO_RUNNING = "running"  # `_Job.redone_as` while a redo of it is under way
+
+log = logging.getLogger("offload.routed")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ class _Job:
     max_tokens: int | None
     family: str
     tier: str = ""  # the tier whose answer the host got
+    # The call_id of the redo that replaced this answer (REDO_RUNNING while it runs): one host
+    # question gets one better answer, and only that one stands for the host's own call.
+    redone_as: str | None = None
 
     @property
     def checked(self) -> bool:
@@ -141,6 +149,16 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
             f"redo_of={call_id!r} is unknown or expired (offload keeps a request for redo only in memory, "
             f"up to {state.settings.redo_ttl_s // 60} minutes); send the prompt again, with a higher tier= if needed"
         )
+    if job.redone_as == REDO_RUNNING:
+        raise InputError(
+            f"a redo of {call_id} is already running; wait for its answer, and if that is wrong too, "
+            "send redo_of=<its call_id>"
+        )
+    if job.redone_as is not None:
+        raise InputError(
+            f"{call_id} was already redone as {job.redone_as}; if that answer is wrong too, "
+            f"send redo_of={job.redone_as}"
+        )
     policy = state.policy
     # The host's words about the answer are text it sent: kept only where prompts are kept.
     reason = args.reason if policy.store_text else None
@@ -151,10 +169,30 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
             f"{call_id} was already answered by the top tier ({job.tier}: {policy.tiers.get(job.tier, '?')}); "
             "there is no higher tier to redo it on. Add what the answer missed to the prompt, or split the task"
         )
-    run = await _route_and_run(state, session, job, redo_tier=up, progress=progress)
+    # Claimed with no await since the lookup: a concurrent redo of the same call sees the claim.
+    claimed = replace(job, redone_as=REDO_RUNNING)
+    state.recall.swap(call_id, job, claimed)
+    try:
+        run = await _route_and_run(state, session, job, redo_tier=up, progress=progress)
+    except BaseException:
+        state.recall.swap(call_id, claimed, job)  # nothing better was paid for: the call can be redone again
+        raise
     # Judged only once the better answer is paid for: a failed redo leaves the earlier answer standing.
-    await learning.mark_judged(state.ledger, call_id, "redone", keep_baseline=False, reason=reason)
-    return await _finish(state, session, job, run, redo_of=call_id)
+    judged = learning.mark_judged(state.ledger, call_id, "redone", keep_baseline=False, reason=reason)
+    await _after_paid(judged, f"the verdict on {call_id}")
+    out = await _finish(state, session, job, run, redo_of=call_id)
+    state.recall.swap(call_id, claimed, replace(job, redone_as=str(out.data["call_id"])))
+    return out
+
+
+async def _after_paid(write: Awaitable[object], what: str) -> None:
+    """Bookkeeping after an answer is paid for: a ledger that can't take it (locked, full) must not
+    cost the host the answer, whose cost `metered_call` already recorded or spooled."""
+    try:
+        await write
+    except LedgerUnavailableError as exc:
+        log.warning("%s was not recorded: %s", what, exc)
+        leave_note(f"ledger busy or full: {what} was not recorded (the answer and its cost were)")
 
 
 async def _learned(state: AppState, session: str, job: _Job, request: engine.RouteRequest) -> engine.RouteRequest:
@@ -379,11 +417,12 @@ async def _finish(state: AppState, session: str, job: _Job, run: _Run, *, redo_o
     final = run.rungs[-1]
     call_id = new_call_id()
     checked = job.checked and final.trigger is None
-    await learning.record_call(
+    recorded = learning.record_call(
         state.ledger,
         learning.CallRecord(call_id, session, job.family, final.tier, final.request_key, checked, redo_of),
         _evidence(job, run.rungs),
     )
+    await _after_paid(recorded, f"answer {call_id}")
     assert state.recall is not None
     kept = replace(job, tier=final.tier)
     state.recall.put(call_id, kept, kept.size)
