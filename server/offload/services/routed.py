@@ -20,7 +20,7 @@ from offload.core.output import Progress, ToolOutput, no_progress
 from offload.core.request import Prompt, build_params, request_hash
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
-from offload.infra.claude import Completion
+from offload.infra.claude import Completion, StreamDropped
 from offload.infra.ledger import budgets, learning
 from offload.metering.metered import Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
 from offload.policy import engine
@@ -92,10 +92,11 @@ class _Job:
 @dataclass(frozen=True)
 class _Run:
     decision: engine.RouteDecision
-    rungs: list[_Rung]
+    rungs: list[_Rung]  # the rungs that answered
     triaged: str | None
     triage_cost: int
     budget_stop: str | None
+    tried: list[_Rung]  # every paid rung, in order: the answered ones and any whose stream broke off
 
 
 def new_call_id() -> str:
@@ -274,8 +275,8 @@ async def _route_and_run(
     if counted is not None:
         job = replace(job, upper=counted)
     decision, triaged, triage_cost = await _decide(state, session, job, cap, forced_tier, redo_tier)
-    rungs, budget_stop = await _climb(state, session, job, decision, cap, counted, progress)
-    return _Run(decision, rungs, triaged, triage_cost, budget_stop)
+    rungs, tried, budget_stop = await _climb(state, session, job, decision, cap, counted, progress)
+    return _Run(decision, rungs, triaged, triage_cost, budget_stop, tried)
 
 
 def _max_tokens(policy: Policy, tier: str, job: _Job, cap: int | None) -> int:
@@ -328,12 +329,13 @@ async def _climb(
     cap: int | None,
     counted: int | None,
     progress: Progress,
-) -> tuple[list[_Rung], str | None]:
+) -> tuple[list[_Rung], list[_Rung], str | None]:
     """Run the ladder from the decided tier, one rung up per failed check, until an answer stands."""
     policy = state.policy
     checks = job.checks
     ladder = [decision.tier, *decision.ladder]
     rungs: list[_Rung] = []
+    tried: list[_Rung] = []
     budget_stop: str | None = None
     for step, tier in enumerate(ladder):
         model = policy.tiers[tier]
@@ -367,9 +369,13 @@ async def _climb(
                 prompt_text=job.prompt_text,
                 prompt_tokens=counted,
             )
-        except UpstreamError:
+        except UpstreamError as exc:
             if last or not engine.should_escalate(policy, "api_error"):
                 raise
+            if isinstance(exc, StreamDropped) and exc.partial is not None:
+                # metered_call recorded what the broken stream billed: the host's total must show it too.
+                cost = state.prices.cost(model, exc.partial.usage)
+                tried.append(_Rung(tier, model, cost, "dropped", None, exc.partial, ""))
             continue
         except BudgetExceededError as exc:
             if not rungs:
@@ -383,22 +389,22 @@ async def _climb(
             # The next rung can't be reserved (ledger full or locked): keep the answer already paid for.
             budget_stop = "escalation stopped: the ledger could not be written"
             break
-        rungs.append(
-            _Rung(
-                tier,
-                model,
-                metered.cost_pusd,
-                metered.outcome,
-                metered.verdict.failed_check,
-                metered.completion,
-                metered.request_key,
-            )
+        rung = _Rung(
+            tier,
+            model,
+            metered.cost_pusd,
+            metered.outcome,
+            metered.verdict.failed_check,
+            metered.completion,
+            metered.request_key,
         )
+        rungs.append(rung)
+        tried.append(rung)
         if metered.outcome != "escalated":
             break
     if not rungs:  # every rung failed upstream and escalation moved past all of them
         raise UpstreamError("the Claude API failed on every tier of the ladder; try again later")
-    return rungs, budget_stop
+    return rungs, tried, budget_stop
 
 
 def _evidence(job: _Job, rungs: list[_Rung]) -> list[tuple[str, bool | None]]:
@@ -462,8 +468,8 @@ async def _triage(state: AppState, session: str, prompt: str) -> tuple[str | Non
 async def _output(
     state: AppState, session: str, run: _Run, call_id: str, has_checks: bool, redo_of: str | None
 ) -> ToolOutput:
-    decision, rungs = run.decision, run.rungs
-    final = rungs[-1]
+    decision, rungs = run.decision, run.tried
+    final = run.rungs[-1]
     total = run.triage_cost + sum(r.cost_pusd for r in rungs)
     usage = final.completion.usage
     extra = []
