@@ -20,6 +20,7 @@ from mcp import Client
 
 from helpers import ledger_rows, query, uvicorn_serving
 from offload.config.settings import Settings, shipped
+from offload.infra.ledger.journal import pending
 from offload.mcp.http import build_http_app
 from offload.mcp.server import build_server
 from offload.metering.metered import collecting_notes
@@ -166,13 +167,21 @@ async def test_a_redo_paid_while_the_ledger_is_locked_still_reaches_the_host(
                 if other.in_transaction:
                     other.execute("ROLLBACK")
                 other.close()
-    answer, notes = out
-    assert answer.text.startswith("The capital of Australia is Canberra.")
-    assert answer.data["redo_of"] == call_id and answer.data["cost_usd"] != "0"
-    assert any("recorded on the next start" in n for n in notes), notes
-    # The paid redo answer waits in the journal; the next open records it.
-    led_state = await anyio.to_thread.run_sync(lambda: query(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"])
-    assert led_state == 1
-    async with open_state(settings):
-        pass
-    assert len(ledger_rows(db)) == len(served(emu)) == 2
+            answer, notes = out
+            assert answer.text.startswith("The capital of Australia is Canberra.")
+            assert answer.data["redo_of"] == call_id and answer.data["cost_usd"] != "0"
+            assert any("recorded on the next start" in n for n in notes), notes
+            # The paid redo answer waits in the journal, its hold still counted against the budget.
+            assert len(ledger_rows(db)) == 1 and pending(db) == 1
+            assert len(query(db, "SELECT id FROM reservations")) == 1
+            # The lock is gone: this server's next recorded call records the spooled one too,
+            # without waiting for a restart.
+            later = await routed.routed_complete(state, "s", RoutedArgs(prompt="Another capital question?"))
+            assert pending(db) == 0 and query(db, "SELECT id FROM reservations") == []
+            rows = ledger_rows(db)
+            assert len(rows) == len(served(emu)) == 3
+            reported = sum(int(Decimal(o.data["cost_usd"]) * 10**12) for o in [first, answer, later])
+            assert sum(int(r["cost_pusd"]) for r in rows) == reported
+        async with open_state(settings):  # a later start finds nothing left to replay
+            pass
+        assert len(ledger_rows(db)) == 3

@@ -227,7 +227,8 @@ async def record_paid(state: AppState, attempt: records.Attempt, reservation: Re
     """Record a paid attempt; if the ledger can't take it, spool it to the journal instead.
 
     A paid answer must reach the host whatever the ledger's state: the journal line is replayed
-    (exactly once, by request_key) the next time any offload process opens the ledger.
+    (exactly once, by request_key) by this process's next recorded call, or the next time any
+    offload process opens the ledger.
     """
     try:
         await records.record(state.ledger, attempt, reservation)
@@ -239,6 +240,19 @@ async def record_paid(state: AppState, attempt: records.Attempt, reservation: Re
         )
         log.warning("%s; spooled %s to %s", exc, attempt.request_key, path)
         leave_note(f"ledger busy or full: this call's cost was kept in {path.name} and is recorded on the next start")
+    else:
+        await _replay_spooled(state)
+
+
+async def _replay_spooled(state: AppState) -> None:
+    """The ledger takes writes again: what an earlier call spooled goes in now, not at the next
+    start (a long-lived server would leave every total short, and its holds in place, until then)."""
+    if journal.pending_bytes(state.ledger.path) == 0:
+        return
+    try:
+        await journal.replay(state.ledger, wait=False)
+    except (LedgerUnavailableError, OSError) as exc:
+        log.warning("ledger journal not replayed yet: %s", exc)
 
 
 def leave_note(note: str) -> None:

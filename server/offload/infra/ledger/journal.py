@@ -36,9 +36,10 @@ def journal_path(db_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path, mode: str) -> Iterator[IO[str]]:
+def _locked(path: Path, mode: str, *, wait: bool = True) -> Iterator[IO[str]]:
+    """The file under an exclusive flock; BlockingIOError at once if `wait` is off and it is taken."""
     with path.open(mode, encoding="utf-8") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield fh
         finally:
@@ -78,6 +79,14 @@ def spool(db_path: Path, attempt: Attempt, reservation_id: int | None) -> Path:
     return path
 
 
+def pending_bytes(db_path: Path) -> int:
+    """The journal's size: 0 when nothing waits (a stat, cheap enough for every recorded call)."""
+    try:
+        return journal_path(db_path).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def pending(db_path: Path) -> int:
     """How many spooled attempts wait for a replay."""
     path = journal_path(db_path)
@@ -87,31 +96,43 @@ def pending(db_path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-async def replay(ledger: Ledger) -> int:
-    """Record every spooled attempt once, then empty the journal. Returns rows newly inserted."""
+async def replay(ledger: Ledger, *, wait: bool = True) -> int:
+    """Record every spooled attempt once, then empty the journal. Returns rows newly inserted.
+
+    With `wait` off, a journal another process holds (spooling or replaying it) is left to it.
+    """
     path = journal_path(ledger.path)
     if not path.exists() or path.stat().st_size == 0:
         return 0
-    inserted = 0
-    with _locked(path, "r+") as fh:
-        entries = []
-        for n, line in enumerate(fh.read().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entries.append(_decode(line))
-            except (ValueError, KeyError, TypeError) as exc:  # a line cut short by a crash mid-append
-                log.warning("ledger journal %s line %d unreadable, skipped: %s", path, n, exc)
-        now = w.utcnow()
-        async with ledger.write() as conn:
-            for attempt, rid in entries:
-                inserted += await _insert(conn, attempt, now, ledger)
-                if rid is not None:
-                    await conn.execute("DELETE FROM reservations WHERE id = ?", (rid,))
-        fh.seek(0)
-        fh.truncate()
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with _locked(path, "r+", wait=wait) as fh:
+            entries, inserted = await _record_all(ledger, fh)
+    except BlockingIOError:  # only a non-waiting flock raises it
+        return 0
     if entries:
-        log.info("ledger journal: replayed %d spooled attempt(s), %d new row(s)", len(entries), inserted)
+        log.info("ledger journal: replayed %d spooled attempt(s), %d new row(s)", entries, inserted)
     return inserted
+
+
+async def _record_all(ledger: Ledger, fh: IO[str]) -> tuple[int, int]:
+    """(lines read, rows inserted): every line of the locked journal `fh` recorded, then the file emptied."""
+    entries = []
+    for n, line in enumerate(fh.read().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(_decode(line))
+        except (ValueError, KeyError, TypeError) as exc:  # a line cut short by a crash mid-append
+            log.warning("ledger journal %s line %d unreadable, skipped: %s", fh.name, n, exc)
+    inserted = 0
+    now = w.utcnow()
+    async with ledger.write() as conn:
+        for attempt, rid in entries:
+            inserted += await _insert(conn, attempt, now, ledger)
+            if rid is not None:
+                await conn.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+    fh.seek(0)
+    fh.truncate()
+    fh.flush()
+    os.fsync(fh.fileno())
+    return len(entries), inserted
