@@ -136,6 +136,26 @@ async def test_a_redo_the_budget_refuses_leaves_the_first_answer_standing_and_re
     assert query(settings.db_path, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
 
 
+async def test_a_redo_is_never_downgraded_to_the_tier_the_host_judged_wrong(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # Room for a cheap answer (worst case ~$0.002), not for a standard one (~$0.08).
+    policy = _budget_policy(tmp_path, "0.01")
+    policy.write_text(policy.read_text().replace("on_exceed: refuse", "on_exceed: downgrade"))
+    with running(script=SCRIPT) as emu:
+        settings = make_settings(emu.url, policy_path=policy)
+        async with Client(build_server(settings)) as c:
+            first = await c.call_tool("routed_complete", ASK)
+            assert not first.is_error and first.structured_content["tier"] == "cheap", result_text(first)
+            refused = await c.call_tool("routed_complete", {"redo_of": first.structured_content["call_id"]})
+        models = [r.model for r in served(emu)]
+    text = result_text(refused)
+    assert refused.is_error and "a redo on tier 'standard'" in text and "the earlier answer stands" in text, text
+    assert models == ["claude-haiku-5-5"]  # nothing paid again for the tier judged wrong
+    assert [r["verdict"] for r in query(settings.db_path, "SELECT verdict FROM calls")] == [None]
+    assert int(ledger_rows(settings.db_path)[0]["baseline_pusd"]) > 0
+
+
 async def test_a_redo_paid_while_the_ledger_is_locked_still_reaches_the_host(
     running: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:

@@ -133,6 +133,19 @@ def _no_tier_fits(policy: Policy, req: RouteRequest, tier: str) -> BudgetExceede
     )
 
 
+def _no_redo_fits(req: RouteRequest, tier: str) -> BudgetExceededError:
+    assert req.worst_case_pusd is not None and req.headroom_pusd is not None
+    scope = req.headroom_scope
+    return BudgetExceededError(
+        f"a redo on tier {tier!r} could cost up to {fmt_usd(req.worst_case_pusd.get(tier, 0))}, more than the "
+        f"{scope or 'budget'} headroom of {fmt_usd(req.headroom_pusd)}; the earlier answer stands. "
+        "Wait for the budget to reset (see budget_status), or resend the prompt with a lower max_tokens",
+        scope=scope or "headroom",
+        remaining_pusd=req.headroom_pusd,
+        resets_at=None,
+    )
+
+
 def decide(policy: Policy, req: RouteRequest) -> RouteDecision:
     if req.redo_tier is not None:
         tier, rule = req.redo_tier, "redo"
@@ -163,6 +176,9 @@ def decide(policy: Policy, req: RouteRequest) -> RouteDecision:
         and req.worst_case_pusd is not None
         and not _fits(req, tier)
     ):
+        if req.redo_tier is not None:
+            # A redo below its tier would pay again for the tier whose answer the host judged wrong.
+            raise _no_redo_fits(req, tier)
         lower = _downgrade(policy, req, tier)
         if lower is None:
             raise _no_tier_fits(policy, req, tier)
