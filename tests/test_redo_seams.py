@@ -205,3 +205,24 @@ async def test_a_redo_paid_while_the_ledger_is_locked_still_reaches_the_host(
         async with open_state(settings):  # a later start finds nothing left to replay
             pass
         assert len(ledger_rows(db)) == 3
+
+
+async def test_a_call_id_another_session_holds_is_drawn_again_not_lost_or_shared(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ids are 32 random bits in a ledger every session shares: at 100k answers a clash is likely.
+    # Forced here by replaying offload's own id draw (the SDK and the ledger stay real).
+    draws = iter(["rc_0000000a", "rc_0000000a", "rc_0000000b", "rc_0000000c"])
+    monkeypatch.setattr(routed, "new_call_id", lambda: next(draws))
+    with running(script=SCRIPT) as emu:
+        settings = make_settings(emu.url)
+        async with open_state(settings) as state:
+            mine = await routed.routed_complete(state, "alice", RoutedArgs(prompt=ASK["prompt"], task=ASK["task"]))
+            theirs = await routed.routed_complete(state, "bob", RoutedArgs(prompt=ASK["prompt"], task=ASK["task"]))
+            redo = await routed.routed_complete(state, "bob", RoutedArgs(redo_of=theirs.data["call_id"]))
+        n_served = len(served(emu))
+    assert (mine.data["call_id"], theirs.data["call_id"]) == ("rc_0000000a", "rc_0000000b")
+    assert redo.data["redo_of"] == "rc_0000000b" and n_served == 3
+    rows = query(settings.db_path, "SELECT call_id, session_id, verdict FROM calls WHERE redo_of IS NULL ORDER BY ts")
+    # Bob's verdict landed on Bob's call; Alice's answer is untouched.
+    assert [tuple(r) for r in rows] == [("rc_0000000a", "alice", None), ("rc_0000000b", "bob", "redone")]

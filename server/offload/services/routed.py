@@ -11,7 +11,7 @@ import re
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, LedgerUnavailableError, UpstreamError
@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 TOOL = "routed_complete"
 REDO_RUNNING = "running"  # `_Job.redone_as` while a redo of it is under way
 
+CALL_ID_DRAWS = 8  # a clash needs one answer in 2**32 already holding the id: eight in a row never happen
+
 log = logging.getLogger("offload.routed")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -186,14 +189,15 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
     return out
 
 
-async def _after_paid(write: Awaitable[object], what: str) -> None:
+async def _after_paid(write: Awaitable[T], what: str) -> T | None:
     """Bookkeeping after an answer is paid for: a ledger that can't take it (locked, full) must not
-    cost the host the answer, whose cost `metered_call` already recorded or spooled."""
+    cost the host the answer, whose cost `metered_call` already recorded or spooled. None then."""
     try:
-        await write
+        return await write
     except LedgerUnavailableError as exc:
         log.warning("%s was not recorded: %s", what, exc)
         leave_note(f"ledger busy or full: {what} was not recorded (the answer and its cost were)")
+        return None
 
 
 async def _learned(state: AppState, session: str, job: _Job, request: engine.RouteRequest) -> engine.RouteRequest:
@@ -421,14 +425,15 @@ def _evidence(job: _Job, rungs: list[_Rung]) -> list[tuple[str, bool | None]]:
 
 async def _finish(state: AppState, session: str, job: _Job, run: _Run, *, redo_of: str | None) -> ToolOutput:
     final = run.rungs[-1]
-    call_id = new_call_id()
     checked = job.checked and final.trigger is None
-    recorded = learning.record_call(
-        state.ledger,
-        learning.CallRecord(call_id, session, job.family, final.tier, final.request_key, checked, redo_of),
-        _evidence(job, run.rungs),
-    )
-    await _after_paid(recorded, f"answer {call_id}")
+    evidence = _evidence(job, run.rungs)
+    # Ids are short for the host's sake, and the ledger is shared by every session: a clash with
+    # an earlier answer draws again, so a verdict never lands on another session's call.
+    for _ in range(CALL_ID_DRAWS):
+        call_id = new_call_id()
+        record = learning.CallRecord(call_id, session, job.family, final.tier, final.request_key, checked, redo_of)
+        if await _after_paid(learning.record_call(state.ledger, record, evidence), f"answer {call_id}") is not False:
+            break
     assert state.recall is not None
     kept = replace(job, tier=final.tier)
     state.recall.put(call_id, kept, kept.size)

@@ -47,13 +47,14 @@ class TierStats:
 
 async def record_call(
     ledger: Ledger, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], *, now: datetime | None = None
-) -> None:
-    """The answer returned, and one evidence row per tier it was tried on, in one transaction."""
+) -> bool:
+    """The answer returned, and one evidence row per tier it was tried on, in one transaction.
+    False, with nothing written, if an earlier answer already has `call.call_id`."""
     ts = w.iso(now or w.utcnow())
     async with ledger.write() as conn:
-        await conn.execute(
+        cur = await conn.execute(
             "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
             (
                 call.call_id,
                 ts,
@@ -65,11 +66,14 @@ async def record_call(
                 call.redo_of,
             ),
         )
+        if cur.rowcount == 0:
+            return False
         for tier, adequate in evidence:
             await conn.execute(
                 "INSERT INTO tier_evidence (ts, session_id, call_id, family, tier, adequate) VALUES (?, ?, ?, ?, ?, ?)",
                 (ts, call.session_id, call.call_id, call.family, tier, None if adequate is None else int(adequate)),
             )
+    return True
 
 
 async def mark_judged(
