@@ -19,7 +19,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from helpers import ledger_rows
+from helpers import ledger_rows, query
 from offload.config.settings import Settings, shipped
 from offload.core.errors import UpstreamError
 from offload.infra.claude import ClaudeClient
@@ -121,3 +121,44 @@ async def test_a_stream_broken_on_the_ladder_is_in_the_cost_the_tool_reports(
     assert [(a["tier"], a["outcome"]) for a in out.data["attempts"]] == [("cheap", "dropped"), ("standard", "ok")]
     dropped_alone = int(rows[2]["cost_pusd"])
     totals_agree(settings.db_path, pusd(out.data["cost_usd"]) + dropped_alone, status.data)
+
+
+async def test_concurrent_calls_in_one_server_all_land_in_every_total(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    words = " ".join(f"w{i}" for i in range(2000))
+    (tmp_path / "a.txt").write_text(f"Section A. {words}\n", encoding="utf-8")
+    with running(script=SCRIPT, faults="latency=50-250ms") as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            reported: list[str] = []
+
+            async def call(name: str, args: dict[str, Any]) -> dict[str, Any]:
+                res = await c.call_tool(name, args)
+                assert not res.is_error, (name, res.content)
+                assert isinstance(res.structured_content, dict)
+                reported.append(res.structured_content["cost_usd"])
+                return res.structured_content
+
+            firsts: list[dict[str, Any]] = []
+
+            async def first(i: int) -> None:
+                firsts.append(await call("routed_complete", {"prompt": f"The capital, take {i}?", "task": "summarize"}))
+
+            async with anyio.create_task_group() as tg:
+                for i in range(3):
+                    tg.start_soon(first, i)
+            async with anyio.create_task_group() as tg:
+                for done in firsts:
+                    tg.start_soon(call, "routed_complete", {"redo_of": done["call_id"]})
+                for i in range(2):
+                    escalating = {"prompt": f"ESCALATE {i}: a number", "must_match": "[0-9]", "task": "extract"}
+                    tg.start_soon(call, "routed_complete", escalating)
+                tg.start_soon(call, "summarize_context", {"paths": ["a.txt"], "target_tokens": 100})
+            status = (await c.call_tool("budget_status", {"scope": "session"})).structured_content
+        served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
+    assert isinstance(status, dict) and len(reported) == 9
+    assert len(ledger_rows(settings.db_path)) == len(served)
+    totals_agree(settings.db_path, sum(pusd(x) for x in reported), status)
+    verdicts = [r["verdict"] for r in query(settings.db_path, "SELECT verdict FROM calls WHERE verdict IS NOT NULL")]
+    assert verdicts == ["redone"] * 3
