@@ -21,8 +21,10 @@ from offload.config.settings import Settings, shipped
 from offload.core.errors import LedgerUnavailableError
 from offload.core.pricing import Usage
 from offload.infra.ledger import batches as store
+from offload.infra.ledger.budgets import BudgetLimits, release, reserve
 from offload.infra.ledger.db import Ledger
-from offload.infra.ledger.journal import journal_path, pending
+from offload.infra.ledger.journal import journal_path, pending, replay, spool
+from offload.infra.ledger.records import Attempt
 from offload.metering.metered import collecting_notes
 from offload.services import routed
 from offload.services.routed import RoutedArgs
@@ -148,3 +150,19 @@ async def test_begin_immediate_retries_past_busy_timeout_then_says_what_is_wrong
         other.execute("ROLLBACK")
         other.close()
         await led.close()
+
+
+async def test_replay_frees_the_spooled_hold_not_another_call_that_reused_its_id(ledger: Ledger) -> None:
+    """Reservation ids are reused once the newest row is gone: a hold swept while its attempt sat in
+    the journal (its process died, or it expired) may be another live call's id at replay time."""
+    limits = BudgetLimits.from_usd(daily="5")
+    hold = await reserve(ledger, "spooler", 10**9, limits)
+    attempt = Attempt("routed_complete:spooled", "spooler", "routed_complete", "claude-haiku-5-5", Usage(), 7)
+    spool(ledger.path, attempt, hold)
+    await release(ledger, hold)  # swept meanwhile
+    live = await reserve(ledger, "another-call", 2 * 10**9, limits)
+    assert live.id == hold.id  # SQLite handed the same id out again
+    await replay(ledger)
+    rows = query(ledger.path, "SELECT id, session_id FROM reservations")
+    assert [(r["id"], r["session_id"]) for r in rows] == [(live.id, "another-call")]
+    assert query(ledger.path, "SELECT cost_pusd FROM attempts")[0]["cost_pusd"] == 7

@@ -235,9 +235,7 @@ async def record_paid(state: AppState, attempt: records.Attempt, reservation: Re
     except LedgerUnavailableError as exc:
         led = state.ledger
         stamped = replace(attempt, ts=attempt.ts or utcnow(), project=led.project, user=led.user)
-        path = await anyio.to_thread.run_sync(
-            journal.spool, state.ledger.path, stamped, None if reservation is None else reservation.id
-        )
+        path = await anyio.to_thread.run_sync(journal.spool, state.ledger.path, stamped, reservation)
         log.warning("%s; spooled %s to %s", exc, attempt.request_key, path)
         leave_note(f"ledger busy or full: this call's cost was kept in {path.name} and is recorded on the next start")
     else:

@@ -24,6 +24,7 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.records import Attempt, _insert
 
 if TYPE_CHECKING:
+    from offload.infra.ledger.budgets import Reservation
     from offload.infra.ledger.db import Ledger
 
 log = logging.getLogger("offload.ledger")
@@ -46,28 +47,38 @@ def _locked(path: Path, mode: str, *, wait: bool = True) -> Iterator[IO[str]]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _encode(attempt: Attempt, reservation_id: int | None) -> str:
+# A hold as the journal names it: (id, session_id, expires_at). Row ids of reservations are reused
+# once the newest row is gone (INTEGER PRIMARY KEY), so the id alone could name another call's live
+# hold by the time the line is replayed; session and expiry pin it to the one this attempt took.
+Hold = tuple[int, str | None, str | None]
+
+
+def _encode(attempt: Attempt, reservation: Reservation | None) -> str:
     data = dataclasses.asdict(attempt)
     data["usage"] = dataclasses.asdict(attempt.usage)
     data["ts"] = w.iso(attempt.ts or w.utcnow())
-    return json.dumps({"attempt": data, "reservation_id": reservation_id}, ensure_ascii=False)
+    line: dict[str, Any] = {"attempt": data, "reservation_id": None if reservation is None else reservation.id}
+    if reservation is not None:
+        line["reservation_session"], line["reservation_expires"] = reservation.session_id, reservation.expires_at
+    return json.dumps(line, ensure_ascii=False)
 
 
-def _decode(line: str) -> tuple[Attempt, int | None]:
+def _decode(line: str) -> tuple[Attempt, Hold | None]:
     raw = json.loads(line)
     data: dict[str, Any] = dict(raw["attempt"])
     data["usage"] = Usage(**data["usage"])
     data["ts"] = datetime.fromisoformat(str(data["ts"]).replace("Z", "+00:00"))
     rid = raw.get("reservation_id")
-    return Attempt(**data), None if rid is None else int(rid)
+    hold = None if rid is None else (int(rid), raw.get("reservation_session"), raw.get("reservation_expires"))
+    return Attempt(**data), hold
 
 
-def spool(db_path: Path, attempt: Attempt, reservation_id: int | None) -> Path:
+def spool(db_path: Path, attempt: Attempt, reservation: Reservation | None) -> Path:
     """Append `attempt` durably; raises OSError only if even the journal cannot be written."""
     path = journal_path(db_path)
     created = not path.exists()
     with _locked(path, "a") as fh:
-        fh.write(_encode(attempt, reservation_id) + "\n")
+        fh.write(_encode(attempt, reservation) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     if created:  # the new directory entry must survive a crash too
@@ -127,10 +138,18 @@ async def _record_all(ledger: Ledger, fh: IO[str]) -> tuple[int, int]:
     inserted = 0
     now = w.utcnow()
     async with ledger.write() as conn:
-        for attempt, rid in entries:
+        for attempt, hold in entries:
             inserted += await _insert(conn, attempt, now, ledger)
-            if rid is not None:
+            if hold is None:
+                continue
+            rid, session, expires = hold
+            if session is None:  # a line spooled before holds were pinned
                 await conn.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+            else:
+                await conn.execute(
+                    "DELETE FROM reservations WHERE id = ? AND session_id = ? AND expires_at = ?",
+                    (rid, session, expires),
+                )
     fh.seek(0)
     fh.truncate()
     fh.flush()
