@@ -94,3 +94,32 @@ async def test_submission_interrupted_before_the_api_answered_is_surfaced_not_re
             assert again.data["requests"] == 2
             sent = [r.body for r in emu.state.calls("/v1/messages/batches") if r.method == "POST"]
             assert [q["params"]["messages"][0]["content"][-1]["text"] for q in sent[0]["requests"]] == ["a", "b"]
+
+
+async def test_a_late_collection_leaves_another_calls_hold_that_reused_the_batch_holds_id(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Collected after its hold expired (25 h: the server was off), a batch must not cut or free the
+    hold another call took since: SQLite reuses the newest reservation id once that row is gone."""
+    from offload.infra.ledger import budgets
+    from offload.metering.metered import limits_of
+
+    with running(batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        async with open_state(settings) as state:
+            out = await submit(state, "s1", SubmitArgs(template="Tag {item}", items=("a", "b", "c")))
+            bid = out.data["batch_id"]
+            batch_hold = count(settings.db_path, "SELECT id FROM reservations")
+            later = w.utcnow() + timedelta(hours=26)  # the batch's hold has expired and is purged
+            live = await budgets.reserve(state.ledger, "s2", 10**9, limits_of(state.policy), ttl_s=3600, now=later)
+            assert live.id == batch_hold
+            with anyio.fail_after(30):
+                while (await status(state, "s1", bid)).data["state"] != "done":
+                    await run_once(state)
+                    await anyio.sleep(0.05)
+    conn = sqlite3.connect(settings.db_path)
+    try:
+        rows = conn.execute("SELECT id, session_id, amount_pusd FROM reservations").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(live.id, "s2", 10**9)]

@@ -374,12 +374,16 @@ async def part_collected(ledger: Ledger, ref: PartRef) -> bool:
         return await _finish_if_done(conn, ref.batch_id)
 
 
+# The batch's own hold. Its id alone is not enough: once the hold expired and was purged (a batch
+# collected past RESERVE_TTL_S), SQLite may have handed that id to another call's live hold.
+_OWN_HOLD = "host = ? AND (id, session_id) = (SELECT reservation_id, session_id FROM batches WHERE id = ?)"
+
+
 async def _cut_reservation(conn: aiosqlite.Connection, batch_id: str, amount: int) -> None:
     if amount:
         await conn.execute(
-            "UPDATE reservations SET amount_pusd = MAX(0, amount_pusd - ?)"
-            " WHERE id = (SELECT reservation_id FROM batches WHERE id = ?)",
-            (amount, batch_id),
+            "UPDATE reservations SET amount_pusd = MAX(0, amount_pusd - ?) WHERE " + _OWN_HOLD,
+            (amount, BATCH_HOST, batch_id),
         )
 
 
@@ -392,9 +396,7 @@ async def _finish_if_done(conn: aiosqlite.Connection, batch_id: str) -> bool:
     ).fetchone()
     if row is not None and int(row[0]) > 0:
         return False
-    await conn.execute(
-        "DELETE FROM reservations WHERE id = (SELECT reservation_id FROM batches WHERE id = ?)", (batch_id,)
-    )
+    await conn.execute("DELETE FROM reservations WHERE " + _OWN_HOLD, (BATCH_HOST, batch_id))
     await conn.execute(
         "UPDATE batches SET state = 'done', reservation_id = NULL, settled_at = ? WHERE id = ? AND state = 'open'",
         (w.iso(w.utcnow()), batch_id),
