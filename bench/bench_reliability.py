@@ -37,6 +37,10 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+# The same server environment and raw handshake the reliability tests use.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers import VENV_BIN, handshake, server_env
 from offload.config.settings import Settings, shipped
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.journal import pending
@@ -47,7 +51,6 @@ from offload.state import open_state
 from offload_emulator.config import EmulatorConfig
 from offload_emulator.server import serve_in_thread
 
-VENV_BIN = Path(sys.executable).parent
 OFFLOAD = str(VENV_BIN / "offload")
 FAULTS = "429=0.1,529=0.05,drop=0.02"
 
@@ -58,18 +61,6 @@ def _count(db: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
     finally:
         conn.close()
-
-
-def _env(tmp: Path, url: str, session: str) -> dict[str, str]:
-    return {
-        "HOME": str(tmp),
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "OFFLOAD_DB": str(tmp / "ledger.db"),
-        "OFFLOAD_ROOTS": str(tmp),
-        "OFFLOAD_SESSION": session,
-        "ANTHROPIC_API_KEY": "bench-key",
-        "ANTHROPIC_BASE_URL": url,
-    }
 
 
 def _served(emu: Any) -> int:
@@ -94,7 +85,7 @@ async def fleet(tmp: Path, servers: int, calls: int, seed: int, fsize: int | Non
 
         async def server(n: int) -> None:
             nonlocal bare, answered
-            env = _env(tmp, emu.url, f"s{n}")
+            env = server_env(tmp, emu.url, f"s{n}")
             params = (
                 StdioServerParameters(command=OFFLOAD, args=["serve"], env=env)
                 if fsize is None
@@ -157,19 +148,9 @@ async def kill(tmp: Path, seed: int) -> dict[str, Any]:
     db = tmp / "ledger.db"
     calls = 40
     with serve_in_thread(EmulatorConfig(seed=seed, faults="latency=20-200ms", batch_delay_s=0.2)) as emu:
-        env = _env(tmp, emu.url, "doomed")
+        env = server_env(tmp, emu.url, "doomed")
         proc = subprocess.Popen([OFFLOAD, "serve"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "b", "version": "0"},
-            },
-        }
-        _rpc(proc, init, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        _rpc(proc, *handshake("b"))
         _rpc(
             proc,
             *(
@@ -194,7 +175,7 @@ async def kill(tmp: Path, seed: int) -> dict[str, Any]:
         proc.wait(timeout=10)
         emu.state.set_faults(None)
         # A new server on the same ledger: its first reserve frees the dead process's holds.
-        params = StdioServerParameters(command=OFFLOAD, args=["serve"], env=_env(tmp, emu.url, "after"))
+        params = StdioServerParameters(command=OFFLOAD, args=["serve"], env=server_env(tmp, emu.url, "after"))
         with (tmp / "after.stderr").open("w") as err:
             async with Client(stdio_client(params, errlog=err), read_timeout_seconds=120) as c:
                 await c.call_tool("routed_complete", {"prompt": "after the kill"})
