@@ -56,11 +56,6 @@ class Recall(Generic[T]):
             entry = self._entries.get(key)
             return None if entry is None else entry.value
 
-    def __len__(self) -> int:
-        with self._lock:
-            self._evict()
-            return len(self._entries)
-
     def _drop(self, key: str) -> None:
         old = self._entries.pop(key, None)
         if old is not None:

@@ -212,13 +212,20 @@ def worst_case_by_tier(
     prompt_tokens: int,
     worst_case: Callable[[str, int, int], int],
     max_tokens: int | None = None,
+    cap: int | None = None,
 ) -> dict[str, int]:
     """Each tier's worst-case cost, via `worst_case(model, input_tokens, max_tokens)`
-    (e.g. `PriceTable.worst_case`), with the max_tokens `decide` would pick for that tier."""
+    (e.g. `PriceTable.worst_case`), with the max_tokens `decide` would pick for that tier,
+    cut to `cap` (a learned output cap on a family's first try) when given."""
     return {
-        tier: worst_case(model, prompt_tokens, policy.max_tokens_for(tier, max_tokens))
+        tier: worst_case(model, prompt_tokens, capped_max_tokens(policy, tier, max_tokens, cap))
         for tier, model in policy.tiers.items()
     }
+
+
+def capped_max_tokens(policy: Policy, tier: str, max_tokens: int | None, cap: int | None) -> int:
+    limit = policy.max_tokens_for(tier, max_tokens)
+    return limit if cap is None else min(limit, cap)
 
 
 def tier_above(policy: Policy, tier: str) -> str | None:

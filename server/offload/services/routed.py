@@ -24,7 +24,7 @@ from offload.infra.claude import Completion, StreamDropped
 from offload.infra.ledger import budgets, learning
 from offload.metering.metered import Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
 from offload.policy import engine
-from offload.policy.models import DIFFICULTIES, Policy
+from offload.policy.models import DIFFICULTIES
 
 if TYPE_CHECKING:
     from offload.state import AppState
@@ -283,20 +283,12 @@ async def _route_and_run(
     return _Run(decision, rungs, triaged, triage_cost, budget_stop, tried)
 
 
-def _max_tokens(policy: Policy, tier: str, job: _Job, cap: int | None) -> int:
-    limit = policy.max_tokens_for(tier, job.max_tokens)
-    return limit if cap is None else min(limit, cap)
-
-
 async def _decide(
     state: AppState, session: str, job: _Job, cap: int | None, forced_tier: str | None, redo_tier: str | None
 ) -> tuple[engine.RouteDecision, str | None, int]:
     """The route: rules, budget headroom, what was learned, and triage when it could change it."""
     policy = state.policy
-    worst_by_tier = {
-        tier: state.prices.worst_case(model, job.upper, _max_tokens(policy, tier, job, cap))
-        for tier, model in policy.tiers.items()
-    }
+    worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens, cap)
     headroom = headroom_scope = None
     if policy.budgets.on_exceed == "downgrade":
         room = await budgets.headroom(state.ledger, session, limits_of(policy))
@@ -344,7 +336,11 @@ async def _climb(
     for step, tier in enumerate(ladder):
         model = policy.tiers[tier]
         # Only the first try is cut short: a rung climbing after a runaway answer gets the full length.
-        max_tokens = _max_tokens(policy, tier, job, cap) if step == 0 else policy.max_tokens_for(tier, job.max_tokens)
+        max_tokens = (
+            engine.capped_max_tokens(policy, tier, job.max_tokens, cap)
+            if step == 0
+            else policy.max_tokens_for(tier, job.max_tokens)
+        )
         params = build_params(
             model,
             job.prompt,

@@ -27,6 +27,7 @@ import aiosqlite
 from offload.core.errors import InputError
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.records import Attempt, _insert
+from offload.infra.ledger.statusline import ro_uri
 from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
@@ -516,7 +517,7 @@ async def forget_payloads(ledger: Ledger, older_than_days: int = PAYLOAD_DAYS, *
 
 async def list_batches_readonly(path: Path, include_done: bool) -> list[dict[str, Any]]:
     """`list_batches` on a read-only connection: listing must not migrate or switch the file to WAL."""
-    uri = f"{path.resolve().as_uri()}?mode=ro"
+    uri = ro_uri(path)
     hint = "pass the server's ledger with --db FILE or OFFLOAD_DB"
     try:
         async with aiosqlite.connect(uri, uri=True) as conn:

@@ -16,9 +16,14 @@ from offload.core.money import fmt_usd
 from offload.infra.ledger import windows as w
 
 
-def open_ro(path: Path) -> sqlite3.Connection:
+def ro_uri(path: Path) -> str:
+    """A read-only SQLite URI for `path`, whatever characters its name holds."""
     # as_uri() percent-encodes '#', '?' and '%': spliced in raw, "a#b/l.db" opened (and created) "a".
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
+    return f"{path.absolute().as_uri()}?mode=ro"
+
+
+def open_ro(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(ro_uri(path), uri=True, timeout=1.0)
     conn.execute("PRAGMA query_only = ON")
     return conn
 
