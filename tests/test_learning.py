@@ -3,6 +3,7 @@ the emulator and one shared SQLite file (also across two stdio server processes)
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -164,3 +165,42 @@ async def test_a_runaway_answer_is_cut_at_twice_the_longest_answer_the_family_ac
     assert sent[6] == 8192  # the escalation after it gets the tier's full length
     assert cut.structured_content["attempts"][0]["failed"] == "max_tokens"
     assert sent[-1] == 500 and own.structured_content is not None  # the caller's own max_tokens stands
+
+
+async def test_a_new_tasks_runaway_answer_is_cut_by_every_tasks_record_and_difficulty_does_not_split_it(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """The costliest runaways come before a task has 5 answers of its own: the longest answer of
+    any task bounds them then; and a task's answers at one stated difficulty bound it at another."""
+    replies = [
+        {"match": "runaway", "reply": "word " * 50, "output_tokens": 100_000},
+        {"match": "label", "reply": "billing", "output_tokens": 40},
+        {"match": "summary", "reply": "short summary", "output_tokens": 90},
+    ]
+    with running(script=replies) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            for i in range(3):
+                await c.call_tool("routed_complete", {"prompt": f"label ticket {i}", "task": "classify"})
+            for i in range(2):
+                await c.call_tool("routed_complete", {"prompt": f"summary {i}", "task": "summarize"})
+            # 'extract' has no record: 5 answers of other tasks, the longest 90 tokens
+            first = await c.call_tool("routed_complete", {"prompt": "runaway invoice", "task": "extract"})
+            for i in range(3):
+                await c.call_tool(
+                    "routed_complete", {"prompt": f"label more {i}", "task": "classify", "difficulty": "easy"}
+                )
+            # classify has 6 answers at two difficulties (3 unstated, 3 easy): its own record of 40 tokens
+            hard = await c.call_tool(
+                "routed_complete", {"prompt": "runaway ticket", "task": "classify", "difficulty": "medium"}
+            )
+        calls = [r.body for r in emu.state.calls("/v1/messages") if r.status == 200]
+    sent = [b["max_tokens"] for b in calls]
+    assert sent[5] == 181  # 2 x 90 + 1, not the tier's 4,096
+    assert first.structured_content is not None
+    assert first.structured_content["attempts"][0]["failed"] == "max_tokens"
+    assert hard.structured_content is not None
+    assert hard.structured_content["attempts"][0]["failed"] == "max_tokens"
+    # classify's own record (40 tokens) bounds its medium-difficulty try, whatever tier that starts on
+    tries = [b["max_tokens"] for b in calls if "runaway ticket" in json.dumps(b["messages"])]
+    assert tries[0] == 81, sent

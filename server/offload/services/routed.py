@@ -254,12 +254,17 @@ async def _counted(state: AppState, job: _Job) -> int | None:
 
 
 async def _output_cap(state: AppState, job: _Job) -> int | None:
-    """A family's answers have a length: a runaway one (a weak tier rambling into max_tokens) is
-    cut at `learning.output_cap` times the longest answer the family had accepted lately."""
+    """A task's answers have a length: a runaway one (a weak tier rambling into max_tokens) is cut
+    at `learning.output_cap` times the longest answer that task had accepted lately, or, while the
+    task has fewer than `min_samples` answers, the longest of any task's (a wider window): the
+    runaways that cost most come early, before a new task has a record of its own."""
     learn = state.policy.learning
     if not learn.output_cap:
         return None
-    seen, longest = await learning.longest_answer(state.ledger.conn, job.family, learn.window)
+    label = engine.family_of(job.task, None)
+    seen, longest = await learning.longest_answer(state.ledger.conn, label, learn.window)
+    if seen < learn.min_samples:
+        seen, longest = await learning.longest_answer(state.ledger.conn, None, learn.window * 5)
     if seen < learn.min_samples or longest <= 0:
         return None
     return int(longest * learn.output_cap) + 1

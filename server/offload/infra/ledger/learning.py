@@ -111,15 +111,19 @@ async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStat
     return {str(r[0]): TierStats(int(r[1]), int(r[2])) for r in await cur.fetchall()}
 
 
-async def longest_answer(conn: Conn, family: str, window: int) -> tuple[int, int]:
-    """(answers, longest output in tokens) over the family's last `window` answers nobody rejected
-    and that ended on their own (not cut at max_tokens)."""
+async def longest_answer(conn: Conn, label: str | None, window: int) -> tuple[int, int]:
+    """(answers, longest output in tokens) over the last `window` answers nobody rejected and that
+    ended on their own (not cut at max_tokens): of task `label` at any stated difficulty (an answer's
+    length follows its task, not its difficulty), or of every task when `label` is None."""
+    # `label@...` rows sort between 'label@' and 'labelA' ('A' follows '@'): the index serves both.
+    where = "(c.family = ? OR (c.family >= ? AND c.family < ?)) AND " if label is not None else ""
+    args: tuple[str | int, ...] = (label, f"{label}@", f"{label}A", window) if label is not None else (window,)
     cur = await conn.execute(
         "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ("
         " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
-        " WHERE c.family = ? AND c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
+        f" WHERE {where}c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
         " ORDER BY c.ts DESC LIMIT ?)",
-        (family, window),
+        args,
     )
     row = await cur.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
