@@ -41,7 +41,7 @@ from common import Row, table
 from offload.config.settings import Settings, shipped
 from offload.mcp.server import build_server
 from offload_emulator import EmulatorConfig, serve_in_thread
-from quality_workload import RANK, Task, script, workload
+from quality_workload import RANK, TIERS, Task, script, workload
 
 HOSTS = ("lazy", "checks", "hinting", "judging")
 DETECT_WRONG, FLAG_RIGHT = 0.95, 0.02
@@ -56,6 +56,8 @@ def policy_text(variant: str) -> str:
         text = re.sub(r"triage:\n  enabled: false", "triage:\n  enabled: true", text)
     if variant == "learning":
         text = text.replace("learning:\n  enabled: false", "learning:\n  enabled: true")
+    if variant == "attributed":  # the default, keeping prompts so each attempt's cost can be put on its task
+        text = text.replace("store_text: false", "store_text: true")
     return text + "\n"
 
 
@@ -128,9 +130,49 @@ def _ledger_cost(db: Path) -> int:
         conn.close()
 
 
+def _cost_by_task(db: Path) -> dict[str, int]:
+    """Each task's cost in a run of the `attributed` variant (prompts kept: they carry the task id)."""
+    out: dict[str, int] = {}
+    conn = sqlite3.connect(db)
+    try:
+        for text, cost in conn.execute("SELECT prompt_text, cost_pusd FROM attempts"):
+            m = re.search(r"\[(T\d{4})\]", text or "")
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0) + int(cost)
+    finally:
+        conn.close()
+    return out
+
+
+async def information_bound(tasks: list[Task]) -> Decimal:
+    """The floor for a router that sees only what a hinting host says (task label and difficulty),
+    even with a perfect judge: in hindsight, the best single start tier for each (label, difficulty)
+    group, a wrong start paying every rung up to the need. Each task's cost on each tier comes from
+    a run forced to that tier, so a below-need try costs what it really cost there (runaways too).
+    Returned as a ratio to the oracle."""
+    cost: dict[str, dict[str, int]] = {}
+    for tier in TIERS:
+
+        def forced(_: Task, tier: str = tier) -> str:
+            return tier
+
+        _, _, cost[tier] = await _run(tasks, "lazy", "attributed", force=forced, keep=True)
+    oracle = sum(cost[t.needs][t.id] for t in tasks)
+
+    def climb(t: Task, start: str) -> int:
+        top = max(RANK[start], RANK[t.needs])
+        return sum(cost[TIERS[i]][t.id] for i in range(RANK[start], top + 1))
+
+    groups: dict[tuple[str, str], list[Task]] = {}
+    for t in tasks:
+        groups.setdefault((t.family, t.hinted), []).append(t)
+    best = sum(min(sum(climb(t, s) for t in g) for s in TIERS) for g in groups.values())
+    return Decimal(best) / Decimal(oracle)
+
+
 async def _run(
-    tasks: list[Task], host: str, variant: str, *, force: Callable[[Task], str] | None = None
-) -> tuple[Outcome, int]:
+    tasks: list[Task], host: str, variant: str, *, force: Callable[[Task], str] | None = None, keep: bool = False
+) -> tuple[Outcome, int, dict[str, int]]:
     with (
         tempfile.TemporaryDirectory() as tmp,
         serve_in_thread(EmulatorConfig(seed=5, script=script(tasks))) as emu,
@@ -148,6 +190,7 @@ async def _run(
         )
         adequate, redos, errors, status = await _replay(settings, tasks, host, force=force)
         cost = _ledger_cost(settings.db_path)
+        by_task = _cost_by_task(settings.db_path) if keep else {}
     base = int(Decimal(status.get("baseline_usd", "0")) * 10**12)
     out = Outcome(
         host,
@@ -161,26 +204,29 @@ async def _run(
         errors,
         status.get("answers", {}),
     )
-    return out, cost
+    return out, cost, by_task
 
 
 async def measure(quick: bool = False, variants: tuple[str, ...] = ("default",)) -> tuple[list[Row], list[str]]:
     tasks = workload(scale=0.4 if quick else 1.0)
-    oracle, oracle_cost = await _run(tasks, "lazy", "default", force=lambda t: t.needs)
+    oracle, oracle_cost, _ = await _run(tasks, "lazy", "default", force=lambda t: t.needs)
+    bound = await information_bound(tasks)
     rows: list[Row] = []
     lines = [
         f"workload: {len(tasks)} tasks; needs cheap {sum(t.needs == 'cheap' for t in tasks)}, "
         f"standard {sum(t.needs == 'standard' for t in tasks)}, premium {sum(t.needs == 'premium' for t in tasks)}; "
         f"oracle ${Decimal(oracle_cost) / 10**12:.4f} ({oracle.adequate}/{len(tasks)} adequate)",
+        f"information bound for a hinting host (best start per task label + difficulty, perfect judge): "
+        f"{bound:.2f}x oracle",
         "",
         "| policy | host | cost/oracle | adequate | redos | reported saved | measured saved | gap (pts) | answers |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in variants:
         for host in HOSTS:
-            out, cost = await _run(tasks, host, variant)
+            out, cost, _ = await _run(tasks, host, variant)
             # The same request stream on the baseline model, with the same caching.
-            _, premium_cost = await _run(
+            _, premium_cost, _ = await _run(
                 tasks, "checks" if host != "lazy" else "lazy", variant, force=lambda t: "premium"
             )
             measured = Decimal(premium_cost - cost) * 100 / Decimal(premium_cost)
