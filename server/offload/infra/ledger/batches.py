@@ -26,6 +26,7 @@ import aiosqlite
 
 from offload.core.errors import InputError
 from offload.infra.ledger import windows as w
+from offload.infra.ledger.budgets import acting
 from offload.infra.ledger.records import Attempt, _insert
 from offload.infra.ledger.statusline import ro_uri
 from offload.infra.processes import pid_alive
@@ -114,11 +115,13 @@ async def create(
 ) -> None:
     """Write the whole batch and take over its reservation, in one transaction, before any API call."""
     now = now or w.utcnow()
+    # Its results are spend of the submitter's user and project, whichever process collects them.
+    who = acting(ledger)
     async with ledger.write() as conn:
         await conn.execute(
-            "INSERT INTO batches (id, created_at, session_id, policy, tier, model, baseline_model,"
-            " request_count, worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of, owner)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
+            "INSERT INTO batches (id, created_at, session_id, policy, tier, model, baseline_model, request_count,"
+            " worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of, owner, user_name, project)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?)",
             (
                 batch.id,
                 w.iso(now),
@@ -135,6 +138,8 @@ async def create(
                 reservation_id,
                 batch.retry_of,
                 batch.owner,
+                who.user,
+                who.project,
             ),
         )
         await conn.executemany(
