@@ -5,8 +5,10 @@ is checked and inserted inside `ledger.write()` (BEGIN IMMEDIATE), which holds S
 lock, so two processes can never both see the same headroom and jointly overspend. Recording
 the attempt deletes its reservation in the same transaction (see records.py).
 
-A reservation held by a process that died (SIGKILL, crash) is freed by the next reserve on the
-same host via a pid liveness check, and everywhere else by its expiry.
+A reservation belongs to a server instance (instances.py): once the instance's heartbeat lease
+runs out its holds stop counting on every host and the next reserve purges them; on the
+instance's own host a dead pid frees them at once. Holds of no instance (from servers before
+migration 0111) fall back to the pid check on this host and their expiry.
 
 Team scopes (user, project, team; see core/scopes.py) are checked in the same transaction as the
 others: a hold carries the user and project it was taken for, so concurrent calls of one user
@@ -27,7 +29,9 @@ from offload.core.errors import BudgetExceededError
 from offload.core.money import fmt_usd, usd_to_pusd
 from offload.core.scopes import SCOPES
 from offload.core.tenancy import current_owner
+from offload.infra.ledger import instances
 from offload.infra.ledger import windows as w
+from offload.infra.ledger.instances import LIVE_HOLD
 from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
@@ -147,15 +151,23 @@ def _money(pusd: int) -> str:
     return fmt_usd(pusd, places=2) if pusd % 10**10 == 0 else fmt_usd(pusd)
 
 
-async def _purge(conn: aiosqlite.Connection, now: datetime) -> None:
+async def _purge(conn: aiosqlite.Connection, now: datetime, ledger: Ledger) -> None:
     await conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (w.iso(now),))
+    if ledger.instance is not None:
+        await instances.touch(conn, ledger.instance, max(now, w.utcnow()))
+    await instances.purge_dead(conn, now, ledger.instance)
     rows = await (
-        await conn.execute("SELECT DISTINCT pid FROM reservations WHERE host = ? AND pid != ?", (_HOST, os.getpid()))
+        await conn.execute(
+            "SELECT DISTINCT pid FROM reservations WHERE instance_id IS NULL AND host = ? AND pid != ?",
+            (_HOST, os.getpid()),
+        )
     ).fetchall()
     dead = [int(r[0]) for r in rows if not pid_alive(int(r[0]))]
     if dead:
         marks = ",".join("?" * len(dead))
-        await conn.execute(f"DELETE FROM reservations WHERE host = ? AND pid IN ({marks})", (_HOST, *dead))
+        await conn.execute(
+            f"DELETE FROM reservations WHERE instance_id IS NULL AND host = ? AND pid IN ({marks})", (_HOST, *dead)
+        )
 
 
 async def _one(conn: Conn, sql: str, params: Sequence[object]) -> int:
@@ -183,10 +195,10 @@ async def scope_states(
     spent_month = await _one(conn, window, (w.iso(m0), w.iso(m1)))
     held_session = await _one(
         conn,
-        "SELECT SUM(amount_pusd) FROM reservations WHERE session_id = ? AND expires_at > ?",
-        (session_id, live),
+        f"SELECT SUM(amount_pusd) FROM reservations WHERE session_id = ? AND {LIVE_HOLD}",
+        (session_id, live, live),
     )
-    held_all = await _one(conn, "SELECT SUM(amount_pusd) FROM reservations WHERE expires_at > ?", (live,))
+    held_all = await _one(conn, f"SELECT SUM(amount_pusd) FROM reservations WHERE {LIVE_HOLD}", (live, live))
     out = [
         ScopeState("session", spent_session, held_session, limits.session_pusd, None),
         ScopeState("daily", spent_day, held_all, limits.daily_pusd, d1),
@@ -203,7 +215,7 @@ async def scope_states(
             conn, f"SELECT SUM(cost_pusd) FROM attempts WHERE {where} AND ts >= ? AND ts < ?", (*args, *month)
         )
         held = await _one(
-            conn, f"SELECT SUM(amount_pusd) FROM reservations WHERE {where} AND expires_at > ?", (*args, live)
+            conn, f"SELECT SUM(amount_pusd) FROM reservations WHERE {where} AND {LIVE_HOLD}", (*args, live, live)
         )
         out.append(ScopeState(scope, spent, held, limit, m1, name))
     if limits.team_pusd is not None:
@@ -263,16 +275,27 @@ async def reserve(
     who = who or acting(ledger)
     expires = w.iso(now + timedelta(seconds=ttl_s))
     async with ledger.write() as conn:
-        await _purge(conn, now)
+        await _purge(conn, now, ledger)
         for state in await scope_states(conn, session_id, limits, now, who):
             if state.limit_pusd is not None and (
                 state.spent_pusd + state.reserved_pusd + amount_pusd > state.limit_pusd
             ):
                 raise _refusal(state, amount_pusd)
         cur = await conn.execute(
-            "INSERT INTO reservations (session_id, amount_pusd, created_at, expires_at, pid, host, user_name, project)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, amount_pusd, w.iso(now), expires, os.getpid(), _HOST, who.user, who.project),
+            "INSERT INTO reservations"
+            " (session_id, amount_pusd, created_at, expires_at, pid, host, user_name, project, instance_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session_id,
+                amount_pusd,
+                w.iso(now),
+                expires,
+                os.getpid(),
+                _HOST,
+                who.user,
+                who.project,
+                ledger.instance.id if ledger.instance else None,
+            ),
         )
         rid = cur.lastrowid
     assert rid is not None
@@ -286,20 +309,23 @@ async def release(ledger: Ledger, reservation: Reservation) -> None:
 
 
 async def expire(ledger: Ledger, now: datetime | None = None) -> None:
-    """Drop expired holds and holds of dead local processes, so reports don't show them in flight."""
+    """Drop expired holds and holds of dead instances and processes, so reports don't show them in flight."""
     # A status read takes the write lock only when there is something to purge: behind a long
     # write (a 60k-item batch being stored) it would otherwise wait for seconds.
     now = now or w.utcnow()
     rows = await (
         await ledger.conn.execute(
-            "SELECT DISTINCT expires_at <= ?, pid FROM reservations WHERE expires_at <= ? OR (host = ? AND pid != ?)",
+            "SELECT DISTINCT expires_at <= ?, pid FROM reservations WHERE expires_at <= ?"
+            " OR (instance_id IS NULL AND host = ? AND pid != ?)",
             (w.iso(now), w.iso(now), _HOST, os.getpid()),
         )
     ).fetchall()
-    if not any(int(r[0]) or not pid_alive(int(r[1])) for r in rows):
+    stale = any(int(r[0]) or not pid_alive(int(r[1])) for r in rows)
+    me = ledger.instance
+    if not stale and not [i for i in await instances.dead(ledger.conn, now, me) if me is None or i != me.id]:
         return
     async with ledger.write() as conn:
-        await _purge(conn, now)
+        await _purge(conn, now, ledger)
 
 
 async def headroom(
