@@ -281,10 +281,11 @@ async def reserve(
                 state.spent_pusd + state.reserved_pusd + amount_pusd > state.limit_pusd
             ):
                 raise _refusal(state, amount_pusd)
+        # RETURNING, not lastrowid: both backends answer it (PostgreSQL has no lastrowid).
         cur = await conn.execute(
             "INSERT INTO reservations"
             " (session_id, amount_pusd, created_at, expires_at, pid, host, user_name, project, instance_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 session_id,
                 amount_pusd,
@@ -297,9 +298,9 @@ async def reserve(
                 ledger.instance.id if ledger.instance else None,
             ),
         )
-        rid = cur.lastrowid
-    assert rid is not None
-    return Reservation(rid, session_id, amount_pusd, expires)
+        row = await cur.fetchone()
+    assert row is not None
+    return Reservation(int(row[0]), session_id, amount_pusd, expires)
 
 
 async def release(ledger: Ledger, reservation: Reservation) -> None:
