@@ -203,3 +203,19 @@ async def test_a_team_budget_holds_across_two_server_processes(emulator: Emulato
     served = sum(o.count("ok") for o in outcomes.values())
     assert served >= 2 and len(query(db, "SELECT 1 FROM attempts")) == served + 1
     assert query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
+
+
+async def test_downgrade_policy_refusal_names_the_team_budget_with_its_limit_and_spend(
+    emulator: EmulatorHandle, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    policy = team_policy(tmp_path, "  user_usd: 1\n")
+    policy.write_text(policy.read_text().replace("on_exceed: refuse", "on_exceed: downgrade"))
+    db = tmp_path / "ledger.db"
+    await seed(db, "ana-earlier", USD - 10**7, user="ana")
+    async with Client(build_server(make_settings(emulator.url, policy_path=policy, user="ana"))) as a:
+        refused = await a.call_tool("routed_complete", {"prompt": "Summarize the news", "max_tokens": 64})
+    text = result_text(refused)
+    assert refused.is_error
+    assert text.startswith("the user budget for ana ($1.00: spent $1.0000, reserved $0.00) has $0.00001 left"), text
+    assert "even tier 'cheap' could cost up to" in text
+    assert query(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] == 1  # nothing was sent
