@@ -168,36 +168,46 @@ async def test_holds_count_against_their_user_and_project(ledger: Ledger) -> Non
         await reserve(ledger, "s6", 1, limits, now=now, who=Who(None, "r"))
 
 
-async def test_a_team_budget_holds_across_two_server_processes(emulator: EmulatorHandle, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("scope", "users", "refusal"),
+    [
+        ("team", ("ana", "bo"), "team budget $1.00 would be exceeded"),
+        ("user", ("ana", "ana"), "user budget $1.00 for ana would be exceeded"),  # one person, two machines
+    ],
+)
+async def test_a_shared_budget_holds_across_two_server_processes(
+    emulator: EmulatorHandle, tmp_path: Path, scope: str, users: tuple[str, str], refusal: str
+) -> None:
     limit = 1 * USD
-    policy = team_policy(tmp_path, f"  team_usd: {usd_json(limit)}\n")
+    policy = team_policy(tmp_path, f"  {scope}_usd: {usd_json(limit)}\n")
     db = tmp_path / "ledger.db"
-    await seed(db, "team-earlier", limit - 4 * 10**8)  # $0.0004 of room: a dozen or so cheap calls
-    outcomes: dict[str, list[str]] = {"ana": [], "bo": []}
+    await seed(db, "earlier", limit - 4 * 10**8, user="ana")  # $0.0004 of room: a dozen or so cheap calls
+    outcomes: dict[int, list[str]] = {0: [], 1: []}
 
-    async def member(name: str) -> None:
+    async def member(i: int) -> None:
         env = {
-            **server_env(tmp_path, emulator.url, f"s-{name}"),
+            **server_env(tmp_path, emulator.url, f"s-{i}"),
             "OFFLOAD_POLICY": str(policy),
-            "OFFLOAD_USER": name,
-            "OFFLOAD_PROJECT": f"proj-{name}",
+            "OFFLOAD_USER": users[i],
+            "OFFLOAD_PROJECT": f"proj-{i}",
+            "OFFLOAD_HOST_ID": f"machine-{i}",
         }
         params = StdioServerParameters(command=OFFLOAD, args=["serve"], env=env)
-        with (tmp_path / f"{name}.log").open("w") as err:
+        with (tmp_path / f"{i}.log").open("w") as err:
             async with Client(stdio_client(params, errlog=err), read_timeout_seconds=60) as c:
                 for _ in range(60):
                     out = await c.call_tool("routed_complete", CALL)
-                    outcomes[name].append(result_text(out) if out.is_error else "ok")
+                    outcomes[i].append(result_text(out) if out.is_error else "ok")
                     if out.is_error:
                         return
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(member, "ana")
-        tg.start_soon(member, "bo")
+        tg.start_soon(member, 0)
+        tg.start_soon(member, 1)
     refusals = [o for got in outcomes.values() for o in got if o != "ok"]
     assert len(refusals) == 2, outcomes  # each process ended on a refusal, not the loop's end
-    assert all(r.startswith("team budget $1.00 would be exceeded") for r in refusals), refusals
-    assert all("(budgets.team_usd in the policy)" in r for r in refusals)
+    assert all(r.startswith(refusal) for r in refusals), refusals
+    assert all(f"(budgets.{scope}_usd in the policy)" in r for r in refusals)
     total = sum(int(r["cost_pusd"]) for r in query(db, "SELECT cost_pusd FROM attempts"))
     assert total <= limit
     served = sum(o.count("ok") for o in outcomes.values())
