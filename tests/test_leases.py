@@ -28,8 +28,12 @@ from offload.core.errors import BudgetExceededError
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import BudgetLimits, headroom, reserve
+from offload.infra.ledger.dashboard import budgets as dashboard_budgets
+from offload.infra.ledger.dashboard import reading
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.instances import Instance, heartbeat, kept_alive
+from offload.infra.ledger.records import record_policy
+from offload.infra.ledger.statusline import read_statusline
 from offload.infra.processes import host_id
 from offload.services.batches import run_once
 from offload.state import open_state
@@ -222,3 +226,23 @@ async def test_a_batch_claimed_by_a_killed_replica_is_collected_once_by_another(
     assert settled[0]["n"] == len(items)
     assert query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
     assert dead_owner not in {r["id"] for r in query(db, "SELECT id FROM server_instances")}
+
+
+async def test_statusline_and_dashboard_stop_counting_a_dead_instances_hold(tmp_path: Path) -> None:
+    db, t0, usd = tmp_path / "ledger.db", w.utcnow(), 10**12
+    far = await _ledger(db, Instance.new(lease_s=30, host="another-machine"), t0)
+    try:
+        limits = BudgetLimits(daily_pusd=usd)
+        await record_policy(far, "s-far", "team", limits)
+        await reserve(far, "s-far", 60 * usd // 100, limits, now=t0)
+    finally:
+        await far.close()
+    for at, left, held in (
+        (t0 + timedelta(seconds=10), "$0.40 left", 60 * usd // 100),
+        (t0 + timedelta(seconds=51), "$1.00 left", 0),
+    ):
+        assert left in read_statusline(db, at)
+        with reading(db) as conn:
+            assert conn is not None
+            daily = {b.scope: b for b in dashboard_budgets(conn, at)[2]}["daily"]
+        assert daily.reserved_pusd == held

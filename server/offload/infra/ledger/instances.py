@@ -25,6 +25,7 @@ import anyio
 
 from offload.core.errors import LedgerUnavailableError
 from offload.infra.ledger import windows as w
+from offload.infra.ledger.statusline import LIVE_HOLD
 from offload.infra.processes import host_id, pid_alive
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from offload.infra.ledger.db import Conn, Ledger
 
 log = logging.getLogger("offload.ledger")
+
+__all__ = ["LEASE_S", "LIVE_HOLD", "Instance", "dead", "heartbeat", "kept_alive", "purge_dead", "retire", "touch"]
 
 LEASE_S = 30  # default; OFFLOAD_LEASE_S. A dead server's holds and claims free within it.
 
@@ -110,12 +113,6 @@ async def _drop(conn: Conn, ids: list[str]) -> None:
     marks = ",".join("?" * len(ids))
     await conn.execute(f"DELETE FROM reservations WHERE instance_id IN ({marks})", ids)
     await conn.execute(f"DELETE FROM server_instances WHERE id IN ({marks})", ids)
-
-
-# A hold counts while it has not expired and its instance (if any) holds a lease.
-LIVE_HOLD = (
-    "expires_at > ? AND (instance_id IS NULL OR instance_id IN (SELECT id FROM server_instances WHERE lease_until > ?))"
-)
 
 
 @asynccontextmanager
