@@ -117,9 +117,10 @@ async def test_a_late_collection_leaves_another_calls_hold_that_reused_the_batch
                 while (await status(state, "s1", bid)).data["state"] != "done":
                     await run_once(state)
                     await anyio.sleep(0.05)
-    conn = sqlite3.connect(settings.db_path)
-    try:
-        rows = conn.execute("SELECT id, session_id, amount_pusd FROM reservations").fetchall()
-    finally:
-        conn.close()
+            # Read while the server runs: a clean stop frees whatever its instance still holds.
+            conn = sqlite3.connect(settings.db_path)
+            try:
+                rows = conn.execute("SELECT id, session_id, amount_pusd FROM reservations").fetchall()
+            finally:
+                conn.close()
     assert rows == [(live.id, "s2", 10**9)]

@@ -22,7 +22,7 @@ from offload.core.errors import LedgerUnavailableError
 from offload.core.pricing import PriceTable
 from offload.core.recall import Recall
 from offload.infra.claude import ClaudeClient
-from offload.infra.ledger import batches, handles
+from offload.infra.ledger import batches, handles, instances
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import record_policy_snapshot
 from offload.policy.models import Policy
@@ -95,6 +95,8 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     async with AsyncExitStack() as stack:
         ledger = await Ledger.open(settings.db_path, project=settings.project, user=settings.user)
         stack.push_async_callback(ledger.close)
+        # Holds and batch claims of this server live as long as its heartbeat does, on any host.
+        await stack.enter_async_context(instances.kept_alive(ledger, settings.lease_s, settings.host_id))
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies)
         stack.push_async_callback(state.aclose)
         try:

@@ -113,6 +113,10 @@ class Settings:
     # How long and how many requests stay in memory for `redo_of` (never on disk).
     redo_ttl_s: int = 3600
     redo_max_items: int = 256
+    # A server's lease on its holds and batch claims (OFFLOAD_LEASE_S); a heartbeat renews it every
+    # third. OFFLOAD_HOST_ID names the machine where the host name, boot id and pid namespace can't.
+    lease_s: int = 30
+    host_id: str | None = None
 
     @property
     def has_api_key(self) -> bool:
@@ -152,5 +156,7 @@ class Settings:
             http_tokens=tuple(t.strip() for t in tokens),
             redo_ttl_s=_int_env(env, "OFFLOAD_REDO_TTL_S", 3600),
             redo_max_items=_int_env(env, "OFFLOAD_REDO_MAX_ITEMS", 256),
+            lease_s=_int_env(env, "OFFLOAD_LEASE_S", 30),
+            host_id=_first(env, "OFFLOAD_HOST_ID"),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -6,6 +6,10 @@ testing; psutil asks each OS its own way (and treats "exists but not ours" as al
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+
 import psutil
 
 
@@ -14,3 +18,19 @@ def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return True
     return bool(psutil.pid_exists(pid))
+
+
+def host_id() -> str:
+    """Which machine (and pid namespace) this process runs in: pids compare only within one.
+
+    The host name alone is not enough: two containers may share it while numbering pids apart,
+    and a pid recorded before a reboot means nothing after it. Linux adds its boot id and pid
+    namespace; elsewhere the host name stands alone.
+    """
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()[:8])
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)

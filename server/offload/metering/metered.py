@@ -233,8 +233,8 @@ async def record_paid(state: AppState, attempt: records.Attempt, reservation: Re
     try:
         await records.record(state.ledger, attempt, reservation)
     except LedgerUnavailableError as exc:
-        led = state.ledger
-        stamped = replace(attempt, ts=attempt.ts or utcnow(), project=led.project, user=led.user)
+        who = budgets.acting(state.ledger)
+        stamped = replace(attempt, ts=attempt.ts or utcnow(), project=who.project, user=who.user)
         path = await anyio.to_thread.run_sync(journal.spool, state.ledger.path, stamped, reservation)
         log.warning("%s; spooled %s to %s", exc, attempt.request_key, path)
         leave_note(f"ledger busy or full: this call's cost was kept in {path.name} and is recorded on the next start")
@@ -278,8 +278,8 @@ async def budget_warnings(state: AppState, session: str) -> list[str]:
     if not policy.budgets.warn_at:
         return []
     limits = limits_of(policy)
-    states = {s.scope: s.spent_pusd for s in await budgets.scope_states(state.ledger.conn, session, limits, utcnow())}
-    spent = budgets.Spent(states["session"], states["daily"], states["monthly"])
+    who = budgets.acting(state.ledger)
+    spent = budgets.Spent.of(await budgets.scope_states(state.ledger.conn, session, limits, utcnow(), who))
     return budgets.warnings(spent, limits, policy.budgets.warn_at)
 
 

@@ -22,7 +22,7 @@ class RouteRequest:
     `worst_case_pusd[tier]` is the most the call could cost on that tier: price it with
     `worst_case_by_tier` so it uses the same max_tokens the decision will. `headroom_pusd` is the
     smallest remaining budget across scopes (None: no budget set), `headroom_scope` the budget it
-    comes from (session, daily or monthly), named in refusals. Both None: no downgrade check.
+    comes from (session, daily, monthly, user, project or team), named in refusals. Both None: no downgrade check.
     """
 
     prompt_tokens: int
@@ -34,6 +34,7 @@ class RouteRequest:
     headroom_pusd: int | None = None
     max_tokens: int | None = None  # the caller's explicit max_tokens, else the policy's per tier
     headroom_scope: str | None = None
+    headroom_detail: str | None = None  # the tightest budget in words (limit, spend), for refusals
     redo_tier: str | None = None  # a redo of an answer: one tier above it, whatever `forced_tiers` says
     learned_tier: str | None = None  # where learning says this family should start (see `learned_start`)
     learned_reason: str = ""
@@ -119,7 +120,7 @@ def _no_tier_fits(policy: Policy, req: RouteRequest, tier: str) -> BudgetExceede
     worst = fmt_usd(priced[cheapest]) if cheapest in priced else "unknown"
     scope = req.headroom_scope
     room = (
-        f"the {scope} budget has {fmt_usd(req.headroom_pusd)} left"
+        f"the {req.headroom_detail or f'{scope} budget'} has {fmt_usd(req.headroom_pusd)} left"
         if scope
         else f"budget headroom is {fmt_usd(req.headroom_pusd)}"
     )

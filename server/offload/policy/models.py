@@ -228,11 +228,16 @@ class Budgets(_Section):
     session_usd: Usd | None = None
     daily_usd: Usd | None = None
     monthly_usd: Usd | None = None
+    # Team budgets, per calendar month (UTC): per user (HTTP token name or OFFLOAD_USER), per project
+    # (CLAUDE_PROJECT_DIR or OFFLOAD_PROJECT), and for everyone on the ledger.
+    user_usd: Usd | None = None
+    project_usd: Usd | None = None
+    team_usd: Usd | None = None
     on_exceed: Literal["refuse", "downgrade"] = "refuse"
     warn_at: Annotated[tuple[Fraction, ...], BeforeValidator(_as_list_any)] = (Decimal("0.8"),)
 
     def limits_pusd(self) -> dict[str, int]:
-        """The limits that are set, as integer picodollars: keys among session, daily, monthly."""
+        """The limits that are set, as integer picodollars: keys among `SCOPES`."""
         out: dict[str, int] = {}
         for scope in SCOPES:
             usd = getattr(self, f"{scope}_usd")

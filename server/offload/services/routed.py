@@ -294,10 +294,10 @@ async def _decide(
     """The route: rules, budget headroom, what was learned, and triage when it could change it."""
     policy = state.policy
     worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens, cap)
-    headroom = headroom_scope = None
+    headroom = headroom_scope = headroom_detail = None
     if policy.budgets.on_exceed == "downgrade":
         room = await budgets.headroom(state.ledger, session, limits_of(policy))
-        headroom, headroom_scope = room.min_pusd, room.tightest
+        headroom, headroom_scope, headroom_detail = room.min_pusd, room.tightest, room.detail
     request = engine.RouteRequest(
         prompt_tokens=job.upper,
         task=job.task,
@@ -307,6 +307,7 @@ async def _decide(
         worst_case_pusd=worst_by_tier,
         headroom_pusd=headroom,
         headroom_scope=headroom_scope,
+        headroom_detail=headroom_detail,
         max_tokens=job.max_tokens,
         redo_tier=redo_tier,
     )

@@ -31,13 +31,18 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
     policy = state.policy
     await budgets.expire(state.ledger)
     summary = await reports.summary(
-        state.ledger, session, limits_of(policy), window="session" if scope == "all" else scope, owner=current_owner()
+        state.ledger,
+        session,
+        limits_of(policy),
+        window="session" if scope == "all" else scope,
+        owner=current_owner(),
+        who=budgets.acting(state.ledger),
     )
     wanted = [s for s in summary.scopes if scope == "all" or s.scope == SCOPE_OF[scope]]
 
     lines = []
     for s in wanted:
-        label = f"{s.scope} budget"
+        label = budgets.label(s)
         if s.limit_pusd is None:
             lines.append(f"{label}: {fmt_usd(s.spent_pusd)} spent, no limit")
         else:
@@ -77,6 +82,7 @@ async def budget_status(state: AppState, session: str, scope: str = "all") -> To
                 "limit_usd": _money(s.limit_pusd),
                 "remaining_usd": _money(s.remaining_pusd),
                 "resets_at": s.resets_at.isoformat() if s.resets_at else None,
+                **({"for": s.name} if s.scope in ("user", "project") else {}),
             }
             for s in wanted
         },

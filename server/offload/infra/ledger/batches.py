@@ -5,9 +5,13 @@ same IMMEDIATE transaction as its attempt row (idempotent on `batch:<api id>:<cu
 the matching cut of the batch's reservation, so a collector killed at any point, or two
 collectors racing, can neither count an item twice nor release its hold twice.
 
-A batch's reservation is detached from the submitting process (pid 0, host BATCH_HOST): the
-pid-liveness purge in budgets.py only frees holds of this host's dead pids, so the hold
+A batch's reservation is detached from the submitting process (pid 0, host BATCH_HOST, no
+instance): neither the pid check nor an instance's lease in budgets.py frees it, so the hold
 survives restarts and lasts until the batch settles or the hold expires (RESERVE_TTL_S).
+
+Part claims (lease_owner) name the claiming server instance (instances.py): a claim of an
+instance whose heartbeat lease ran out is free for any other replica, on any host, without
+waiting for the claim's own lease_until; on the claimant's host a dead pid frees it at once.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from offload.core.errors import InputError
+from offload.infra.ledger import instances
 from offload.infra.ledger import windows as w
+from offload.infra.ledger.budgets import acting
 from offload.infra.ledger.records import Attempt, _insert
 from offload.infra.ledger.statusline import ro_uri
 from offload.infra.processes import pid_alive
@@ -42,8 +48,10 @@ def new_batch_id() -> str:
     return "b_" + secrets.token_hex(6)
 
 
-def lease_owner() -> str:
-    """Who holds a lease: host and pid (for liveness checks) plus a token unique to this process."""
+def lease_owner(ledger: Ledger) -> str:
+    """Who claims a part: the server instance, else (no instance registered) host:pid:token."""
+    if ledger.instance is not None:
+        return ledger.instance.id
     return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
 
 
@@ -114,11 +122,13 @@ async def create(
 ) -> None:
     """Write the whole batch and take over its reservation, in one transaction, before any API call."""
     now = now or w.utcnow()
+    # Its results are spend of the submitter's user and project, whichever process collects them.
+    who = acting(ledger)
     async with ledger.write() as conn:
         await conn.execute(
-            "INSERT INTO batches (id, created_at, session_id, policy, tier, model, baseline_model,"
-            " request_count, worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of, owner)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
+            "INSERT INTO batches (id, created_at, session_id, policy, tier, model, baseline_model, request_count,"
+            " worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of, owner, user_name, project)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?)",
             (
                 batch.id,
                 w.iso(now),
@@ -135,6 +145,8 @@ async def create(
                 reservation_id,
                 batch.retry_of,
                 batch.owner,
+                who.user,
+                who.project,
             ),
         )
         await conn.executemany(
@@ -147,7 +159,7 @@ async def create(
             ((batch.id, *row) for row in items),
         )
         cur = await conn.execute(
-            "UPDATE reservations SET pid = 0, host = ?, expires_at = ? WHERE id = ?",
+            "UPDATE reservations SET pid = 0, host = ?, instance_id = NULL, expires_at = ? WHERE id = ?",
             (BATCH_HOST, w.iso(now + timedelta(seconds=RESERVE_TTL_S)), reservation_id),
         )
         if cur.rowcount != 1:
@@ -162,7 +174,7 @@ async def begin_submit(ledger: Ledger, batch_id: str, part: int, *, lease_s: flo
         cur = await conn.execute(
             "UPDATE batch_parts SET state = 'submitting', submitted_at = ?, lease_owner = ?, lease_until = ?"
             " WHERE batch_id = ? AND part = ? AND state = 'pending'",
-            (w.iso(now), lease_owner(), w.iso(now + timedelta(seconds=lease_s)), batch_id, part),
+            (w.iso(now), lease_owner(ledger), w.iso(now + timedelta(seconds=lease_s)), batch_id, part),
         )
         return cur.rowcount == 1
 
@@ -215,9 +227,13 @@ async def part_items(ledger: Ledger, batch_id: str, part: int) -> list[tuple[int
     return [(int(r[0]), str(r[1]), r[2]) for r in rows]
 
 
-def _pid_dead(owner: str | None) -> bool:
+def _pid_dead(owner: str | None, live_instances: set[str]) -> bool:
+    """Is the claimant gone? An instance: it has no row left (its lease ran out, or its pid died
+    on our host, and it was purged); a claim from before instances: its pid, on our host only."""
     if not owner:
         return True
+    if ":" not in owner:
+        return owner not in live_instances
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
@@ -231,7 +247,7 @@ async def claim_due(
     """Take a lease on in-flight parts due for a poll; flag interrupted submissions as 'unknown'."""
     now = now or w.utcnow()
     stamp = w.iso(now)
-    owner = lease_owner()
+    owner = lease_owner(ledger)
     # Every idle server runs this twice a second: look first, so nothing due takes no write lock.
     due = await (
         await ledger.conn.execute(
@@ -243,6 +259,13 @@ async def claim_due(
     if due is None:
         return []
     async with ledger.write() as conn:
+        # Dead instances go first (with their holds): a claim naming no instance row left is free.
+        await instances.purge_dead(conn, now, ledger.instance)
+        live = {str(r[0]) for r in await (await conn.execute("SELECT id FROM server_instances")).fetchall()}
+
+        def dead(claimant: str | None) -> bool:
+            return claimant != owner and _pid_dead(claimant, live)
+
         stale = await (
             await conn.execute(
                 "SELECT batch_id, part, lease_owner, lease_until FROM batch_parts WHERE state = 'submitting'"
@@ -250,7 +273,7 @@ async def claim_due(
         ).fetchall()
         for r in stale:
             # Our own submit may still be uploading: only its lease running out marks it here.
-            if r[3] is None or r[3] < stamp or (r[2] != owner and _pid_dead(r[2])):
+            if r[3] is None or r[3] < stamp or dead(r[2]):
                 await conn.execute(
                     "UPDATE batch_parts SET state = 'unknown', lease_owner = NULL, lease_until = NULL,"
                     " error = 'the server stopped while this part was being submitted'"
@@ -268,7 +291,7 @@ async def claim_due(
         claimed: list[PartRef] = []
         until = w.iso(now + timedelta(seconds=lease_s))
         for r in rows:
-            free = r[6] is None or r[6] < stamp or (r[5] != owner and _pid_dead(r[5]))
+            free = r[6] is None or r[6] < stamp or dead(r[5])
             if not free or len(claimed) >= limit:
                 continue
             await conn.execute(
@@ -290,7 +313,7 @@ async def polled(ledger: Ledger, ref: PartRef, *, ended: bool, ended_at: datetim
                 w.iso(ended_at) if ended_at else None,
                 ref.batch_id,
                 ref.part,
-                lease_owner(),
+                lease_owner(ledger),
             ),
         )
 
@@ -300,7 +323,7 @@ async def release_lease(ledger: Ledger, ref: PartRef, *, retry_at: datetime, err
         await conn.execute(
             "UPDATE batch_parts SET lease_owner = NULL, lease_until = NULL, next_poll_at = ?, error = ?"
             " WHERE batch_id = ? AND part = ? AND lease_owner = ?",
-            (w.iso(retry_at), error, ref.batch_id, ref.part, lease_owner()),
+            (w.iso(retry_at), error, ref.batch_id, ref.part, lease_owner(ledger)),
         )
 
 
@@ -341,7 +364,7 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
         await _cut_reservation(conn, ref.batch_id, released)
         await conn.execute(
             "UPDATE batch_parts SET lease_until = ? WHERE batch_id = ? AND part = ? AND lease_owner = ?",
-            (w.iso(now + timedelta(seconds=lease_s)), ref.batch_id, ref.part, lease_owner()),
+            (w.iso(now + timedelta(seconds=lease_s)), ref.batch_id, ref.part, lease_owner(ledger)),
         )
     return new
 

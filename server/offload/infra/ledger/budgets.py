@@ -5,8 +5,14 @@ is checked and inserted inside `ledger.write()` (BEGIN IMMEDIATE), which holds S
 lock, so two processes can never both see the same headroom and jointly overspend. Recording
 the attempt deletes its reservation in the same transaction (see records.py).
 
-A reservation held by a process that died (SIGKILL, crash) is freed by the next reserve on the
-same host via a pid liveness check, and everywhere else by its expiry.
+A reservation belongs to a server instance (instances.py): once the instance's heartbeat lease
+runs out its holds stop counting on every host and the next reserve purges them; on the
+instance's own host a dead pid frees them at once. Holds of no instance (from servers before
+migration 0111) fall back to the pid check on this host and their expiry.
+
+Team scopes (user, project, team; see core/scopes.py) are checked in the same transaction as the
+others: a hold carries the user and project it was taken for, so concurrent calls of one user
+on several machines cannot jointly pass that user's limit either.
 """
 
 from __future__ import annotations
@@ -14,14 +20,18 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from offload.core.errors import BudgetExceededError
 from offload.core.money import fmt_usd, usd_to_pusd
+from offload.core.scopes import SCOPES
+from offload.core.tenancy import current_owner
+from offload.infra.ledger import instances
 from offload.infra.ledger import windows as w
+from offload.infra.ledger.instances import LIVE_HOLD
 from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
@@ -39,6 +49,9 @@ class BudgetLimits:
     session_pusd: int | None = None
     daily_pusd: int | None = None
     monthly_pusd: int | None = None
+    user_pusd: int | None = None
+    project_pusd: int | None = None
+    team_pusd: int | None = None
 
     @classmethod
     def from_usd(
@@ -56,10 +69,27 @@ class BudgetLimits:
     def from_budgets(cls, budgets: Any) -> BudgetLimits:
         """From a policy's `budgets` section (anything with `limits_pusd() -> {scope: pusd}`)."""
         got = budgets.limits_pusd()
-        return cls(got.get("session"), got.get("daily"), got.get("monthly"))
+        return cls(**{f"{scope}_pusd": got.get(scope) for scope in SCOPES})
 
     def limit(self, scope: str) -> int | None:
-        return {"session": self.session_pusd, "daily": self.daily_pusd, "monthly": self.monthly_pusd}[scope]
+        if scope not in SCOPES:
+            raise KeyError(scope)
+        value: int | None = getattr(self, f"{scope}_pusd")
+        return value
+
+
+@dataclass(frozen=True)
+class Who:
+    """Whom spend and holds are for: the user and the project (None: not known)."""
+
+    user: str | None = None
+    project: str | None = None
+
+
+def acting(ledger: Ledger) -> Who:
+    """The caller of the current tool call: the HTTP token's name, else this process's OFFLOAD_USER;
+    the project this process serves (CLAUDE_PROJECT_DIR or OFFLOAD_PROJECT)."""
+    return Who(current_owner() or ledger.user, ledger.project)
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,7 @@ class ScopeState:
     reserved_pusd: int
     limit_pusd: int | None
     resets_at: datetime | None  # None for the session scope: it ends with the session
+    name: str | None = None  # whose budget, for user and project: the user or project name
 
     @property
     def remaining_pusd(self) -> int | None:
@@ -94,17 +125,24 @@ class Headroom:
     session_pusd: int | None
     daily_pusd: int | None
     monthly_pusd: int | None
+    user_pusd: int | None = None
+    project_pusd: int | None = None
+    team_pusd: int | None = None
+    # The tightest budget in words for refusals: 'user budget for ana ($5.00: spent $4.99, reserved $0.00)'.
+    detail: str | None = field(default=None, compare=False)
+
+    def _by(self) -> list[tuple[str, int | None]]:
+        return [(scope, getattr(self, f"{scope}_pusd")) for scope in SCOPES]
 
     @property
     def min_pusd(self) -> int | None:
-        limited = [v for v in (self.session_pusd, self.daily_pusd, self.monthly_pusd) if v is not None]
+        limited = [v for _, v in self._by() if v is not None]
         return min(limited) if limited else None
 
     @property
     def tightest(self) -> str | None:
         """The scope whose budget leaves the least (session on a tie), None when nothing is limited."""
-        by = {"session": self.session_pusd, "daily": self.daily_pusd, "monthly": self.monthly_pusd}
-        limited = [(v, i, scope) for i, (scope, v) in enumerate(by.items()) if v is not None]
+        limited = [(v, i, scope) for i, (scope, v) in enumerate(self._by()) if v is not None]
         return min(limited)[2] if limited else None
 
 
@@ -113,15 +151,23 @@ def _money(pusd: int) -> str:
     return fmt_usd(pusd, places=2) if pusd % 10**10 == 0 else fmt_usd(pusd)
 
 
-async def _purge(conn: aiosqlite.Connection, now: datetime) -> None:
+async def _purge(conn: aiosqlite.Connection, now: datetime, ledger: Ledger) -> None:
     await conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (w.iso(now),))
+    if ledger.instance is not None:
+        await instances.touch(conn, ledger.instance, max(now, w.utcnow()))
+    await instances.purge_dead(conn, now, ledger.instance)
     rows = await (
-        await conn.execute("SELECT DISTINCT pid FROM reservations WHERE host = ? AND pid != ?", (_HOST, os.getpid()))
+        await conn.execute(
+            "SELECT DISTINCT pid FROM reservations WHERE instance_id IS NULL AND host = ? AND pid != ?",
+            (_HOST, os.getpid()),
+        )
     ).fetchall()
     dead = [int(r[0]) for r in rows if not pid_alive(int(r[0]))]
     if dead:
         marks = ",".join("?" * len(dead))
-        await conn.execute(f"DELETE FROM reservations WHERE host = ? AND pid IN ({marks})", (_HOST, *dead))
+        await conn.execute(
+            f"DELETE FROM reservations WHERE instance_id IS NULL AND host = ? AND pid IN ({marks})", (_HOST, *dead)
+        )
 
 
 async def _one(conn: Conn, sql: str, params: Sequence[object]) -> int:
@@ -129,8 +175,17 @@ async def _one(conn: Conn, sql: str, params: Sequence[object]) -> int:
     return int(row[0]) if row is not None and row[0] is not None else 0
 
 
-async def scope_states(conn: Conn, session_id: str, limits: BudgetLimits, now: datetime) -> list[ScopeState]:
-    """Spend and holds per scope. Unexpired reservations count against every scope they touch."""
+def _tagged(column: str, value: str | None) -> tuple[str, tuple[str, ...]]:
+    # Calls with no known user (or project) share one budget, so leaving OFFLOAD_USER unset
+    # does not escape a user budget. Two spellings rather than `IS ?`: portable SQL.
+    return (f"{column} IS NULL", ()) if value is None else (f"{column} = ?", (value,))
+
+
+async def scope_states(
+    conn: Conn, session_id: str, limits: BudgetLimits, now: datetime, who: Who | None = None
+) -> list[ScopeState]:
+    """Spend and holds per scope: session, daily and monthly always, user, project and team when
+    their limit is set. Unexpired reservations count against every scope they touch."""
     live = w.iso(now)
     d0, d1 = w.day_start(now), w.next_day(now)
     m0, m1 = w.month_start(now), w.next_month(now)
@@ -140,26 +195,57 @@ async def scope_states(conn: Conn, session_id: str, limits: BudgetLimits, now: d
     spent_month = await _one(conn, window, (w.iso(m0), w.iso(m1)))
     held_session = await _one(
         conn,
-        "SELECT SUM(amount_pusd) FROM reservations WHERE session_id = ? AND expires_at > ?",
-        (session_id, live),
+        f"SELECT SUM(amount_pusd) FROM reservations WHERE session_id = ? AND {LIVE_HOLD}",
+        (session_id, live, live),
     )
-    held_all = await _one(conn, "SELECT SUM(amount_pusd) FROM reservations WHERE expires_at > ?", (live,))
-    return [
+    held_all = await _one(conn, f"SELECT SUM(amount_pusd) FROM reservations WHERE {LIVE_HOLD}", (live, live))
+    out = [
         ScopeState("session", spent_session, held_session, limits.session_pusd, None),
         ScopeState("daily", spent_day, held_all, limits.daily_pusd, d1),
         ScopeState("monthly", spent_month, held_all, limits.monthly_pusd, m1),
     ]
+    who = who or Who()
+    month = (w.iso(m0), w.iso(m1))
+    for scope, column, name in (("user", "user_name", who.user), ("project", "project", who.project)):
+        limit = limits.limit(scope)
+        if limit is None:
+            continue  # not read at all: budgets without team limits cost no extra query
+        where, args = _tagged(column, name)
+        spent = await _one(
+            conn, f"SELECT SUM(cost_pusd) FROM attempts WHERE {where} AND ts >= ? AND ts < ?", (*args, *month)
+        )
+        held = await _one(
+            conn, f"SELECT SUM(amount_pusd) FROM reservations WHERE {where} AND {LIVE_HOLD}", (*args, live, live)
+        )
+        out.append(ScopeState(scope, spent, held, limit, m1, name))
+    if limits.team_pusd is not None:
+        out.append(ScopeState("team", spent_month, held_all, limits.team_pusd, m1))
+    return out
+
+
+_NOBODY = {"user": "calls with no user (set OFFLOAD_USER)", "project": "calls with no project (set OFFLOAD_PROJECT)"}
+
+
+def label(state: ScopeState) -> str:
+    """'daily budget', 'user budget for ana', 'team budget': how messages and status name a scope."""
+    if state.scope not in _NOBODY:
+        return f"{state.scope} budget"
+    return f"{state.scope} budget for {state.name or _NOBODY[state.scope]}"
 
 
 def _refusal(state: ScopeState, amount_pusd: int) -> BudgetExceededError:
     assert state.limit_pusd is not None
     left = state.remaining_pusd or 0
     resets = "resets when a new session starts" if state.resets_at is None else f"resets {w.fmt_reset(state.resets_at)}"
+    head, _, tail = label(state).partition(" for ")
+    named = f"{head} {_money(state.limit_pusd)}" + (f" for {tail}" if tail else "")
+    # A shared limit is not the caller's to change: say which policy key sets it.
+    owner = f" (budgets.{state.scope}_usd in the policy)" if state.scope in ("user", "project", "team") else ""
     msg = (
-        f"{state.scope} budget {_money(state.limit_pusd)} would be exceeded: "
+        f"{named} would be exceeded: "
         f"spent {_money(state.spent_pusd)}, "
         f"reserved {_money(state.reserved_pusd)}, this call needs up to {_money(amount_pusd)}; "
-        f"{_money(left)} left; {resets}. Use a cheaper tier, a smaller max_tokens, or less context."
+        f"{_money(left)} left{owner}; {resets}. Use a cheaper tier, a smaller max_tokens, or less context."
     )
     return BudgetExceededError(
         msg,
@@ -177,27 +263,44 @@ async def reserve(
     *,
     ttl_s: float = 600,
     now: datetime | None = None,
+    who: Who | None = None,
 ) -> Reservation:
-    """Hold `amount_pusd` (a worst case) against every budget, or raise BudgetExceededError."""
+    """Hold `amount_pusd` (a worst case) against every budget, or raise BudgetExceededError.
+
+    `who` defaults to the acting caller (`acting(ledger)`); the hold counts against its user and project.
+    """
     if amount_pusd < 0:
         raise ValueError("reservation amount must be >= 0 pusd")
     now = now or w.utcnow()
+    who = who or acting(ledger)
     expires = w.iso(now + timedelta(seconds=ttl_s))
     async with ledger.write() as conn:
-        await _purge(conn, now)
-        for state in await scope_states(conn, session_id, limits, now):
+        await _purge(conn, now, ledger)
+        for state in await scope_states(conn, session_id, limits, now, who):
             if state.limit_pusd is not None and (
                 state.spent_pusd + state.reserved_pusd + amount_pusd > state.limit_pusd
             ):
                 raise _refusal(state, amount_pusd)
+        # RETURNING, not lastrowid: both backends answer it (PostgreSQL has no lastrowid).
         cur = await conn.execute(
-            "INSERT INTO reservations (session_id, amount_pusd, created_at, expires_at, pid, host)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (session_id, amount_pusd, w.iso(now), expires, os.getpid(), _HOST),
+            "INSERT INTO reservations"
+            " (session_id, amount_pusd, created_at, expires_at, pid, host, user_name, project, instance_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                session_id,
+                amount_pusd,
+                w.iso(now),
+                expires,
+                os.getpid(),
+                _HOST,
+                who.user,
+                who.project,
+                ledger.instance.id if ledger.instance else None,
+            ),
         )
-        rid = cur.lastrowid
-    assert rid is not None
-    return Reservation(rid, session_id, amount_pusd, expires)
+        row = await cur.fetchone()
+    assert row is not None
+    return Reservation(int(row[0]), session_id, amount_pusd, expires)
 
 
 async def release(ledger: Ledger, reservation: Reservation) -> None:
@@ -207,26 +310,39 @@ async def release(ledger: Ledger, reservation: Reservation) -> None:
 
 
 async def expire(ledger: Ledger, now: datetime | None = None) -> None:
-    """Drop expired holds and holds of dead local processes, so reports don't show them in flight."""
+    """Drop expired holds and holds of dead instances and processes, so reports don't show them in flight."""
     # A status read takes the write lock only when there is something to purge: behind a long
     # write (a 60k-item batch being stored) it would otherwise wait for seconds.
     now = now or w.utcnow()
     rows = await (
         await ledger.conn.execute(
-            "SELECT DISTINCT expires_at <= ?, pid FROM reservations WHERE expires_at <= ? OR (host = ? AND pid != ?)",
+            "SELECT DISTINCT expires_at <= ?, pid FROM reservations WHERE expires_at <= ?"
+            " OR (instance_id IS NULL AND host = ? AND pid != ?)",
             (w.iso(now), w.iso(now), _HOST, os.getpid()),
         )
     ).fetchall()
-    if not any(int(r[0]) or not pid_alive(int(r[1])) for r in rows):
+    stale = any(int(r[0]) or not pid_alive(int(r[1])) for r in rows)
+    me = ledger.instance
+    if not stale and not [i for i in await instances.dead(ledger.conn, now, me) if me is None or i != me.id]:
         return
     async with ledger.write() as conn:
-        await _purge(conn, now)
+        await _purge(conn, now, ledger)
 
 
-async def headroom(ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None) -> Headroom:
-    states = await scope_states(ledger.conn, session_id, limits, now or w.utcnow())
+async def headroom(
+    ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None, who: Who | None = None
+) -> Headroom:
+    states = await scope_states(ledger.conn, session_id, limits, now or w.utcnow(), who or acting(ledger))
     by = {s.scope: s.remaining_pusd for s in states}
-    return Headroom(by["session"], by["daily"], by["monthly"])
+    room = Headroom(by["session"], by["daily"], by["monthly"], by.get("user"), by.get("project"), by.get("team"))
+    tight = next((s for s in states if s.scope == room.tightest), None)
+    if tight is None or tight.limit_pusd is None:
+        return room
+    detail = (
+        f"{label(tight)} ({_money(tight.limit_pusd)}: spent {_money(tight.spent_pusd)},"
+        f" reserved {_money(tight.reserved_pusd)})"
+    )
+    return replace(room, detail=detail)
 
 
 @dataclass(frozen=True)
@@ -236,6 +352,13 @@ class Spent:
     session_pusd: int = 0
     daily_pusd: int = 0
     monthly_pusd: int = 0
+    user_pusd: int = 0
+    project_pusd: int = 0
+    team_pusd: int = 0
+
+    @classmethod
+    def of(cls, states: Sequence[ScopeState]) -> Spent:
+        return cls(**{f"{s.scope}_pusd": s.spent_pusd for s in states})
 
 
 def warnings(spent: Spent, limits: BudgetLimits, warn_at: Sequence[Decimal | str | float]) -> list[str]:
@@ -243,11 +366,8 @@ def warnings(spent: Spent, limits: BudgetLimits, warn_at: Sequence[Decimal | str
     # Thresholds are fractions, not money; str() keeps 0.8 as exactly 0.8.
     thresholds = sorted((Decimal(str(t)) for t in warn_at), reverse=True)
     out: list[str] = []
-    for scope, used in (
-        ("session", spent.session_pusd),
-        ("daily", spent.daily_pusd),
-        ("monthly", spent.monthly_pusd),
-    ):
+    for scope in SCOPES:
+        used = getattr(spent, f"{scope}_pusd")
         limit = limits.limit(scope)
         if not limit or not thresholds:
             continue

@@ -17,7 +17,7 @@ from pathlib import Path
 from offload.core.errors import InputError
 from offload.core.pricing import Usage
 from offload.infra.ledger import windows as w
-from offload.infra.ledger.statusline import open_ro
+from offload.infra.ledger.statusline import held_pusd, open_ro
 
 _NEVER_LONG = 1 << 62
 _PROMPT = "(input_tokens + cache_write_5m + cache_write_1h + cache_read)"
@@ -241,7 +241,6 @@ def budgets(conn: sqlite3.Connection, now: datetime) -> tuple[str | None, str | 
     if snap is None:
         return None, None, []
     policy, session, limits = str(snap[0]), str(snap[1]), snap[2:]
-    held_now = w.iso(now)
     out = []
     windows = (
         ("session", "session_id = ?", (session,), None, 13),
@@ -263,11 +262,7 @@ def budgets(conn: sqlite3.Connection, now: datetime) -> tuple[str | None, str | 
         for b, cost in rows:
             running += int(cost)
             burn.append((str(b), running))
-        held_where = "session_id = ? AND " if scope == "session" else ""
-        held = conn.execute(
-            f"SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE {held_where}expires_at > ?",
-            (*((session,) if scope == "session" else ()), held_now),
-        ).fetchone()[0]
+        held = held_pusd(conn, now, *(("session_id = ? AND ", (session,)) if scope == "session" else ()))
         resets = None
         if scope == "daily":
             resets = w.iso(w.next_day(now))

@@ -23,12 +23,15 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from offload.core.errors import ConfigError, LedgerUnavailableError
 from offload.infra.ledger import journal
+
+if TYPE_CHECKING:
+    from offload.infra.ledger.instances import Instance
 
 log = logging.getLogger("offload.ledger")
 
@@ -138,6 +141,9 @@ class Ledger:
         # Written on every attempt this process records (see records.py); set by `open`.
         self.project: str | None = None
         self.user: str | None = None
+        # The server instance whose lease keeps this connection's holds and claims alive (instances.py);
+        # None: holds are freed only by expiry and, on this host, by pid.
+        self.instance: Instance | None = None
         self.busy_retries = busy_retries
         # One connection is shared by every task of the process; without this lock a second
         # task's BEGIN IMMEDIATE would fail with "cannot start a transaction within a transaction".

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from offload.core.pricing import Usage
 from offload.infra.ledger import windows as w
-from offload.infra.ledger.budgets import BudgetLimits, Reservation
+from offload.infra.ledger.budgets import BudgetLimits, Reservation, acting
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -122,9 +122,10 @@ def _row(a: Attempt, now: datetime, tags: tuple[str | None, str | None]) -> tupl
 
 
 async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime, ledger: Ledger) -> bool:
-    # Project and user belong to the process that records, so the ledger carries them rather
-    # than every caller that builds an Attempt.
-    cur = await conn.execute(_INSERT, _row(a, now, (a.project or ledger.project, a.user or ledger.user)))
+    # Project and user belong to the caller (the HTTP token, else the process's OFFLOAD_USER), so
+    # the ledger and the tool call's context carry them rather than every caller that builds an Attempt.
+    who = acting(ledger)
+    cur = await conn.execute(_INSERT, _row(a, now, (a.project or who.project, a.user or who.user)))
     return cur.rowcount == 1
 
 

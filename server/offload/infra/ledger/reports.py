@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from offload.core.errors import InputError
 from offload.core.money import usd_json
 from offload.infra.ledger import windows as w
-from offload.infra.ledger.budgets import BudgetLimits, ScopeState, scope_states
+from offload.infra.ledger.budgets import BudgetLimits, ScopeState, Who, scope_states
 from offload.infra.ledger.statusline import open_ro
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class ModelSpend:
 
 @dataclass(frozen=True)
 class BudgetSummary(_Savings):
-    scopes: list[ScopeState]  # session, daily, monthly: spent / reserved / limit / remaining
+    scopes: list[ScopeState]  # session, daily, monthly (+ user, project, team when limited): spent / held / limit
     window: str  # which attempts the figures below cover: session | day | month
     cost_pusd: int
     baseline_pusd: int
@@ -129,13 +129,14 @@ async def summary(
     window: str = "session",
     top: int = 3,
     owner: Any = None,
+    who: Who | None = None,
 ) -> BudgetSummary:
     """Budgets for every scope, plus savings, cache hits and top models for `window`."""
     if window not in _WINDOWS:
         raise InputError(f"scope {window!r} is not one of session, day, month")
     now = now or w.utcnow()
     conn = ledger.conn
-    states = await scope_states(conn, session_id, limits, now)
+    states = await scope_states(conn, session_id, limits, now, who)
     bounds = _WINDOWS[window]
     params: tuple[str, ...]
     if bounds is None:

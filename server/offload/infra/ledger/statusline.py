@@ -15,6 +15,26 @@ from pathlib import Path
 from offload.core.money import fmt_usd
 from offload.infra.ledger import windows as w
 
+# A hold counts while it has not expired and its server instance (0111_server_instances.sql), if it
+# has one, holds a lease. Here, stdlib-only, so the statusline and dashboard share it with budgets.
+LIVE_HOLD = (
+    "expires_at > ? AND (instance_id IS NULL OR instance_id IN (SELECT id FROM server_instances WHERE lease_until > ?))"
+)
+
+
+def held_pusd(conn: sqlite3.Connection, now: datetime, where: str = "", params: tuple[object, ...] = ()) -> int:
+    """Money held for calls in flight (`where`: an extra condition ending in AND). Read-only readers
+    never migrate: on a ledger from before 0111 holds count by their expiry alone."""
+    t = w.iso(now)
+    sql = "SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE " + where
+    try:
+        row = conn.execute(sql + LIVE_HOLD, (*params, t, t)).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such" not in str(exc):
+            raise
+        row = conn.execute(sql + "expires_at > ?", (*params, t)).fetchone()
+    return int(row[0])
+
 
 def ro_uri(path: Path) -> str:
     """A read-only SQLite URI for `path`, whatever characters its name holds."""
@@ -38,9 +58,7 @@ def statusline_text(conn: sqlite3.Connection, now: datetime) -> str:
     parts = [f"offload {fmt_usd(day_cost)} today"]  # 4 places under $1: small spend stays visible
     snap = conn.execute("SELECT daily_pusd, monthly_pusd FROM policy_snapshots ORDER BY id DESC LIMIT 1").fetchone()
     if snap is not None and (snap[0] is not None or snap[1] is not None):
-        held = conn.execute(
-            "SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE expires_at > ?", (w.iso(now),)
-        ).fetchone()[0]
+        held = held_pusd(conn, now)
         lefts = []
         if snap[0] is not None:
             lefts.append(snap[0] - day_cost - held)

@@ -134,6 +134,7 @@ class _Ctx:
         self.session, self.policy, self.tier = str(get("session_id")), str(get("policy")), str(get("tier"))
         self.model, self.baseline = str(get("model")), str(get("baseline_model"))
         self.batch_id = str(get("id"))
+        self.user, self.project = get("user_name"), get("project")
 
     async def settle(self, items: list[BatchItemResult]) -> int:
         prices = self.state.prices
@@ -163,6 +164,8 @@ class _Ctx:
                 stop_reason=r.stop_reason,
                 batch_id=self.batch_id,
                 completion_text=r.text if store_text and ok else None,
+                user=self.user,
+                project=self.project,
             )
             out.append(store.Settled(idx, r.result_type, r.text if ok else None, r.stop_reason, r.error, attempt))
         return await store.settle(self.state.ledger, self.ref, out)
