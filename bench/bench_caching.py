@@ -235,7 +235,7 @@ async def run_batch(tmp: Path, placement: str, batch_ttl: str, n: int) -> tuple[
 def _rows(name: str, none: int, runs: dict[str, tuple[int, int]], optimal: int, how: str) -> list[Row]:
     out = [Row("caching", f"{name}: no caching", usd(none), "", "", "")]
     for label, (cost, gain) in runs.items():
-        share = f"{gain / optimal:.0%} of optimal gain" if optimal > 0 else "optimal gain is 0"
+        share = f"{gain / optimal:.1%} of optimal gain" if optimal > 0 else "optimal gain is 0"
         out.append(
             Row(
                 "caching",

@@ -99,3 +99,27 @@ async def test_policy_placement_never_and_always_override_the_history(
     assert (written[0] > 0) == (placement == "always") and (sum(written) == 0) == (placement == "never")
     # Fixed placements keep no history: there is no decision for it to inform.
     assert query(settings.db_path, "SELECT * FROM prefix_uses") == []
+
+
+@pytest.mark.parametrize(("items", "ttl"), [(3, None), (40, "5m")])
+async def test_a_batch_caches_its_shared_prefix_only_when_its_requests_can_repay_the_write(
+    emulator: Any, make_settings: Any, items: int, ttl: str | None
+) -> None:
+    # A 4k-token instruction head shared by every request. At the documented low-end hit rate
+    # (30%) over an hour, 40 requests come 90 s apart: a 5m write pays; 3 requests 20 minutes
+    # apart can't repay even that, and a 1h write never pays at 30%.
+    head = "Label the review as positive, negative or mixed. " * 400
+    settings: Settings = make_settings(emulator.url)
+    async with Client(build_server(settings)) as c:
+        sub = await c.call_tool(
+            "batch_submit",
+            {"template": head + "\nReview: {item}", "items": [f"review {i}" for i in range(items)], "max_tokens": 8},
+        )
+    assert not sub.is_error, sub
+    (create,) = [r for r in emulator.state.calls("/v1/messages/batches") if r.method == "POST"]
+    sent = [str(line["params"]) for line in create.body["requests"]]
+    assert len(sent) == items
+    if ttl is None:
+        assert not any("cache_control" in s for s in sent)
+    else:
+        assert all(f"'ttl': '{ttl}'" in s for s in sent)
