@@ -8,7 +8,10 @@ server in this process.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,16 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from helpers import query
+from offload.config.policy import PolicyHolder
+from offload.config.pricing import load_prices
 from offload.config.settings import Settings, shipped
+from offload.core.cache_placement import Expect, Ttl
+from offload.core.request import Prompt
+from offload.infra.ledger import prefixes
+from offload.infra.ledger.db import Ledger
 from offload.mcp.server import build_server
+from offload.metering.placement import placed_params
+from offload.state import AppState
 
 pytestmark = pytest.mark.anyio
 
@@ -123,3 +134,41 @@ async def test_a_batch_caches_its_shared_prefix_only_when_its_requests_can_repay
         assert not any("cache_control" in s for s in sent)
     else:
         assert all(f"'ttl': '{ttl}'" in s for s in sent)
+
+
+async def test_uses_are_read_and_recorded_in_one_step_and_forgotten_after_a_week(ledger: Ledger) -> None:
+    seen: list[dict[str, list[tuple[float, str | None]]]] = []
+
+    def decide(history: Mapping[str, prefixes.Uses]) -> dict[str, Ttl | None]:
+        seen.append({k: list(v) for k, v in history.items()})
+        return {"p": "5m"}
+
+    old = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    await prefixes.place(ledger, ["p"], old, decide)
+    await prefixes.place(ledger, ["p"], old + timedelta(seconds=90), decide)
+    assert seen[0] == {"p": []} and seen[1] == {"p": [(old.timestamp(), "5m")]}
+    await prefixes.prune(ledger, now=old + timedelta(days=8))
+    await prefixes.place(ledger, ["p"], old + timedelta(days=8), decide)
+    assert seen[2] == {"p": []}
+
+
+async def test_a_locked_ledger_costs_placement_its_history_never_the_call(tmp_path: Path, make_settings: Any) -> None:
+    settings: Settings = make_settings()
+    prices = load_prices()
+    led = await Ledger.open(tmp_path / "locked.db", busy_timeout_ms=20, busy_retries=1)
+    state = AppState(settings, led, prices, PolicyHolder(settings.policy_path, known_models=prices.models))
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    doc = (("a.md", "word " * 4000),)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        # No history to read: a one-off stays uncached, a fan-out's structural reuse still caches.
+        alone = await placed_params(state, "claude-haiku-5-5", Prompt(prompt="q", documents=doc), max_tokens=8)
+        assert "cache_control" not in str(alone)
+        fan = await placed_params(
+            state, "claude-haiku-5-5", Prompt(prompt="q", documents=doc), max_tokens=8, expect=Expect(reuses=3)
+        )
+        assert fan["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await led.close()
