@@ -33,6 +33,7 @@ BENCHES = [
     ("context", "bench_context"),
     ("ledger", "bench_ledger"),
     ("batch", "bench_batch"),
+    ("caching", "bench_caching"),
     ("trim", "bench_trim"),
     ("dashboard", "bench_dashboard"),
 ]

@@ -79,7 +79,9 @@ async def _calls(url: str, root: Path) -> None:
         (root / "doc.py").write_text(doc, encoding="utf-8")
         for args in (
             {"prompt": f"{SECRET_PROMPT} what does f7 do?", "context_files": ["doc.py"]},
-            {"prompt": "and f9?", "context_files": ["doc.py"]},  # reads the cached prefix
+            # A new prefix is not cached; its second use writes it (5m) and the third reads it.
+            {"prompt": "and f9?", "context_files": ["doc.py"]},
+            {"prompt": "and f11?", "context_files": ["doc.py"]},
             {"prompt": "ESCALATE: give a number", "must_match": "[0-9]", "difficulty": "easy"},
             {"prompt": "REFUSE this", "difficulty": "hard"},
         ):
@@ -103,7 +105,7 @@ def test_metrics_scrape_equals_the_ledger(tmp_path: Path, running: Any) -> None:
     got = parse(resp.text)
 
     rows = query(db, "SELECT * FROM attempts")
-    assert len(rows) >= 5  # two context calls, two escalation rungs, the refusal (+ any triage)
+    assert len(rows) >= 6  # three context calls, two escalation rungs, the refusal (+ any triage)
     # The cost counter equals the ledger total, to the picodollar.
     total = sum(Decimal(v) for v in got["offload_cost_usd_total"].values())
     assert total * 10**12 == sum(r["cost_pusd"] for r in rows) > 0

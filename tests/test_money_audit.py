@@ -112,7 +112,8 @@ def run_cli(*args: str, db: Path) -> str:
 
 def policy_file(tmp_path: Path, ttl: str) -> Path:
     text = shipped("default.yaml").read_text(encoding="utf-8")
-    text = text.replace("  ttl: 5m\n", f"  ttl: {ttl}\n")
+    # Caching on every cacheable prefix: the audit prices writes and reads of both TTLs by hand.
+    text = text.replace("  ttl: 5m\n", f"  placement: always\n  ttl: {ttl}\n")
     text = text.replace("  session_usd: 2\n", "  session_usd: 200\n").replace("daily_usd: 20", "daily_usd: 2000")
     text = text.replace("monthly_usd: 300", "monthly_usd: 30000")
     assert f"ttl: {ttl}" in text

@@ -29,7 +29,9 @@ HAIKU_LONG = {"in": 500_000, "w5m": 625_000, "w1h": 1_000_000, "read": 50_000, "
 
 def policy(tmp_path: Path, name: str, daily_usd: str) -> Path:
     text = shipped("default.yaml").read_text(encoding="utf-8")
-    text = text.replace("  ttl: 5m\n", "  ttl: 1h\n").replace("daily_usd: 20", f'daily_usd: "{daily_usd}"')
+    text = text.replace("  ttl: 5m\n", "  placement: always\n  ttl: 1h\n").replace(
+        "daily_usd: 20", f'daily_usd: "{daily_usd}"'
+    )
     text = text.replace("on_exceed: downgrade", "on_exceed: refuse").replace("max_steps: 2", "max_steps: 0")
     path = tmp_path / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")

@@ -12,13 +12,14 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
 
 from helpers import ledger_rows, query
-from offload.config.settings import Settings
+from offload.config.settings import Settings, shipped
 from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
@@ -59,11 +60,14 @@ def text_of(result: Any) -> str:
 
 
 async def test_redo_reruns_the_same_request_one_tier_up_and_records_the_verdict(
-    running: Callable[..., Any], make_settings: Callable[..., Settings]
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     system = "You answer geography questions. " + "Be exact and name your source. " * 300  # cached prefix
+    # Every cacheable prefix cached, so both tiers write the system prompt to their own caches.
+    policy = tmp_path / "always.yaml"
+    policy.write_text(shipped("default.yaml").read_text().replace("caching:\n", "caching:\n  placement: always\n"))
     with running(script=SCRIPT) as emu:
-        settings = make_settings(emu.url)
+        settings = make_settings(emu.url, policy_path=policy)
         async with client(settings) as c:
             first = await c.call_tool(
                 "routed_complete",

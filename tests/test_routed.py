@@ -14,6 +14,7 @@ import pytest
 from mcp import Client
 
 from helpers import ledger_rows as rows
+from helpers import query
 from offload.config.settings import Settings, shipped
 from offload.core.money import fmt_usd, usd_json
 from offload.mcp.server import build_server
@@ -97,7 +98,7 @@ async def test_schema_failure_on_cheap_tier_escalates_once(
     conn.close()
 
 
-async def test_shared_context_files_are_read_from_cache_on_the_second_call(
+async def test_shared_context_files_are_cached_once_reuse_shows_and_read_after(
     emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     # Large enough to pass Haiku 5.5's 2,048-token minimum cacheable prefix.
@@ -105,26 +106,30 @@ async def test_shared_context_files_are_read_from_cache_on_the_second_call(
         source = "".join(f"def handler_{i}_{n}(x):\n    return x * {n}\n" for n in range(400))
         (tmp_path / f"module{i}.py").write_text(source)
     settings = make_settings(emulator.url)
+    questions = ["Which handler doubles?", "Which handler triples?", "Which handler quadruples?"]
     async with client(settings) as c:
-        first = await c.call_tool(
-            "routed_complete", {"prompt": "Which handler doubles?", "context_files": ["*.py"], "difficulty": "easy"}
-        )
-        second = await c.call_tool(
-            "routed_complete", {"prompt": "Which handler triples?", "context_files": ["*.py"], "difficulty": "easy"}
-        )
+        results = [
+            await c.call_tool("routed_complete", {"prompt": q, "context_files": ["*.py"], "difficulty": "easy"})
+            for q in questions
+        ]
         status = await c.call_tool("budget_status", {"scope": "session"})
-    assert not first.is_error and not second.is_error
-    u1, u2 = first.structured_content["usage"], second.structured_content["usage"]
-    assert u1["cache_write_tokens"] > 2048 and u1["cache_read_tokens"] == 0
-    assert u2["cache_read_tokens"] == u1["cache_write_tokens"] and u2["cache_write_tokens"] == 0
+    assert not any(r.is_error for r in results)
+    u1, u2, u3 = (r.structured_content["usage"] for r in results)
+    # A prefix never seen before is a one-off as far as anyone knows: no write premium.
+    assert u1["cache_write_tokens"] == 0 and u1["cache_read_tokens"] == 0
+    # Seen again within five minutes: a 5m write, which the third call reads.
+    assert u2["cache_write_tokens"] > 2048 and u2["cache_read_tokens"] == 0
+    assert u3["cache_read_tokens"] == u2["cache_write_tokens"] and u3["cache_write_tokens"] == 0
+    sent = [c.body for c in message_calls(emulator)]
+    assert "cache_control" not in str(sent[0])
+    assert "'ttl': '5m'" in str(sent[1]) and "'ttl': '1h'" not in str(sent[1])
     ledger = rows(settings.db_path)
-    assert ledger[1]["cache_read"] == u2["cache_read_tokens"]
-    # Reads cost a tenth of input and writes 1.25x: the second call is several times cheaper.
-    assert ledger[1]["cost_pusd"] * 4 < ledger[0]["cost_pusd"]
-    assert "cached " in second.content[0].text.splitlines()[-1]  # type: ignore[union-attr]
+    assert ledger[2]["cache_read"] == u3["cache_read_tokens"]
+    # Reads cost a tenth of input and writes 1.25x: the third call is several times cheaper.
+    assert ledger[2]["cost_pusd"] * 4 < ledger[1]["cost_pusd"]
+    assert "cached " in results[2].content[0].text.splitlines()[-1]  # type: ignore[union-attr]
     # The files were read by the server, never sent by the host: the prompt holds them.
-    body = emulator.state.calls("/v1/messages")[-1].body
-    assert "def handler_2_399" in str(body["messages"][0]["content"])
+    assert "def handler_2_399" in str(sent[-1]["messages"][0]["content"])
     # The cache's net gain, by hand: reads saved (input - read rate), minus 5m-write premiums.
     cached = [r for r in ledger if r["cache_write_5m"] or r["cache_read"]]
     assert len(cached) == 2 and {r["model"] for r in cached} == {"claude-haiku-5-5"}
@@ -135,6 +140,10 @@ async def test_shared_context_files_are_read_from_cache_on_the_second_call(
     assert status.structured_content is not None
     assert status.structured_content["cache_net_gain_usd"] == usd_json(sum(gains))
     assert f"cache net +{fmt_usd(sum(gains))}" in status.content[0].text  # type: ignore[union-attr]
+    # The ledger holds digests of the prefixes with the TTL placed on each use, never their text.
+    uses = query(settings.db_path, "SELECT prefix_hash, ttl FROM prefix_uses ORDER BY id")
+    assert [u["ttl"] for u in uses] == [None, "5m", "5m"] and len({u["prefix_hash"] for u in uses}) == 1
+    assert "handler" not in str([tuple(u) for u in uses])
 
 
 def _policy(path: Path, classify_tier: str, **budgets: Any) -> None:
@@ -351,13 +360,14 @@ async def test_a_schema_call_reads_the_cached_system_prompt(
     running: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     # The schema's instruction is a block of its own after the shared system prompt: two calls
-    # with different schemas still share (and read) one cached system prefix.
+    # with different schemas still share (and read) one cached system prefix. The first call's
+    # prefix is new (no write); the second use shows reuse (a write), the third reads it.
     system = "You extract fields from invoices. " + "Amounts are in the invoice currency. " * 400
     script = [{"match": "invoice", "reply": '{"total": 42, "currency": "EUR"}'}]
     with running(script=script) as emu:
         settings = make_settings(emu.url)
         async with client(settings) as c:
-            for required in (["total"], ["currency"]):
+            for required in (["total"], ["currency"], ["total", "currency"]):
                 result = await c.call_tool(
                     "routed_complete",
                     {
@@ -369,7 +379,8 @@ async def test_a_schema_call_reads_the_cached_system_prompt(
                 )
                 assert not result.is_error, result.content
         calls = message_calls(emu)
-    first, second = calls
+    new, first, second = calls
+    assert "cache_control" not in new.body["system"][0] and not new.usage.get("cache_creation_input_tokens")
     assert first.body["system"][0]["text"] == system and "cache_control" in first.body["system"][0]
     assert "JSON Schema" in first.body["system"][1]["text"] and "cache_control" not in first.body["system"][1]
     assert first.body["system"][1] != second.body["system"][1]

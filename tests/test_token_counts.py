@@ -23,6 +23,7 @@ rules:
 default_tier: cheap
 baseline: claude-opus-5-5
 budgets: {session_usd: 0.03, on_exceed: refuse}
+caching: {placement: always}   # the first call writes the log's prefix, later ones read it
 """
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from offload.config.policy import PolicyHolder
@@ -22,9 +23,10 @@ from offload.core.errors import LedgerUnavailableError
 from offload.core.pricing import PriceTable
 from offload.core.recall import Recall
 from offload.infra.claude import ClaudeClient
-from offload.infra.ledger import batches, handles, instances
+from offload.infra.ledger import batches, handles, instances, prefixes
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import record_policy_snapshot
+from offload.infra.ledger.windows import utcnow
 from offload.policy.models import Policy
 
 REDO_MAX_BYTES = 32_000_000
@@ -46,6 +48,8 @@ class AppState:
     baseline_cache: BaselineCache = field(default_factory=BaselineCache)
     # count_tokens answers by request content hash: the same large files are counted once.
     token_counts: dict[str, int] = field(default_factory=dict)
+    # When a prompt prefix is used, for cache placement (a bench moves it with the emulator's clock).
+    clock: Callable[[], datetime] = field(default=utcnow, repr=False)
 
     def __post_init__(self) -> None:
         if self.recall is None:
@@ -114,3 +118,4 @@ async def _apply_retention(ledger: Ledger) -> None:
     and answers 29 days after settling (as the API does). Spend rows are never deleted."""
     await handles.prune(ledger)
     await batches.forget_payloads(ledger)
+    await prefixes.prune(ledger)

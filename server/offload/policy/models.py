@@ -247,6 +247,15 @@ class Budgets(_Section):
 
 
 class Caching(_Section):
+    """Where offload places cache breakpoints.
+
+    `adaptive` places one only where reuse is expected to repay the write premium (the prefix's
+    reuse history in the ledger, or a fan-out/batch that reuses it by construction) and picks
+    5m or 1h by the same arithmetic; `always` places one on every cacheable prefix with `ttl`
+    (`batch_ttl` in batches); `never` places none.
+    """
+
+    placement: Literal["adaptive", "always", "never"] = "adaptive"
     ttl: Ttl = "5m"
     batch_ttl: Ttl = "1h"
 

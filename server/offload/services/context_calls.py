@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from offload.core.cache_placement import Expect
 from offload.core.errors import BudgetExceededError
 from offload.core.money import fmt_usd
 from offload.core.output import Progress, no_progress
 from offload.core.pricing import Usage
-from offload.core.request import Prompt, build_params
+from offload.core.request import Prompt
 from offload.core.tokens import approx_tokens
 from offload.infra.claude import Completion
 from offload.infra.ledger import budgets
 from offload.metering.metered import Metered, Verdict, limits_of, metered_call
+from offload.metering.placement import placed_params
 from offload.policy import engine
 
 if TYPE_CHECKING:
@@ -49,14 +51,10 @@ def pick_tier(state: AppState, task: str, prompt_tokens: int) -> Tier:
     return Tier(decision.tier, decision.model, policy.max_tokens_for(decision.tier, None))
 
 
-def params_for(state: AppState, tier: Tier, prompt: Prompt, max_tokens: int) -> dict[str, Any]:
-    return build_params(
-        tier.model,
-        prompt,
-        max_tokens=max_tokens,
-        ttl=state.policy.caching.ttl,
-        min_cacheable=state.prices.min_cacheable(tier.model),
-    )
+async def params_for(
+    state: AppState, tier: Tier, prompt: Prompt, max_tokens: int, expect: Expect | None = None
+) -> dict[str, Any]:
+    return await placed_params(state, tier.model, prompt, max_tokens=max_tokens, expect=expect)
 
 
 def prompt_tokens(prompt: Prompt) -> int:
@@ -104,7 +102,8 @@ async def prewarm(
     """Write the shared system prefix before a fan-out of `calls`; [] when there is none to write."""
     if len(calls) < 2:
         return []
-    params = params_for(state, tier, calls[0][0], 0)
+    # The fan-out reads the prefix len(calls) times right after this write: that reuse is certain.
+    params = await params_for(state, tier, calls[0][0], 0, Expect(reuses=len(calls)))
     if not _cacheable(params):
         return []
     params["messages"] = [{"role": "user", "content": [{"type": "text", "text": WARM_PROMPT}]}]
@@ -127,7 +126,7 @@ async def run_calls(
 
     Call `prewarm` first when the calls share a cacheable prefix.
     """
-    params = [params_for(state, tier, p, m) for p, m in calls]
+    params = [await params_for(state, tier, p, m) for p, m in calls]
     results: list[Metered | None] = [None] * len(calls)
     errors: list[BaseException] = []
     total = total_steps if total_steps is not None else len(calls)

@@ -23,6 +23,7 @@ from offload.infra import files
 from offload.infra.claude import Completion, StreamDropped
 from offload.infra.ledger import budgets, learning
 from offload.metering.metered import Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
+from offload.metering.placement import placed_params
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
 
@@ -347,13 +348,7 @@ async def _climb(
             if step == 0
             else policy.max_tokens_for(tier, job.max_tokens)
         )
-        params = build_params(
-            model,
-            job.prompt,
-            max_tokens=max_tokens,
-            ttl=policy.caching.ttl,
-            min_cacheable=state.prices.min_cacheable(model),
-        )
+        params = await placed_params(state, model, job.prompt, max_tokens=max_tokens)
         last = step == len(ladder) - 1
 
         def judge(c: Completion, last: bool = last) -> Verdict:

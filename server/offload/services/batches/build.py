@@ -50,7 +50,7 @@ class Shared:
     max_tokens: int
     system: str | None = None
     prefix: str | None = None  # the template's static text before its first placeholder
-    ttl: str = "1h"
+    ttl: str = "1h"  # "" places no breakpoint: caching the shared prefix was not expected to pay
     min_cacheable: int = 1024
 
     def to_json(self) -> str:

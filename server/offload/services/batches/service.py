@@ -19,11 +19,13 @@ import anyio
 from offload.core.errors import InputError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
+from offload.core.request import Prompt
 from offload.core.tenancy import current_owner
 from offload.infra import files
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import budgets, learning
 from offload.infra.ledger import windows as w
+from offload.metering import placement
 from offload.metering.metered import limits_of
 from offload.policy import engine
 from offload.services.batches import build
@@ -83,7 +85,8 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
         max_tokens=decision.max_tokens,
         system=args.system,
         prefix=prefix or None,
-        ttl=policy.caching.batch_ttl,
+        ttl=placement.batch_ttl(state, model, Prompt(prompt="", system=args.system, prefix=prefix or None), len(specs))
+        or "",
         min_cacheable=state.prices.min_cacheable(model),
     )
     return shared, specs, decision.tier
