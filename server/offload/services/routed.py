@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +16,7 @@ from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, LedgerUnavailableError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
+from offload.core.recall import new_call_id
 from offload.core.request import Prompt, build_params, request_hash
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
@@ -88,7 +88,8 @@ class _Job:
 
     @property
     def size(self) -> int:
-        texts = [self.prompt.prompt, self.prompt.system or "", *(t for _, t in self.prompt.documents)]
+        texts = [self.prompt.prompt, self.prompt.system or "", self.prompt.prefix or ""]
+        texts += [t for _, t in self.prompt.documents]
         return sum(len(t.encode("utf-8")) for t in texts)
 
 
@@ -102,8 +103,34 @@ class _Run:
     tried: list[_Rung]  # every paid rung, in order: the answered ones and any whose stream broke off
 
 
-def new_call_id() -> str:
-    return "rc_" + secrets.token_hex(4)
+def remember(
+    state: AppState,
+    call_id: str,
+    *,
+    session: str,
+    prompt: Prompt,
+    checks: Checks,
+    task: str | None,
+    difficulty: str | None,
+    max_tokens: int | None,
+    tier: str,
+) -> None:
+    """Keep a request answered elsewhere (a batch item) for `redo_of`, as an answer of this tool is kept."""
+    texts = [prompt.prompt, prompt.system or "", prompt.instruction or "", prompt.prefix or ""]
+    job = _Job(
+        session=session,
+        prompt=prompt,
+        checks=checks,
+        prompt_text=prompt.prompt,
+        upper=request_upper_bound(texts),
+        task=task,
+        difficulty=difficulty,
+        max_tokens=max_tokens,
+        family=engine.family_of(task, difficulty),
+        tier=tier,
+    )
+    assert state.recall is not None
+    state.recall.put(call_id, job, job.size)
 
 
 async def routed_complete(

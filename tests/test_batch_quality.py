@@ -1,0 +1,238 @@
+"""The batch quality loop: checks on batch items, follow-up rounds one tier up under one batch id,
+call_ids for `redo_of`, and exactly-once settlement across rounds and restarts.
+
+Real MCP client → server (its own collector) → real SDK over HTTP → emulator → SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from offload.config.settings import Settings
+from offload.core.money import usd_to_pusd
+from offload.infra.ledger import batches as store
+from offload.mcp.server import build_server
+from offload.services.batches import SubmitArgs, run_once, status, submit
+from offload.state import open_state
+
+pytestmark = pytest.mark.anyio
+
+# Cheap answers the "hard" items well-formed but wrong; standard gets them right. Nobody can do
+# the "never" item. "easy" items pass on the cheap tier.
+SCRIPT = [
+    {"model": "claude-haiku-5-5", "match": "hard", "reply": "I think it is about seven."},
+    {"match": "hard", "reply": "ANSWER: 42"},
+    {"match": "never", "reply": "I cannot tell."},
+    {"match": "easy", "reply": "ANSWER: 1"},
+]
+REQUESTS = [
+    {"prompt": "easy one", "custom_id": "e1"},
+    {"prompt": "hard one", "custom_id": "h1"},
+    {"prompt": "never mind", "custom_id": "n1"},
+    {"prompt": "hard two", "custom_id": "h2"},
+    {"prompt": "easy two", "custom_id": "e2"},
+]
+
+
+def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
+
+
+def served(emu: Any) -> list[dict[str, Any]]:
+    """Every request line the emulator's batch API accepted, in order."""
+    return [q for r in emu.state.calls("/v1/messages/batches", "POST") for q in r.body["requests"]]
+
+
+async def wait_done(c: Client, bid: str, timeout: float = 60) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        while True:
+            st = await c.call_tool("batch_status", {"batch_id": bid})
+            assert not st.is_error, st.content
+            assert isinstance(st.structured_content, dict)
+            if st.structured_content["state"] == "done":
+                return st.structured_content
+            await anyio.sleep(0.1)
+
+
+async def test_failed_items_are_re_asked_a_tier_up_and_each_settles_once(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    with running(script=SCRIPT, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            sub = await c.call_tool("batch_submit", {"requests": REQUESTS, "must_match": r"ANSWER: \d+"})
+            assert not sub.is_error, sub.content
+            assert isinstance(sub.structured_content, dict)
+            bid = sub.structured_content["batch_id"]
+            assert sub.structured_content["tier"] == "cheap"  # batch.default_tier: no rule matched
+            st = await wait_done(c, bid)
+            res = await c.call_tool("batch_results", {"batch_id": bid})
+            listed = await c.call_tool("batch_status", {})
+        lines = served(emu)
+        posts = emu.state.calls("/v1/messages/batches", "POST")
+    db = settings.db_path
+
+    # Round 0: all five on cheap; round 1: the three that failed, on standard; round 2: "never" on premium.
+    assert [[q["params"]["model"] for q in p.body["requests"]] for p in posts] == [
+        ["claude-haiku-5-5"] * 5,
+        ["claude-sonnet-5-5"] * 3,
+        ["claude-opus-5-5"],
+    ]
+    # Each round re-sends the item's own request under its original custom_id.
+    assert [q["custom_id"] for q in posts[1].body["requests"]] == ["i1", "i2", "i3"]
+    assert posts[1].body["requests"][0]["params"]["messages"] == posts[0].body["requests"][1]["params"]["messages"]
+    # Exactly once: one attempt row per request the emulator served, none twice.
+    attempts = rows(db, "SELECT request_key, model, outcome, baseline_pusd, cost_pusd FROM attempts WHERE batch = 1")
+    assert len(attempts) == len(lines) == 9
+    assert len({a[0] for a in attempts}) == 9
+    outcomes = sorted((a[1], a[2]) for a in attempts)
+    assert outcomes == sorted(
+        [("claude-haiku-5-5", "ok")] * 2
+        + [("claude-haiku-5-5", "escalated")] * 3
+        + [("claude-sonnet-5-5", "ok")] * 2
+        + [("claude-sonnet-5-5", "escalated")]
+        + [("claude-opus-5-5", "check_failed")]
+    )
+    # Re-asked answers cost offload money and stand for no call the host would have made.
+    assert all(a[3] == 0 for a in attempts if a[2] == "escalated")
+    assert all(a[3] > 0 and a[4] > 0 for a in attempts if a[2] != "escalated")
+    assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
+
+    # One batch id, its rounds, final answers in submission order.
+    assert [r["tier"] for r in st["rounds"]] == ["cheap", "standard", "premium"]
+    assert st["counts"] == {"succeeded": 4, "failed": 1} and st["pending"] == 0
+    total = sum(a[4] for a in attempts)
+    assert usd_to_pusd(st["cost_usd"]) == total
+    assert isinstance(listed.structured_content, dict)
+    assert listed.structured_content["batches"] == []  # no open batch, and rounds are not listed apart
+    assert isinstance(res.structured_content, dict)
+    items = res.structured_content["items"]
+    assert [i["label"] for i in items] == ["e1", "h1", "n1", "h2", "e2"]
+    assert [(i["status"], i["tier"]) for i in items] == [
+        ("succeeded", "cheap"),
+        ("succeeded", "standard"),
+        ("failed", "premium"),
+        ("succeeded", "standard"),
+        ("succeeded", "cheap"),
+    ]
+    assert [i["text"] for i in items if i["status"] == "succeeded"] == [
+        "ANSWER: 1",
+        "ANSWER: 42",
+        "ANSWER: 42",
+        "ANSWER: 1",
+    ]
+    assert "must_match_failed" in items[2]["text"] and "I cannot tell." in items[2]["text"]
+    # Every final answer has a call_id the host can redo, recorded once in the ledger.
+    ids = [i["call_id"] for i in items]
+    assert all(i and i.startswith("rc_") for i in ids) and len(set(ids)) == 5
+    calls = dict((c[0], c[1:]) for c in rows(db, "SELECT call_id, tier, checked FROM calls"))
+    assert [calls[i] for i in ids] == [("cheap", 1), ("standard", 1), ("premium", 0), ("standard", 1), ("cheap", 1)]
+    # Learning sees where the family's answers were adequate: h1 failed on cheap, passed on standard.
+    h1 = items[1]["call_id"]
+    assert rows(db, "SELECT tier, adequate FROM tier_evidence WHERE call_id = ? ORDER BY id", h1) == [
+        ("cheap", 0),
+        ("standard", 1),
+    ]
+
+
+async def test_a_stated_difficulty_routes_the_batch_over_a_task_rule(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    with running(batch_delay_s=0.1) as emu:
+        async with Client(build_server(make_settings(emu.url))) as c:
+            sub = await c.call_tool(
+                "batch_submit",
+                {"template": "Sort {item}", "items": ["a", "b"], "task": "classify", "difficulty": "medium"},
+            )
+            bad = await c.call_tool("batch_submit", {"template": "Sort {item}", "items": ["a"], "must_match": "("})
+    assert isinstance(sub.structured_content, dict)
+    assert (sub.structured_content["tier"], sub.structured_content["model"]) == ("standard", "claude-sonnet-5-5")
+    assert bad.is_error and "must_match" in str(bad.content[0].text)  # type: ignore[union-attr]
+
+
+async def test_redo_of_a_batch_items_call_id_reruns_it_one_tier_up(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    script = [
+        {"model": "claude-haiku-5-5", "match": "capital", "reply": "ANSWER: Sydney"},
+        {"model": "claude-sonnet-5-5", "match": "capital", "reply": "ANSWER: Canberra"},
+    ]
+    system = "You answer geography questions in the form ANSWER: <city>."
+    with running(script=script, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            sub = await c.call_tool(
+                "batch_submit",
+                {"template": "Name the capital of {item}.", "items": ["Australia"], "system": system},
+            )
+            assert isinstance(sub.structured_content, dict), sub.content
+            bid = sub.structured_content["batch_id"]
+            await wait_done(c, bid)
+            res = await c.call_tool("batch_results", {"batch_id": bid})
+            assert isinstance(res.structured_content, dict)
+            (item,) = res.structured_content["items"]
+            assert item["text"] == "ANSWER: Sydney" and item["tier"] == "cheap"
+            assert item["call_id"] in res.content[0].text  # type: ignore[union-attr]
+            redo = await c.call_tool("routed_complete", {"redo_of": item["call_id"], "reason": "not Sydney"})
+        sync = [r for r in emu.state.calls("/v1/messages") if r.method == "POST"]
+        async with Client(build_server(settings)) as again:  # a restarted server has forgotten it
+            gone = await again.call_tool("routed_complete", {"redo_of": item["call_id"]})
+    assert not redo.is_error, redo.content
+    assert isinstance(redo.structured_content, dict)
+    assert redo.structured_content["tier"] == "standard" and redo.structured_content["redo_of"] == item["call_id"]
+    assert redo.content[0].text.startswith("ANSWER: Canberra")  # type: ignore[union-attr]
+    # The same request as the batch sent (system, template and item), the host resent none of it.
+    (call,) = sync
+    sent = "".join(b["text"] for b in call.body["messages"][0]["content"])
+    assert call.body["model"] == "claude-sonnet-5-5" and sent == "Name the capital of Australia."
+    assert call.body["system"][0]["text"] == system
+    db = settings.db_path
+    assert rows(db, "SELECT verdict FROM calls WHERE call_id = ?", item["call_id"]) == [("redone",)]
+    assert gone.is_error and "unknown or expired" in gone.content[0].text  # type: ignore[union-attr]
+
+
+async def test_a_restart_between_sending_a_follow_up_round_and_collecting_it_collects_it_once(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    with running(script=SCRIPT, batch_delay_s=0.2) as emu:
+        settings = make_settings(emu.url)
+        args = SubmitArgs(requests=tuple(REQUESTS[:3]), must_match=r"ANSWER: \d+", tier="standard")
+        async with open_state(settings) as first:
+            out = await submit(first, "s1", args)
+            bid = out.data["batch_id"]
+            # Collect round 0 and send round 1, then stop: this process is gone before round 1 ends.
+            with anyio.fail_after(30):
+                while True:
+                    await run_once(first)
+                    sent = [p for p in await store.parts(first.ledger.conn, bid) if p["batch_id"] != bid]
+                    if sent and all(p["state"] == "in_progress" for p in sent):
+                        break
+                    await anyio.sleep(0.05)
+        assert rows(settings.db_path, "SELECT state FROM batches WHERE id = ?", bid) == [("followed",)]
+        async with open_state(settings) as second:
+            with anyio.fail_after(30):
+                while (await status(second, "s1", bid)).data["state"] != "done":
+                    await run_once(second)
+                    await anyio.sleep(0.05)
+            final = (await status(second, "s1", bid)).data
+        lines = served(emu)
+        results_calls = [r for r in emu.state.calls() if r.path.endswith("/results")]
+    db = settings.db_path
+    # Round 0 on standard (3), round 1 on premium: the "never" item only ("hard" passed on standard).
+    assert [q["params"]["model"] for q in lines] == ["claude-sonnet-5-5"] * 3 + ["claude-opus-5-5"]
+    assert len(results_calls) == 2
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(4, 4)]
+    assert final["counts"] == {"succeeded": 2, "failed": 1}
+    assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert rows(db, "SELECT state FROM batches ORDER BY round") == [("done",), ("done",)]
