@@ -19,7 +19,7 @@ from offload.config.settings import Settings
 from offload.core.money import usd_to_pusd
 from offload.infra.ledger import batches as store
 from offload.mcp.server import build_server
-from offload.services.batches import SubmitArgs, run_once, status, submit
+from offload.services.batches import SubmitArgs, run_once, service, status, submit
 from offload.state import open_state
 
 pytestmark = pytest.mark.anyio
@@ -236,3 +236,46 @@ async def test_a_restart_between_sending_a_follow_up_round_and_collecting_it_col
     assert final["counts"] == {"succeeded": 2, "failed": 1}
     assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
     assert rows(db, "SELECT state FROM batches ORDER BY round") == [("done",), ("done",)]
+
+
+class _Died(Exception):
+    """Stands for the process dying: nothing after the raise runs."""
+
+
+async def test_a_follow_up_round_saved_but_not_sent_is_sent_once_after_a_restart(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running(script=SCRIPT, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        args = SubmitArgs(requests=tuple(REQUESTS[:2]), must_match=r"ANSWER: \d+", tier="cheap")
+        async with open_state(settings) as first:
+            bid = (await submit(first, "s1", args)).data["batch_id"]
+
+            async def die(*_: Any) -> None:
+                raise _Died
+
+            # The process stops right after the follow-up round was written, before it is sent.
+            monkeypatch.setattr(service, "_send_parts", die)
+            with anyio.fail_after(30), pytest.raises(_Died):
+                while True:
+                    await run_once(first)
+                    await anyio.sleep(0.05)
+            monkeypatch.undo()
+        db = settings.db_path
+        assert rows(db, "SELECT state, round FROM batches ORDER BY round") == [("followed", 0), ("open", 1)]
+        assert rows(db, "SELECT p.state FROM batch_parts p JOIN batches b ON b.id = p.batch_id WHERE round = 1") == [
+            ("pending",)
+        ]
+        assert len(emu.state.calls("/v1/messages/batches", "POST")) == 1
+        async with open_state(settings) as second:
+            with anyio.fail_after(30):
+                while (await status(second, "s1", bid)).data["state"] != "done":
+                    await run_once(second)
+                    await anyio.sleep(0.05)
+        lines = served(emu)
+    assert [q["params"]["model"] for q in lines] == ["claude-haiku-5-5"] * 2 + ["claude-sonnet-5-5"]
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(3, 3)]
+    assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert rows(db, "SELECT text FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE round = 1") == [
+        ("ANSWER: 42",)
+    ]
