@@ -599,15 +599,10 @@ async def list_batches(conn: Conn, *, include_done: bool, limit: int = 50, owner
 
 # Every round of a batch: the batch itself and the follow-up rounds whose root it is.
 _FAMILY = "SELECT id FROM batches WHERE id = ? OR root_id = ?"
-# Each item's latest row across the rounds (the answer that stands), with what all rounds cost.
-_FINAL = (
-    "SELECT i.idx, i.label, i.result_type, i.text, i.stop_reason, i.error, i.failed_check, i.escalate, i.call_id,"
-    " b.tier, b.round,"
-    " (SELECT SUM(COALESCE(j.cost_pusd, 0)) FROM batch_items j WHERE j.idx = i.idx AND j.batch_id IN (" + _FAMILY + "))"
-    " AS cost_pusd"
-    " FROM batch_items i JOIN batches b ON b.id = i.batch_id"
-    " WHERE i.batch_id IN (" + _FAMILY + ") AND NOT EXISTS (SELECT 1 FROM batch_items k JOIN batches kb"
-    "  ON kb.id = k.batch_id WHERE k.idx = i.idx AND kb.root_id = ? AND kb.round > b.round)"
+# The one row per item whose answer stands: a row re-asked in a round that exists is superseded.
+_STANDS = "(i.escalate = 0 OR b.followup_id IS NULL)"
+_ITEM_COLS = (
+    "i.idx, i.label, i.result_type, i.text, i.stop_reason, i.error, i.cost_pusd, i.failed_check, i.escalate, i.call_id"
 )
 
 
@@ -622,13 +617,14 @@ def final_status(row: Any) -> str:
 
 
 async def counts(conn: Conn, batch_id: str) -> dict[str, int]:
-    """Items by `final_status`, over the final answers."""
+    """Items by `final_status`, over the answers that stand."""
     rows = await (
         await conn.execute(
-            "SELECT CASE WHEN result_type IS NULL OR escalate = 1 THEN 'pending'"
-            " WHEN result_type = 'succeeded' AND failed_check IS NOT NULL THEN 'failed' ELSE result_type END,"
-            " COUNT(*) FROM (" + _FINAL + ") GROUP BY 1",
-            (batch_id,) * 5,
+            "SELECT CASE WHEN i.result_type IS NULL OR i.escalate = 1 THEN 'pending'"
+            " WHEN i.result_type = 'succeeded' AND i.failed_check IS NOT NULL THEN 'failed' ELSE i.result_type END,"
+            " COUNT(*) FROM batch_items i JOIN batches b ON b.id = i.batch_id"
+            f" WHERE i.batch_id IN ({_FAMILY}) AND {_STANDS} GROUP BY 1",
+            (batch_id, batch_id),
         )
     ).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
@@ -669,13 +665,34 @@ async def rounds(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
     )
 
 
-async def items_page(conn: Conn, batch_id: str, offset: int, limit: int) -> list[aiosqlite.Row]:
-    """A page of final answers in the order submitted (see `_FINAL`)."""
-    return list(
-        await (
-            await conn.execute(_FINAL + " ORDER BY i.idx LIMIT ? OFFSET ?", (*(batch_id,) * 5, limit, offset))
-        ).fetchall()
-    )
+async def items_page(conn: Conn, batch_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
+    """A page of the answers that stand, in the order submitted, each with its tier and what all
+    its rounds cost. Paged on the first round's rows (one index range), later rounds looked up
+    for that range only: a page costs the same at any offset of a 10^5-item batch."""
+    first = await (
+        await conn.execute(
+            f"SELECT {_ITEM_COLS}, b.tier FROM batch_items i JOIN batches b ON b.id = i.batch_id"
+            " WHERE i.batch_id = ? ORDER BY i.idx LIMIT ? OFFSET ?",
+            (batch_id, limit, offset),
+        )
+    ).fetchall()
+    page = [dict(r) for r in first]
+    if not any(r["escalate"] for r in page):
+        return page
+    by_idx = {r["idx"]: r for r in page}
+    later = await (
+        await conn.execute(
+            f"SELECT {_ITEM_COLS}, b.tier FROM batches b JOIN batch_items i ON i.batch_id = b.id"
+            " WHERE b.root_id = ? AND i.idx BETWEEN ? AND ? ORDER BY b.round",
+            (batch_id, page[0]["idx"], page[-1]["idx"]),
+        )
+    ).fetchall()
+    for r in later:
+        row = dict(r)
+        if row["idx"] in by_idx:
+            spent = (by_idx[row["idx"]]["cost_pusd"] or 0) + (row["cost_pusd"] or 0)
+            by_idx[row["idx"]] = {**row, "cost_pusd": spent}
+    return [by_idx[r["idx"]] for r in page]
 
 
 async def retry_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
