@@ -279,3 +279,31 @@ async def test_a_follow_up_round_saved_but_not_sent_is_sent_once_after_a_restart
     assert rows(db, "SELECT text FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE round = 1") == [
         ("ANSWER: 42",)
     ]
+
+
+async def test_two_collectors_make_each_follow_up_round_once(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    with running(script=SCRIPT, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        args = SubmitArgs(requests=tuple(REQUESTS), must_match=r"ANSWER: \d+")
+        async with open_state(settings) as a, open_state(settings) as b:
+            bid = (await submit(a, "s1", args)).data["batch_id"]
+
+            async def loop(state: Any) -> None:
+                while (await status(state, "s1", bid)).data["state"] != "done":
+                    await run_once(state)
+                    await anyio.sleep(0.01)
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(loop, a)
+                    tg.start_soon(loop, b)
+        posts = emu.state.calls("/v1/messages/batches", "POST")
+        lines = served(emu)
+    db = settings.db_path
+    assert [len(p.body["requests"]) for p in posts] == [5, 3, 1]
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(9, 9)]
+    assert len(lines) == 9
+    assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert rows(db, "SELECT COUNT(*) FROM calls") == [(5,)]
