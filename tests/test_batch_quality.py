@@ -15,11 +15,11 @@ import anyio
 import pytest
 from mcp import Client
 
-from offload.config.settings import Settings
+from offload.config.settings import Settings, shipped
 from offload.core.money import usd_to_pusd
 from offload.infra.ledger import batches as store
 from offload.mcp.server import build_server
-from offload.services.batches import SubmitArgs, run_once, service, status, submit
+from offload.services.batches import SubmitArgs, results, run_once, service, status, submit
 from offload.state import open_state
 
 pytestmark = pytest.mark.anyio
@@ -307,3 +307,29 @@ async def test_two_collectors_make_each_follow_up_round_once(
     assert len(lines) == 9
     assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
     assert rows(db, "SELECT COUNT(*) FROM calls") == [(5,)]
+
+
+async def test_a_follow_up_round_the_budget_cannot_cover_leaves_the_items_failed_with_the_reason(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    policy = tmp_path / "tight.yaml"
+    policy.write_text(shipped("default.yaml").read_text().replace("session_usd: 2", "session_usd: 0.0002"))
+    with running(script=SCRIPT, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url, policy_path=policy)
+        args = SubmitArgs(requests=tuple(REQUESTS[:2]), must_match=r"ANSWER: \d+", max_tokens=100)
+        async with open_state(settings) as state:
+            bid = (await submit(state, "s1", args)).data["batch_id"]
+            with anyio.fail_after(30):
+                while (await status(state, "s1", bid)).data["state"] != "done":
+                    await run_once(state)
+                    await anyio.sleep(0.05)
+            page = await results(state, "s1", bid, 0, 10, None)
+        posts = emu.state.calls("/v1/messages/batches", "POST")
+    assert len(posts) == 1  # the re-ask was never sent
+    items = page.data["items"]
+    assert [(i["label"], i["status"]) for i in items] == [("e1", "succeeded"), ("h1", "failed")]
+    assert "must_match_failed" in items[1]["text"] and "not re-asked on standard" in items[1]["text"]
+    assert "budget" in items[1]["text"]
+    db = settings.db_path
+    assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert rows(db, "SELECT state FROM batches") == [("done",)]
