@@ -147,69 +147,60 @@ class _Ctx:
         self.earlier = tiers[:-1]  # the tiers of the rounds before this one: each failed these items
 
     async def settle(self, items: list[BatchItemResult]) -> int:
-        prices = self.state.prices
-        policy = self.state.policy
-        store_text = policy.store_text
-        q = self.quality
         out: list[store.Settled] = []
         for r in items:
             idx = build.index_of(r.custom_id)
             if idx is None:
                 log.warning("batch %s: ignoring unknown custom_id %r", self.batch_id, r.custom_id)
                 continue
-            ok = r.result_type == "succeeded"
-            model = r.model or self.model
-            cost = prices.cost(model, r.usage, batch=True) if ok else 0
-            failed = q.failed(r.text, r.stop_reason) if ok else None
-            escalate = failed is not None and q.escalates(policy, self.tier, self.round, failed)
-            outcome = (
-                "escalated" if escalate else ("check_failed" if failed else OUTCOMES.get(r.result_type, r.result_type))
-            )
-            attempt = Attempt(
-                request_key=f"batch:{self.ref.api_batch_id}:{r.custom_id}",
-                session_id=self.session,
-                tool="batch_submit",
-                model=model,
-                usage=r.usage,
-                cost_pusd=cost,
-                # A re-asked answer is offload's cost of getting the one the host uses, not a call it saved.
-                baseline_pusd=prices.baseline_cost(self.baseline, r.usage) if ok and not escalate else 0,
-                cache_gain_pusd=prices.cache_gain(model, r.usage, batch=True) if ok else 0,
-                policy=self.policy,
-                tier=self.tier,
-                batch=True,
-                outcome=outcome,
-                stop_reason=r.stop_reason,
-                batch_id=self.batch_id,
-                completion_text=r.text if store_text and ok else None,
-            )
-            call = None
-            evidence: tuple[tuple[str, bool | None], ...] = ()
-            if ok and not escalate:
-                call = learning.CallRecord(
-                    new_call_id(), self.session, q.family, self.tier, attempt.request_key, q.checked and not failed
-                )
-                mine = (self.tier, False if failed else (True if q.checked else None))
-                evidence = (*((t, False) for t in self.earlier), mine)
-            settled = store.Settled(
-                idx,
-                r.result_type,
-                r.text if ok else None,
-                r.stop_reason,
-                r.error,
-                attempt,
-                failed,
-                escalate,
-                call,
-                evidence,
-            )
-            out.append(settled)
+            out.append(self._settled(idx, r))
         new = await store.settle(self.state.ledger, self.ref, out)
         finals = [s.idx for s in out if s.call is not None]
         if finals and self.shared is not None:
             # Read back: the ledger may have redrawn an id on a clash, or settled an item earlier.
             self._remember(self.shared, await store.finals(self.state.ledger.conn, self.batch_id, finals))
         return new
+
+    def _settled(self, idx: int, r: BatchItemResult) -> store.Settled:
+        """One result priced and judged: re-asked next round, or final (with a call_id)."""
+        prices, policy, q = self.state.prices, self.state.policy, self.quality
+        ok = r.result_type == "succeeded"
+        model = r.model or self.model
+        failed = q.failed(r.text, r.stop_reason) if ok else None
+        escalate = failed is not None and q.escalates(policy, self.tier, self.round, failed)
+        outcome = (
+            "escalated" if escalate else ("check_failed" if failed else OUTCOMES.get(r.result_type, r.result_type))
+        )
+        attempt = Attempt(
+            request_key=f"batch:{self.ref.api_batch_id}:{r.custom_id}",
+            session_id=self.session,
+            tool="batch_submit",
+            model=model,
+            usage=r.usage,
+            cost_pusd=prices.cost(model, r.usage, batch=True) if ok else 0,
+            # A re-asked answer is offload's cost of getting the one the host uses, not a call it saved.
+            baseline_pusd=prices.baseline_cost(self.baseline, r.usage) if ok and not escalate else 0,
+            cache_gain_pusd=prices.cache_gain(model, r.usage, batch=True) if ok else 0,
+            policy=self.policy,
+            tier=self.tier,
+            batch=True,
+            outcome=outcome,
+            stop_reason=r.stop_reason,
+            batch_id=self.batch_id,
+            completion_text=r.text if policy.store_text and ok else None,
+        )
+        call = None
+        evidence: tuple[tuple[str, bool | None], ...] = ()
+        if ok and not escalate:
+            checked = q.checked and not failed
+            call = learning.CallRecord(new_call_id(), self.session, q.family, self.tier, attempt.request_key, checked)
+            # Each earlier round's tier failed this item; this one passed, failed, or is unchecked.
+            mine = (self.tier, False if failed else (True if q.checked else None))
+            evidence = (*((t, False) for t in self.earlier), mine)
+        text = r.text if ok else None
+        return store.Settled(
+            idx, r.result_type, text, r.stop_reason, r.error, attempt, failed, escalate, call, evidence
+        )
 
     def _remember(self, shared: Shared, finals: list[tuple[str, str, str | None]]) -> None:
         """Final answers are kept in memory for `routed_complete(redo_of=...)`, as its own answers are."""
