@@ -333,3 +333,28 @@ async def test_a_follow_up_round_the_budget_cannot_cover_leaves_the_items_failed
     db = settings.db_path
     assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
     assert rows(db, "SELECT state FROM batches") == [("done",)]
+
+
+async def test_retry_failed_picks_up_an_item_that_errored_in_a_follow_up_round(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    script = [
+        {"model": "claude-sonnet-5-5", "match": "hard", "error": {"status": 500, "type": "api_error", "message": "x"}},
+        *SCRIPT,
+    ]
+    with running(script=script, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        args = SubmitArgs(requests=tuple(REQUESTS[:2]), must_match=r"ANSWER: \d+", tier="cheap")
+        async with open_state(settings) as state:
+            bid = (await submit(state, "s1", args)).data["batch_id"]
+            with anyio.fail_after(30):
+                while (await status(state, "s1", bid)).data["state"] != "done":
+                    await run_once(state)
+                    await anyio.sleep(0.05)
+            counts = (await status(state, "s1", bid)).data["counts"]
+            again = await submit(state, "s1", SubmitArgs(retry_failed=bid))
+        posts = emu.state.calls("/v1/messages/batches", "POST")
+    assert counts == {"succeeded": 1, "errored": 1}
+    assert again.data["requests"] == 1
+    assert [q["custom_id"] for q in posts[-1].body["requests"]] == ["i0"]
+    assert posts[-1].body["requests"][0]["params"]["messages"][0]["content"][-1]["text"] == "hard one"

@@ -696,15 +696,17 @@ async def items_page(conn: Conn, batch_id: str, offset: int, limit: int) -> list
 
 
 async def retry_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
-    """Items worth resubmitting: failed at the API, never sent, or in a part whose fate is unknown."""
+    """Items worth resubmitting: failed at the API, never sent, or in a part whose fate is unknown,
+    in whichever round of the batch their standing row is."""
     return list(
         await (
             await conn.execute(
                 "SELECT i.idx, i.label, i.body, i.system FROM batch_items i JOIN batch_parts p"
-                " ON p.batch_id = i.batch_id AND p.part = i.part WHERE i.batch_id = ? AND ("
+                " ON p.batch_id = i.batch_id AND p.part = i.part JOIN batches b ON b.id = i.batch_id"
+                f" WHERE i.batch_id IN ({_FAMILY}) AND {_STANDS} AND ("
                 " i.result_type IN ('errored', 'expired', 'canceled', 'missing', 'not_submitted')"
                 " OR (i.result_type IS NULL AND p.state = 'unknown')) ORDER BY i.idx",
-                (batch_id,),
+                (batch_id, batch_id),
             )
         ).fetchall()
     )
