@@ -358,3 +358,39 @@ async def test_retry_failed_picks_up_an_item_that_errored_in_a_follow_up_round(
     assert again.data["requests"] == 1
     assert [q["custom_id"] for q in posts[-1].body["requests"]] == ["i0"]
     assert posts[-1].body["requests"][0]["params"]["messages"][0]["content"][-1]["text"] == "hard one"
+
+
+async def test_a_response_schema_is_asked_for_after_the_cached_system_and_malformed_answers_are_re_asked(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    script = [
+        {"model": "claude-haiku-5-5", "match": "beta", "reply": "Sure! n is 2."},
+        {"match": "alpha", "reply": '{"n": 1}'},
+        {"match": "beta", "reply": '{"n": 2}'},
+    ]
+    system = "You extract numbers. " * 400  # long enough to be cached
+    schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+    with running(script=script, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        args = SubmitArgs(
+            template="Extract from {item}", items=("alpha", "beta"), system=system, response_schema=schema
+        )
+        async with open_state(settings) as state:
+            bid = (await submit(state, "s1", args)).data["batch_id"]
+            with anyio.fail_after(30):
+                while (await status(state, "s1", bid)).data["state"] != "done":
+                    await run_once(state)
+                    await anyio.sleep(0.05)
+            page = await results(state, "s1", bid, 0, 10, None)
+        posts = emu.state.calls("/v1/messages/batches", "POST")
+    first = posts[0].body["requests"][0]["params"]
+    assert first["system"][0]["text"] == system and "cache_control" in first["system"][0]
+    assert (
+        first["system"][1]["text"].startswith("Reply with only a JSON value")
+        and "cache_control" not in first["system"][1]
+    )
+    assert [len(p.body["requests"]) for p in posts] == [2, 1]
+    assert posts[1].body["requests"][0]["params"]["model"] == "claude-sonnet-5-5"
+    assert [(i["text"], i["tier"]) for i in page.data["items"]] == [('{"n": 1}', "cheap"), ('{"n": 2}', "standard")]
+    outcomes = rows(settings.db_path, "SELECT model, outcome FROM attempts ORDER BY model, outcome")
+    assert outcomes == [("claude-haiku-5-5", "escalated"), ("claude-haiku-5-5", "ok"), ("claude-sonnet-5-5", "ok")]
