@@ -174,32 +174,41 @@ async def test_redo_of_a_batch_items_call_id_reruns_it_one_tier_up(
         async with Client(build_server(settings)) as c:
             sub = await c.call_tool(
                 "batch_submit",
-                {"template": "Name the capital of {item}.", "items": ["Australia"], "system": system},
+                {"template": "Name the capital of {item}.", "items": ["Australia", "Brazil"], "system": system},
             )
             assert isinstance(sub.structured_content, dict), sub.content
             bid = sub.structured_content["batch_id"]
             await wait_done(c, bid)
             res = await c.call_tool("batch_results", {"batch_id": bid})
             assert isinstance(res.structured_content, dict)
-            (item,) = res.structured_content["items"]
+            item, other = res.structured_content["items"]
             assert item["text"] == "ANSWER: Sydney" and item["tier"] == "cheap"
             assert item["call_id"] in res.content[0].text  # type: ignore[union-attr]
             redo = await c.call_tool("routed_complete", {"redo_of": item["call_id"], "reason": "not Sydney"})
+        # Another server process (or this one restarted) rebuilds the item's request from the batch's
+        # record: it knows the item was redone already, and an unknown id gets the usual error.
+        async with Client(build_server(settings)) as again:
+            twice = await again.call_tool("routed_complete", {"redo_of": item["call_id"]})
+            gone = await again.call_tool("routed_complete", {"redo_of": "rc_00000000"})
+            cold = await again.call_tool("routed_complete", {"redo_of": other["call_id"]})
         sync = [r for r in emu.state.calls("/v1/messages") if r.method == "POST"]
-        async with Client(build_server(settings)) as again:  # a restarted server has forgotten it
-            gone = await again.call_tool("routed_complete", {"redo_of": item["call_id"]})
     assert not redo.is_error, redo.content
     assert isinstance(redo.structured_content, dict)
     assert redo.structured_content["tier"] == "standard" and redo.structured_content["redo_of"] == item["call_id"]
     assert redo.content[0].text.startswith("ANSWER: Canberra")  # type: ignore[union-attr]
     # The same request as the batch sent (system, template and item), the host resent none of it.
-    (call,) = sync
+    call, cold_call = sync
     sent = "".join(b["text"] for b in call.body["messages"][0]["content"])
     assert call.body["model"] == "claude-sonnet-5-5" and sent == "Name the capital of Australia."
     assert call.body["system"][0]["text"] == system
     db = settings.db_path
     assert rows(db, "SELECT verdict FROM calls WHERE call_id = ?", item["call_id"]) == [("redone",)]
+    assert isinstance(redo.structured_content, dict)
+    new_id = redo.structured_content["call_id"]
+    assert twice.is_error and f"already redone as {new_id}" in twice.content[0].text  # type: ignore[union-attr]
     assert gone.is_error and "unknown or expired" in gone.content[0].text  # type: ignore[union-attr]
+    assert isinstance(cold.structured_content, dict) and cold.structured_content["tier"] == "standard", cold.content
+    assert "".join(b["text"] for b in cold_call.body["messages"][0]["content"]) == "Name the capital of Brazil."
 
 
 async def test_a_restart_between_sending_a_follow_up_round_and_collecting_it_collects_it_once(

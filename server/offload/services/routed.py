@@ -21,10 +21,13 @@ from offload.core.request import Prompt, build_params, request_hash
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
 from offload.infra.claude import Completion, StreamDropped
+from offload.infra.ledger import batches as batch_store
 from offload.infra.ledger import budgets, learning
 from offload.metering.metered import Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
+from offload.services.batches.build import Shared
+from offload.services.batches.quality import Quality
 
 if TYPE_CHECKING:
     from offload.state import AppState
@@ -103,34 +106,37 @@ class _Run:
     tried: list[_Rung]  # every paid rung, in order: the answered ones and any whose stream broke off
 
 
-def remember(
-    state: AppState,
-    call_id: str,
-    *,
-    session: str,
-    prompt: Prompt,
-    checks: Checks,
-    task: str | None,
-    difficulty: str | None,
-    max_tokens: int | None,
-    tier: str,
-) -> None:
-    """Keep a request answered elsewhere (a batch item) for `redo_of`, as an answer of this tool is kept."""
+async def _batch_job(state: AppState, call_id: str) -> _Job | None:
+    """A batch item's request, rebuilt from the batch's own record (kept there for 29 days anyway),
+    so any server process can redo it: no copy of 10^5 prompts in memory, and the answers the
+    host got from routed_complete are not pushed out of the recall by a batch's."""
+    row = await batch_store.item_of_call(state.ledger.conn, call_id)
+    if row is None or str(row["shared"]) == "{}":
+        return None
+    shared = Shared.from_json(str(row["shared"]))
+    quality = Quality.of(str(row["quality"]))
+    own = row["system"] is not None
+    prompt = Prompt(
+        prompt=str(row["body"]),
+        system=row["system"] if own else shared.system,
+        instruction=shared.instruction,
+        prefix=shared.prefix,
+        shared_system=not own,
+    )
     texts = [prompt.prompt, prompt.system or "", prompt.instruction or "", prompt.prefix or ""]
-    job = _Job(
-        session=session,
+    return _Job(
+        session=str(row["session_id"]),
         prompt=prompt,
-        checks=checks,
+        checks=quality.checks,
         prompt_text=prompt.prompt,
         upper=request_upper_bound(texts),
-        task=task,
-        difficulty=difficulty,
-        max_tokens=max_tokens,
-        family=engine.family_of(task, difficulty),
-        tier=tier,
+        task=quality.task,
+        difficulty=quality.difficulty,
+        max_tokens=quality.max_tokens,
+        family=quality.family,
+        tier=str(row["tier"]),
+        redone_as=row["redone_as"],
     )
-    assert state.recall is not None
-    state.recall.put(call_id, job, job.size)
 
 
 async def routed_complete(
@@ -175,6 +181,10 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
         )
     assert state.recall is not None
     job = state.recall.get(call_id)
+    if job is None:
+        job = await _batch_job(state, call_id)
+        if job is not None:
+            state.recall.put(call_id, job, job.size)  # from here on claimed like any other answer
     if not isinstance(job, _Job) or job.session != session:
         raise InputError(
             f"redo_of={call_id!r} is unknown or expired (offload keeps a request for redo only in memory, "

@@ -518,20 +518,17 @@ async def unsent_followups(conn: Conn, limit: int = 10) -> list[tuple[str, int]]
     return [(str(r[0]), int(r[1])) for r in rows]
 
 
-async def finals(conn: Conn, batch_id: str, idxs: Sequence[int]) -> list[tuple[str, str, str | None]]:
-    """(call_id, body, system) of those items that settled with a final answer."""
-    out: list[tuple[str, str, str | None]] = []
-    for i in range(0, len(idxs), 500):
-        chunk = list(idxs[i : i + 500])
-        rows = await (
-            await conn.execute(
-                "SELECT call_id, body, system FROM batch_items WHERE batch_id = ? AND call_id IS NOT NULL"
-                f" AND idx IN ({', '.join('?' * len(chunk))}) ORDER BY idx",
-                (batch_id, *chunk),
-            )
-        ).fetchall()
-        out += [(str(r[0]), str(r[1]), r[2]) for r in rows]
-    return out
+async def item_of_call(conn: Conn, call_id: str) -> aiosqlite.Row | None:
+    """The batch item whose final answer is `call_id`, with what rebuilding its request needs, and
+    the call that redid it (if any). None for a routed_complete answer or an unknown id."""
+    return await (
+        await conn.execute(
+            "SELECT b.session_id, b.tier, b.shared, b.quality, i.body, i.system,"
+            " (SELECT r.call_id FROM calls r WHERE r.redo_of = i.call_id LIMIT 1) AS redone_as"
+            " FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE i.call_id = ?",
+            (call_id,),
+        )
+    ).fetchone()
 
 
 async def owed_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:

@@ -19,15 +19,12 @@ import anyio
 
 from offload.core.errors import OffloadError
 from offload.core.recall import new_call_id
-from offload.core.request import Prompt
 from offload.infra.claude import BatchItemResult
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import learning
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.records import Attempt
-from offload.services import routed
 from offload.services.batches import build, followup, quality
-from offload.services.batches.build import Shared
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -143,7 +140,6 @@ class _Ctx:
         self.batch_id = str(get("id"))
         self.round = int(get("round"))
         self.quality = quality.Quality.of(str(get("quality")))
-        self.shared = Shared.from_json(str(get("shared"))) if str(get("shared")) != "{}" else None
         self.earlier = tiers[:-1]  # the tiers of the rounds before this one: each failed these items
 
     async def settle(self, items: list[BatchItemResult]) -> int:
@@ -155,10 +151,6 @@ class _Ctx:
                 continue
             out.append(self._settled(idx, r))
         new = await store.settle(self.state.ledger, self.ref, out)
-        finals = [s.idx for s in out if s.call is not None]
-        if finals and self.shared is not None:
-            # Read back: the ledger may have redrawn an id on a clash, or settled an item earlier.
-            self._remember(self.shared, await store.finals(self.state.ledger.conn, self.batch_id, finals))
         return new
 
     def _settled(self, idx: int, r: BatchItemResult) -> store.Settled:
@@ -201,26 +193,3 @@ class _Ctx:
         return store.Settled(
             idx, r.result_type, text, r.stop_reason, r.error, attempt, failed, escalate, call, evidence
         )
-
-    def _remember(self, shared: Shared, finals: list[tuple[str, str, str | None]]) -> None:
-        """Final answers are kept in memory for `routed_complete(redo_of=...)`, as its own answers are."""
-        for call_id, body, system in finals:
-            own = system is not None
-            prompt = Prompt(
-                prompt=body,
-                system=system if own else shared.system,
-                instruction=shared.instruction,
-                prefix=shared.prefix,
-                shared_system=not own,
-            )
-            routed.remember(
-                self.state,
-                call_id,
-                session=self.session,
-                prompt=prompt,
-                checks=self.quality.checks,
-                task=self.quality.task,
-                difficulty=self.quality.difficulty,
-                max_tokens=self.quality.max_tokens,
-                tier=self.tier,
-            )

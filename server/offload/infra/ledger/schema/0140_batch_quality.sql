@@ -16,3 +16,4 @@ CREATE INDEX batches_root ON batches (root_id, round);
 ALTER TABLE batch_items ADD COLUMN failed_check TEXT;
 ALTER TABLE batch_items ADD COLUMN escalate INTEGER NOT NULL DEFAULT 0 CHECK (escalate IN (0, 1));
 ALTER TABLE batch_items ADD COLUMN call_id TEXT;
+CREATE INDEX batch_items_call ON batch_items (call_id) WHERE call_id IS NOT NULL;
