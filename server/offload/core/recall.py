@@ -7,6 +7,7 @@ offload to keep. Pure: the clock is passed in.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -69,3 +70,8 @@ class Recall(Generic[T]):
                 self._drop(key)
             else:
                 break
+
+
+def new_call_id() -> str:
+    """The id of an answer the host may ask to redo (routed_complete's and a batch item's alike)."""
+    return "rc_" + secrets.token_hex(4)

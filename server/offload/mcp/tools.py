@@ -156,8 +156,11 @@ async def batch_submit(
     tier: Text = None,
     max_tokens: Annotated[int | None, Field(ge=1, le=64000)] = None,
     retry_failed: Annotated[Text, Field(description="Batch id whose failed items to resubmit.")] = None,
+    difficulty: Literal["easy", "medium", "hard"] | None = None,
+    response_schema: dict[str, Any] | None = None,
+    must_match: Text = None,
 ) -> CallToolResult:
-    """Queue work nobody waits on at half price (results within 24h). Returns a batch id."""
+    """Queue work nobody waits on at half price (results within 24h). Failed checks re-ask a tier up."""
 
     args = SubmitArgs(
         requests=tuple(requests or ()),
@@ -169,6 +172,9 @@ async def batch_submit(
         tier=tier,
         max_tokens=max_tokens,
         retry_failed=retry_failed,
+        difficulty=difficulty,
+        must_match=must_match,
+        response_schema=response_schema,
     )
     return await _run(
         ctx, lambda state, session: batch_service.submit(state, session, args, progress=_progress(ctx)), spends=True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,15 +16,19 @@ from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, LedgerUnavailableError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
+from offload.core.recall import new_call_id
 from offload.core.request import Prompt, build_params, request_hash
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
 from offload.infra.claude import Completion, StreamDropped
+from offload.infra.ledger import batches as batch_store
 from offload.infra.ledger import budgets, learning
 from offload.metering.metered import Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
 from offload.metering.placement import placed_params
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
+from offload.services.batches.build import Shared
+from offload.services.batches.quality import Quality
 
 if TYPE_CHECKING:
     from offload.state import AppState
@@ -89,7 +92,8 @@ class _Job:
 
     @property
     def size(self) -> int:
-        texts = [self.prompt.prompt, self.prompt.system or "", *(t for _, t in self.prompt.documents)]
+        texts = [self.prompt.prompt, self.prompt.system or "", self.prompt.prefix or ""]
+        texts += [t for _, t in self.prompt.documents]
         return sum(len(t.encode("utf-8")) for t in texts)
 
 
@@ -103,8 +107,37 @@ class _Run:
     tried: list[_Rung]  # every paid rung, in order: the answered ones and any whose stream broke off
 
 
-def new_call_id() -> str:
-    return "rc_" + secrets.token_hex(4)
+async def _batch_job(state: AppState, call_id: str) -> _Job | None:
+    """A batch item's request, rebuilt from the batch's own record (kept there for 29 days anyway),
+    so any server process can redo it: no copy of 10^5 prompts in memory, and the answers the
+    host got from routed_complete are not pushed out of the recall by a batch's."""
+    row = await batch_store.item_of_call(state.ledger.conn, call_id)
+    if row is None or str(row["shared"]) == "{}":
+        return None
+    shared = Shared.from_json(str(row["shared"]))
+    quality = Quality.of(str(row["quality"]))
+    own = row["system"] is not None
+    prompt = Prompt(
+        prompt=str(row["body"]),
+        system=row["system"] if own else shared.system,
+        instruction=shared.instruction,
+        prefix=shared.prefix,
+        shared_system=not own,
+    )
+    texts = [prompt.prompt, prompt.system or "", prompt.instruction or "", prompt.prefix or ""]
+    return _Job(
+        session=str(row["session_id"]),
+        prompt=prompt,
+        checks=quality.checks,
+        prompt_text=prompt.prompt,
+        upper=request_upper_bound(texts),
+        task=quality.task,
+        difficulty=quality.difficulty,
+        max_tokens=quality.max_tokens,
+        family=quality.family,
+        tier=str(row["tier"]),
+        redone_as=row["redone_as"],
+    )
 
 
 async def routed_complete(
@@ -149,6 +182,10 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
         )
     assert state.recall is not None
     job = state.recall.get(call_id)
+    if job is None:
+        job = await _batch_job(state, call_id)
+        if job is not None:
+            state.recall.put(call_id, job, job.size)  # from here on claimed like any other answer
     if not isinstance(job, _Job) or job.session != session:
         raise InputError(
             f"redo_of={call_id!r} is unknown or expired (offload keeps a request for redo only in memory, "

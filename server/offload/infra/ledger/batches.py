@@ -21,7 +21,7 @@ import secrets
 import socket
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from offload.core.errors import InputError
+from offload.core.recall import new_call_id
 from offload.infra.ledger import instances
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import acting
+from offload.infra.ledger.learning import CallRecord, insert_call
 from offload.infra.ledger.records import Attempt, _insert
 from offload.infra.ledger.statusline import ro_uri
 from offload.infra.processes import pid_alive
@@ -73,6 +75,9 @@ class NewBatch:
     shared: str
     retry_of: str | None = None
     owner: str | None = None  # the HTTP principal that made it (None: local)
+    quality: str = "{}"  # JSON: task, difficulty, max_tokens and the checks (see 0140_batch_quality.sql)
+    root_id: str | None = None  # a follow-up round: the batch the host knows
+    round: int = 0
 
 
 # Reads for a caller pass its owner; the collector and the CLI, which act for everyone, pass ANY.
@@ -105,6 +110,11 @@ class Settled:
     stop_reason: str | None
     error: str | None
     attempt: Attempt
+    failed_check: str | None = None
+    escalate: bool = False  # re-asked one tier up in the next round
+    # A final answer's calls row (its call_id is redrawn on a clash) and per-tier evidence.
+    call: CallRecord | None = None
+    evidence: tuple[tuple[str, bool | None], ...] = ()
 
 
 # ItemRow: (idx, part, label, body, system, worst_pusd)
@@ -121,50 +131,90 @@ async def create(
     now: datetime | None = None,
 ) -> None:
     """Write the whole batch and take over its reservation, in one transaction, before any API call."""
-    now = now or w.utcnow()
     # Its results are spend of the submitter's user and project, whichever process collects them.
     who = acting(ledger)
     async with ledger.write() as conn:
-        await conn.execute(
-            "INSERT INTO batches (id, created_at, session_id, policy, tier, model, baseline_model, request_count,"
-            " worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of, owner, user_name, project)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?)",
-            (
-                batch.id,
-                w.iso(now),
-                batch.session_id,
-                batch.policy,
-                batch.tier,
-                batch.model,
-                batch.baseline_model,
-                batch.request_count,
-                batch.worst_pusd,
-                batch.typical_pusd,
-                batch.sync_pusd,
-                batch.shared,
-                reservation_id,
-                batch.retry_of,
-                batch.owner,
-                who.user,
-                who.project,
-            ),
-        )
-        await conn.executemany(
-            "INSERT INTO batch_parts (batch_id, part, request_count, state) VALUES (?, ?, ?, 'pending')",
-            [(batch.id, i, n) for i, n in enumerate(part_counts)],
-        )
-        await conn.executemany(
-            "INSERT INTO batch_items (batch_id, idx, part, label, body, system, worst_pusd)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((batch.id, *row) for row in items),
-        )
+        await _insert_batch(conn, batch, items, part_counts, reservation_id, now or w.utcnow(), who.user, who.project)
+
+
+async def create_followup(
+    ledger: Ledger,
+    parent_id: str,
+    batch: NewBatch,
+    items: Iterable[ItemRow],
+    part_counts: Sequence[int],
+    reservation_id: int,
+) -> bool:
+    """Write the next round of an 'escalating' batch, and mark the parent 'followed' by it, in one
+    transaction: a restart at any point either sees the follow-up saved (and sends or collects it)
+    or sees the parent still owing one. False, with nothing written, if another process made it."""
+    async with ledger.write() as conn:
         cur = await conn.execute(
-            "UPDATE reservations SET pid = 0, host = ?, instance_id = NULL, expires_at = ? WHERE id = ?",
-            (BATCH_HOST, w.iso(now + timedelta(seconds=RESERVE_TTL_S)), reservation_id),
+            "UPDATE batches SET state = 'followed', followup_id = ? WHERE id = ? AND state = 'escalating'",
+            (batch.id, parent_id),
         )
         if cur.rowcount != 1:
-            # The hold vanished (expired between reserve and here): refuse rather than run unbudgeted.
-            raise RuntimeError(f"reservation {reservation_id} disappeared before batch {batch.id} was written")
+            return False
+        # A round is the submitter's spend, whichever process (and user) collects and re-asks it.
+        row = await (await conn.execute("SELECT user_name, project FROM batches WHERE id = ?", (parent_id,))).fetchone()
+        user, project = (row[0], row[1]) if row else (None, None)
+        await _insert_batch(conn, batch, items, part_counts, reservation_id, w.utcnow(), user, project)
+    return True
+
+
+async def _insert_batch(
+    conn: aiosqlite.Connection,
+    batch: NewBatch,
+    items: Iterable[ItemRow],
+    part_counts: Sequence[int],
+    reservation_id: int,
+    now: datetime,
+    user: str | None,
+    project: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO batches (id, created_at, session_id, policy, tier, model, baseline_model,"
+        " request_count, worst_pusd, typical_pusd, sync_pusd, shared, reservation_id, state, retry_of, owner,"
+        " quality, root_id, round, user_name, project)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+        (
+            batch.id,
+            w.iso(now),
+            batch.session_id,
+            batch.policy,
+            batch.tier,
+            batch.model,
+            batch.baseline_model,
+            batch.request_count,
+            batch.worst_pusd,
+            batch.typical_pusd,
+            batch.sync_pusd,
+            batch.shared,
+            reservation_id,
+            batch.retry_of,
+            batch.owner,
+            batch.quality,
+            batch.root_id,
+            batch.round,
+            user,
+            project,
+        ),
+    )
+    await conn.executemany(
+        "INSERT INTO batch_parts (batch_id, part, request_count, state) VALUES (?, ?, ?, 'pending')",
+        [(batch.id, i, n) for i, n in enumerate(part_counts)],
+    )
+    await conn.executemany(
+        "INSERT INTO batch_items (batch_id, idx, part, label, body, system, worst_pusd) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ((batch.id, *row) for row in items),
+    )
+    cur = await conn.execute(
+        "UPDATE reservations SET pid = 0, host = ?, instance_id = NULL, expires_at = ? WHERE id = ?",
+        (BATCH_HOST, w.iso(now + timedelta(seconds=RESERVE_TTL_S)), reservation_id),
+    )
+    if cur.rowcount != 1:
+        # The hold vanished (expired between reserve and here): refuse rather than run unbudgeted.
+        raise RuntimeError(f"reservation {reservation_id} disappeared before batch {batch.id} was written")
 
 
 async def begin_submit(ledger: Ledger, batch_id: str, part: int, *, lease_s: float = 600) -> bool:
@@ -342,7 +392,8 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
         for s in results:
             row = await (
                 await conn.execute(
-                    "UPDATE batch_items SET result_type = ?, text = ?, stop_reason = ?, error = ?, cost_pusd = ?"
+                    "UPDATE batch_items SET result_type = ?, text = ?, stop_reason = ?, error = ?, cost_pusd = ?,"
+                    " failed_check = ?, escalate = ?"
                     " WHERE batch_id = ? AND idx = ? AND part = ? AND result_type IS NULL RETURNING worst_pusd",
                     (
                         s.result_type,
@@ -350,6 +401,8 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
                         s.stop_reason,
                         s.error,
                         s.attempt.cost_pusd,
+                        s.failed_check,
+                        int(s.escalate),
                         ref.batch_id,
                         s.idx,
                         ref.part,
@@ -359,6 +412,8 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
             if row is None:
                 continue  # settled before (an earlier or a parallel collector)
             await _insert(conn, s.attempt, now, ledger)
+            if s.call is not None:
+                await _record_call(conn, ref.batch_id, s, w.iso(now))
             released += int(row[0])
             new += 1
         await _cut_reservation(conn, ref.batch_id, released)
@@ -367,6 +422,21 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
             (w.iso(now + timedelta(seconds=lease_s)), ref.batch_id, ref.part, lease_owner(ledger)),
         )
     return new
+
+
+CALL_ID_DRAWS = 8  # as routed_complete: a clash with an earlier answer's id draws again
+
+
+async def _record_call(conn: aiosqlite.Connection, batch_id: str, s: Settled, ts: str) -> None:
+    assert s.call is not None
+    call = s.call
+    for _ in range(CALL_ID_DRAWS):
+        if await insert_call(conn, call, s.evidence, ts):
+            await conn.execute(
+                "UPDATE batch_items SET call_id = ? WHERE batch_id = ? AND idx = ?", (call.call_id, batch_id, s.idx)
+            )
+            return
+        call = replace(call, call_id=new_call_id())
 
 
 async def unsettled(ledger: Ledger, ref: PartRef) -> list[int]:
@@ -421,11 +491,98 @@ async def _finish_if_done(conn: aiosqlite.Connection, batch_id: str) -> bool:
     if row is not None and int(row[0]) > 0:
         return False
     await conn.execute("DELETE FROM reservations WHERE " + _OWN_HOLD, (BATCH_HOST, batch_id))
+    owed = await (
+        await conn.execute("SELECT 1 FROM batch_items WHERE batch_id = ? AND escalate = 1 LIMIT 1", (batch_id,))
+    ).fetchone()
+    stamp = w.iso(w.utcnow())
+    if owed is not None:
+        # Its hold is spent; the next round reserves its own before it is written.
+        await conn.execute(
+            "UPDATE batches SET state = 'escalating', reservation_id = NULL WHERE id = ? AND state = 'open'",
+            (batch_id,),
+        )
+        return True
     await conn.execute(
         "UPDATE batches SET state = 'done', reservation_id = NULL, settled_at = ? WHERE id = ? AND state = 'open'",
-        (w.iso(w.utcnow()), batch_id),
+        (stamp, batch_id),
+    )
+    # The last round closes every earlier round of its batch, the root first among them.
+    await conn.execute(
+        "UPDATE batches SET state = 'done', settled_at = ? WHERE state = 'followed'"
+        " AND id IN (SELECT root_id FROM batches WHERE id = ? UNION SELECT id FROM batches"
+        " WHERE root_id = (SELECT root_id FROM batches WHERE id = ?))",
+        (stamp, batch_id, batch_id),
     )
     return True
+
+
+async def give_up(ledger: Ledger, batch_id: str, reason: str) -> None:
+    """No next round can be made (budget, policy): the owed items stand failed with `reason`."""
+    async with ledger.write() as conn:
+        await conn.execute(
+            "UPDATE batch_items SET escalate = 0, error = ? WHERE batch_id = ? AND escalate = 1", (reason, batch_id)
+        )
+        await conn.execute("UPDATE batches SET state = 'open' WHERE id = ? AND state = 'escalating'", (batch_id,))
+        await _finish_if_done(conn, batch_id)
+
+
+async def escalating(conn: Conn, limit: int = 10) -> list[str]:
+    """Batches whose settled round owes a follow-up round."""
+    rows = await (
+        await conn.execute("SELECT id FROM batches WHERE state = 'escalating' ORDER BY created_at LIMIT ?", (limit,))
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+async def unsent_followups(conn: Conn, limit: int = 10) -> list[tuple[str, int]]:
+    """(batch, part) of follow-up rounds saved but not yet sent (the process making them stopped)."""
+    rows = await (
+        await conn.execute(
+            "SELECT p.batch_id, p.part FROM batch_parts p JOIN batches b ON b.id = p.batch_id"
+            " WHERE p.state = 'pending' AND b.root_id IS NOT NULL LIMIT ?",
+            (limit,),
+        )
+    ).fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+async def item_of_call(conn: Conn, call_id: str) -> aiosqlite.Row | None:
+    """The batch item whose final answer is `call_id`, with what rebuilding its request needs, and
+    the call that redid it (if any). None for a routed_complete answer or an unknown id."""
+    return await (
+        await conn.execute(
+            "SELECT b.session_id, b.tier, b.shared, b.quality, i.body, i.system,"
+            " (SELECT r.call_id FROM calls r WHERE r.redo_of = i.call_id LIMIT 1) AS redone_as"
+            " FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE i.call_id = ?",
+            (call_id,),
+        )
+    ).fetchone()
+
+
+async def owed_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
+    """The items of a settled round to re-ask in the next one, in order."""
+    return list(
+        await (
+            await conn.execute(
+                "SELECT idx, label, body, system, failed_check FROM batch_items"
+                " WHERE batch_id = ? AND escalate = 1 ORDER BY idx",
+                (batch_id,),
+            )
+        ).fetchall()
+    )
+
+
+async def round_tiers(conn: Conn, batch_id: str) -> list[str]:
+    """The tiers of a batch's rounds up to and including `batch_id`'s, first round first."""
+    rows = await (
+        await conn.execute(
+            "SELECT tier FROM batches WHERE (id = ? OR id = (SELECT root_id FROM batches WHERE id = ?)"
+            " OR root_id = (SELECT root_id FROM batches WHERE id = ?))"
+            " AND round <= (SELECT round FROM batches WHERE id = ?) ORDER BY round",
+            (batch_id, batch_id, batch_id, batch_id),
+        )
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 # -- reads for status, results and the CLI ---------------------------------------------------
@@ -433,13 +590,15 @@ async def _finish_if_done(conn: aiosqlite.Connection, batch_id: str) -> bool:
 
 async def list_batches(conn: Conn, *, include_done: bool, limit: int = 50, owner: Any = ANY) -> list[dict[str, Any]]:
     extra, args = _owned(owner, "b.")
-    where = "WHERE 1 = 1" + ("" if include_done else " AND b.state = 'open'") + extra
+    # Follow-up rounds are shown through their root: one batch id per batch_submit.
+    where = "WHERE b.root_id IS NULL" + ("" if include_done else " AND b.state != 'done'") + extra
     rows = await (
         await conn.execute(
             "SELECT b.id, b.created_at, b.session_id, b.tier, b.model, b.request_count, b.worst_pusd,"
             " b.typical_pusd, b.sync_pusd, b.state, b.retry_of, b.settled_at,"
             " (SELECT COUNT(*) FROM batch_items i WHERE i.batch_id = b.id AND i.result_type IS NOT NULL),"
-            " (SELECT COALESCE(SUM(cost_pusd), 0) FROM batch_items i WHERE i.batch_id = b.id)"
+            " (SELECT COALESCE(SUM(cost_pusd), 0) FROM batch_items i JOIN batches r ON r.id = i.batch_id"
+            "  WHERE r.id = b.id OR r.root_id = b.id)"
             f" FROM batches b {where} ORDER BY b.created_at DESC LIMIT ?",
             (*args, limit),
         )
@@ -463,11 +622,34 @@ async def list_batches(conn: Conn, *, include_done: bool, limit: int = 50, owner
     return [dict(zip(keys, tuple(r), strict=True)) for r in rows]
 
 
+# Every round of a batch: the batch itself and the follow-up rounds whose root it is.
+_FAMILY = "SELECT id FROM batches WHERE id = ? OR root_id = ?"
+# The one row per item whose answer stands: a row re-asked in a round that exists is superseded.
+_STANDS = "(i.escalate = 0 OR b.followup_id IS NULL)"
+_ITEM_COLS = (
+    "i.idx, i.label, i.result_type, i.text, i.stop_reason, i.error, i.cost_pusd, i.failed_check, i.escalate, i.call_id"
+)
+
+
+def final_status(row: Any) -> str:
+    """What became of an item, as the host sees it: pending while re-asked, failed when its last
+    answer failed its check."""
+    if row["result_type"] is None or row["escalate"]:
+        return "pending"
+    if row["result_type"] == "succeeded" and row["failed_check"]:
+        return "failed"
+    return str(row["result_type"])
+
+
 async def counts(conn: Conn, batch_id: str) -> dict[str, int]:
+    """Items by `final_status`, over the answers that stand."""
     rows = await (
         await conn.execute(
-            "SELECT COALESCE(result_type, 'pending'), COUNT(*) FROM batch_items WHERE batch_id = ? GROUP BY 1",
-            (batch_id,),
+            "SELECT CASE WHEN i.result_type IS NULL OR i.escalate = 1 THEN 'pending'"
+            " WHEN i.result_type = 'succeeded' AND i.failed_check IS NOT NULL THEN 'failed' ELSE i.result_type END,"
+            " COUNT(*) FROM batch_items i JOIN batches b ON b.id = i.batch_id"
+            f" WHERE i.batch_id IN ({_FAMILY}) AND {_STANDS} GROUP BY 1",
+            (batch_id, batch_id),
         )
     ).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
@@ -475,39 +657,81 @@ async def counts(conn: Conn, batch_id: str) -> dict[str, int]:
 
 async def cost_so_far(conn: Conn, batch_id: str) -> int:
     row = await (
-        await conn.execute("SELECT COALESCE(SUM(cost_pusd), 0) FROM batch_items WHERE batch_id = ?", (batch_id,))
+        await conn.execute(
+            "SELECT COALESCE(SUM(cost_pusd), 0) FROM batch_items WHERE batch_id IN (" + _FAMILY + ")",
+            (batch_id, batch_id),
+        )
     ).fetchone()
     return int(row[0]) if row is not None else 0
 
 
 async def parts(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
-    return list(
-        await (await conn.execute("SELECT * FROM batch_parts WHERE batch_id = ? ORDER BY part", (batch_id,))).fetchall()
-    )
-
-
-async def items_page(conn: Conn, batch_id: str, offset: int, limit: int) -> list[aiosqlite.Row]:
+    """Every API part of every round (a round's parts follow the earlier rounds')."""
     return list(
         await (
             await conn.execute(
-                "SELECT idx, label, result_type, text, stop_reason, error, cost_pusd FROM batch_items"
-                " WHERE batch_id = ? ORDER BY idx LIMIT ? OFFSET ?",
-                (batch_id, limit, offset),
+                "SELECT p.* FROM batch_parts p JOIN batches b ON b.id = p.batch_id"
+                " WHERE p.batch_id IN (" + _FAMILY + ") ORDER BY b.round, p.part",
+                (batch_id, batch_id),
             )
         ).fetchall()
     )
 
 
+async def rounds(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
+    return list(
+        await (
+            await conn.execute(
+                "SELECT id, round, tier, model, request_count, state FROM batches WHERE id = ? OR root_id = ?"
+                " ORDER BY round",
+                (batch_id, batch_id),
+            )
+        ).fetchall()
+    )
+
+
+async def items_page(conn: Conn, batch_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
+    """A page of the answers that stand, in the order submitted, each with its tier and what all
+    its rounds cost. Paged on the first round's rows (one index range), later rounds looked up
+    for that range only: a page costs the same at any offset of a 10^5-item batch."""
+    first = await (
+        await conn.execute(
+            f"SELECT {_ITEM_COLS}, b.tier FROM batch_items i JOIN batches b ON b.id = i.batch_id"
+            " WHERE i.batch_id = ? ORDER BY i.idx LIMIT ? OFFSET ?",
+            (batch_id, limit, offset),
+        )
+    ).fetchall()
+    page = [dict(r) for r in first]
+    if not any(r["escalate"] for r in page):
+        return page
+    by_idx = {r["idx"]: r for r in page}
+    later = await (
+        await conn.execute(
+            f"SELECT {_ITEM_COLS}, b.tier FROM batches b JOIN batch_items i ON i.batch_id = b.id"
+            " WHERE b.root_id = ? AND i.idx BETWEEN ? AND ? ORDER BY b.round",
+            (batch_id, page[0]["idx"], page[-1]["idx"]),
+        )
+    ).fetchall()
+    for r in later:
+        row = dict(r)
+        if row["idx"] in by_idx:
+            spent = (by_idx[row["idx"]]["cost_pusd"] or 0) + (row["cost_pusd"] or 0)
+            by_idx[row["idx"]] = {**row, "cost_pusd": spent}
+    return [by_idx[r["idx"]] for r in page]
+
+
 async def retry_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
-    """Items worth resubmitting: failed at the API, never sent, or in a part whose fate is unknown."""
+    """Items worth resubmitting: failed at the API, never sent, or in a part whose fate is unknown,
+    in whichever round of the batch their standing row is."""
     return list(
         await (
             await conn.execute(
                 "SELECT i.idx, i.label, i.body, i.system FROM batch_items i JOIN batch_parts p"
-                " ON p.batch_id = i.batch_id AND p.part = i.part WHERE i.batch_id = ? AND ("
+                " ON p.batch_id = i.batch_id AND p.part = i.part JOIN batches b ON b.id = i.batch_id"
+                f" WHERE i.batch_id IN ({_FAMILY}) AND {_STANDS} AND ("
                 " i.result_type IN ('errored', 'expired', 'canceled', 'missing', 'not_submitted')"
                 " OR (i.result_type IS NULL AND p.state = 'unknown')) ORDER BY i.idx",
-                (batch_id,),
+                (batch_id, batch_id),
             )
         ).fetchall()
     )

@@ -19,6 +19,8 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.statusline import open_ro
 
 if TYPE_CHECKING:
+    import aiosqlite
+
     from offload.infra.ledger.db import Conn, Ledger
 
 
@@ -50,29 +52,26 @@ async def record_call(
 ) -> bool:
     """The answer returned, and one evidence row per tier it was tried on, in one transaction.
     False, with nothing written, if an earlier answer already has `call.call_id`."""
-    ts = w.iso(now or w.utcnow())
     async with ledger.write() as conn:
-        cur = await conn.execute(
-            "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
-            (
-                call.call_id,
-                ts,
-                call.session_id,
-                call.family,
-                call.tier,
-                call.final_key,
-                int(call.checked),
-                call.redo_of,
-            ),
+        return await insert_call(conn, call, evidence, w.iso(now or w.utcnow()))
+
+
+async def insert_call(
+    conn: aiosqlite.Connection, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], ts: str
+) -> bool:
+    """`record_call` inside the caller's write transaction (a batch item settles with its answer row)."""
+    cur = await conn.execute(
+        "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
+        (call.call_id, ts, call.session_id, call.family, call.tier, call.final_key, int(call.checked), call.redo_of),
+    )
+    if cur.rowcount == 0:
+        return False
+    for tier, adequate in evidence:
+        await conn.execute(
+            "INSERT INTO tier_evidence (ts, session_id, call_id, family, tier, adequate) VALUES (?, ?, ?, ?, ?, ?)",
+            (ts, call.session_id, call.call_id, call.family, tier, None if adequate is None else int(adequate)),
         )
-        if cur.rowcount == 0:
-            return False
-        for tier, adequate in evidence:
-            await conn.execute(
-                "INSERT INTO tier_evidence (ts, session_id, call_id, family, tier, adequate) VALUES (?, ?, ?, ?, ?, ?)",
-                (ts, call.session_id, call.call_id, call.family, tier, None if adequate is None else int(adequate)),
-            )
     return True
 
 

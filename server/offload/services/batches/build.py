@@ -40,6 +40,9 @@ class SubmitArgs:
     tier: str | None = None
     max_tokens: int | None = None
     retry_failed: str | None = None
+    difficulty: str | None = None
+    must_match: str | None = None
+    response_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Shared:
     prefix: str | None = None  # the template's static text before its first placeholder
     ttl: str = "1h"  # "" places no breakpoint: caching the shared prefix was not expected to pay
     min_cacheable: int = 1024
+    instruction: str | None = None  # a response_schema's "reply with JSON ...", after the cached system
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, ensure_ascii=False)
@@ -95,7 +99,8 @@ def mode_of(args: SubmitArgs) -> str:
         raise InputError(f"template is not used with requests; {how}")
     if mode in ("template+items", "template+files") and not (args.template or "").strip():
         raise InputError(f"{mode.split('+')[1]} need a template; {how}")
-    if mode == "retry_failed" and any((args.template, args.system, args.task, args.tier, args.max_tokens)):
+    settings = (args.template, args.system, args.task, args.tier, args.max_tokens, args.difficulty, args.must_match)
+    if mode == "retry_failed" and (any(settings) or args.response_schema is not None):
         raise InputError("retry_failed resubmits the failed items with their original settings; send only retry_failed")
     return mode.removeprefix("template+").removesuffix("_failed")
 
@@ -174,6 +179,7 @@ def params_for(shared: Shared, spec: Spec) -> dict[str, Any]:
         prompt=spec.body,
         system=spec.system if own else shared.system,
         prefix=shared.prefix,
+        instruction=shared.instruction,
         shared_system=not own,
     )
     return build_params(
@@ -200,12 +206,13 @@ def line_bytes(line: dict[str, Any]) -> int:
 
 def input_upper_bound(shared: Shared, spec: Spec) -> int:
     system = spec.system if spec.system is not None else shared.system
-    return request_upper_bound([system or "", shared.prefix or "", spec.body])
+    return request_upper_bound([system or "", shared.instruction or "", shared.prefix or "", spec.body])
 
 
 def input_typical(shared: Shared, spec: Spec) -> int:
     system = spec.system if spec.system is not None else shared.system
-    return approx_tokens(system or "") + approx_tokens(shared.prefix or "") + approx_tokens(spec.body)
+    shared_text = (shared.instruction or "") + (shared.prefix or "")
+    return approx_tokens(system or "") + approx_tokens(shared_text) + approx_tokens(spec.body)
 
 
 def split(

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from offload.core.errors import OffloadError
+from offload.core.recall import new_call_id
 from offload.infra.claude import BatchItemResult
 from offload.infra.ledger import batches as store
+from offload.infra.ledger import learning
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.records import Attempt
-from offload.services.batches import build
+from offload.services.batches import build, followup, quality
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -68,7 +70,9 @@ async def run_forever(state: AppState) -> None:
 
 
 async def run_once(state: AppState) -> int:
-    """Poll (and collect) every part that is due now; returns how many parts were handled."""
+    """Poll (and collect) every part that is due now, and start owed follow-up rounds; returns
+    how many parts and rounds were handled."""
+    worked = await followup.run_once(state)
     refs = await store.claim_due(state.ledger)
     for ref in refs:
         try:
@@ -80,7 +84,7 @@ async def run_once(state: AppState) -> int:
             if not isinstance(exc, OffloadError):
                 raise
             log.warning("batch %s part %d: %s", ref.batch_id, ref.part, exc)
-    return len(refs)
+    return len(refs) + worked
 
 
 async def _poll(state: AppState, ref: store.PartRef) -> None:
@@ -107,7 +111,7 @@ async def collect_part(state: AppState, ref: store.PartRef) -> None:
     assert ref.api_batch_id is not None
     row = await store.batch_row(state.ledger.conn, ref.batch_id)
     assert row is not None
-    ctx = _Ctx(state, ref, row)
+    ctx = _Ctx(state, ref, row, await store.round_tiers(state.ledger.conn, ref.batch_id))
     chunk: list[BatchItemResult] = []
     async for item in state.claude().batch_results(ref.api_batch_id):
         chunk.append(item)
@@ -128,44 +132,67 @@ async def collect_part(state: AppState, ref: store.PartRef) -> None:
 
 
 class _Ctx:
-    def __init__(self, state: AppState, ref: store.PartRef, row: aiosqlite.Row) -> None:
+    def __init__(self, state: AppState, ref: store.PartRef, row: aiosqlite.Row, tiers: list[str]) -> None:
         self.state, self.ref = state, ref
         get = row.__getitem__
         self.session, self.policy, self.tier = str(get("session_id")), str(get("policy")), str(get("tier"))
         self.model, self.baseline = str(get("model")), str(get("baseline_model"))
         self.batch_id = str(get("id"))
         self.user, self.project = get("user_name"), get("project")
+        self.round = int(get("round"))
+        self.quality = quality.Quality.of(str(get("quality")))
+        self.earlier = tiers[:-1]  # the tiers of the rounds before this one: each failed these items
 
     async def settle(self, items: list[BatchItemResult]) -> int:
-        prices = self.state.prices
-        store_text = self.state.policy.store_text
         out: list[store.Settled] = []
         for r in items:
             idx = build.index_of(r.custom_id)
             if idx is None:
                 log.warning("batch %s: ignoring unknown custom_id %r", self.batch_id, r.custom_id)
                 continue
-            ok = r.result_type == "succeeded"
-            model = r.model or self.model
-            cost = prices.cost(model, r.usage, batch=True) if ok else 0
-            attempt = Attempt(
-                request_key=f"batch:{self.ref.api_batch_id}:{r.custom_id}",
-                session_id=self.session,
-                tool="batch_submit",
-                model=model,
-                usage=r.usage,
-                cost_pusd=cost,
-                baseline_pusd=prices.baseline_cost(self.baseline, r.usage) if ok else 0,
-                cache_gain_pusd=prices.cache_gain(model, r.usage, batch=True) if ok else 0,
-                policy=self.policy,
-                tier=self.tier,
-                batch=True,
-                outcome=OUTCOMES.get(r.result_type, r.result_type),
-                stop_reason=r.stop_reason,
-                batch_id=self.batch_id,
-                completion_text=r.text if store_text and ok else None,
-                user=self.user,
-                project=self.project,
-            )
-            out.append(store.Settled(idx, r.result_type, r.text if ok else None, r.stop_reason, r.error, attempt))
-        return await store.settle(self.state.ledger, self.ref, out)
+            out.append(self._settled(idx, r))
+        new = await store.settle(self.state.ledger, self.ref, out)
+        return new
+
+    def _settled(self, idx: int, r: BatchItemResult) -> store.Settled:
+        """One result priced and judged: re-asked next round, or final (with a call_id)."""
+        prices, policy, q = self.state.prices, self.state.policy, self.quality
+        ok = r.result_type == "succeeded"
+        model = r.model or self.model
+        failed = q.failed(r.text, r.stop_reason) if ok else None
+        escalate = failed is not None and q.escalates(policy, self.tier, self.round, failed)
+        outcome = (
+            "escalated" if escalate else ("check_failed" if failed else OUTCOMES.get(r.result_type, r.result_type))
+        )
+        attempt = Attempt(
+            request_key=f"batch:{self.ref.api_batch_id}:{r.custom_id}",
+            session_id=self.session,
+            tool="batch_submit",
+            model=model,
+            usage=r.usage,
+            cost_pusd=prices.cost(model, r.usage, batch=True) if ok else 0,
+            # A re-asked answer is offload's cost of getting the one the host uses, not a call it saved.
+            baseline_pusd=prices.baseline_cost(self.baseline, r.usage) if ok and not escalate else 0,
+            cache_gain_pusd=prices.cache_gain(model, r.usage, batch=True) if ok else 0,
+            policy=self.policy,
+            tier=self.tier,
+            batch=True,
+            outcome=outcome,
+            stop_reason=r.stop_reason,
+            batch_id=self.batch_id,
+            completion_text=r.text if policy.store_text and ok else None,
+            user=self.user,
+            project=self.project,
+        )
+        call = None
+        evidence: tuple[tuple[str, bool | None], ...] = ()
+        if ok and not escalate:
+            checked = q.checked and not failed
+            call = learning.CallRecord(new_call_id(), self.session, q.family, self.tier, attempt.request_key, checked)
+            # Each earlier round's tier failed this item; this one passed, failed, or is unchecked.
+            mine = (self.tier, False if failed else (True if q.checked else None))
+            evidence = (*((t, False) for t in self.earlier), mine)
+        text = r.text if ok else None
+        return store.Settled(
+            idx, r.result_type, text, r.stop_reason, r.error, attempt, failed, escalate, call, evidence
+        )

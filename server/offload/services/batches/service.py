@@ -9,6 +9,7 @@ it on its own — that could pay twice — and batch_status tells the user how t
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from datetime import timedelta
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from offload.core.checks import Checks
 from offload.core.errors import InputError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
@@ -44,18 +46,28 @@ async def submit(state: AppState, session: str, args: SubmitArgs, *, progress: P
     if mode == "retry":
         assert args.retry_failed is not None
         shared, specs, retry_of = await _retry_specs(state, args.retry_failed)
-        tier = await _tier_of(state, args.retry_failed)
+        tier, quality = await _tier_of(state, args.retry_failed)
     else:
         # Building 10^5 requests takes seconds of CPU: in a worker thread, so other calls are served.
         shared, specs, tier = await anyio.to_thread.run_sync(_fresh, state, args, mode)
-        retry_of = None
+        retry_of, quality = None, quality_json(args)
     if not specs:
         raise InputError("there is nothing to submit: the list of requests, items or files is empty")
     await progress(0, 3, f"pricing {len(specs):,} requests")
-    return await _persist_and_send(state, session, shared, specs, tier=tier, retry_of=retry_of, progress=progress)
+    return await _persist_and_send(
+        state, session, shared, specs, tier=tier, retry_of=retry_of, quality=quality, progress=progress
+    )
+
+
+def quality_json(args: SubmitArgs) -> str:
+    """What the collector needs to judge the answers and route a follow-up round (batches.quality)."""
+    keys = ("task", "difficulty", "max_tokens", "must_match", "response_schema")
+    return json.dumps({k: getattr(args, k) for k in keys if getattr(args, k) is not None}, sort_keys=True)
 
 
 def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[Spec], str]:
+    # A bad regex or schema is refused before anything is priced or sent.
+    checks = Checks.build(args.response_schema, args.must_match)
     prefix: str | None = None
     if mode == "requests":
         _, specs = build.from_requests(args.requests, args.system)
@@ -67,13 +79,24 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
         prefix, specs = build.from_files(args.template, _read_files(state, args.files))
     policy = state.policy
     sample = specs[0].body if specs else ""
-    upper = max((build.input_upper_bound(Shared("", 1, args.system, prefix), s) for s in specs), default=0)
+    upper = max(
+        (
+            build.input_upper_bound(Shared("", 1, args.system, prefix, instruction=checks.instruction()), s)
+            for s in specs
+        ),
+        default=0,
+    )
     # Batches are budgeted as a whole when reserving; the per-call downgrade of routed_complete
     # does not apply, so the decision is taken without headroom.
     decision = engine.decide(
         policy,
         engine.RouteRequest(
-            prompt_tokens=upper, task=args.task, forced_tier=args.tier, prompt_text=sample, max_tokens=args.max_tokens
+            prompt_tokens=upper,
+            task=args.task,
+            difficulty=args.difficulty,
+            forced_tier=args.tier,
+            prompt_text=sample,
+            max_tokens=args.max_tokens,
         ),
     )
     if decision.rule == "default_tier" and policy.batch.default_tier is not None:
@@ -88,6 +111,7 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
         ttl=placement.batch_ttl(state, model, Prompt(prompt="", system=args.system, prefix=prefix or None), len(specs))
         or "",
         min_cacheable=state.prices.min_cacheable(model),
+        instruction=checks.instruction(),
     )
     return shared, specs, decision.tier
 
@@ -121,10 +145,10 @@ async def _retry_specs(state: AppState, batch_id: str) -> tuple[Shared, list[Spe
     return Shared.from_json(str(row["shared"])), specs, batch_id
 
 
-async def _tier_of(state: AppState, batch_id: str) -> str:
+async def _tier_of(state: AppState, batch_id: str) -> tuple[str, str]:
     row = await store.batch_row(state.ledger.conn, batch_id, current_owner())
     assert row is not None
-    return str(row["tier"])
+    return str(row["tier"]), str(row["quality"])
 
 
 async def _persist_and_send(
@@ -135,6 +159,7 @@ async def _persist_and_send(
     *,
     tier: str,
     retry_of: str | None,
+    quality: str,
     progress: Progress,
 ) -> ToolOutput:
     policy = state.policy
@@ -164,6 +189,7 @@ async def _persist_and_send(
                 shared=shared.to_json(),
                 retry_of=retry_of,
                 owner=current_owner(),
+                quality=quality,
             ),
             ((i, part_of[i], s.label, s.body, s.system, worst[i]) for i, s in enumerate(specs)),
             part_counts,

@@ -51,6 +51,7 @@ async def _describe(conn: Conn, row: aiosqlite.Row, now: datetime) -> tuple[str,
     unknown = [p for p in parts if p["state"] == "unknown"]
     failed = [p for p in parts if p["state"] == "failed"]
     expires = max((str(p["expires_at"]) for p in parts if p["expires_at"]), default=None)
+    rounds = await store.rounds(conn, bid)
     if row["state"] == "done":
         phase = f"finished ({done_txt})"
     elif unknown:
@@ -62,6 +63,9 @@ async def _describe(conn: Conn, row: aiosqlite.Row, now: datetime) -> tuple[str,
         f"cost so far {fmt_usd(cost)} (estimate ~{fmt_usd(int(row['typical_pusd']))}); "
         f"age {age(str(row['created_at']), now)}"
     )
+    if len(rounds) > 1:
+        # Items whose answers failed their check were re-asked a tier up, each round a batch of its own.
+        text += "; re-asked: " + ", ".join(f"{int(r['request_count']):,} on {r['tier']}" for r in rounds[1:])
     if row["state"] != "done" and pending and not unknown:
         text += f"; ETA unknown, by {expires[:16].replace('T', ' ')} UTC at the latest" if expires else ""
     for p in unknown:
@@ -87,6 +91,7 @@ async def _describe(conn: Conn, row: aiosqlite.Row, now: datetime) -> tuple[str,
         "expires_at": expires,
         "api_batches": [p["api_batch_id"] for p in parts if p["api_batch_id"]],
         "failed_parts": len(failed),
+        "rounds": [{"tier": r["tier"], "requests": int(r["request_count"]), "state": r["state"]} for r in rounds],
     }
     return text, data
 
@@ -147,7 +152,7 @@ async def results(
     total = int(row["request_count"])
     if not page:
         raise InputError(f"offset {offset} is past the end of batch {batch_id} ({total:,} requests)")
-    settled = [r for r in page if r["result_type"]]
+    settled = [r for r in page if store.final_status(r) != "pending"]
     waiting = len(page) - len(settled)
     end = offset + len(page)
     if not settled:
@@ -161,13 +166,15 @@ async def results(
     per_item = max(MIN_ITEM_TOKENS, PAGE_TOKENS // len(settled))
     lines, items, cut = [], [], 0
     for r in settled:
-        kind = str(r["result_type"])
-        body = r["text"] if kind == "succeeded" else (r["error"] or kind)
+        kind = store.final_status(r)
+        body = r["text"] if kind == "succeeded" else _why(r, kind)
         short, trimmed = _shorten(str(body or ""), per_item)
         cut += trimmed
         label, _ = _shorten(str(r["label"]), 12)
-        lines.append(f"[{r['idx']}] {label} ({kind}): {short}")
-        items.append({"index": r["idx"], "label": r["label"], "status": kind, "text": short, "truncated": trimmed})
+        # The call_id lets the host redo one answer it judges wrong: routed_complete(redo_of=...).
+        lines.append(f"[{r['idx']}] {label} ({kind}{', ' + r['call_id'] if r['call_id'] else ''}): {short}")
+        item = {"index": r["idx"], "label": r["label"], "status": kind, "text": short, "truncated": trimmed}
+        items.append({**item, "tier": r["tier"], "call_id": r["call_id"]})
     head = f"{batch_id} results {offset}-{end - 1} of {total:,}"
     if waiting:
         head += f"; {waiting} of these not in yet (batch_status('{batch_id}') shows progress)"
@@ -177,6 +184,14 @@ async def results(
         head += f"; next: offset={end}"
     data = {"batch_id": batch_id, "offset": offset, "items": items, "pending": waiting}
     return ToolOutput(head + "\n" + "\n".join(lines), data)
+
+
+def _why(r: Any, kind: str) -> str:
+    """Why an item has no answer that stands: the API's error, or the check its last answer failed."""
+    if kind != "failed":
+        return str(r["error"] or kind)
+    why = f"check failed on {r['tier']}: {r['failed_check']}"
+    return f"{why} ({r['error']}); answer: {r['text'] or ''}" if r["error"] else f"{why}; answer: {r['text'] or ''}"
 
 
 # Files a host agent reads as its own instructions: model output must never land there.
@@ -227,7 +242,7 @@ async def _write_all(state: AppState, row: aiosqlite.Row, path: str) -> ToolOutp
             if not page:
                 break
             for r in page:
-                kind = r["result_type"] or "pending"
+                kind = store.final_status(r)
                 counts[kind] = counts.get(kind, 0) + 1
                 fh.write(_md(r, kind) if md else _jsonl(r, kind))
             offset += len(page)
@@ -240,7 +255,8 @@ async def _write_all(state: AppState, row: aiosqlite.Row, path: str) -> ToolOutp
 
 
 _MD_MARK = "<!-- written by offload batch_results: "
-_JSONL_KEYS = {"index", "label", "status", "text", "stop_reason", "error", "cost_usd"}
+_JSONL_KEYS = {"index", "label", "status", "text", "stop_reason", "error", "cost_usd", "tier", "call_id"}
+_OLD_JSONL_KEYS = _JSONL_KEYS - {"tier", "call_id"}  # written before follow-up rounds
 
 
 def _is_results_file(head: bytes) -> bool:
@@ -255,7 +271,7 @@ def _is_results_file(head: bytes) -> bool:
         rec = json.loads(first)
     except ValueError:
         return False
-    return isinstance(rec, dict) and set(rec) == _JSONL_KEYS
+    return isinstance(rec, dict) and set(rec) in (_JSONL_KEYS, _OLD_JSONL_KEYS)
 
 
 def _jsonl(r: Any, kind: str) -> str:
@@ -265,12 +281,14 @@ def _jsonl(r: Any, kind: str) -> str:
         "status": kind,
         "text": r["text"],
         "stop_reason": r["stop_reason"],
-        "error": r["error"],
+        "error": _why(r, kind) if kind not in ("succeeded", "pending") else None,
         "cost_usd": usd_json(int(r["cost_pusd"])) if r["cost_pusd"] is not None else None,
+        "tier": r["tier"],
+        "call_id": r["call_id"],
     }
     return json.dumps(rec, ensure_ascii=False) + "\n"
 
 
 def _md(r: Any, kind: str) -> str:
-    body = r["text"] if kind == "succeeded" else f"_{kind}_: {r['error'] or ''}"
+    body = r["text"] if kind == "succeeded" else f"_{kind}_: {_why(r, kind) if kind != 'pending' else ''}"
     return f"## {r['idx']}. {r['label']}\n\n{body}\n\n"

@@ -1,0 +1,112 @@
+"""Follow-up rounds: items whose answers failed their check are re-asked one tier up.
+
+A settled round that owes one is 'escalating' in the ledger; any server's collector then
+reserves the next round's worst case, writes the round (a batch of its own, under the same
+root id) and marks the parent 'followed' in one transaction, and only then sends it. So a
+restart at any point either finds the round owed (and makes it) or finds it saved (and sends
+or collects it): nothing is sent twice, nothing is settled twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import anyio
+
+from offload.core.errors import BudgetExceededError
+from offload.infra.ledger import batches as store
+from offload.infra.ledger import budgets, learning
+from offload.metering.metered import limits_of
+from offload.policy import engine
+from offload.services.batches import service
+from offload.services.batches.build import Shared, Spec
+from offload.services.batches.quality import Quality
+
+if TYPE_CHECKING:
+    from offload.state import AppState
+
+log = logging.getLogger("offload.services.batches")
+
+
+async def run_once(state: AppState) -> int:
+    """Make every owed round and send every saved but unsent one; returns how many were handled."""
+    conn = state.ledger.conn
+    owed = await store.escalating(conn)
+    for batch_id in owed:
+        await start(state, batch_id)
+    unsent = list(dict.fromkeys(b for b, _ in await store.unsent_followups(conn)))
+    for batch_id in unsent:
+        row = await store.batch_row(conn, batch_id)
+        assert row is not None
+        # A round's parts are its own (no batch has a follow-up round as its root).
+        count = len(await store.parts(conn, batch_id))
+        await service._send_parts(state, batch_id, Shared.from_json(str(row["shared"])), [0] * count)
+    return len(owed) + len(unsent)
+
+
+async def start(state: AppState, parent_id: str) -> str | None:
+    """Make and send the next round of `parent_id`; the new round's id, or None if none was made."""
+    conn, policy = state.ledger.conn, state.policy
+    row = await store.batch_row(conn, parent_id)
+    if row is None or row["state"] != "escalating":
+        return None
+    tier = str(row["tier"])
+    up = engine.tier_above(policy, tier)
+    if up is None or str(row["shared"]) == "{}":
+        await store.give_up(state.ledger, parent_id, f"no tier above {tier} to re-ask it on")
+        return None
+    quality = Quality.of(str(row["quality"]))
+    model = policy.tiers[up]
+    shared = replace(
+        Shared.from_json(str(row["shared"])),
+        model=model,
+        max_tokens=policy.max_tokens_for(up, quality.max_tokens),
+        min_cacheable=state.prices.min_cacheable(model),
+    )
+    owed = await store.owed_items(conn, parent_id)
+    specs = [Spec(str(r["label"]), str(r["body"]), r["system"]) for r in owed]
+    observed = await learning.typical_output(conn, model)
+    part_of, part_counts, worst, typical, sync = await anyio.to_thread.run_sync(
+        service._priced, state, shared, specs, observed
+    )
+    session = str(row["session_id"])
+    try:
+        reservation = await budgets.reserve(state.ledger, session, sum(worst), limits_of(policy))
+    except BudgetExceededError as exc:
+        await store.give_up(state.ledger, parent_id, f"not re-asked on {up}: {exc}")
+        return None
+    child = store.new_batch_id()
+    batch = store.NewBatch(
+        id=child,
+        session_id=session,
+        policy=policy.name,
+        tier=up,
+        model=model,
+        baseline_model=str(row["baseline_model"]),
+        request_count=len(specs),
+        worst_pusd=sum(worst),
+        typical_pusd=typical,
+        sync_pusd=sync,
+        shared=shared.to_json(),
+        owner=row["owner"],
+        quality=str(row["quality"]),
+        root_id=row["root_id"] or parent_id,
+        round=int(row["round"]) + 1,
+    )
+    items = (
+        (int(r["idx"]), part_of[i], specs[i].label, specs[i].body, specs[i].system, worst[i])
+        for i, r in enumerate(owed)
+    )
+    try:
+        made = await store.create_followup(state.ledger, parent_id, batch, items, part_counts, reservation.id)
+    except BaseException:
+        await budgets.release(state.ledger, reservation)
+        raise
+    if not made:  # another process made this round first
+        await budgets.release(state.ledger, reservation)
+        return None
+    log.info("batch %s: %d item(s) re-asked on %s as round %d (%s)", batch.root_id, len(specs), up, batch.round, child)
+    await service._send_parts(state, child, shared, part_counts)
+    return child
