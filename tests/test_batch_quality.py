@@ -370,7 +370,7 @@ async def test_retry_failed_picks_up_an_item_that_errored_in_a_follow_up_round(
 
 
 async def test_a_response_schema_is_asked_for_after_the_cached_system_and_malformed_answers_are_re_asked(
-    running: Callable[..., Any], make_settings: Callable[..., Settings]
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     script = [
         {"model": "claude-haiku-5-5", "match": "beta", "reply": "Sure! n is 2."},
@@ -379,8 +379,11 @@ async def test_a_response_schema_is_asked_for_after_the_cached_system_and_malfor
     ]
     system = "You extract numbers. " * 400  # long enough to be cached
     schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+    # Two items alone would not repay a cache write under adaptive placement: place it always.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(shipped("default.yaml").read_text().replace("caching:\n", "caching:\n  placement: always\n"))
     with running(script=script, batch_delay_s=0.1) as emu:
-        settings = make_settings(emu.url)
+        settings = make_settings(emu.url, policy_path=policy)
         args = SubmitArgs(
             template="Extract from {item}", items=("alpha", "beta"), system=system, response_schema=schema
         )
