@@ -93,7 +93,9 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     prices = load_prices(overlay=settings.pricing_path)
     policies = PolicyHolder(settings.policy_path, known_models=prices.models)
     async with AsyncExitStack() as stack:
-        ledger = await Ledger.open(settings.db_path, project=settings.project, user=settings.user)
+        ledger = await Ledger.open(
+            settings.ledger_target, project=settings.project, user=settings.user, spool=settings.db_path
+        )
         stack.push_async_callback(ledger.close)
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies)
         stack.push_async_callback(state.aclose)

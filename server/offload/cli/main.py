@@ -25,7 +25,10 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     s.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
-    s.add_argument("--db", help="ledger SQLite file (default: $OFFLOAD_DB or ~/.local/share/offload/offload.db)")
+    s.add_argument(
+        "--db",
+        help="ledger SQLite file or postgresql:// URL (default: $OFFLOAD_DB or ~/.local/share/offload/offload.db)",
+    )
     s.add_argument(
         "--http", metavar="[HOST:]PORT", help="serve streamable HTTP instead of stdio (a bare PORT means 127.0.0.1)"
     )
@@ -106,12 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from offload.config.settings import Settings
+    import os
+
+    from offload.config.settings import Settings, ledger_location
 
     policy, db = getattr(args, "policy", None), getattr(args, "db", None)
+    db_path, db_url = ledger_location(db, os.environ) if db else (None, None)
     return Settings.from_env(
         policy_path=Path(policy) if policy else None,
-        db_path=Path(db) if db else None,
+        db_path=db_path,
+        db_url=db_url,
         session_id=getattr(args, "session", None),
     )
 

@@ -383,8 +383,10 @@ _OWN_HOLD = "host = ? AND (id, session_id) = (SELECT reservation_id, session_id 
 async def _cut_reservation(conn: aiosqlite.Connection, batch_id: str, amount: int) -> None:
     if amount:
         await conn.execute(
-            "UPDATE reservations SET amount_pusd = MAX(0, amount_pusd - ?) WHERE " + _OWN_HOLD,
-            (amount, BATCH_HOST, batch_id),
+            # CASE, not MAX(0, x): two-argument MAX is SQLite's alone (PostgreSQL says GREATEST).
+            "UPDATE reservations SET amount_pusd = CASE WHEN amount_pusd > ? THEN amount_pusd - ? ELSE 0 END WHERE "
+            + _OWN_HOLD,
+            (amount, amount, BATCH_HOST, batch_id),
         )
 
 

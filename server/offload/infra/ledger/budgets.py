@@ -190,14 +190,16 @@ async def reserve(
                 state.spent_pusd + state.reserved_pusd + amount_pusd > state.limit_pusd
             ):
                 raise _refusal(state, amount_pusd)
-        cur = await conn.execute(
-            "INSERT INTO reservations (session_id, amount_pusd, created_at, expires_at, pid, host)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (session_id, amount_pusd, w.iso(now), expires, os.getpid(), _HOST),
-        )
-        rid = cur.lastrowid
-    assert rid is not None
-    return Reservation(rid, session_id, amount_pusd, expires)
+        # RETURNING, not lastrowid: both backends answer it (PostgreSQL has no lastrowid).
+        row = await (
+            await conn.execute(
+                "INSERT INTO reservations (session_id, amount_pusd, created_at, expires_at, pid, host)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (session_id, amount_pusd, w.iso(now), expires, os.getpid(), _HOST),
+            )
+        ).fetchone()
+    assert row is not None
+    return Reservation(int(row[0]), session_id, amount_pusd, expires)
 
 
 async def release(ledger: Ledger, reservation: Reservation) -> None:

@@ -101,7 +101,7 @@ _STATS = (
     "   WHEN e.session_id IN (SELECT session_id FROM calls WHERE verdict IS NOT NULL) THEN 1 END AS ok,"
     "   ROW_NUMBER() OVER (PARTITION BY e.tier ORDER BY e.id DESC) AS n"
     "  FROM tier_evidence e WHERE e.family = ?"
-    ") WHERE n <= ? GROUP BY tier"
+    ") AS recent WHERE n <= ? GROUP BY tier"
 )
 
 
@@ -118,7 +118,7 @@ async def longest_answer(conn: Conn, family: str, window: int) -> tuple[int, int
         "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ("
         " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
         " WHERE c.family = ? AND c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
-        " ORDER BY c.ts DESC LIMIT ?)",
+        " ORDER BY c.ts DESC LIMIT ?) AS recent",
         (family, window),
     )
     row = await cur.fetchone()
@@ -130,7 +130,7 @@ async def typical_output(conn: Conn, model: str, *, recent: int = 200) -> int | 
     cur = await conn.execute(
         "SELECT COUNT(*), AVG(output_tokens) FROM (SELECT output_tokens FROM attempts"
         " WHERE model = ? AND outcome = 'ok' AND COALESCE(stop_reason, '') != 'max_tokens'"
-        " ORDER BY id DESC LIMIT ?)",
+        " ORDER BY id DESC LIMIT ?) AS recent",
         (model, recent),
     )
     row = await cur.fetchone()

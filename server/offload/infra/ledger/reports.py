@@ -86,7 +86,11 @@ class Quality:
 
 
 # A redone answer counts as redone even if its check had passed: the host's verdict is the stronger word.
-_QUALITY = "COUNT(*), COALESCE(SUM(c.checked AND c.verdict IS NULL), 0), COALESCE(SUM(c.verdict IS NOT NULL), 0)"
+# CASE rather than summing booleans: PostgreSQL has no integer value for a comparison.
+_QUALITY = (
+    "COUNT(*), COALESCE(SUM(CASE WHEN c.checked = 1 AND c.verdict IS NULL THEN 1 ELSE 0 END), 0),"
+    " COALESCE(SUM(CASE WHEN c.verdict IS NOT NULL THEN 1 ELSE 0 END), 0)"
+)
 
 
 @dataclass(frozen=True)
