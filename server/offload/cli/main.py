@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     db_.add_argument("--db", help="ledger SQLite file")
     db_.add_argument("--transcripts", help="Claude Code transcripts directory (default: ~/.claude/projects)")
 
+    lg = sub.add_parser("ledger", help="ledger maintenance")
+    lgsub = lg.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    lm = lgsub.add_parser("migrate", help="copy a SQLite ledger's whole history into another (re-running is harmless)")
+    lm.add_argument("source", metavar="SQLITE_FILE")
+    lm.add_argument("target", metavar="POSTGRES_URL", help="postgresql://... (or another ledger file)")
+
     d = sub.add_parser("demo", help="end-to-end rehearsal on the emulator and a temporary database")
     d.add_argument("--keep", action="store_true", help="keep the temporary database and print its path")
     return p
@@ -180,6 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         transcripts = Path(args.transcripts).expanduser() if args.transcripts else None
         return cmd_dashboard(_settings(args), host=args.host, port=args.port, transcripts=transcripts)
+    if cmd == "ledger":
+        from offload.cli.ledger import cmd_migrate
+
+        return cmd_migrate(args.source, args.target)
     if cmd == "demo":
         from offload.cli.demo import run_demo
 
