@@ -1,0 +1,85 @@
+"""Every tool through the real server with its ledger on PostgreSQL: the same behaviour as on SQLite.
+
+In-memory mcp Client → server → real SDK over HTTP → emulator; the ledger a fresh PostgreSQL
+database, read back with psycopg (no offload code) to check what the tools reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from helpers import target_rows
+from offload.config.settings import Settings, ledger_location
+from offload.core.errors import ConfigError
+from offload.infra.ledger.db import Ledger
+from offload.mcp.server import build_server
+from pg_fixtures import new_database
+from test_batch import wait_done
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_all_tools_on_a_postgresql_ledger(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], pg_server: str
+) -> None:
+    url = new_database(pg_server)
+    doc = '{"items": [' + ",".join(f'{{"id": {i}, "note": "n{i}"}}' for i in range(300)) + "]}"
+    with running() as emu:
+        settings = make_settings(emu.url, db_url=url)
+        async with Client(build_server(settings)) as c:
+            first = await c.call_tool("routed_complete", {"prompt": "Name a colour.", "task": "summarize"})
+            assert not first.is_error, first.content
+            redo = await c.call_tool("routed_complete", {"redo_of": first.structured_content["call_id"]})
+            assert not redo.is_error, redo.content
+            trimmed = await c.call_tool("trim_result", {"content": doc, "max_tokens": 60})
+            again = await c.call_tool(
+                "trim_result", {"handle": trimmed.structured_content["handle"], "fields": "items[0]"}
+            )
+            summary = await c.call_tool("summarize_context", {"text": "A long note about colours. " * 400})
+            sub = await c.call_tool("batch_submit", {"template": "Tag: {item}", "items": ["a", "b", "c"]})
+            assert not sub.is_error, sub.content
+            done = await wait_done(c, sub.structured_content["batch_id"])
+            results = await c.call_tool("batch_results", {"batch_id": sub.structured_content["batch_id"]})
+            status = await c.call_tool("budget_status", {"scope": "session"})
+        served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
+
+    assert not again.is_error and '"n0"' in again.content[0].text  # type: ignore[union-attr]
+    assert not summary.is_error and not results.is_error and done["state"] == "done"
+    assert results.content[0].text.count("\n") >= 3  # type: ignore[union-attr]
+    # What the server said it spent is what PostgreSQL holds, to the picodollar.
+    ((sync_rows, sync_cost),) = target_rows(url, "SELECT COUNT(*), SUM(cost_pusd) FROM attempts WHERE batch = 0")
+    assert sync_rows == len(served)  # routed calls and the summary's: one row per served answer
+    assert target_rows(url, "SELECT COUNT(*) FROM attempts WHERE batch = 1") == [(3,)]
+    ((total,),) = target_rows(url, "SELECT SUM(cost_pusd) FROM attempts")
+    data = status.structured_content
+    assert data is not None and data["calls"] == sync_rows + 3, data
+    assert int(total) > int(sync_cost) > 0
+    assert target_rows(url, "SELECT verdict FROM calls WHERE verdict IS NOT NULL") == [("redone",)]
+    assert target_rows(url, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert target_rows(url, "SELECT COUNT(*) FROM handles") == [(1,)]
+    assert target_rows(url, "SELECT COUNT(*) FROM context_kept_out")[0][0] >= 2
+    assert target_rows(url, "SELECT COUNT(*) FROM policy_snapshots")[0][0] == 1
+
+
+def test_offload_db_url_selects_postgresql_and_keeps_a_local_journal_per_database(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "OFFLOAD_DB": "postgresql://team@db.example:5432/offload"}
+    s = Settings.from_env(env)
+    assert s.db_url == env["OFFLOAD_DB"] and s.ledger_target == env["OFFLOAD_DB"]
+    assert s.db_path.parent == tmp_path / ".local/share/offload" and s.db_path.name.startswith("pg-")
+    other = ledger_location("postgres://team@db.example:5432/other", env)
+    assert other[1] == "postgres://team@db.example:5432/other" and other[0] != s.db_path
+    assert "team@db" not in repr(s)  # the URL may carry a password: kept out of reprs and logs
+    plain = Settings.from_env({"HOME": str(tmp_path), "OFFLOAD_DB": str(tmp_path / "l.db")})
+    assert plain.db_url is None and plain.ledger_target == tmp_path / "l.db"
+
+
+async def test_an_unreachable_postgresql_is_a_config_error_without_the_password(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        await Ledger.open("postgresql://team:s3cret@127.0.0.1:9/offload", spool=tmp_path / "s.db")
+    assert "cannot connect" in str(exc.value) and "OFFLOAD_DB" in str(exc.value)
+    assert "s3cret" not in str(exc.value) and "team:***@" in str(exc.value)
