@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,13 +47,9 @@ def _run(argv: list[str]) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """A URL to the maintenance database of a running PostgreSQL."""
-    given = os.environ.get("OFFLOAD_TEST_PG_URL")
-    if given:
-        yield given
-        return
+@contextmanager
+def throwaway_server() -> Iterator[str]:
+    """A PostgreSQL server in a temp dir for as long as the block runs; its maintenance database's URL."""
     home = Path(tempfile.mkdtemp(prefix="offload-pg-"))
     home.chmod(0o777)  # the server user must own its data directory inside
     data, port = home / "data", _free_port()
@@ -65,6 +62,17 @@ def pg_server() -> Iterator[str]:
     finally:
         _run([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A URL to the maintenance database of a running PostgreSQL (OFFLOAD_TEST_PG_URL, else a throwaway one)."""
+    given = os.environ.get("OFFLOAD_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    with throwaway_server() as url:
+        yield url
 
 
 def new_database(server_url: str) -> str:
