@@ -10,13 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import psycopg
 import pytest
 from mcp import Client
 
-from helpers import target_rows
+from helpers import target_rows, uvicorn_serving
 from offload.config.settings import Settings, ledger_location
 from offload.core.errors import ConfigError
 from offload.infra.ledger.db import Ledger
+from offload.mcp.http import build_http_app
 from offload.mcp.server import build_server
 from pg_fixtures import new_database
 from test_batch import wait_done
@@ -83,3 +86,20 @@ async def test_an_unreachable_postgresql_is_a_config_error_without_the_password(
         await Ledger.open("postgresql://team:s3cret@127.0.0.1:9/offload", spool=tmp_path / "s.db")
     assert "cannot connect" in str(exc.value) and "OFFLOAD_DB" in str(exc.value)
     assert "s3cret" not in str(exc.value) and "team:***@" in str(exc.value)
+
+
+async def test_healthz_reports_whether_the_shared_ledger_answers(
+    make_settings: Callable[..., Settings], pg_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = new_database(pg_server)
+    name = url.rsplit("/", 1)[1]
+    with uvicorn_serving(build_http_app(make_settings(db_url=url))) as base:
+        async with httpx2.AsyncClient() as http:
+            up = await http.get(f"{base}/healthz")
+            with psycopg.connect(pg_server, autocommit=True) as admin:  # the database goes away under a replica
+                admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            down = await http.get(f"{base}/healthz")
+    assert up.status_code == 200 and up.json()["ledger"] == "ok" and up.json()["ok"] is True
+    assert down.status_code == 503 and down.json()["ledger"] == "unreachable" and down.json()["ok"] is False
+    assert name not in down.text and "127.0.0.1" not in down.text  # the why is for the log only
+    assert any(name in r.getMessage() for r in caplog.records if "healthz" in r.getMessage())

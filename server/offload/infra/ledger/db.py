@@ -36,6 +36,7 @@ import aiosqlite
 from offload.config.settings import pg_spool_path
 from offload.core.errors import ConfigError, LedgerUnavailableError
 from offload.infra.ledger import journal, pg
+from offload.infra.ledger.statusline import ro_uri
 
 log = logging.getLogger("offload.ledger")
 
@@ -352,3 +353,29 @@ def _split_sql(script: str) -> list[str]:
     if buf.strip():
         statements.append(buf.strip())
     return statements
+
+
+async def probe(target: Path | str, *, timeout_s: int = 3) -> str | None:
+    """None when the ledger at `target` can be reached and read (or, a file not made yet, created);
+    otherwise why not, for the server's log (it may name hosts and paths: not for anonymous callers)."""
+    try:
+        if pg.is_url(target):
+            conn = await pg.connect(str(target), timeout_s=timeout_s)
+            try:
+                await conn.execute("SELECT COUNT(*) FROM schema_migrations")
+            finally:
+                await conn.close()
+            return None
+        path = Path(target)
+        if not path.exists():
+            parent = next((p for p in path.parents if p.exists()), Path("/"))
+            return None if os.access(parent, os.W_OK) else f"{parent} is not writable"
+        async with aiosqlite.connect(ro_uri(path), uri=True, timeout=timeout_s) as lite:
+            await lite.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")
+        return None
+    except (ConfigError, sqlite3.Error, OSError) as exc:
+        return str(exc)
+    except Exception as exc:  # psycopg's errors, whose module SQLite users need not have
+        if type(exc).__module__.startswith("psycopg"):
+            return str(exc).strip()
+        raise

@@ -153,11 +153,12 @@ def driver() -> Any:
         ) from None
 
 
-async def connect(url: str) -> Conn:
+async def connect(url: str, *, timeout_s: int | None = None) -> Conn:
     """An autocommit connection with name-and-index rows; `ConfigError` naming the URL if it fails."""
     pg = driver()
+    extra = {} if timeout_s is None else {"connect_timeout": timeout_s}
     try:
-        raw = await pg.AsyncConnection.connect(url, autocommit=True, row_factory=_row_factory)
+        raw = await pg.AsyncConnection.connect(url, autocommit=True, row_factory=_row_factory, **extra)
     except pg.Error as exc:
         raise ConfigError(
             f"ledger {redact(url)}: cannot connect ({str(exc).strip()}); check OFFLOAD_DB or --db"
