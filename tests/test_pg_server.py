@@ -17,8 +17,11 @@ from mcp import Client
 
 from helpers import target_rows, uvicorn_serving
 from offload.config.settings import Settings, ledger_location
-from offload.core.errors import ConfigError
+from offload.core.errors import BudgetExceededError, ConfigError
+from offload.core.pricing import Usage
+from offload.infra.ledger.budgets import BudgetLimits, headroom, reserve
 from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.records import Attempt, record
 from offload.mcp.http import build_http_app
 from offload.mcp.server import build_server
 from pg_fixtures import new_database
@@ -103,3 +106,27 @@ async def test_healthz_reports_whether_the_shared_ledger_answers(
     assert down.status_code == 503 and down.json()["ledger"] == "unreachable" and down.json()["ok"] is False
     assert name not in down.text and "127.0.0.1" not in down.text  # the why is for the log only
     assert any(name in r.getMessage() for r in caplog.records if "healthz" in r.getMessage())
+
+
+async def test_dropped_connections_are_replaced_without_losing_or_doubling_a_write(
+    pg_server: str, tmp_path: Path
+) -> None:
+    url = new_database(pg_server)
+    name = url.rsplit("/", 1)[1]
+    led = await Ledger.open(url, spool=tmp_path / "spool.db")
+    limits = BudgetLimits(daily_pusd=1000)
+    try:
+        hold = await reserve(led, "s1", 400, limits)
+        with psycopg.connect(pg_server, autocommit=True) as admin:  # a restart, a failover, an idle reaper
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        assert (await headroom(led, "s1", limits)).daily_pusd == 600  # the read reconnects
+        await record(led, Attempt("k1", "s1", "t", "claude-haiku-5-5", Usage(1, 1), 300), hold)  # so does the write
+        with pytest.raises(BudgetExceededError, match="daily budget"):
+            await reserve(led, "s1", 701, limits)
+    finally:
+        await led.close()
+    assert target_rows(url, "SELECT request_key, cost_pusd FROM attempts") == [("k1", 300)]
+    assert target_rows(url, "SELECT COUNT(*) FROM reservations") == [(0,)]

@@ -227,7 +227,7 @@ class Ledger:
     async def _open_pg(cls, url: str, spool: Path) -> Ledger:
         wconn = await pg.connect(url)
         try:
-            rconn = await pg.connect(url)
+            rconn = pg.ReadConn((await pg.connect(url)).raw, url)
         except BaseException:
             await wconn.close()
             raise
@@ -281,12 +281,22 @@ class Ledger:
     async def _pg_write(self, wconn: pg.Conn) -> AsyncIterator[aiosqlite.Connection]:
         lost = pg.errors()
         try:
-            if wconn.broken:  # the server restarted or the network dropped: one fresh connection
-                self._pg = wconn = await pg.connect(cast(str, self.url))
-            async with pg.transaction(wconn) as conn:
-                # pg.Conn offers what the ledger modules call on aiosqlite's connection (execute,
-                # executemany, cursors with fetchone/fetchall/rowcount), which they are typed against.
-                yield cast(aiosqlite.Connection, conn)
+            for attempt in range(2):
+                if wconn.broken:  # the server restarted or the network dropped: one fresh connection
+                    self._pg = wconn = await pg.connect(cast(str, self.url))
+                started = False
+                try:
+                    async with pg.transaction(wconn) as conn:
+                        started = True
+                        # pg.Conn offers what the ledger modules call on aiosqlite's connection (execute,
+                        # executemany, cursors with fetchone/fetchall/rowcount), which they are typed against.
+                        yield cast(aiosqlite.Connection, conn)
+                    return
+                except lost:
+                    # Lost before the transaction began (a connection that died while idle): nothing
+                    # was written, so begin once more on a fresh one. Lost later: the caller decides.
+                    if started or attempt or not wconn.broken:
+                        raise
         except lost as exc:
             raise LedgerUnavailableError(
                 f"the ledger {pg.redact(cast(str, self.url))} could not be written ({str(exc).strip()}); "

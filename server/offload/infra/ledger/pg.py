@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 # The one advisory lock every write transaction takes (any fixed 64-bit number; 'offload' in ASCII).
 WRITE_LOCK_KEY = 0x6F66666C6F6164
+log = logging.getLogger("offload.ledger")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _IS_PARAM = re.compile(r"\bIS \?", re.IGNORECASE)
 
@@ -121,8 +123,9 @@ class Cursor:
 class Conn:
     """One psycopg connection speaking the ledger's dialect: `execute` runs and fetches in one step."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], url: str = "") -> None:
         self.raw = conn
+        self.url = url
 
     async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> Cursor:
         async with self.raw.cursor() as cur:
@@ -163,7 +166,23 @@ async def connect(url: str, *, timeout_s: int | None = None) -> Conn:
         raise ConfigError(
             f"ledger {redact(url)}: cannot connect ({str(exc).strip()}); check OFFLOAD_DB or --db"
         ) from None
-    return Conn(raw)
+    return Conn(raw, url)
+
+
+class ReadConn(Conn):
+    """The read connection: a statement that finds it dropped (a server restart, a failover, an
+    idle timeout) runs once more on a fresh one. Reads are autocommit, so repeating one is safe."""
+
+    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> Cursor:
+        params = tuple(parameters)
+        try:
+            return await super().execute(sql, params)
+        except errors() as exc:
+            if not self.broken:
+                raise
+            log.info("ledger read connection lost (%s); reconnecting", str(exc).strip())
+        self.raw = (await connect(self.url)).raw
+        return await super().execute(sql, params)
 
 
 @asynccontextmanager
