@@ -3,6 +3,7 @@ a second run adds nothing."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -96,6 +97,17 @@ async def test_migrate_moves_every_row_and_picodollar_and_a_rerun_adds_nothing(t
         assert await load(led, target_rows(db, "SELECT id FROM handles")[0][0]) == text
     finally:
         await led.close()
+
+    # `offload spend` reads the shared ledger too, and reports the same figures as from the file.
+    for by in ("session", "model", "day", "user"):
+        reports = [
+            offload("spend", "--db", target, "--by", by, "--since", "2026-01-01", "--json") for target in (str(db), url)
+        ]
+        assert all(r.returncode == 0 for r in reports), [r.stderr for r in reports]
+        lite, shared = (json.loads(r.stdout) for r in reports)
+        assert shared["db"] == "the PostgreSQL ledger" and "postgres@" not in reports[1].stdout
+        assert (shared["rows"], shared["total"]) == (lite["rows"], lite["total"]), by
+    assert [r["key"] for r in shared["rows"]] == ["(none)"] and shared["total"]["calls"] == 25
 
     done = offload("ledger", "migrate", str(db), url)  # harmless to repeat
     assert done.returncode == 0, done.stderr

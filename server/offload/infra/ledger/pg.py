@@ -19,7 +19,7 @@ import functools
 import importlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from importlib import resources
@@ -163,10 +163,12 @@ async def connect(url: str, *, timeout_s: int | None = None) -> Conn:
     try:
         raw = await pg.AsyncConnection.connect(url, autocommit=True, row_factory=_row_factory, **extra)
     except pg.Error as exc:
-        raise ConfigError(
-            f"ledger {redact(url)}: cannot connect ({str(exc).strip()}); check OFFLOAD_DB or --db"
-        ) from None
+        raise _unreachable(url, exc) from None
     return Conn(raw, url)
+
+
+def _unreachable(url: str, exc: BaseException) -> ConfigError:
+    return ConfigError(f"ledger {redact(url)}: cannot connect ({str(exc).strip()}); check OFFLOAD_DB or --db")
 
 
 class ReadConn(Conn):
@@ -183,6 +185,52 @@ class ReadConn(Conn):
             log.info("ledger read connection lost (%s); reconnecting", str(exc).strip())
         self.raw = (await connect(self.url)).raw
         return await super().execute(sql, params)
+
+
+class SyncCursor:
+    """A finished statement on a synchronous connection, shaped like sqlite3's cursor for the CLI's reads."""
+
+    def __init__(self, rows: list[Row], description: list[tuple[str]]) -> None:
+        self._rows = rows
+        self.description = description
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+
+class SyncConn:
+    """A synchronous, read-only use of the ledger for CLI reports (no event loop to pay for)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, parameters: Iterable[Any] = ()) -> SyncCursor:
+        with self.raw.cursor() as cur:
+            cur.execute(translate(sql), tuple(parameters))
+            if cur.description is None:
+                return SyncCursor([], [])
+            return SyncCursor(cur.fetchall(), [(c.name,) for c in cur.description])
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def connect_sync(url: str, *, timeout_s: int = 10) -> SyncConn:
+    """A synchronous autocommit connection for reports; `ConfigError` naming the URL if it fails."""
+    pg = driver()
+    try:
+        raw = pg.Connection.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=timeout_s)
+    except pg.Error as exc:
+        raise ConfigError(
+            f"ledger {redact(url)}: cannot connect ({str(exc).strip()}); check OFFLOAD_DB or --db"
+        ) from None
+    return SyncConn(raw)
 
 
 @asynccontextmanager

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from offload.core.errors import InputError
 from offload.core.money import usd_json
+from offload.infra.ledger import pg
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import BudgetLimits, ScopeState, scope_states
 from offload.infra.ledger.statusline import open_ro
@@ -210,7 +211,7 @@ class SpendRow(_Savings):
         }
 
 
-def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[SpendRow]:
+def spend_rows(conn: sqlite3.Connection | pg.SyncConn, by: str, since: datetime) -> list[SpendRow]:
     """Spend grouped by day | model | tool | session | project | user since `since`.
 
     Synchronous on a stdlib connection: the CLI must not pay for an event loop.
@@ -219,7 +220,7 @@ def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[Spend
         raise InputError(f"--by {by!r}: expected one of {', '.join(_BY)}")
     key = _BY[by]
     # The CLI reads without migrating: a ledger no server has opened since 0050 lacks the column.
-    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(attempts)").fetchall()}
+    columns = {str(d[0]) for d in conn.execute("SELECT * FROM attempts LIMIT 0").description or ()}
     gain = "SUM(cache_gain_pusd)" if "cache_gain_pusd" in columns else "0"
     rows = conn.execute(
         f"SELECT {key} AS k, COUNT(*), SUM(input_tokens + cache_write_5m + cache_write_1h),"
@@ -264,8 +265,16 @@ def total(rows: list[SpendRow]) -> SpendRow:
     )
 
 
-def read_spend(path: Path, by: str, since: datetime) -> list[SpendRow]:
-    """`spend_rows` on a read-only connection to the ledger file at `path` (none there: no rows)."""
+def read_spend(path: Path | str, by: str, since: datetime) -> list[SpendRow]:
+    """`spend_rows` on a read-only connection to the ledger at `path`: a file (none there: no rows),
+    or a postgresql:// URL."""
+    if pg.is_url(path):
+        shared = pg.connect_sync(str(path))
+        try:
+            return spend_rows(shared, by, since)
+        finally:
+            shared.close()
+    path = Path(path)
     if not path.exists():
         return []
     try:
