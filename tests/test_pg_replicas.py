@@ -146,3 +146,56 @@ async def test_two_http_replicas_and_six_stdio_servers_hold_one_budget_on_postgr
     # Anything else is an API failure past the SDK's retries, reported as such (never a silent loss).
     assert all("overloaded" in e.lower() or "529" in e or "500" in e for e in out["errors"] if e not in refusals)
     assert len({r[0] for r in target_rows(db_url, "SELECT DISTINCT session_id FROM attempts")}) > 1
+
+
+async def _doomed_call(url: str) -> None:
+    """A premium call on a replica that is killed while the call is in flight."""
+    try:
+        async with _http(url) as c:
+            await c.call_tool("routed_complete", {"prompt": "a long premium job", "tier": "premium", "max_tokens": 64})
+    except BaseException as exc:  # the server died under the client: whatever the transport raises
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            raise
+
+
+async def test_a_replica_killed_mid_call_frees_its_hold_and_its_batch_is_collected_once_by_another(
+    running: Callable[..., Any], tmp_path: Path, pg_server: str
+) -> None:
+    db_url = new_database(pg_server)
+    with running(batch_delay_s=2, faults="latency=1500ms") as emu:
+        (a, a_url), (b, b_url) = (_replica(tmp_path, _env(tmp_path, db_url, emu.url, f"r{n}"), n) for n in range(2))
+        try:
+            async with _http(a_url) as c:
+                sub = await c.call_tool("batch_submit", {"template": "Tag: {item}", "items": ["x", "y", "z"]})
+            assert not sub.is_error, sub.content
+            batch_id = sub.structured_content["batch_id"]
+            held_by_a = f"SELECT COUNT(*) FROM reservations WHERE pid = {a.pid}"
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_doomed_call, a_url)
+                    while target_rows(db_url, held_by_a) == [(0,)]:  # wait until its hold is taken
+                        await anyio.sleep(0.05)
+                    a.kill()  # SIGKILL, mid-call: no cleanup runs
+                    a.wait(timeout=30)
+            assert target_rows(db_url, held_by_a) == [(1,)]  # left behind by the dead replica
+            async with _http(b_url) as c:
+                status = await c.call_tool("budget_status", {})
+                assert not status.is_error, status.content
+                assert target_rows(db_url, held_by_a) == [(0,)]  # freed: its process is gone
+                with anyio.fail_after(60):
+                    while (await c.call_tool("batch_status", {"batch_id": batch_id})).structured_content[
+                        "state"
+                    ] != "done":
+                        await anyio.sleep(0.2)
+                results = await c.call_tool("batch_results", {"batch_id": batch_id})
+        finally:
+            for proc in (a, b):
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+    assert not results.is_error, results.content
+    # Collected by the survivor, each item settled exactly once, every hold gone.
+    assert target_rows(db_url, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(3, 3)]
+    assert target_rows(db_url, "SELECT COUNT(*) FROM batch_items WHERE result_type = 'succeeded'") == [(3,)]
+    assert target_rows(db_url, "SELECT state FROM batches") == [("done",)]
+    assert target_rows(db_url, "SELECT COUNT(*) FROM reservations") == [(0,)]
