@@ -17,8 +17,9 @@ from mcp import Client
 
 from helpers import target_rows, uvicorn_serving
 from offload.config.settings import Settings, ledger_location
-from offload.core.errors import BudgetExceededError, ConfigError
+from offload.core.errors import BudgetExceededError, ConfigError, LedgerUnavailableError
 from offload.core.pricing import Usage
+from offload.infra.ledger import pg
 from offload.infra.ledger.budgets import BudgetLimits, headroom, reserve
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record
@@ -130,3 +131,21 @@ async def test_dropped_connections_are_replaced_without_losing_or_doubling_a_wri
         await led.close()
     assert target_rows(url, "SELECT request_key, cost_pusd FROM attempts") == [("k1", 300)]
     assert target_rows(url, "SELECT COUNT(*) FROM reservations") == [(0,)]
+
+
+async def test_a_held_write_lock_is_waited_for_then_reported_not_waited_on_forever(
+    pg_server: str, tmp_path: Path
+) -> None:
+    url = new_database(pg_server)
+    led = await Ledger.open(url, spool=tmp_path / "spool.db", busy_timeout_ms=300)
+    limits = BudgetLimits(daily_pusd=1000)
+    try:
+        with psycopg.connect(url) as other:  # another process mid-write: it holds the ledger's lock
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (pg.WRITE_LOCK_KEY,))
+            with pytest.raises(LedgerUnavailableError, match="could not be written"):
+                await reserve(led, "s1", 100, limits)
+        hold = await reserve(led, "s1", 100, limits)  # committed by the `with`: the lock is free again
+        assert hold.amount_pusd == 100
+    finally:
+        await led.close()
+    assert target_rows(url, "SELECT COUNT(*) FROM reservations") == [(1,)]

@@ -154,6 +154,7 @@ class Ledger:
         # not take (journal.py), since a shared database has no file beside it.
         self.path = path
         self.url = url  # the postgresql:// URL, None for SQLite
+        self._lock_timeout_ms = BUSY_TIMEOUT_MS
         # Written on every attempt this process records (see records.py); set by `open`.
         self.project: str | None = None
         self.user: str | None = None
@@ -181,7 +182,7 @@ class Ledger:
         """
         if pg.is_url(path):
             url = str(path)
-            ledger = await cls._open_pg(url, spool or pg_spool_path(url, os.environ))
+            ledger = await cls._open_pg(url, spool or pg_spool_path(url, os.environ), busy_timeout_ms)
             ledger.project, ledger.user = project, user
             return ledger
         path = Path(path)
@@ -224,8 +225,8 @@ class Ledger:
         return ledger
 
     @classmethod
-    async def _open_pg(cls, url: str, spool: Path) -> Ledger:
-        wconn = await pg.connect(url)
+    async def _open_pg(cls, url: str, spool: Path, lock_timeout_ms: int) -> Ledger:
+        wconn = await pg.connect(url, lock_timeout_ms=lock_timeout_ms)
         try:
             rconn = pg.ReadConn((await pg.connect(url)).raw, url)
         except BaseException:
@@ -234,6 +235,7 @@ class Ledger:
         with contextlib.suppress(OSError):  # a read-only home: spooling, if ever needed, reports it then
             spool.parent.mkdir(parents=True, exist_ok=True)
         ledger = cls(wconn, rconn, spool, url=url)
+        ledger._lock_timeout_ms = lock_timeout_ms
         try:
             await pg.migrate(wconn)
         except BaseException:
@@ -283,7 +285,7 @@ class Ledger:
         try:
             for attempt in range(2):
                 if wconn.broken:  # the server restarted or the network dropped: one fresh connection
-                    self._pg = wconn = await pg.connect(cast(str, self.url))
+                    self._pg = wconn = await pg.connect(cast(str, self.url), lock_timeout_ms=self._lock_timeout_ms)
                 started = False
                 try:
                     async with pg.transaction(wconn) as conn:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # The one advisory lock every write transaction takes (any fixed 64-bit number; 'offload' in ASCII).
 WRITE_LOCK_KEY = 0x6F66666C6F6164
 log = logging.getLogger("offload.ledger")
+# A write transaction never waits on the network (the API call is outside it): one idle this long
+# belongs to a stopped process, and PostgreSQL ends its session, freeing the lock.
+IDLE_IN_WRITE_MS = 60_000
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _IS_PARAM = re.compile(r"\bIS \?", re.IGNORECASE)
 
@@ -156,12 +159,20 @@ def driver() -> Any:
         ) from None
 
 
-async def connect(url: str, *, timeout_s: int | None = None) -> Conn:
-    """An autocommit connection with name-and-index rows; `ConfigError` naming the URL if it fails."""
+async def connect(url: str, *, timeout_s: int | None = None, lock_timeout_ms: int | None = None) -> Conn:
+    """An autocommit connection with name-and-index rows; `ConfigError` naming the URL if it fails.
+
+    `lock_timeout_ms` bounds the wait for the write lock (SQLite's busy_timeout), and a session
+    that sits idle inside a transaction (a frozen process) loses it, so the lock cannot be held
+    forever by a client that stopped without its connection closing.
+    """
     pg = driver()
     extra = {} if timeout_s is None else {"connect_timeout": timeout_s}
     try:
         raw = await pg.AsyncConnection.connect(url, autocommit=True, row_factory=_row_factory, **extra)
+        if lock_timeout_ms is not None:
+            await raw.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            await raw.execute(f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_WRITE_MS)}")
     except pg.Error as exc:
         raise _unreachable(url, exc) from None
     return Conn(raw, url)
