@@ -109,6 +109,10 @@ async def test_migrate_moves_every_row_and_picodollar_and_a_rerun_adds_nothing(t
         assert (shared["rows"], shared["total"]) == (lite["rows"], lite["total"]), by
     assert [r["key"] for r in shared["rows"]] == ["(none)"] and shared["total"]["calls"] == 25
 
+    listed = [offload("batches", "--db", target, "--all", "--json") for target in (str(db), url)]
+    assert all(r.returncode == 0 for r in listed), [r.stderr for r in listed]
+    assert json.loads(listed[0].stdout) == json.loads(listed[1].stdout) != []
+
     done = offload("ledger", "migrate", str(db), url)  # harmless to repeat
     assert done.returncode == 0, done.stderr
     again = done.stdout

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from offload.core.errors import InputError
+from offload.infra.ledger import pg
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.records import Attempt, _insert
 from offload.infra.ledger.statusline import ro_uri
@@ -517,10 +518,14 @@ async def forget_payloads(ledger: Ledger, older_than_days: int = PAYLOAD_DAYS, *
     return max(changed, 0)
 
 
-async def list_batches_readonly(path: Path, include_done: bool) -> list[dict[str, Any]]:
-    """`list_batches` on a read-only connection: listing must not migrate or switch the file to WAL."""
-    uri = ro_uri(path)
+async def list_batches_readonly(path: Path | str, include_done: bool) -> list[dict[str, Any]]:
+    """`list_batches` on a read-only connection: listing must not migrate or switch the file to WAL.
+
+    `path` may be a postgresql:// URL: then a plain connection, which migrates nothing either."""
     hint = "pass the server's ledger with --db FILE or OFFLOAD_DB"
+    if pg.is_url(path):
+        return await _list_shared(str(path), include_done, hint)
+    uri = ro_uri(Path(path))
     try:
         async with aiosqlite.connect(uri, uri=True) as conn:
             await conn.execute("PRAGMA query_only = ON")
@@ -531,3 +536,13 @@ async def list_batches_readonly(path: Path, include_done: bool) -> list[dict[str
         raise InputError(f"cannot read the ledger {path} ({exc}); {hint}") from None
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None
+
+
+async def _list_shared(url: str, include_done: bool, hint: str) -> list[dict[str, Any]]:
+    conn = await pg.connect(url)
+    try:
+        return await list_batches(conn, include_done=include_done, limit=200)
+    except pg.driver().errors.UndefinedTable as exc:
+        raise InputError(f"{pg.redact(url)} holds no offload ledger ({str(exc).strip()}); {hint}") from None
+    finally:
+        await conn.close()
