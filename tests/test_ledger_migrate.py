@@ -113,6 +113,14 @@ async def test_migrate_moves_every_row_and_picodollar_and_a_rerun_adds_nothing(t
     assert all(r.returncode == 0 for r in listed), [r.stderr for r in listed]
     assert json.loads(listed[0].stdout) == json.loads(listed[1].stdout) != []
 
+    host = json.dumps({"session_id": "s1"})
+    lines = [
+        subprocess.run([sys.executable, "-m", "offload.cli.main", "statusline", "--db", target], input=host,
+                       capture_output=True, text=True, timeout=60).stdout
+        for target in (str(db), url)
+    ]  # fmt: skip
+    assert lines[0] == lines[1] and " left" in lines[1] and "this session $0.0010" in lines[1], lines
+
     done = offload("ledger", "migrate", str(db), url)  # harmless to repeat
     assert done.returncode == 0, done.stderr
     again = done.stdout
