@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import target_rows
+from offload.config.settings import shipped
 from offload.core.pricing import Usage
 from offload.infra.ledger import batches as store
 from offload.infra.ledger.budgets import BudgetLimits, reserve
@@ -120,6 +121,17 @@ async def test_migrate_moves_every_row_and_picodollar_and_a_rerun_adds_nothing(t
         for target in (str(db), url)
     ]  # fmt: skip
     assert lines[0] == lines[1] and " left" in lines[1] and "this session $0.0010" in lines[1], lines
+
+    # Learned start tiers read the same from either ledger, and can be forgotten on the shared one.
+    learning = tmp_path / "learning.yaml"
+    learning.write_text(shipped("default.yaml").read_text().replace("  enabled: false", "  enabled: true"))
+    explain = ("policy", "explain", str(learning), "fix this bug", "--task", "code", "--db")
+    explained = [offload(*explain, target) for target in (str(db), url)]
+    assert explained[0].stdout == explained[1].stdout and "  code: adequate" in explained[1].stdout, explained
+    forgot = offload("policy", "reset-learning", "--family", "code", "--db", url)
+    assert forgot.returncode == 0 and "forgot 1 learned outcome(s) of code in the PostgreSQL ledger" in forgot.stdout
+    assert target_rows(url, "SELECT COUNT(*) FROM tier_evidence") == [(0,)]
+    offload("ledger", "migrate", str(db), url)  # (puts the evidence back, as a re-run copies what is missing)
 
     done = offload("ledger", "migrate", str(db), url)  # harmless to repeat
     assert done.returncode == 0, done.stderr

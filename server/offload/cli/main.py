@@ -165,9 +165,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.policy_command == "check":
             return policy_cli.cmd_check(args.files)
         if args.policy_command == "reset-learning":
-            return policy_cli.cmd_reset_learning(_settings(args).db_path, args.family)
+            return policy_cli.cmd_reset_learning(_settings(args).ledger_target, args.family)
         return policy_cli.cmd_explain(
-            args.file, args.prompt, task=args.task, difficulty=args.difficulty, db=_settings(args).db_path
+            args.file, args.prompt, task=args.task, difficulty=args.difficulty, db=_settings(args).ledger_target
         )
     if cmd == "batches":
         from offload.cli.batches import cmd_list

@@ -20,7 +20,7 @@ import importlib
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -201,9 +201,10 @@ class ReadConn(Conn):
 class SyncCursor:
     """A finished statement on a synchronous connection, shaped like sqlite3's cursor for the CLI's reads."""
 
-    def __init__(self, rows: list[Row], description: list[tuple[str]]) -> None:
+    def __init__(self, rows: list[Row], description: list[tuple[str]], rowcount: int = -1) -> None:
         self._rows = rows
         self.description = description
+        self.rowcount = rowcount
 
     def fetchall(self) -> list[Any]:
         return self._rows
@@ -225,8 +226,15 @@ class SyncConn:
         with self.raw.cursor() as cur:
             cur.execute(translate(sql), tuple(parameters))
             if cur.description is None:
-                return SyncCursor([], [])
-            return SyncCursor(cur.fetchall(), [(c.name,) for c in cur.description])
+                return SyncCursor([], [], cur.rowcount)
+            return SyncCursor(cur.fetchall(), [(c.name,) for c in cur.description], cur.rowcount)
+
+    @contextmanager
+    def write(self) -> Iterator[SyncConn]:
+        """A transaction under the ledger's write lock, for the CLI's rare maintenance writes."""
+        with self.raw.transaction():
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+            yield self
 
     def close(self) -> None:
         self.raw.close()
