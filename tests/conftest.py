@@ -14,6 +14,10 @@ from emulator_fixtures import emulator  # noqa: F401  (fixture re-export)
 from emulator_fixtures import running as start_emulator
 from offload.config.settings import Settings, shipped
 from offload.infra.ledger.db import Ledger
+from pg_fixtures import (
+    new_database,
+    pg_server,  # noqa: F401  (fixture re-export)
+)
 
 # CI must judge the code, not the draw: there (.ci/run sets HYPOTHESIS_PROFILE=ci), hypothesis
 # replays the same examples every run. Locally every run explores new ones (and the database
@@ -27,10 +31,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """What `Ledger.open` takes, once per backend: a fresh SQLite file, or a fresh PostgreSQL database.
+
+    A module whose tests are about SQLite itself overrides this with a plain file path.
+    """
+    if request.param == "sqlite":
+        return tmp_path / "ledger.db"
+    return new_database(request.getfixturevalue("pg_server"))
+
+
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    """A real ledger file, migrated, closed after the test."""
-    led = await Ledger.open(tmp_path / "ledger.db")
+async def ledger(ledger_target: Path | str, tmp_path: Path) -> AsyncIterator[Ledger]:
+    """A real ledger (SQLite file or PostgreSQL database), migrated, closed after the test."""
+    led = await Ledger.open(ledger_target, spool=tmp_path / "pg-spool.db")
     try:
         yield led
     finally:

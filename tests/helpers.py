@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import uvicorn
 
 from offload.mcp.http import bind_socket
@@ -95,3 +96,20 @@ def server_env(tmp_path: Path, base_url: str, session: str) -> dict[str, str]:
         "ANTHROPIC_API_KEY": "test-key",
         "ANTHROPIC_BASE_URL": base_url,
     }
+
+
+async def ledger_query(ledger: Any, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows as plain tuples through the ledger's own read connection, on either backend."""
+    return [tuple(r) for r in await (await ledger.conn.execute(sql, args)).fetchall()]
+
+
+def target_rows(target: Path | str, sql: str) -> list[tuple[Any, ...]]:
+    """Read a ledger from outside offload, the way an auditor would: plain sqlite3 or psycopg."""
+    if isinstance(target, str):
+        with psycopg.connect(target) as pconn:
+            return [tuple(r) for r in pconn.execute(sql).fetchall()]
+    conn = sqlite3.connect(target)
+    try:
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()

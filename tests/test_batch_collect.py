@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from helpers import target_rows
 from offload.config.settings import Settings
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import windows as w
@@ -21,25 +22,27 @@ from offload.state import open_state
 pytestmark = pytest.mark.anyio
 
 
-def count(db: Path, sql: str) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute(sql).fetchone()[0])
-    finally:
-        conn.close()
+def count(db: Path | str, sql: str) -> int:
+    return int(target_rows(db, sql)[0][0])
+
+
+def on(target: Path | str) -> dict[str, Any]:
+    """make_settings overrides putting the ledger on `target` (a file, or a postgresql:// URL)."""
+    return {"db_url": target} if isinstance(target, str) else {"db_path": target}
 
 
 async def test_two_collectors_on_one_ledger_settle_each_item_exactly_once(
-    running: Callable[..., Any], make_settings: Callable[..., Settings]
+    running: Callable[..., Any], make_settings: Callable[..., Settings], ledger_target: Path | str
 ) -> None:
     with running(batch_delay_s=0.2) as emu:
-        settings = make_settings(emu.url)
+        settings = make_settings(emu.url, **on(ledger_target))
         async with open_state(settings) as a, open_state(settings) as b:
             out = await submit(a, "s1", SubmitArgs(template="Tag {item}", items=tuple(f"x{i}" for i in range(300))))
             bid = out.data["batch_id"]
             # The whole worst case is held, by the batch rather than by this process.
-            held = count(settings.db_path, "SELECT amount_pusd FROM reservations WHERE pid = 0 AND host = 'batch'")
-            assert held > 0 and held == count(settings.db_path, "SELECT worst_pusd FROM batches")
+            db = settings.ledger_target
+            held = count(db, "SELECT amount_pusd FROM reservations WHERE pid = 0 AND host = 'batch'")
+            assert held > 0 and held == count(db, "SELECT worst_pusd FROM batches")
 
             async def loop(state: Any) -> None:
                 while (await status(state, "s1", bid)).data["state"] != "done":
@@ -56,7 +59,6 @@ async def test_two_collectors_on_one_ledger_settle_each_item_exactly_once(
 
             await collect_part(b, ref)
         results_calls = [r for r in emu.state.calls() if r.path.endswith("/results")]
-    db = settings.db_path
     assert count(db, "SELECT COUNT(*) FROM attempts WHERE batch = 1") == 300
     assert count(db, "SELECT COUNT(DISTINCT request_key) FROM attempts") == 300
     assert count(db, "SELECT COUNT(*) FROM reservations") == 0
@@ -65,10 +67,10 @@ async def test_two_collectors_on_one_ledger_settle_each_item_exactly_once(
 
 
 async def test_submission_interrupted_before_the_api_answered_is_surfaced_not_resent(
-    running: Callable[..., Any], make_settings: Callable[..., Settings]
+    running: Callable[..., Any], make_settings: Callable[..., Settings], ledger_target: Path | str
 ) -> None:
     with running(batch_delay_s=0.1) as emu:
-        settings = make_settings(emu.url)
+        settings = make_settings(emu.url, **on(ledger_target))
         async with open_state(settings) as state:
             from offload.infra.ledger import budgets
             from offload.metering.metered import limits_of
@@ -87,7 +89,7 @@ async def test_submission_interrupted_before_the_api_answered_is_surfaced_not_re
             await store.claim_due(state.ledger, now=w.utcnow() + timedelta(hours=1))
             text = (await status(state, "s1", "b_cut")).text
             assert "interrupted during submission" in text and "retry_failed='b_cut'" in text, text
-            assert count(settings.db_path, "SELECT amount_pusd FROM reservations") == 10**9  # still held
+            assert count(settings.ledger_target, "SELECT amount_pusd FROM reservations") == 10**9  # still held
             assert emu.state.calls("/v1/messages/batches") == []  # nothing was resent on a guess
 
             again = await submit(state, "s1", SubmitArgs(retry_failed="b_cut"))

@@ -1,4 +1,5 @@
-"""Eight OS processes share one daily budget: it must hold, and no row may be lost or doubled.
+"""Eight OS processes share one daily budget (one SQLite file, or one PostgreSQL database): it must
+hold, and no row may be lost or doubled.
 
 Each worker loops reserve -> spend (simulated, or a real call to the emulator through the
 anthropic SDK, priced from its usage) -> record, exactly as a Claude Code session's server would.
@@ -7,7 +8,6 @@ anthropic SDK, priced from its usage) -> record, exactly as a Claude Code sessio
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from emulator_fixtures import running
+from helpers import target_rows
 
 PROCS = 8
 
@@ -86,8 +87,9 @@ WORKER = textwrap.dedent(
 )
 
 
-def _hammer(tmp_path: Path, limit: int, n: int, url: str | None = None) -> tuple[list[dict[str, Any]], Path]:
-    db = tmp_path / "shared.db"
+def _hammer(
+    tmp_path: Path, db: Path | str, limit: int, n: int, url: str | None = None
+) -> tuple[list[dict[str, Any]], Path | str]:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     # Create the schema once so eight first-openers don't all migrate at the same instant.
@@ -112,15 +114,11 @@ def _hammer(tmp_path: Path, limit: int, n: int, url: str | None = None) -> tuple
     return results, db
 
 
-def _check_ledger(results: list[dict[str, Any]], db: Path, limit: int) -> tuple[int, int]:
+def _check_ledger(results: list[dict[str, Any]], db: Path | str, limit: int) -> tuple[int, int]:
     reported = {key: cost for r in results for key, cost in r["recorded"]}
     assert len(reported) == sum(len(r["recorded"]) for r in results)  # keys unique across workers
-    conn = sqlite3.connect(db)
-    try:
-        stored = dict(conn.execute("SELECT request_key, cost_pusd FROM attempts").fetchall())
-        held = conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
-    finally:
-        conn.close()
+    stored = {str(k): int(v) for k, v in target_rows(db, "SELECT request_key, cost_pusd FROM attempts")}
+    held = target_rows(db, "SELECT COUNT(*) FROM reservations")[0][0]
     assert stored == reported  # nothing lost, nothing doubled, costs exact
     assert sum(stored.values()) <= limit
     assert held == 0  # every hold was settled by its record
@@ -130,18 +128,18 @@ def _check_ledger(results: list[dict[str, Any]], db: Path, limit: int) -> tuple[
 
 
 @pytest.mark.slow
-def test_eight_processes_never_overspend_one_daily_budget(tmp_path: Path) -> None:
+def test_eight_processes_never_overspend_one_daily_budget(tmp_path: Path, ledger_target: Path | str) -> None:
     limit = 100 * 10**9  # $0.10; reservations are $0.001-$0.01 each, so the budget runs out
-    results, db = _hammer(tmp_path, limit, n=40)
+    results, db = _hammer(tmp_path, ledger_target, limit, n=40)
     recorded, refused = _check_ledger(results, db, limit)
     assert recorded > 10 and refused > 0
 
 
 @pytest.mark.slow
-def test_eight_processes_calling_the_emulator_stay_within_budget(tmp_path: Path) -> None:
+def test_eight_processes_calling_the_emulator_stay_within_budget(tmp_path: Path, ledger_target: Path | str) -> None:
     limit = 3 * 10**9  # $0.003 of haiku calls
     with running() as emu:
-        results, db = _hammer(tmp_path, limit, n=12, url=emu.url)
+        results, db = _hammer(tmp_path, ledger_target, limit, n=12, url=emu.url)
         calls = len(emu.state.calls("/v1/messages"))
     recorded, refused = _check_ledger(results, db, limit)
     assert recorded > 10 and refused > 0

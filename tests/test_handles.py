@@ -1,4 +1,4 @@
-"""Handles in a real SQLite ledger file: save once, reslice later without resending."""
+"""Handles in a real ledger (SQLite file and PostgreSQL database): save once, reslice later without resending."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from offload.trim.content import trim
 
 
 @pytest.mark.anyio
-async def test_second_slice_from_handle_in_another_connection(tmp_path: Path) -> None:
-    db = tmp_path / "ledger.db"
+async def test_second_slice_from_handle_in_another_connection(ledger_target: Path | str) -> None:
+    db = ledger_target
     log = ci_log()
     ledger = await Ledger.open(db)
     try:
@@ -42,8 +42,8 @@ async def test_second_slice_from_handle_in_another_connection(tmp_path: Path) ->
 
 
 @pytest.mark.anyio
-async def test_same_content_same_handle_one_row(tmp_path: Path) -> None:
-    ledger = await Ledger.open(tmp_path / "l.db")
+async def test_same_content_same_handle_one_row(ledger_target: Path | str) -> None:
+    ledger = await Ledger.open(ledger_target)
     try:
         a = await save(ledger, "héllo wörld", "text")
         b = await save(ledger, "héllo wörld", "text")
@@ -57,8 +57,8 @@ async def test_same_content_same_handle_one_row(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_unknown_handle_says_what_to_send(tmp_path: Path) -> None:
-    ledger = await Ledger.open(tmp_path / "l.db")
+async def test_unknown_handle_says_what_to_send(ledger_target: Path | str) -> None:
+    ledger = await Ledger.open(ledger_target)
     try:
         with pytest.raises(InputError) as exc:
             await load(ledger, "h_000000000000")
@@ -68,9 +68,9 @@ async def test_unknown_handle_says_what_to_send(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_prune_drops_only_unused_handles(tmp_path: Path) -> None:
+async def test_prune_drops_only_unused_handles(ledger_target: Path | str) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    ledger = await Ledger.open(tmp_path / "l.db")
+    ledger = await Ledger.open(ledger_target)
     try:
         old = await save(ledger, "old", "text", now=t0)
         used = await save(ledger, "used", "text", now=t0)

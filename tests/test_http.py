@@ -194,7 +194,7 @@ async def test_healthz_needs_no_token_and_reveals_nothing(secured: Running) -> N
     async with httpx2.AsyncClient() as http:
         resp = await http.get(f"{secured.url}/healthz")
     assert resp.status_code == 200
-    assert resp.json() == {"ok": True, "name": "offload", "version": __version__}
+    assert resp.json() == {"ok": True, "name": "offload", "version": __version__, "ledger": "ok"}
     assert TOKEN_A not in resp.text
 
 

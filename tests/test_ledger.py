@@ -1,4 +1,4 @@
-"""Attempt records on a real SQLite file: idempotency, atomic release, crash safety."""
+"""Attempt records on a real SQLite file and a real PostgreSQL database: idempotency, atomic release, crash safety."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from helpers import ledger_query
 from offload.config.pricing import load_prices
 from offload.core.errors import BudgetExceededError
 from offload.core.pricing import Usage
@@ -28,19 +30,11 @@ def attempt(key: str, cost: int, *, session: str = "s1", ts: datetime | None = N
     return Attempt(key, session, "routed_complete", "claude-haiku-5-5", Usage(10, 5), cost_pusd=cost, ts=ts)
 
 
-def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
 async def test_record_is_idempotent_on_request_key(ledger: Ledger) -> None:
     assert await record(ledger, attempt("k1", 700)) is True
     assert await record(ledger, attempt("k1", 700)) is False  # a retry of the same logical record
     assert await record(ledger, attempt("k2", 300)) is True
-    assert rows(ledger.path, "SELECT request_key, cost_pusd FROM attempts ORDER BY id") == [
+    assert await ledger_query(ledger, "SELECT request_key, cost_pusd FROM attempts ORDER BY id") == [
         ("k1", 700),
         ("k2", 300),
     ]
@@ -72,8 +66,8 @@ async def test_record_stores_every_column(ledger: Ledger) -> None:
     # + 50x20_000_000 (a 2,007-token cached prefix is above Opus's 1,024 minimum)
     assert a.baseline_pusd == 11_064_800_000
     await record(ledger, a)
-    (row,) = rows(
-        ledger.path,
+    (row,) = await ledger_query(
+        ledger,
         "SELECT ts, session_id, tool, policy, tier, model, input_tokens, output_tokens, cache_write_5m,"
         " cache_write_1h, cache_read, cost_pusd, baseline_pusd, batch, step, outcome, stop_reason,"
         " request_hash, batch_id, prompt_text, completion_text FROM attempts",
@@ -88,33 +82,33 @@ async def test_record_stores_every_column(ledger: Ledger) -> None:
 async def test_record_releases_its_reservation_in_the_same_transaction(ledger: Ledger) -> None:
     limits = BudgetLimits(daily_pusd=1000)
     r = await reserve(ledger, "s1", 900, limits, now=NOW)
-    assert rows(ledger.path, "SELECT amount_pusd FROM reservations") == [(900,)]
+    assert await ledger_query(ledger, "SELECT amount_pusd FROM reservations") == [(900,)]
     assert await record(ledger, attempt("k1", 400), r)
-    assert rows(ledger.path, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert await ledger_query(ledger, "SELECT COUNT(*) FROM reservations") == [(0,)]
     # a duplicate record still releases (and never double counts)
     r2 = await reserve(ledger, "s1", 600, limits, now=NOW)
     assert await record(ledger, attempt("k1", 400), r2) is False
-    assert rows(ledger.path, "SELECT COUNT(*), SUM(cost_pusd) FROM attempts") == [(1, 400)]
-    assert rows(ledger.path, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert await ledger_query(ledger, "SELECT COUNT(*), SUM(cost_pusd) FROM attempts") == [(1, 400)]
+    assert await ledger_query(ledger, "SELECT COUNT(*) FROM reservations") == [(0,)]
 
 
 async def test_failed_record_keeps_the_reservation(ledger: Ledger) -> None:
     """Both or neither: an insert that fails must not free the hold it was meant to settle."""
     r = await reserve(ledger, "s1", 900, BudgetLimits(daily_pusd=1000), now=NOW)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         await record(ledger, attempt("bad", -1), r)  # CHECK (cost_pusd >= 0)
-    assert rows(ledger.path, "SELECT COUNT(*) FROM attempts") == [(0,)]
-    assert rows(ledger.path, "SELECT amount_pusd FROM reservations") == [(900,)]
+    assert await ledger_query(ledger, "SELECT COUNT(*) FROM attempts") == [(0,)]
+    assert await ledger_query(ledger, "SELECT amount_pusd FROM reservations") == [(900,)]
 
 
 async def test_record_many_and_policy_snapshot(ledger: Ledger) -> None:
     r = await reserve(ledger, "s1", 50, BudgetLimits(), now=NOW)
     n = await record_many(ledger, [attempt("a", 1), attempt("b", 2), attempt("a", 1)], [r])
     assert n == 2
-    assert rows(ledger.path, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert await ledger_query(ledger, "SELECT COUNT(*) FROM reservations") == [(0,)]
     await record_policy(ledger, "s1", "frugal", BudgetLimits.from_usd(daily="20", monthly="300"), ["0.8", "0.95"])
-    assert rows(
-        ledger.path, "SELECT policy, session_pusd, daily_pusd, monthly_pusd, warn_at FROM policy_snapshots"
+    assert await ledger_query(
+        ledger, "SELECT policy, session_pusd, daily_pusd, monthly_pusd, warn_at FROM policy_snapshots"
     ) == [("frugal", None, 20 * 10**12, 300 * 10**12, "0.8,0.95")]
 
 
@@ -145,7 +139,8 @@ CRASHER = textwrap.dedent(
 async def test_sigkilled_process_frees_its_hold_and_keeps_its_rows(ledger: Ledger, tmp_path: Path) -> None:
     script = tmp_path / "crasher.py"
     script.write_text(CRASHER)
-    proc = subprocess.Popen([sys.executable, str(script), str(ledger.path)], stdout=subprocess.PIPE, text=True)
+    target = str(ledger.url or ledger.path)
+    proc = subprocess.Popen([sys.executable, str(script), target], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
@@ -160,8 +155,8 @@ async def test_sigkilled_process_frees_its_hold_and_keeps_its_rows(ledger: Ledge
     # dead pid on this host: the next reserve clears its hold at once (no 1 h wait)
     r = await reserve(ledger, "other", 750, BudgetLimits(daily_pusd=1000))
     assert r.amount_pusd == 750
-    assert rows(ledger.path, "SELECT session_id, amount_pusd FROM reservations") == [("other", 750)]
-    assert rows(ledger.path, "SELECT request_key, cost_pusd FROM attempts") == [("done-1", 250)]
+    assert await ledger_query(ledger, "SELECT session_id, amount_pusd FROM reservations") == [("other", 750)]
+    assert await ledger_query(ledger, "SELECT request_key, cost_pusd FROM attempts") == [("done-1", 250)]
 
 
 async def test_expired_hold_is_ignored_and_purged(ledger: Ledger) -> None:
@@ -171,4 +166,4 @@ async def test_expired_hold_is_ignored_and_purged(ledger: Ledger) -> None:
         await reserve(ledger, "s1", 200, limits, now=NOW.replace(second=59))
     later = NOW.replace(minute=1, second=0)  # exactly at expiry
     await reserve(ledger, "s1", 200, limits, now=later)
-    assert rows(ledger.path, "SELECT amount_pusd FROM reservations") == [(200,)]
+    assert await ledger_query(ledger, "SELECT amount_pusd FROM reservations") == [(200,)]

@@ -1,21 +1,28 @@
-"""Stored payloads are forgotten on schedule; spend history never is."""
+"""Stored payloads are forgotten on schedule; spend history never is (the contract on both backends)."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
 
-from helpers import ledger_rows
+from helpers import ledger_query, ledger_rows
 from offload.config.settings import Settings
+from offload.core.pricing import Usage
+from offload.infra.ledger import batches as store
+from offload.infra.ledger.budgets import BudgetLimits, reserve
+from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.records import Attempt
 from offload.mcp.server import build_server
 from test_batch import wait_done
 
 pytestmark = pytest.mark.anyio
+SHARED = '{"prefix": "secret prefix"}'
 
 
 def _age(db: Path, sql: str) -> None:
@@ -58,3 +65,30 @@ async def test_old_batch_prompts_answers_and_trim_originals_are_forgotten_at_sta
     assert not results.is_error  # counts and costs still answer
     assert again.is_error and "handle" in again.content[0].text  # type: ignore[union-attr]
     assert retry.is_error and "forgotten" in retry.content[0].text  # type: ignore[union-attr]
+
+
+async def test_forgetting_payloads_blanks_only_old_settled_batches_on_either_backend(ledger: Ledger) -> None:
+    """The ledger's retention contract, on SQLite and PostgreSQL alike (no server involved)."""
+    hold = await reserve(ledger, "s1", 2000, BudgetLimits())
+    nb = store.NewBatch("b_old", "s1", "default", "cheap", "claude-haiku-5-5", "claude-opus-5-5", 2, 2000, 1, 2, SHARED)
+    await store.create(
+        ledger, nb, [(0, 0, "secret a", "body a", "sys", 1000), (1, 0, "secret b", "b", None, 1000)], [2], hold.id
+    )
+    ref = store.PartRef("b_old", 0, "msgbatch_x", "ended", 1)
+    settled = [
+        store.Settled(i, "succeeded", f"answer {i}", "end_turn", None, Attempt(
+            f"batch:x:{i}", "s1", "batch_results", "claude-haiku-5-5", Usage(3, 4), 400 + i, batch=True))
+        for i in (0, 1)
+    ]  # fmt: skip
+    assert await store.settle(ledger, ref, settled) == 2
+    assert await store.part_collected(ledger, ref) is True
+    later = datetime.now(UTC) + timedelta(days=30)
+    assert await store.forget_payloads(ledger, now=datetime.now(UTC)) == 0  # not old yet
+    assert await store.forget_payloads(ledger, now=later) == 2
+    assert await store.forget_payloads(ledger, now=later) == 0  # each batch is forgotten once
+    kept = await ledger_query(ledger, "SELECT label, body, system, text, cost_pusd FROM batch_items ORDER BY idx")
+    assert kept == [("item 0", "", None, None, 400), ("item 1", "", None, None, 401)]
+    assert await ledger_query(ledger, "SELECT shared FROM batches") == [("{}",)]
+    # Spend history is never forgotten, and the batch's hold is gone with its settlement.
+    assert await ledger_query(ledger, "SELECT SUM(cost_pusd), COUNT(*) FROM attempts") == [(801, 2)]
+    assert await ledger_query(ledger, "SELECT COUNT(*) FROM reservations") == [(0,)]

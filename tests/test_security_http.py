@@ -94,7 +94,7 @@ async def test_every_mcp_route_and_method_needs_the_token(tmp_path: Path) -> Non
             good = await http.post(f"{url}/mcp", json=INIT, headers={**HEADERS, "Authorization": f"Bearer {TOKEN}"})
             health = await http.get(f"{url}/healthz")
     assert bad.status_code == 401 and good.status_code == 200
-    assert set(health.json()) == {"ok", "name", "version"}
+    assert set(health.json()) == {"ok", "name", "version", "ledger"}
 
 
 @pytest.mark.anyio

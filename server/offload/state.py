@@ -97,7 +97,9 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     prices = load_prices(overlay=settings.pricing_path)
     policies = PolicyHolder(settings.policy_path, known_models=prices.models)
     async with AsyncExitStack() as stack:
-        ledger = await Ledger.open(settings.db_path, project=settings.project, user=settings.user)
+        ledger = await Ledger.open(
+            settings.ledger_target, project=settings.project, user=settings.user, spool=settings.db_path
+        )
         stack.push_async_callback(ledger.close)
         # Holds and batch claims of this server live as long as its heartbeat does, on any host.
         await stack.enter_async_context(instances.kept_alive(ledger, settings.lease_s, settings.host_id))

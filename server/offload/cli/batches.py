@@ -15,10 +15,10 @@ from offload.services.batches.views import age
 
 def cmd_list(settings: Settings, *, include_done: bool = False, as_json: bool = False) -> int:
     """`offload batches`: a table (or JSON) of batches in the ledger."""
-    if not settings.db_path.exists():
+    if settings.db_url is None and not settings.db_path.exists():
         print(f"no ledger at {settings.db_path}: no batches yet")
         return 0
-    rows = anyio.run(store.list_batches_readonly, settings.db_path, include_done)
+    rows = anyio.run(store.list_batches_readonly, settings.ledger_target, include_done)
     if as_json:
         for r in rows:
             for k in ("worst_pusd", "typical_pusd", "sync_pusd", "cost_pusd"):

@@ -77,11 +77,12 @@ def check_policy(settings: Settings) -> Check:
 
 async def check_ledger(settings: Settings) -> Check:
     try:
-        ledger = await Ledger.open(settings.db_path)
+        ledger = await Ledger.open(settings.ledger_target, spool=settings.db_path)
     except OffloadError as exc:
         return Check("ledger", False, one_line(exc))
+    where = "the PostgreSQL ledger" if settings.db_url else str(settings.db_path)
     await ledger.close()
-    return Check("ledger", True, f"{settings.db_path} is writable")
+    return Check("ledger", True, f"{where} is writable")
 
 
 def check_roots(settings: Settings) -> Check:

@@ -25,7 +25,10 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     s.add_argument("--policy", help="policy YAML (default: $OFFLOAD_POLICY or the shipped default)")
-    s.add_argument("--db", help="ledger SQLite file (default: $OFFLOAD_DB or ~/.local/share/offload/offload.db)")
+    s.add_argument(
+        "--db",
+        help="ledger SQLite file or postgresql:// URL (default: $OFFLOAD_DB or ~/.local/share/offload/offload.db)",
+    )
     s.add_argument(
         "--http", metavar="[HOST:]PORT", help="serve streamable HTTP instead of stdio (a bare PORT means 127.0.0.1)"
     )
@@ -80,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     db_.add_argument("--db", help="ledger SQLite file")
     db_.add_argument("--transcripts", help="Claude Code transcripts directory (default: ~/.claude/projects)")
 
+    lg = sub.add_parser("ledger", help="ledger maintenance")
+    lgsub = lg.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    lm = lgsub.add_parser("migrate", help="copy a SQLite ledger's whole history into another (re-running is harmless)")
+    lm.add_argument("source", metavar="SQLITE_FILE")
+    lm.add_argument("target", metavar="POSTGRES_URL", help="postgresql://... (or another ledger file)")
+
     d = sub.add_parser("demo", help="end-to-end rehearsal on the emulator and a temporary database")
     d.add_argument("--keep", action="store_true", help="keep the temporary database and print its path")
     return p
@@ -106,12 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from offload.config.settings import Settings
+    import os
+
+    from offload.config.settings import Settings, ledger_location
 
     policy, db = getattr(args, "policy", None), getattr(args, "db", None)
+    db_path, db_url = ledger_location(db, os.environ) if db else (None, None)
     return Settings.from_env(
         policy_path=Path(policy) if policy else None,
-        db_path=Path(db) if db else None,
+        db_path=db_path,
+        db_url=db_url,
         session_id=getattr(args, "session", None),
     )
 
@@ -152,9 +165,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.policy_command == "check":
             return policy_cli.cmd_check(args.files)
         if args.policy_command == "reset-learning":
-            return policy_cli.cmd_reset_learning(_settings(args).db_path, args.family)
+            return policy_cli.cmd_reset_learning(_settings(args).ledger_target, args.family)
         return policy_cli.cmd_explain(
-            args.file, args.prompt, task=args.task, difficulty=args.difficulty, db=_settings(args).db_path
+            args.file, args.prompt, task=args.task, difficulty=args.difficulty, db=_settings(args).ledger_target
         )
     if cmd == "batches":
         from offload.cli.batches import cmd_list
@@ -173,6 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         transcripts = Path(args.transcripts).expanduser() if args.transcripts else None
         return cmd_dashboard(_settings(args), host=args.host, port=args.port, transcripts=transcripts)
+    if cmd == "ledger":
+        from offload.cli.ledger import cmd_migrate
+
+        return cmd_migrate(args.source, args.target)
     if cmd == "demo":
         from offload.cli.demo import run_demo
 

@@ -76,7 +76,9 @@ def _fmt_stats(stats: dict[str, TierStats], ladder: tuple[str, ...]) -> str:
     return ", ".join(parts) or "no judged answers"
 
 
-def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | None, db: Path | None = None) -> int:
+def cmd_explain(
+    file: str, prompt: str, *, task: str | None, difficulty: str | None, db: Path | str | None = None
+) -> int:
     """Print the routing decision for one prompt, with its worst-case cost on each step."""
     table = _price_table()
     policy = load_policy(file, known_models=_known_models(table))
@@ -123,7 +125,8 @@ def cmd_explain(file: str, prompt: str, *, task: str | None, difficulty: str | N
     return 0
 
 
-def cmd_reset_learning(db: Path, family: str | None) -> int:
+def cmd_reset_learning(db: Path | str, family: str | None) -> int:
     n = reset_learned(db, family)
-    print(f"forgot {n} learned outcome(s){f' of {family}' if family else ''} in {db}")
+    where = "the PostgreSQL ledger" if isinstance(db, str) else db
+    print(f"forgot {n} learned outcome(s){f' of {family}' if family else ''} in {where}")
     return 0

@@ -36,7 +36,7 @@ def preflight(settings: Settings) -> None:
 
 
 async def _open_ledger(settings: Settings) -> None:
-    ledger = await Ledger.open(settings.db_path)
+    ledger = await Ledger.open(settings.ledger_target, spool=settings.db_path)
     await ledger.close()
 
 

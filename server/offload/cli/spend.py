@@ -38,16 +38,17 @@ def cmd_spend(
     except ValueError as exc:
         raise InputError(str(exc)) from None
     path = settings.db_path
-    if not path.exists():
+    if settings.db_url is None and not path.exists():
         # A wrong path must not read as "nothing spent".
         raise InputError(
             f"no ledger at {path}: nothing recorded there yet, or your server writes elsewhere "
             "(pass the same --db / OFFLOAD_DB it uses)"
         )
-    rows = read_spend(path, by, start)
+    rows = read_spend(settings.ledger_target, by, start)
+    where = "the PostgreSQL ledger" if settings.db_url else str(path)
     tot = total(rows)
     if as_json:
-        doc: dict[str, object] = {"db": str(path), "by": by, "since": w.iso(start)}
+        doc: dict[str, object] = {"db": where, "by": by, "since": w.iso(start)}
         doc["rows"] = [r.to_json() for r in rows]
         doc["total"] = tot.to_json()
         print(json.dumps(doc, indent=2))
@@ -57,7 +58,7 @@ def cmd_spend(
         return 0
     console = _console()
     if not rows:
-        console.print(f"no attempts recorded since {start:%Y-%m-%d %H:%M} UTC in {path}")
+        console.print(f"no attempts recorded since {start:%Y-%m-%d %H:%M} UTC in {where}")
         return 0
     title = f"offload spend by {by} since {start:%Y-%m-%d %H:%M} UTC"
     if console.width < NARROW_BELOW:

@@ -81,7 +81,7 @@ def run_also(command: str, raw: bytes) -> str:
 def cmd_statusline(settings: Settings, *, also: str | None = None, now: datetime | None = None) -> int:
     raw = read_host_input()
     session, host = parse_host_input(raw)
-    line = read_statusline(settings.db_path, now or w.utcnow(), session_id=session)
+    line = read_statusline(settings.ledger_target, now or w.utcnow(), session_id=session)
     if host is not None:
         line += f" · host {host}"
     if also:

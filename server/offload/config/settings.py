@@ -5,6 +5,7 @@ Nothing else reads `os.environ`; everything downstream takes a `Settings`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sys
@@ -55,6 +56,26 @@ def user_config_dir(env: Mapping[str, str]) -> Path:
 
 def default_db_path(env: Mapping[str, str]) -> Path:
     return user_data_dir(env) / "offload.db"
+
+
+PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_pg_url(target: object) -> bool:
+    """Whether a ledger location (OFFLOAD_DB, --db) names a PostgreSQL database, not a file."""
+    return isinstance(target, str) and target.startswith(PG_SCHEMES)
+
+
+def pg_spool_path(url: str, env: Mapping[str, str]) -> Path:
+    """This host's journal anchor for a PostgreSQL ledger (journal.py): one per database URL."""
+    return user_data_dir(env) / f"pg-{hashlib.sha256(url.encode('utf-8')).hexdigest()[:12]}.db"
+
+
+def ledger_location(raw: str | None, env: Mapping[str, str]) -> tuple[Path, str | None]:
+    """(db_path, db_url) for OFFLOAD_DB / --db: a file (no URL), or a postgresql:// URL and its spool."""
+    if raw and is_pg_url(raw):
+        return pg_spool_path(raw, env), raw
+    return Path(raw or default_db_path(env)).expanduser(), None
 
 
 def _new_session_id() -> str:
@@ -117,6 +138,13 @@ class Settings:
     # third. OFFLOAD_HOST_ID names the machine where the host name, boot id and pid namespace can't.
     lease_s: int = 30
     host_id: str | None = None
+    # OFFLOAD_DB=postgresql://...: the shared ledger; db_path is then only this host's journal anchor.
+    db_url: str | None = field(default=None, repr=False)
+
+    @property
+    def ledger_target(self) -> Path | str:
+        """What `Ledger.open` takes: the PostgreSQL URL, else the SQLite file."""
+        return self.db_url or self.db_path
 
     @property
     def has_api_key(self) -> bool:
@@ -139,9 +167,11 @@ class Settings:
             except OSError as exc:
                 raise ConfigError(f"OFFLOAD_HTTP_TOKEN_FILE={token_file}: cannot read ({exc.strerror})") from None
             tokens += [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+        db_path, db_url = ledger_location(env.get("OFFLOAD_DB"), env)
         base = cls(
+            db_url=db_url,
             policy_path=Path(env.get("OFFLOAD_POLICY") or shipped("default.yaml")).expanduser(),
-            db_path=Path(env.get("OFFLOAD_DB") or default_db_path(env)).expanduser(),
+            db_path=db_path,
             # Claude Code (>= 2.1.154) puts its own session id and project root in a stdio
             # server's environment; OFFLOAD_* still win for anyone who wants to group differently.
             session_id=_first(env, "OFFLOAD_SESSION", "CLAUDE_CODE_SESSION_ID") or _new_session_id(),

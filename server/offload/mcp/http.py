@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from offload import __version__
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
+from offload.infra.ledger.db import probe
 from offload.mcp.metrics import CONTENT_TYPE, metrics_text
 from offload.mcp.server import build_server, configure_logging, has_uvloop
 from offload.state import AppState
@@ -138,11 +139,19 @@ class RedactQuery(logging.Filter):
         return True
 
 
-def add_health_route(server: MCPServer[AppState]) -> None:
+def add_health_route(server: MCPServer[AppState], settings: Settings | None = None) -> None:
     # Custom routes sit outside the SDK's auth wrapper: probes need no token, so this says
-    # nothing beyond liveness and version.
+    # nothing beyond liveness, version and whether the ledger answers (why not goes to the log).
+    # A replica whose shared ledger is unreachable answers 503, so a load balancer drains it.
     async def healthz(_: Request) -> Response:
-        return JSONResponse({"ok": True, "name": "offload", "version": __version__})
+        body: dict[str, object] = {"ok": True, "name": "offload", "version": __version__}
+        if settings is None:
+            return JSONResponse(body)
+        why = await probe(settings.ledger_target)
+        if why is not None:
+            log.warning("healthz: the ledger is unreachable: %s", why)
+            return JSONResponse({**body, "ok": False, "ledger": "unreachable"}, 503)
+        return JSONResponse({**body, "ledger": "ok"})
 
     server.custom_route(HEALTH_PATH, methods=["GET"], include_in_schema=False)(healthz)
 
@@ -218,7 +227,7 @@ def http_app(server: MCPServer[AppState], *, host: str = "127.0.0.1", settings: 
     rebound to 127.0.0.1 calling the tools); off loopback a token is mandatory, and a browser
     page cannot attach it.
     """
-    add_health_route(server)
+    add_health_route(server, settings)
     if settings is not None:
         add_metrics_route(server, settings)
     return server.streamable_http_app(

@@ -30,7 +30,7 @@ import aiosqlite
 
 from offload.core.errors import InputError
 from offload.core.recall import new_call_id
-from offload.infra.ledger import instances
+from offload.infra.ledger import instances, pg
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import acting
 from offload.infra.ledger.learning import CallRecord, insert_call
@@ -476,8 +476,10 @@ _OWN_HOLD = "host = ? AND (id, session_id) = (SELECT reservation_id, session_id 
 async def _cut_reservation(conn: aiosqlite.Connection, batch_id: str, amount: int) -> None:
     if amount:
         await conn.execute(
-            "UPDATE reservations SET amount_pusd = MAX(0, amount_pusd - ?) WHERE " + _OWN_HOLD,
-            (amount, BATCH_HOST, batch_id),
+            # CASE, not MAX(0, x): two-argument MAX is SQLite's alone (PostgreSQL says GREATEST).
+            "UPDATE reservations SET amount_pusd = CASE WHEN amount_pusd > ? THEN amount_pusd - ? ELSE 0 END WHERE "
+            + _OWN_HOLD,
+            (amount, amount, BATCH_HOST, batch_id),
         )
 
 
@@ -762,10 +764,14 @@ async def forget_payloads(ledger: Ledger, older_than_days: int = PAYLOAD_DAYS, *
     return max(changed, 0)
 
 
-async def list_batches_readonly(path: Path, include_done: bool) -> list[dict[str, Any]]:
-    """`list_batches` on a read-only connection: listing must not migrate or switch the file to WAL."""
-    uri = ro_uri(path)
+async def list_batches_readonly(path: Path | str, include_done: bool) -> list[dict[str, Any]]:
+    """`list_batches` on a read-only connection: listing must not migrate or switch the file to WAL.
+
+    `path` may be a postgresql:// URL: then a plain connection, which migrates nothing either."""
     hint = "pass the server's ledger with --db FILE or OFFLOAD_DB"
+    if pg.is_url(path):
+        return await _list_shared(str(path), include_done, hint)
+    uri = ro_uri(Path(path))
     try:
         async with aiosqlite.connect(uri, uri=True) as conn:
             await conn.execute("PRAGMA query_only = ON")
@@ -776,3 +782,13 @@ async def list_batches_readonly(path: Path, include_done: bool) -> list[dict[str
         raise InputError(f"cannot read the ledger {path} ({exc}); {hint}") from None
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None
+
+
+async def _list_shared(url: str, include_done: bool, hint: str) -> list[dict[str, Any]]:
+    conn = await pg.connect(url)
+    try:
+        return await list_batches(conn, include_done=include_done, limit=200)
+    except pg.driver().errors.UndefinedTable as exc:
+        raise InputError(f"{pg.redact(url)} holds no offload ledger ({str(exc).strip()}); {hint}") from None
+    finally:
+        await conn.close()

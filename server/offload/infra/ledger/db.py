@@ -1,4 +1,8 @@
-"""The SQLite file: opening, pragmas, migrations, and the write transaction.
+"""The ledger's store: a SQLite file (the default) or a PostgreSQL database (`postgresql://...`).
+
+Both backends offer the same seam: `Ledger.open`, `ledger.conn` for reads, `ledger.write()` for
+one write transaction that holds the ledger's single write lock. PostgreSQL lives in pg.py;
+the rest of this module is SQLite.
 
 Every process (one per Claude Code session) opens the same file. WAL lets readers run beside
 the single writer; `BEGIN IMMEDIATE` takes the write lock up front, which is what makes a
@@ -15,7 +19,9 @@ A BUSY that still gets through is retried with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
 import re
 import sqlite3
@@ -23,12 +29,14 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiosqlite
 
+from offload.config.settings import pg_spool_path
 from offload.core.errors import ConfigError, LedgerUnavailableError
-from offload.infra.ledger import journal
+from offload.infra.ledger import journal, pg
+from offload.infra.ledger.statusline import ro_uri
 
 if TYPE_CHECKING:
     from offload.infra.ledger.instances import Instance
@@ -103,7 +111,7 @@ class ReadConn:
 
 
 # What read helpers accept: the read connection, or the write connection inside `Ledger.write()`.
-Conn = aiosqlite.Connection | ReadConn
+Conn = aiosqlite.Connection | ReadConn | pg.Conn
 
 
 def _backoff(attempt: int) -> float:
@@ -133,11 +141,23 @@ class Ledger:
     """
 
     def __init__(
-        self, wconn: aiosqlite.Connection, rconn: aiosqlite.Connection, path: Path, *, busy_retries: int = BUSY_RETRIES
+        self,
+        wconn: aiosqlite.Connection | pg.Conn,
+        rconn: aiosqlite.Connection | pg.Conn,
+        path: Path,
+        *,
+        busy_retries: int = BUSY_RETRIES,
+        url: str | None = None,
     ) -> None:
-        self.wconn = wconn
-        self.conn = ReadConn(rconn)
+        # Exactly one of the two write connections is set: SQLite's, or PostgreSQL's (`_pg`).
+        self._pg = wconn if isinstance(wconn, pg.Conn) else None
+        self.wconn = cast(aiosqlite.Connection, None) if isinstance(wconn, pg.Conn) else wconn
+        self.conn: ReadConn | pg.Conn = rconn if isinstance(rconn, pg.Conn) else ReadConn(rconn)
+        # SQLite: the ledger file. PostgreSQL: where this host spools answers the database could
+        # not take (journal.py), since a shared database has no file beside it.
         self.path = path
+        self.url = url  # the postgresql:// URL, None for SQLite
+        self._lock_timeout_ms = BUSY_TIMEOUT_MS
         # Written on every attempt this process records (see records.py); set by `open`.
         self.project: str | None = None
         self.user: str | None = None
@@ -158,11 +178,19 @@ class Ledger:
         user: str | None = None,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         busy_retries: int = BUSY_RETRIES,
+        spool: Path | None = None,
     ) -> Ledger:
         """Open (creating and migrating) the ledger; a path that cannot hold one is a `ConfigError` naming it.
 
+        `path` is a SQLite file, or a `postgresql://` URL (then `spool` is the local journal's
+        anchor; by default one per URL in the user data directory).
         `project` and `user` are recorded on every attempt written through this connection.
         """
+        if pg.is_url(path):
+            url = str(path)
+            ledger = await cls._open_pg(url, spool or pg_spool_path(url, os.environ), busy_timeout_ms)
+            ledger.project, ledger.user = project, user
+            return ledger
         path = Path(path)
         try:
             ledger = await cls._open(path, busy_timeout_ms, busy_retries)
@@ -202,16 +230,43 @@ class Ledger:
             log.warning("ledger journal not replayed yet: %s", exc)
         return ledger
 
+    @classmethod
+    async def _open_pg(cls, url: str, spool: Path, lock_timeout_ms: int) -> Ledger:
+        wconn = await pg.connect(url, lock_timeout_ms=lock_timeout_ms)
+        try:
+            rconn = pg.ReadConn((await pg.connect(url)).raw, url)
+        except BaseException:
+            await wconn.close()
+            raise
+        with contextlib.suppress(OSError):  # a read-only home: spooling, if ever needed, reports it then
+            spool.parent.mkdir(parents=True, exist_ok=True)
+        ledger = cls(wconn, rconn, spool, url=url)
+        ledger._lock_timeout_ms = lock_timeout_ms
+        try:
+            await pg.migrate(wconn)
+        except BaseException:
+            await ledger.close()
+            raise
+        try:
+            await journal.replay(ledger)
+        except (LedgerUnavailableError, OSError) as exc:
+            log.warning("ledger journal not replayed yet: %s", exc)
+        return ledger
+
     async def close(self) -> None:
         try:
             await self.conn.close()
         finally:
-            await self.wconn.close()
+            await (self._pg or self.wconn).close()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         """An IMMEDIATE transaction: holds the database write lock from its first statement."""
         async with self._write_lock:
+            if self._pg is not None:
+                async with self._pg_write(self._pg) as conn:
+                    yield conn
+                return
             try:
                 await self._begin()
             except sqlite3.OperationalError as exc:
@@ -229,6 +284,34 @@ class Ledger:
                     await self._commit()
                 except sqlite3.OperationalError as exc:
                     raise self._unavailable(exc) from exc
+
+    @asynccontextmanager
+    async def _pg_write(self, wconn: pg.Conn) -> AsyncIterator[aiosqlite.Connection]:
+        lost = pg.errors()
+        try:
+            for attempt in range(2):
+                if wconn.broken:  # the server restarted or the network dropped: one fresh connection
+                    self._pg = wconn = await pg.connect(cast(str, self.url), lock_timeout_ms=self._lock_timeout_ms)
+                started = False
+                try:
+                    async with pg.transaction(wconn) as conn:
+                        started = True
+                        # pg.Conn offers what the ledger modules call on aiosqlite's connection (execute,
+                        # executemany, cursors with fetchone/fetchall/rowcount), which they are typed against.
+                        yield cast(aiosqlite.Connection, conn)
+                    return
+                except lost:
+                    # Lost before the transaction began (a connection that died while idle): nothing
+                    # was written, so begin once more on a fresh one. Lost later: the caller decides.
+                    if started or attempt or not wconn.broken:
+                        raise
+        except lost as exc:
+            raise LedgerUnavailableError(
+                f"the ledger {pg.redact(cast(str, self.url))} could not be written ({str(exc).strip()}); "
+                "nothing new was charged to it. Check that PostgreSQL is reachable, then call again"
+            ) from exc
+        except ConfigError as exc:  # the reconnect failed
+            raise LedgerUnavailableError(f"{exc}; nothing new was charged to it") from exc
 
     def _unavailable(self, exc: sqlite3.OperationalError) -> LedgerUnavailableError:
         why = "locked by other processes past every retry" if is_busy(exc) else str(exc)
@@ -288,3 +371,29 @@ def _split_sql(script: str) -> list[str]:
     if buf.strip():
         statements.append(buf.strip())
     return statements
+
+
+async def probe(target: Path | str, *, timeout_s: int = 3) -> str | None:
+    """None when the ledger at `target` can be reached and read (or, a file not made yet, created);
+    otherwise why not, for the server's log (it may name hosts and paths: not for anonymous callers)."""
+    try:
+        if pg.is_url(target):
+            conn = await pg.connect(str(target), timeout_s=timeout_s)
+            try:
+                await conn.execute("SELECT COUNT(*) FROM schema_migrations")
+            finally:
+                await conn.close()
+            return None
+        path = Path(target)
+        if not path.exists():
+            parent = next((p for p in path.parents if p.exists()), Path("/"))
+            return None if os.access(parent, os.W_OK) else f"{parent} is not writable"
+        async with aiosqlite.connect(ro_uri(path), uri=True, timeout=timeout_s) as lite:
+            await lite.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")
+        return None
+    except (ConfigError, sqlite3.Error, OSError) as exc:
+        return str(exc)
+    except Exception as exc:  # psycopg's errors, whose module SQLite users need not have
+        if type(exc).__module__.startswith("psycopg"):
+            return str(exc).strip()
+        raise

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from offload.infra.ledger import pg
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.statusline import open_ro
 
@@ -100,7 +101,7 @@ _STATS = (
     "   WHEN e.session_id IN (SELECT session_id FROM calls WHERE verdict IS NOT NULL) THEN 1 END AS ok,"
     "   ROW_NUMBER() OVER (PARTITION BY e.tier ORDER BY e.id DESC) AS n"
     "  FROM tier_evidence e WHERE e.family = ?"
-    ") WHERE n <= ? GROUP BY tier"
+    ") AS recent WHERE n <= ? GROUP BY tier"
 )
 
 
@@ -121,7 +122,7 @@ async def longest_answer(conn: Conn, label: str | None, window: int) -> tuple[in
         "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ("
         " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
         f" WHERE {where}c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
-        " ORDER BY c.ts DESC LIMIT ?)",
+        " ORDER BY c.ts DESC LIMIT ?) AS recent",
         args,
     )
     row = await cur.fetchone()
@@ -133,7 +134,7 @@ async def typical_output(conn: Conn, model: str, *, recent: int = 200) -> int | 
     cur = await conn.execute(
         "SELECT COUNT(*), AVG(output_tokens) FROM (SELECT output_tokens FROM attempts"
         " WHERE model = ? AND outcome = 'ok' AND COALESCE(stop_reason, '') != 'max_tokens'"
-        " ORDER BY id DESC LIMIT ?)",
+        " ORDER BY id DESC LIMIT ?) AS recent",
         (model, recent),
     )
     row = await cur.fetchone()
@@ -148,18 +149,29 @@ async def judges(conn: Conn, session_id: str) -> bool:
     return await cur.fetchone() is not None
 
 
-def read_learned(path: Path, window: int) -> dict[str, dict[str, TierStats]]:
+def _learned(conn: sqlite3.Connection | pg.SyncConn, window: int) -> dict[str, dict[str, TierStats]]:
+    families = [str(r[0]) for r in conn.execute("SELECT DISTINCT family FROM tier_evidence ORDER BY family")]
+    out: dict[str, dict[str, TierStats]] = {}
+    for family in families:
+        rows = conn.execute(_STATS, (family, window)).fetchall()
+        out[family] = {str(r[0]): TierStats(int(r[1]), int(r[2])) for r in rows}
+    return out
+
+
+def read_learned(path: Path | str, window: int) -> dict[str, dict[str, TierStats]]:
     """Every family's recent stats, read-only and synchronous, for `offload policy explain`."""
+    if pg.is_url(path):
+        shared = pg.connect_sync(str(path))
+        try:
+            return _learned(shared, window)
+        finally:
+            shared.close()
+    path = Path(path)
     if not path.exists():
         return {}
     conn = open_ro(path)
     try:
-        families = [str(r[0]) for r in conn.execute("SELECT DISTINCT family FROM tier_evidence ORDER BY family")]
-        out: dict[str, dict[str, TierStats]] = {}
-        for family in families:
-            rows = conn.execute(_STATS, (family, window)).fetchall()
-            out[family] = {str(r[0]): TierStats(int(r[1]), int(r[2])) for r in rows}
-        return out
+        return _learned(conn, window)
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return {}
@@ -168,8 +180,18 @@ def read_learned(path: Path, window: int) -> dict[str, dict[str, TierStats]]:
         conn.close()
 
 
-def reset_learned(path: Path, family: str | None = None) -> int:
+def reset_learned(path: Path | str, family: str | None = None) -> int:
     """Forget the evidence (of one family, or all); calls and their verdicts stay. Rows deleted."""
+    if pg.is_url(path):
+        shared = pg.connect_sync(str(path))
+        try:
+            with shared.write() as tx:
+                if family is None:
+                    return max(tx.execute("DELETE FROM tier_evidence").rowcount, 0)
+                return max(tx.execute("DELETE FROM tier_evidence WHERE family = ?", (family,)).rowcount, 0)
+        finally:
+            shared.close()
+    path = Path(path)
     if not path.exists():
         return 0
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)

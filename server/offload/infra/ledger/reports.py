@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from offload.core.errors import InputError
 from offload.core.money import usd_json
+from offload.infra.ledger import pg
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import BudgetLimits, ScopeState, Who, scope_states
 from offload.infra.ledger.statusline import open_ro
@@ -86,7 +87,11 @@ class Quality:
 
 
 # A redone answer counts as redone even if its check had passed: the host's verdict is the stronger word.
-_QUALITY = "COUNT(*), COALESCE(SUM(c.checked AND c.verdict IS NULL), 0), COALESCE(SUM(c.verdict IS NOT NULL), 0)"
+# CASE rather than summing booleans: PostgreSQL has no integer value for a comparison.
+_QUALITY = (
+    "COUNT(*), COALESCE(SUM(CASE WHEN c.checked = 1 AND c.verdict IS NULL THEN 1 ELSE 0 END), 0),"
+    " COALESCE(SUM(CASE WHEN c.verdict IS NOT NULL THEN 1 ELSE 0 END), 0)"
+)
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,7 @@ class SpendRow(_Savings):
         }
 
 
-def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[SpendRow]:
+def spend_rows(conn: sqlite3.Connection | pg.SyncConn, by: str, since: datetime) -> list[SpendRow]:
     """Spend grouped by day | model | tool | session | project | user since `since`.
 
     Synchronous on a stdlib connection: the CLI must not pay for an event loop.
@@ -216,7 +221,7 @@ def spend_rows(conn: sqlite3.Connection, by: str, since: datetime) -> list[Spend
         raise InputError(f"--by {by!r}: expected one of {', '.join(_BY)}")
     key = _BY[by]
     # The CLI reads without migrating: a ledger no server has opened since 0050 lacks the column.
-    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(attempts)").fetchall()}
+    columns = {str(d[0]) for d in conn.execute("SELECT * FROM attempts LIMIT 0").description or ()}
     gain = "SUM(cache_gain_pusd)" if "cache_gain_pusd" in columns else "0"
     rows = conn.execute(
         f"SELECT {key} AS k, COUNT(*), SUM(input_tokens + cache_write_5m + cache_write_1h),"
@@ -261,8 +266,16 @@ def total(rows: list[SpendRow]) -> SpendRow:
     )
 
 
-def read_spend(path: Path, by: str, since: datetime) -> list[SpendRow]:
-    """`spend_rows` on a read-only connection to the ledger file at `path` (none there: no rows)."""
+def read_spend(path: Path | str, by: str, since: datetime) -> list[SpendRow]:
+    """`spend_rows` on a read-only connection to the ledger at `path`: a file (none there: no rows),
+    or a postgresql:// URL."""
+    if pg.is_url(path):
+        shared = pg.connect_sync(str(path))
+        try:
+            return spend_rows(shared, by, since)
+        finally:
+            shared.close()
+    path = Path(path)
     if not path.exists():
         return []
     try:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from offload.core.money import fmt_usd
+from offload.infra.ledger import pg
 from offload.infra.ledger import windows as w
 
 # A hold counts while it has not expired and its server instance (0111_server_instances.sql), if it
@@ -22,7 +23,9 @@ LIVE_HOLD = (
 )
 
 
-def held_pusd(conn: sqlite3.Connection, now: datetime, where: str = "", params: tuple[object, ...] = ()) -> int:
+def held_pusd(
+    conn: sqlite3.Connection | pg.SyncConn, now: datetime, where: str = "", params: tuple[object, ...] = ()
+) -> int:
     """Money held for calls in flight (`where`: an extra condition ending in AND). Read-only readers
     never migrate: on a ledger from before 0111 holds count by their expiry alone."""
     t = w.iso(now)
@@ -48,7 +51,7 @@ def open_ro(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def statusline_text(conn: sqlite3.Connection, now: datetime) -> str:
+def statusline_text(conn: sqlite3.Connection | pg.SyncConn, now: datetime) -> str:
     d0, d1 = w.iso(w.day_start(now)), w.iso(w.next_day(now))
     m0, m1 = w.iso(w.month_start(now)), w.iso(w.next_month(now))
     day_cost, day_base = conn.execute(
@@ -74,30 +77,49 @@ def statusline_text(conn: sqlite3.Connection, now: datetime) -> str:
     return " · ".join(parts)
 
 
-def session_cost(conn: sqlite3.Connection, session_id: str) -> int:
+def session_cost(conn: sqlite3.Connection | pg.SyncConn, session_id: str) -> int:
     """What offload spent for one host session (a stdio server's session is the host's id)."""
     row = conn.execute("SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE session_id = ?", (session_id,))
     return int(row.fetchone()[0])
 
 
-def read_statusline(path: Path, now: datetime, *, session_id: str | None = None) -> str:
+def read_statusline(path: Path | str, now: datetime, *, session_id: str | None = None) -> str:
     """The status line for the ledger at `path`; any problem becomes a short line, never an error.
 
     With `session_id` (from Claude Code's statusline input) it adds that session's offload spend.
+    `path` may be a postgresql:// URL (psycopg is imported only then).
     """
+    if pg.is_url(path):
+        return _shared_statusline(str(path), now, session_id)
+    path = Path(path)
     if not path.exists():
         return "offload: no spend yet"
     try:
         conn = open_ro(path)
         try:
-            text = statusline_text(conn, now)
-            if session_id:
-                spent = session_cost(conn, session_id)
-                # Whole cents as cents ("$0.00"); smaller amounts keep 4 places so they stay visible.
-                text += f" · this session {fmt_usd(spent, places=2) if spent % 10**10 == 0 else fmt_usd(spent)}"
-            return text
+            return _line(conn, now, session_id)
         finally:
             conn.close()
     except sqlite3.Error as exc:
         # A ledger from before its first server run has no tables yet: say so, never fail the prompt.
         return "offload: no spend yet" if "no such table" in str(exc) else f"offload: ledger unreadable ({exc})"
+
+
+def _line(conn: sqlite3.Connection | pg.SyncConn, now: datetime, session_id: str | None) -> str:
+    text = statusline_text(conn, now)
+    if session_id:
+        spent = session_cost(conn, session_id)
+        # Whole cents as cents ("$0.00"); smaller amounts keep 4 places so they stay visible.
+        text += f" · this session {fmt_usd(spent, places=2) if spent % 10**10 == 0 else fmt_usd(spent)}"
+    return text
+
+
+def _shared_statusline(url: str, now: datetime, session_id: str | None) -> str:
+    try:
+        conn = pg.connect_sync(url, timeout_s=2)
+        try:
+            return _line(conn, now, session_id)
+        finally:
+            conn.close()
+    except Exception as exc:  # psycopg's errors included: the prompt must never fail
+        return f"offload: ledger unreadable ({str(exc).strip()})"
