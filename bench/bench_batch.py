@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,9 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import emulator_process
 from offload.config.settings import Settings, shipped
 from offload.services.batches import SubmitArgs, submit
 from offload.services.batches.build import MAX_REQUESTS_PER_BATCH
@@ -71,55 +72,33 @@ def measure(fn: Any, traced: bool) -> tuple[float, int, Any]:
     return dt, peak, result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=100_001)
     n = ap.parse_args().requests
-    port = free_port()
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "offload_emulator", "--port", str(port), "--batch-delay", "3600"],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        with tempfile.TemporaryDirectory() as tmp:
-            policy = Path(tmp) / "bench.yaml"
-            text = shipped("default.yaml").read_text()
-            policy.write_text(
-                text.replace("session_usd: 2", "session_usd: 100000")
-                .replace("daily_usd: 20", "daily_usd: 100000")
-                .replace("monthly_usd: 300", "monthly_usd: 100000")
+    with emulator_process("--batch-delay", "3600") as url, tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp) / "bench.yaml"
+        text = shipped("default.yaml").read_text()
+        policy.write_text(
+            text.replace("session_usd: 2", "session_usd: 100000")
+            .replace("daily_usd: 20", "daily_usd: 100000")
+            .replace("monthly_usd: 300", "monthly_usd: 100000")
+        )
+        its = items(n)
+        runs = {}
+        for i, traced in enumerate((False, True)):
+            settings = Settings(
+                policy_path=policy,
+                db_path=Path(tmp) / f"ledger{i}.db",
+                session_id="bench",
+                roots=(Path(tmp),),
+                api_key="bench-key",
+                base_url=url,
             )
-            its = items(n)
-            runs = {}
-            for i, traced in enumerate((False, True)):
-                settings = Settings(
-                    policy_path=policy,
-                    db_path=Path(tmp) / f"ledger{i}.db",
-                    session_id="bench",
-                    roots=(Path(tmp),),
-                    api_key="bench-key",
-                    base_url=url,
-                )
-                runs[("base", traced)] = measure(lambda: baseline(its), traced)
-                runs[("off", traced)] = measure(lambda s=settings: asyncio.run(offload_submit(s, its)), traced)
-            api_batches = runs[("off", False)][2]
-            db_bytes = os.path.getsize(Path(tmp) / "ledger0.db")
-    finally:
-        emu.terminate()
-        emu.wait()
+            runs[("base", traced)] = measure(lambda: baseline(its), traced)
+            runs[("off", traced)] = measure(lambda s=settings: asyncio.run(offload_submit(s, its)), traced)
+        api_batches = runs[("off", False)][2]
+        db_bytes = os.path.getsize(Path(tmp) / "ledger0.db")
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     bt, ot = runs[("base", False)][0], runs[("off", False)][0]
     bm, om = runs[("base", True)][1], runs[("off", True)][1]
