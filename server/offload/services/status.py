@@ -8,7 +8,7 @@ from offload.core.money import fmt_usd, usd_json
 from offload.core.output import ToolOutput
 from offload.core.scopes import SCOPE_OF
 from offload.core.tenancy import current_owner
-from offload.infra.ledger import budgets, reports
+from offload.infra.ledger import reports
 from offload.metering.metered import limits_of, short_model
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ def _money(pusd: int | None) -> str | None:
 
 async def budget_status(state: AppState, session: str, scope: str = "all") -> ToolOutput:
     policy = state.policy
-    await budgets.expire(state.ledger)
     summary = await reports.summary(
         state.ledger, session, limits_of(policy), window="session" if scope == "all" else scope, owner=current_owner()
     )

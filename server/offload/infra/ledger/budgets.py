@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,9 @@ class Reservation:
     session_id: str
     amount_pusd: int
     expires_at: str
+    # Every scope as the reservation saw it, before this hold: a caller reuses these figures
+    # (budget warnings after the call) instead of summing the ledger again.
+    seen: tuple[ScopeState, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -113,42 +116,58 @@ def _money(pusd: int) -> str:
     return fmt_usd(pusd, places=2) if pusd % 10**10 == 0 else fmt_usd(pusd)
 
 
-async def _purge(conn: aiosqlite.Connection, now: datetime) -> None:
+async def _purge(conn: aiosqlite.Connection, now: datetime, dead: Sequence[int] = ()) -> None:
     await conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (w.iso(now),))
-    rows = await (
-        await conn.execute("SELECT DISTINCT pid FROM reservations WHERE host = ? AND pid != ?", (_HOST, os.getpid()))
-    ).fetchall()
-    dead = [int(r[0]) for r in rows if not pid_alive(int(r[0]))]
     if dead:
         marks = ",".join("?" * len(dead))
         await conn.execute(f"DELETE FROM reservations WHERE host = ? AND pid IN ({marks})", (_HOST, *dead))
 
 
-async def _one(conn: Conn, sql: str, params: Sequence[object]) -> int:
-    row = await (await conn.execute(sql, params)).fetchone()
-    return int(row[0]) if row is not None and row[0] is not None else 0
+# Every scope's spend and holds in one statement (each statement is a round trip to the database
+# thread; a routed call used to make fifteen of these reads), followed by one row per other process
+# on this host holding money, whose pids a reserve checks for dead ones, and the count of expired
+# holds: both rare to need purging, so a reserve needs no further statement when nothing is stale.
+_TOTALS = (
+    "SELECT 0,"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE session_id = ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?),"
+    " (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE session_id = ? AND expires_at > ?),"
+    " (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE expires_at > ?),"
+    " (SELECT COUNT(*) FROM reservations WHERE expires_at <= ?)"
+)
+_OTHER_PIDS = (
+    " UNION ALL SELECT DISTINCT 1, pid, 0, 0, 0, 0, 0 FROM reservations WHERE host = ? AND pid != ? ORDER BY 1"
+)
 
 
-async def scope_states(conn: Conn, session_id: str, limits: BudgetLimits, now: datetime) -> list[ScopeState]:
-    """Spend and holds per scope. Unexpired reservations count against every scope they touch."""
+@dataclass(frozen=True)
+class _Totals:
+    states: list[ScopeState]
+    expired: int  # holds past their expiry
+    other_pids: list[int]  # other processes on this host holding money
+
+
+async def _totals(conn: Conn, session_id: str, limits: BudgetLimits, now: datetime, *, pids: bool = False) -> _Totals:
     live = w.iso(now)
     d0, d1 = w.day_start(now), w.next_day(now)
     m0, m1 = w.month_start(now), w.next_month(now)
-    spent_session = await _one(conn, "SELECT SUM(cost_pusd) FROM attempts WHERE session_id = ?", (session_id,))
-    window = "SELECT SUM(cost_pusd) FROM attempts WHERE ts >= ? AND ts < ?"
-    spent_day = await _one(conn, window, (w.iso(d0), w.iso(d1)))
-    spent_month = await _one(conn, window, (w.iso(m0), w.iso(m1)))
-    held_session = await _one(
-        conn,
-        "SELECT SUM(amount_pusd) FROM reservations WHERE session_id = ? AND expires_at > ?",
-        (session_id, live),
-    )
-    held_all = await _one(conn, "SELECT SUM(amount_pusd) FROM reservations WHERE expires_at > ?", (live,))
-    return [
+    sql = _TOTALS + (_OTHER_PIDS if pids else "")
+    params: tuple[object, ...] = (session_id, w.iso(d0), w.iso(d1), w.iso(m0), w.iso(m1), session_id, live, live, live)
+    params += (_HOST, os.getpid()) if pids else ()
+    rows = list(await conn.execute_fetchall(sql, params))
+    _, spent_session, spent_day, spent_month, held_session, held_all, expired = (int(v or 0) for v in rows[0])
+    states = [
         ScopeState("session", spent_session, held_session, limits.session_pusd, None),
         ScopeState("daily", spent_day, held_all, limits.daily_pusd, d1),
         ScopeState("monthly", spent_month, held_all, limits.monthly_pusd, m1),
     ]
+    return _Totals(states, expired, [int(r[1]) for r in rows[1:]])
+
+
+async def scope_states(conn: Conn, session_id: str, limits: BudgetLimits, now: datetime) -> list[ScopeState]:
+    """Spend and holds per scope. Unexpired reservations count against every scope they touch."""
+    return (await _totals(conn, session_id, limits, now)).states
 
 
 def _refusal(state: ScopeState, amount_pusd: int) -> BudgetExceededError:
@@ -184,8 +203,13 @@ async def reserve(
     now = now or w.utcnow()
     expires = w.iso(now + timedelta(seconds=ttl_s))
     async with ledger.write() as conn:
-        await _purge(conn, now)
-        for state in await scope_states(conn, session_id, limits, now):
+        seen = await _totals(conn, session_id, limits, now, pids=True)
+        dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
+        if seen.expired or dead:
+            await _purge(conn, now, dead)
+            seen = await _totals(conn, session_id, limits, now)
+        states = seen.states
+        for state in states:
             if state.limit_pusd is not None and (
                 state.spent_pusd + state.reserved_pusd + amount_pusd > state.limit_pusd
             ):
@@ -197,7 +221,7 @@ async def reserve(
         )
         rid = cur.lastrowid
     assert rid is not None
-    return Reservation(rid, session_id, amount_pusd, expires)
+    return Reservation(rid, session_id, amount_pusd, expires, tuple(states))
 
 
 async def release(ledger: Ledger, reservation: Reservation) -> None:
@@ -206,21 +230,20 @@ async def release(ledger: Ledger, reservation: Reservation) -> None:
         await conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
 
 
-async def expire(ledger: Ledger, now: datetime | None = None) -> None:
-    """Drop expired holds and holds of dead local processes, so reports don't show them in flight."""
-    # A status read takes the write lock only when there is something to purge: behind a long
-    # write (a 60k-item batch being stored) it would otherwise wait for seconds.
+async def live_states(
+    ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None
+) -> list[ScopeState]:
+    """`scope_states` after dropping expired holds and holds of dead local processes, so reports
+    don't show them in flight. One read when there is nothing to drop: a status read takes the
+    write lock only then (behind a long write, a 60k-item batch being stored, it would wait)."""
     now = now or w.utcnow()
-    rows = await (
-        await ledger.conn.execute(
-            "SELECT DISTINCT expires_at <= ?, pid FROM reservations WHERE expires_at <= ? OR (host = ? AND pid != ?)",
-            (w.iso(now), w.iso(now), _HOST, os.getpid()),
-        )
-    ).fetchall()
-    if not any(int(r[0]) or not pid_alive(int(r[1])) for r in rows):
-        return
+    seen = await _totals(ledger.conn, session_id, limits, now, pids=True)
+    dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
+    if not seen.expired and not dead:
+        return seen.states
     async with ledger.write() as conn:
-        await _purge(conn, now)
+        await _purge(conn, now, dead)
+    return await scope_states(ledger.conn, session_id, limits, now)
 
 
 async def headroom(ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None) -> Headroom:

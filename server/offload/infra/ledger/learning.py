@@ -19,6 +19,8 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.statusline import open_ro
 
 if TYPE_CHECKING:
+    import aiosqlite
+
     from offload.infra.ledger.db import Conn, Ledger
 
 
@@ -50,29 +52,42 @@ async def record_call(
 ) -> bool:
     """The answer returned, and one evidence row per tier it was tried on, in one transaction.
     False, with nothing written, if an earlier answer already has `call.call_id`."""
-    ts = w.iso(now or w.utcnow())
     async with ledger.write() as conn:
-        cur = await conn.execute(
-            "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
-            (
-                call.call_id,
-                ts,
-                call.session_id,
-                call.family,
-                call.tier,
-                call.final_key,
-                int(call.checked),
-                call.redo_of,
-            ),
-        )
-        if cur.rowcount == 0:
-            return False
-        for tier, adequate in evidence:
-            await conn.execute(
-                "INSERT INTO tier_evidence (ts, session_id, call_id, family, tier, adequate) VALUES (?, ?, ?, ?, ?, ?)",
-                (ts, call.session_id, call.call_id, call.family, tier, None if adequate is None else int(adequate)),
-            )
+        return await insert_call(conn, call, evidence, now=now)
+
+
+async def insert_call(
+    conn: aiosqlite.Connection,
+    call: CallRecord,
+    evidence: Sequence[tuple[str, bool | None]],
+    *,
+    now: datetime | None = None,
+) -> bool:
+    """`record_call` inside a write transaction the caller holds (e.g. the answer's own record)."""
+    ts = w.iso(now or w.utcnow())
+    cur = await conn.execute(
+        "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
+        (
+            call.call_id,
+            ts,
+            call.session_id,
+            call.family,
+            call.tier,
+            call.final_key,
+            int(call.checked),
+            call.redo_of,
+        ),
+    )
+    if cur.rowcount == 0:
+        return False
+    await conn.executemany(
+        "INSERT INTO tier_evidence (ts, session_id, call_id, family, tier, adequate) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (ts, call.session_id, call.call_id, call.family, tier, None if adequate is None else int(adequate))
+            for tier, adequate in evidence
+        ],
+    )
     return True
 
 
@@ -83,15 +98,21 @@ async def mark_judged(
     unless the host is left with this answer (`keep_baseline`), drop its baseline: the redo's answer
     now stands for the one call the host would have made itself. False if the call is unknown."""
     async with ledger.write() as conn:
-        row = await (await conn.execute("SELECT tier, final_key FROM calls WHERE call_id = ?", (call_id,))).fetchone()
-        if row is None:
-            return False
-        await conn.execute("UPDATE calls SET verdict = ?, reason = ? WHERE call_id = ?", (verdict, reason, call_id))
-        await conn.execute(
-            "UPDATE tier_evidence SET adequate = 0 WHERE call_id = ? AND tier = ?", (call_id, str(row[0]))
-        )
-        if not keep_baseline and row[1] is not None:
-            await conn.execute("UPDATE attempts SET baseline_pusd = 0 WHERE request_key = ?", (str(row[1]),))
+        return await judge_in(conn, call_id, verdict, keep_baseline=keep_baseline, reason=reason)
+
+
+async def judge_in(
+    conn: aiosqlite.Connection, call_id: str, verdict: str, *, keep_baseline: bool, reason: str | None = None
+) -> bool:
+    """`mark_judged` inside a write transaction the caller holds (the redo's own record)."""
+    rows = list(await conn.execute_fetchall("SELECT tier, final_key FROM calls WHERE call_id = ?", (call_id,)))
+    if not rows:
+        return False
+    tier, final_key = rows[0]
+    await conn.execute("UPDATE calls SET verdict = ?, reason = ? WHERE call_id = ?", (verdict, reason, call_id))
+    await conn.execute("UPDATE tier_evidence SET adequate = 0 WHERE call_id = ? AND tier = ?", (call_id, str(tier)))
+    if not keep_baseline and final_key is not None:
+        await conn.execute("UPDATE attempts SET baseline_pusd = 0 WHERE request_key = ?", (str(final_key),))
     return True
 
 
@@ -111,18 +132,38 @@ async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStat
     return {str(r[0]): TierStats(int(r[1]), int(r[2])) for r in await cur.fetchall()}
 
 
+_LONGEST = (
+    "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ("
+    " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
+    " WHERE c.family = ? AND c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
+    " ORDER BY c.ts DESC LIMIT ?)"
+)
+_JUDGES = "SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL"
+
+
 async def longest_answer(conn: Conn, family: str, window: int) -> tuple[int, int]:
     """(answers, longest output in tokens) over the family's last `window` answers nobody rejected
     and that ended on their own (not cut at max_tokens)."""
-    cur = await conn.execute(
-        "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ("
-        " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
-        " WHERE c.family = ? AND c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
-        " ORDER BY c.ts DESC LIMIT ?)",
-        (family, window),
-    )
+    cur = await conn.execute(_LONGEST, (family, window))
     row = await cur.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What routing reads before a call: `judges` and `longest_answer`, in one statement."""
+
+    judges: bool
+    answers: int
+    longest: int
+
+
+async def signals(conn: Conn, session_id: str, family: str, window: int) -> Signals:
+    rows = list(
+        await conn.execute_fetchall(f"SELECT EXISTS ({_JUDGES}), l.* FROM ({_LONGEST}) l", (session_id, family, window))
+    )
+    judged, answers, longest = rows[0]
+    return Signals(bool(judged), int(answers), int(longest))
 
 
 async def typical_output(conn: Conn, model: str, *, recent: int = 200) -> int | None:
@@ -141,7 +182,7 @@ async def typical_output(conn: Conn, model: str, *, recent: int = 200) -> int | 
 
 async def judges(conn: Conn, session_id: str) -> bool:
     """Whether this session's host has judged any answer: only then is its silence evidence."""
-    cur = await conn.execute("SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL LIMIT 1", (session_id,))
+    cur = await conn.execute(_JUDGES + " LIMIT 1", (session_id,))
     return await cur.fetchone() is not None
 
 
