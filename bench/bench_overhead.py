@@ -61,6 +61,8 @@ def _env(root: Path, url: str) -> dict[str, str]:
         "OFFLOAD_ROOTS": str(root),
         "ANTHROPIC_API_KEY": "bench-key",
         "ANTHROPIC_BASE_URL": url,
+        # Passed on so an A/B run against another checkout (PYTHONPATH=<it>/server) measures its server.
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     }
 
 
