@@ -61,8 +61,9 @@ def _env(root: Path, url: str) -> dict[str, str]:
         "OFFLOAD_ROOTS": str(root),
         "ANTHROPIC_API_KEY": "bench-key",
         "ANTHROPIC_BASE_URL": url,
-        # Passed on so an A/B run against another checkout (PYTHONPATH=<it>/server) measures its server.
-        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+        # An A/B run against another checkout: BENCH_SERVER_PYTHONPATH=<it>/server runs its server
+        # (only the server: the emulator and the direct calls stay the same on both sides).
+        **({"PYTHONPATH": os.environ["BENCH_SERVER_PYTHONPATH"]} if "BENCH_SERVER_PYTHONPATH" in os.environ else {}),
     }
 
 
