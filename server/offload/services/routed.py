@@ -13,6 +13,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
+
 from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, LedgerUnavailableError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
@@ -267,6 +269,24 @@ async def _counted(state: AppState, job: _Job) -> int | None:
     return min(job.upper, known + COUNT_MARGIN)
 
 
+async def _reads(state: AppState, session: str, job: _Job) -> tuple[learning.Signals | None, budgets.Headroom | None]:
+    """The learning signals and (when the policy downgrades) the budget headroom, read side by side:
+    both go to the read connection's thread at once instead of one after the other."""
+    got: dict[str, Any] = {}
+
+    async def signals() -> None:
+        got["signals"] = await _signals(state, session, job)
+
+    async def room() -> None:
+        got["room"] = await budgets.headroom(state.ledger, session, limits_of(state.policy))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(signals)
+        if state.policy.budgets.on_exceed == "downgrade":
+            tg.start_soon(room)
+    return got["signals"], got.get("room")
+
+
 async def _signals(state: AppState, session: str, job: _Job) -> learning.Signals | None:
     """What the learned start and the output cap read from the ledger, in one read (None: neither is on)."""
     learn = state.policy.learning
@@ -296,12 +316,12 @@ async def _route_and_run(
     redo_tier: str | None = None,
     progress: Progress,
 ) -> _Run:
-    signals = await _signals(state, session, job)
+    signals, room = await _reads(state, session, job)
     cap = _output_cap(state, job, signals)
     counted = await _counted(state, job)
     if counted is not None:
         job = replace(job, upper=counted)
-    decision, triaged, triage_cost = await _decide(state, session, job, cap, forced_tier, redo_tier, signals)
+    decision, triaged, triage_cost = await _decide(state, session, job, cap, (forced_tier, redo_tier), signals, room)
     rungs, tried, budget_stop, spent = await _climb(state, session, job, decision, (cap, counted), answer, progress)
     return _Run(decision, rungs, triaged, triage_cost, budget_stop, tried, answer, spent)
 
@@ -311,16 +331,16 @@ async def _decide(
     session: str,
     job: _Job,
     cap: int | None,
-    forced_tier: str | None,
-    redo_tier: str | None,
+    tiers: tuple[str | None, str | None],  # the forced tier, the redo's tier
     signals: learning.Signals | None,
+    room: budgets.Headroom | None,
 ) -> tuple[engine.RouteDecision, str | None, int]:
     """The route: rules, budget headroom, what was learned, and triage when it could change it."""
     policy = state.policy
     worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens, cap)
+    forced_tier, redo_tier = tiers
     headroom = headroom_scope = None
-    if policy.budgets.on_exceed == "downgrade":
-        room = await budgets.headroom(state.ledger, session, limits_of(policy))
+    if room is not None:
         headroom, headroom_scope = room.min_pusd, room.tightest
     request = engine.RouteRequest(
         prompt_tokens=job.upper,
