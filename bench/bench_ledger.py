@@ -1,33 +1,42 @@
-"""Settled calls per second (reserve -> record) with 1 and with 8 processes sharing one ledger,
-on SQLite and on PostgreSQL side by side, and the overspend of a budget the calls run into.
+"""Settled calls per second (reserve -> record) with 1 and with 8 processes sharing one ledger, on
+SQLite and on PostgreSQL side by side, and the overspend of a budget the calls run into.
 
-    python bench/bench_ledger.py [--calls N] [--procs 8] [--pg URL]
+    python bench/bench_ledger.py [--calls N] [--procs 8] [--reps 3] [--pg URL]
 
-PostgreSQL: `--pg` (or OFFLOAD_TEST_PG_URL) names a server whose user may create databases;
-without it a throwaway server is started in a temp dir (tests/pg_fixtures.py), fsync off, as
-the tests run it. The daily budget is 90% of what every call would settle, so the last calls
-are refused: overspend (settled spend past the limit) must be 0 on both backends.
+Each configuration runs `--reps` times, alternating, on fresh ledgers in this invocation, and the
+medians are reported, so ratios compare like with like on the same (shared) machine. Every call
+takes the write lock twice (reserve, then record + release), so the 8-process figure measures lock
+hand-off, not parallel speed-up. CPU ms per call (the workers' user + system time, start-up taken
+off) says what a call costs whatever else the machine is doing.
 
-Both runs happen in this invocation on fresh temp files, so the ratio compares like with like on
-the same machine. Every call takes the write lock twice (reserve, then record + release), so the
-8-process figure measures SQLite lock hand-off, not parallel speed-up. A final `offload
-statusline` timing shows the per-redraw cost against an empty `python -c pass` baseline.
+The daily budget is 90% of what every call would settle, so the last calls are refused: every run
+checks overspend (settled spend past the limit) is 0, every row is priced right, and no hold is
+left. PostgreSQL: `--pg` (or OFFLOAD_TEST_PG_URL) names a server whose user may create databases;
+without it a throwaway server is started in a temp dir (tests/pg_fixtures.py), fsync off, as the
+tests run it. A final `offload statusline` timing shows the per-redraw cost against an empty
+`python -c pass` baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The tests' throwaway PostgreSQL and their outside-offload ledger reader.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from common import machine_line
 from helpers import target_rows
 from pg_fixtures import new_database, throwaway_server
 
@@ -57,13 +66,18 @@ WORKER = textwrap.dedent(
     """
 )
 
-
 COST = 900  # pusd each call settles (reserving 1000)
 
 
-def run(procs: int, calls_per_proc: int, workdir: Path, pg: str | None = None) -> tuple[float, int]:
-    """(calls per second, overspend in pusd) of `procs` processes on a fresh ledger (a file, or a database on `pg`)."""
-    db: Path | str = new_database(pg) if pg else workdir / f"bench-{procs}.db"
+@dataclass(frozen=True)
+class Result:
+    calls_per_s: float
+    cpu_ms_per_call: float
+    overspend_pusd: int
+
+
+def run(procs: int, calls_per_proc: int, db: Path | str, workdir: Path) -> Result:
+    """`procs` processes settle `calls_per_proc` calls each on the ledger `db` (a file or a URL)."""
     daily = procs * calls_per_proc * COST * 9 // 10
     script = workdir / "worker.py"
     script.write_text(WORKER)
@@ -73,7 +87,8 @@ def run(procs: int, calls_per_proc: int, workdir: Path, pg: str | None = None) -
         f"async def m():\n    led = await Ledger.open({str(db)!r})\n    await led.close()\nasyncio.run(m())"
     )
     subprocess.run([sys.executable, "-c", init], check=True)
-    start_at = time.time() + 1.5
+    start_at = time.time() + 1.5 + 0.2 * procs
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     ps = [
         subprocess.Popen(
             [sys.executable, str(script), str(db), str(calls_per_proc), f"p{i}", str(start_at), str(daily)]
@@ -84,8 +99,35 @@ def run(procs: int, calls_per_proc: int, workdir: Path, pg: str | None = None) -
         if p.wait() != 0:
             raise SystemExit(f"worker failed with {p.returncode}")
     elapsed = time.time() - start_at
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    settled = _check(db)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # The workers' CPU includes their start-up (imports, the open): measured once and taken off.
+    cpu_ms = max(0.0, cpu - procs * _startup_cpu(workdir)) * 1000 / max(1, settled)
     ((spent,),) = target_rows(db, "SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts")
-    return procs * calls_per_proc / elapsed, max(0, int(spent) - daily)
+    return Result(procs * calls_per_proc / elapsed, cpu_ms, max(0, int(spent) - daily))
+
+
+def _check(db: Path | str) -> int:
+    """Settled calls; every one priced as charged and no hold left, or the bench stops."""
+    ((rows, total),) = target_rows(db, "SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0) FROM attempts")
+    ((held,),) = target_rows(db, "SELECT COUNT(*) FROM reservations")
+    if int(total) != int(rows) * COST or int(held):
+        raise SystemExit(f"ledger does not add up: {rows} rows, {total} pusd, {held} holds left")
+    return int(rows)
+
+
+_STARTUP: list[float] = []
+
+
+def _startup_cpu(workdir: Path) -> float:
+    if not _STARTUP:
+        script = workdir / "worker.py"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, str(script), str(workdir / "startup.db"), "0", "s", "0", "0"], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        _STARTUP.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+    return _STARTUP[0]
 
 
 def time_cmd(argv: list[str], env: dict[str, str], reps: int) -> float:
@@ -99,23 +141,32 @@ def time_cmd(argv: list[str], env: dict[str, str], reps: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, default=400, help="settled calls per run (split across processes)")
+    ap.add_argument("--calls", type=int, default=1600, help="calls per run (split across processes)")
     ap.add_argument("--procs", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--pg", default=os.environ.get("OFFLOAD_TEST_PG_URL"), help="PostgreSQL server URL")
     args = ap.parse_args()
+    print(machine_line())
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
         pg = args.pg or stack.enter_context(throwaway_server())
-        rows = []
-        for procs, calls in ((1, args.calls), (args.procs, max(1, args.calls // args.procs))):
-            rows.append((procs, run(procs, calls, work), run(procs, calls, work, pg)))
-        (_, (lite_one, _), (pg_one, _)) = rows[0]
-        print(f"{'processes':>10} {'SQLite calls/s':>15} {'ratio':>6} {'overspend':>10}"
-              f" {'PostgreSQL calls/s':>19} {'ratio':>6} {'overspend':>10}")  # fmt: skip
-        for procs, (lite, lite_over), (pgs, pg_over) in rows:
-            print(f"{procs:>10} {lite:>15.0f} {lite / lite_one:>6.2f} {lite_over:>10}"
-                  f" {pgs:>19.0f} {pgs / pg_one:>6.2f} {pg_over:>10}")  # fmt: skip
-        env = {**os.environ, "OFFLOAD_DB": str(work / "bench-1.db")}
+        got: dict[tuple[str, int], list[Result]] = {}
+        for rep in range(args.reps):
+            for backend in ("SQLite", "PostgreSQL"):
+                for procs in (1, args.procs):
+                    db: Path | str = new_database(pg) if backend == "PostgreSQL" else work / f"b-{procs}-{rep}.db"
+                    got.setdefault((backend, procs), []).append(run(procs, max(1, args.calls // procs), db, work))
+        print(f"{'backend':>10} {'processes':>10} {'settled calls/s':>16} {'ratio':>7} {'CPU ms/call':>12}"
+              f" {'overspend':>10}  runs (calls/s)")  # fmt: skip
+        for (backend, procs), results in got.items():
+            one = statistics.median(r.calls_per_s for r in got[(backend, 1)])
+            rate = statistics.median(r.calls_per_s for r in results)
+            cpu = statistics.median(r.cpu_ms_per_call for r in results)
+            over = max(r.overspend_pusd for r in results)
+            runs = ", ".join(f"{r.calls_per_s:.0f}" for r in results)
+            print(f"{backend:>10} {procs:>10} {rate:>16.0f} {rate / one:>7.2f} {cpu:>12.3f} {over:>10}  {runs}")
+        print(machine_line())
+        env = {**os.environ, "OFFLOAD_DB": str(work / "b-1-0.db")}
         base = time_cmd([sys.executable, "-c", "pass"], env, 5)
         line = time_cmd([sys.executable, "-m", "offload.cli.main", "statusline"], env, 5)
         print(f"statusline process: {line * 1000:.0f} ms (python -c pass: {base * 1000:.0f} ms, x{line / base:.1f})")

@@ -1,17 +1,22 @@
-"""Overhead of going through offload over stdio, against direct calls in the same process.
+"""Overhead of going through offload over stdio, against its baseline measured in the same run.
 
-- routed_complete (MCP over stdio to an `offload serve` subprocess, which reserves, calls the
-  emulator through the SDK, prices and records) vs the same request sent straight to the same
-  emulator with the SDK;
+- routed_complete (one MCP stdio session to an `offload serve` subprocess, which reserves, calls
+  the emulator through the SDK, prices and records) vs the same request sent straight to the
+  same emulator with the SDK from this process;
 - budget_status and trim_result vs a bare MCP tool returning a constant, served by a tiny
   MCPServer subprocess over the same transport.
 
-    python bench/bench_overhead.py [--quick]
+The emulator runs in its own process, so its work shares neither this process's GIL nor the
+offload server's. The calls are interleaved round by round (direct, routed, constant, status,
+trim), so a burst of load from elsewhere on the machine falls on every series alike.
+
+    python bench/bench_overhead.py [--quick] [--rounds N]
 """
 
 from __future__ import annotations
 
 import os
+import random
 import sys
 import tempfile
 import time
@@ -21,16 +26,18 @@ from typing import Any
 
 import anthropic
 import anyio
+from anthropic.types import MessageParam
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, latency_rows, table
-from offload_emulator import EmulatorConfig, serve_in_thread
+from common import Row, emulator_process, latency_rows, machine_line, table
 
 BIN = Path(sys.executable).parent
 PROMPT = "Classify this ticket: the refund never arrived."
+ROUNDS = 300
+QUICK_ROUNDS = 60
 
 
 def bare_server() -> None:
@@ -46,16 +53,6 @@ def bare_server() -> None:
     server.run()
 
 
-async def _time(n: int, call: Callable[[], Awaitable[Any]]) -> list[float]:
-    await call()  # warm up: imports, connections, first ledger write
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - t)
-    return samples
-
-
 def _env(root: Path, url: str) -> dict[str, str]:
     return {
         "HOME": str(root),
@@ -64,48 +61,70 @@ def _env(root: Path, url: str) -> dict[str, str]:
         "OFFLOAD_ROOTS": str(root),
         "ANTHROPIC_API_KEY": "bench-key",
         "ANTHROPIC_BASE_URL": url,
+        # An A/B run against another checkout: BENCH_SERVER_PYTHONPATH=<it>/server runs its server
+        # (only the server: the emulator and the direct calls stay the same on both sides).
+        **({"PYTHONPATH": os.environ["BENCH_SERVER_PYTHONPATH"]} if "BENCH_SERVER_PYTHONPATH" in os.environ else {}),
     }
 
 
-async def measure(quick: bool = False) -> list[Row]:
-    n = 40 if quick else 200
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as tmp, serve_in_thread(EmulatorConfig(seed=4)) as emu:
+async def _rounds(rounds: int, calls: dict[str, Callable[[], Awaitable[Any]]]) -> dict[str, list[float]]:
+    """Every call once per round, in a shuffled order, after one warm-up round."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        await call()  # warm up: imports, connections, first ledger write
+    order = list(calls)
+    rng = random.Random(18)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            t = time.perf_counter()
+            await calls[name]()
+            samples[name].append(time.perf_counter() - t)
+    return samples
+
+
+def write_fixture(root: Path) -> None:
+    (root / "resp.json").write_text('{"items": [' + ",".join(f'{{"id": {i}, "ok": true}}' for i in range(200)) + "]}")
+
+
+async def measure(rounds: int) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp, emulator_process("--seed", "4") as url:
         root = Path(tmp)
-        (root / "resp.json").write_text(
-            '{"items": [' + ",".join(f'{{"id": {i}, "ok": true}}' for i in range(200)) + "]}"
-        )
-        offload = StdioServerParameters(command=str(BIN / "offload"), args=["serve"], env=_env(root, emu.url))
+        write_fixture(root)
+        offload = StdioServerParameters(command=str(BIN / "offload"), args=["serve"], env=_env(root, url))
         bare = StdioServerParameters(
-            command=sys.executable, args=[str(Path(__file__).resolve()), "--bare-server"], env=_env(root, emu.url)
+            command=sys.executable, args=[str(Path(__file__).resolve()), "--bare-server"], env=_env(root, url)
         )
-        sdk = anthropic.AsyncAnthropic(base_url=emu.url, api_key="bench-key")
+        sdk = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key")
+        message: list[MessageParam] = [{"role": "user", "content": PROMPT}]
         with open(os.devnull, "w") as devnull:
             try:
                 async with (
                     Client(stdio_client(offload, errlog=devnull), read_timeout_seconds=60) as oc,
                     Client(stdio_client(bare, errlog=devnull), read_timeout_seconds=60) as bc,
                 ):
-                    direct = await _time(
-                        n,
-                        lambda: sdk.messages.create(
-                            model="claude-haiku-5-5", max_tokens=4096, messages=[{"role": "user", "content": PROMPT}]
-                        ),
+                    got = await _rounds(
+                        rounds,
+                        {
+                            "direct": lambda: sdk.messages.create(
+                                model="claude-haiku-5-5", max_tokens=4096, messages=message
+                            ),
+                            "routed": lambda: oc.call_tool("routed_complete", {"prompt": PROMPT}),
+                            "const": lambda: bc.call_tool("constant", {}),
+                            "status": lambda: oc.call_tool("budget_status", {}),
+                            "trim": lambda: oc.call_tool("trim_result", {"path": "resp.json", "max_tokens": 200}),
+                        },
                     )
-                    routed = await _time(n, lambda: oc.call_tool("routed_complete", {"prompt": PROMPT}))
-                    const = await _time(n, lambda: bc.call_tool("constant", {}))
-                    status = await _time(n, lambda: oc.call_tool("budget_status", {}))
-                    trim = await _time(n, lambda: oc.call_tool("trim_result", {"path": "resp.json", "max_tokens": 200}))
             finally:
                 await sdk.close()
-    rows += latency_rows("overhead", "routed_complete via stdio", routed, direct, "direct SDK call")
-    rows += latency_rows("overhead", "budget_status via stdio", status, const, "constant tool")
-    rows += latency_rows("overhead", "trim_result (8 KB JSON) via stdio", trim, const, "constant tool")
+    rows = latency_rows("overhead", "routed_complete via stdio", got["routed"], got["direct"], "direct SDK call")
+    rows += latency_rows("overhead", "budget_status via stdio", got["status"], got["const"], "constant tool")
+    rows += latency_rows("overhead", "trim_result (8 KB JSON) via stdio", got["trim"], got["const"], "constant tool")
     return rows
 
 
 def run(quick: bool = False) -> list[Row]:
-    result: list[Row] = anyio.run(measure, quick)
+    result: list[Row] = anyio.run(measure, QUICK_ROUNDS if quick else ROUNDS)
     return result
 
 
@@ -113,4 +132,11 @@ if __name__ == "__main__":
     if "--bare-server" in sys.argv:
         bare_server()
     else:
-        print(table(run(quick="--quick" in sys.argv)))
+        rounds = QUICK_ROUNDS if "--quick" in sys.argv else ROUNDS
+        if "--rounds" in sys.argv:
+            rounds = int(sys.argv[sys.argv.index("--rounds") + 1])
+        before = machine_line()
+        rows: list[Row] = anyio.run(measure, rounds)
+        print(before)
+        print(table(rows))
+        print(machine_line())

@@ -6,11 +6,15 @@ ratio (offload / baseline), so the numbers compare like with like on whatever ma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -63,18 +67,90 @@ def latency_rows(section: str, metric: str, ours: Sequence[float], base: Sequenc
     p99, base_p99 = percentile(ours, 99), percentile(base, 99)
     n = f"n={len(ours)}/{len(base)}"
     return [
-        Row(section, f"{metric} median", ms(med), f"{base_name} {ms(base_med)}", ratio(med, base_med), n),
-        Row(section, f"{metric} p99", ms(p99), f"{base_name} {ms(base_p99)}", ratio(p99, base_p99), n),
+        Row(
+            section,
+            f"{metric} median",
+            ms(med),
+            f"{base_name} {ms(base_med)}",
+            ratio(med, base_med),
+            f"{n}; {(med - base_med) * 1000:+.2f} ms",
+        ),
+        Row(
+            section,
+            f"{metric} p99",
+            ms(p99),
+            f"{base_name} {ms(base_p99)}",
+            ratio(p99, base_p99),
+            f"{n}; {(p99 - base_p99) * 1000:+.2f} ms",
+        ),
     ]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages: benches here share the machine, so say how busy it was."""
+    try:
+        return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load n/a"
 
 
 def machine() -> dict[str, str]:
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": str(os.cpu_count()),
+        "cpu": cpu_model(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "load": load(),
     }
+
+
+def machine_line() -> str:
+    m = machine()
+    return f"{m['date']} · {m['cpus']} CPUs ({m['cpu']}) · Python {m['python']} · {m['platform']} · {m['load']}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def emulator_process(*args: str) -> Iterator[str]:
+    """The emulator in its own process (`python -m offload_emulator`); yields its base URL.
+
+    In its own process its work neither shares the measuring process's GIL and event loop nor
+    counts toward that process's memory.
+    """
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offload_emulator", "--port", str(port), *args], stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the emulator exited with {proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def _cell(text: str) -> str:

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from offload.core.errors import InputError
+from offload.trim import jsondoc
 from offload.trim.content import trim
 from offload.trim.detect import KINDS, detect
 from offload.trim.query import parse_query
@@ -162,3 +163,12 @@ _json = st.recursive(
 def test_json_always_fits(value: object, max_tokens: int) -> None:
     r = trim(json.dumps(value), max_tokens=max_tokens)
     assert r.tokens_out <= max_tokens
+
+
+_TRICKY_STRINGS = ["plain", 'q"uo\\te', "ctl\x00\x1f\n\t", "é漢字😀", "\ud800", "\u2028"]
+
+
+@pytest.mark.parametrize("value", [*_TRICKY_STRINGS, None, True, False, 0, -5, 10**30, 1.5, -0.0])
+def test_the_renderers_fast_quoting_writes_what_json_dumps_writes(value: object) -> None:
+    fast = jsondoc._quoted(value) if isinstance(value, str) else jsondoc._scalar(value)
+    assert fast == json.dumps(value, ensure_ascii=False)

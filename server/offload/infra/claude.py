@@ -6,7 +6,7 @@ Nothing else in offload imports `anthropic`. Requests are assembled by the pure
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 import anyio
 import httpx2
+from anthropic.types.messages import MessageBatch
 
 from offload.config.settings import Settings
 from offload.core.errors import InputError, MissingApiKeyError, UpstreamError
@@ -64,6 +65,56 @@ class BatchInfo:
     created_at: datetime | None = None
     ended_at: datetime | None = None
     expires_at: datetime | None = None
+
+
+class BatchBody:
+    """A batch create body, `{"requests":[...]}`, streamed from `lines` (each request's JSON) in
+    pieces of about PIECE_BYTES: memory is bounded by the piece and by what `lines` holds at once,
+    not by the batch (100,000 requests as dicts, then as the SDK's copy and its JSON, took
+    ~500 MB). `size` is the body's exact length, sent as Content-Length; iterating again (an SDK
+    retry) starts again from the first line.
+    """
+
+    PIECE_BYTES = 1 << 20
+    HEAD, TAIL = b'{"requests":[', b"]}"
+
+    def __init__(self, lines: Callable[[], Iterator[bytes]], size: int) -> None:
+        self._lines = lines
+        self.size = size
+
+    @classmethod
+    def length(cls, line_sizes: Iterable[int]) -> int:
+        """The body's length for lines of these byte sizes (a comma between two lines)."""
+        total = n = 0
+        for size in line_sizes:
+            total += size
+            n += 1
+        return len(cls.HEAD) + total + max(0, n - 1) + len(cls.TAIL)
+
+    def __iter__(self) -> Iterator[bytes]:
+        piece = bytearray(self.HEAD)
+        first = True
+        for line in self._lines():
+            if not first:
+                piece += b","
+            piece += line
+            first = False
+            if len(piece) >= self.PIECE_BYTES:
+                yield bytes(piece)
+                piece.clear()
+        piece += self.TAIL
+        yield bytes(piece)
+
+
+class _AsyncBody:
+    """`BatchBody` for the async client (no sync client given): the pieces, rendered on the loop."""
+
+    def __init__(self, body: BatchBody) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._body:
+            yield piece
 
 
 @dataclass(frozen=True)
@@ -153,7 +204,9 @@ class ClaudeClient:
         if self._sync is not None:
             self._sync.close()
 
-    async def _create_batch(self, requests: list[dict[str, Any]], *, retries: bool) -> Any:
+    async def _create_batch(self, requests: list[dict[str, Any]] | BatchBody, *, retries: bool) -> Any:
+        if isinstance(requests, BatchBody):
+            return await self._post_batch_body(requests, retries=retries)
         if self._sync is None:
             client = self._client if retries else self._client.with_options(max_retries=0)
             return await client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
@@ -162,18 +215,35 @@ class ClaudeClient:
             lambda: sync.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         )
 
+    async def _post_batch_body(self, body: BatchBody, *, retries: bool) -> Any:
+        """The create call with a body streamed from `body` (see `BatchBody`), in a worker thread."""
+        headers = {"Content-Type": "application/json", "Content-Length": str(body.size)}
+        if self._sync is None:
+            client = self._client if retries else self._client.with_options(max_retries=0)
+            return await client.post(
+                "/v1/messages/batches", content=_AsyncBody(body), cast_to=MessageBatch, options={"headers": headers}
+            )
+        sync = self._sync if retries else self._sync.with_options(max_retries=0)
+        return await anyio.to_thread.run_sync(
+            lambda: sync.post("/v1/messages/batches", content=body, cast_to=MessageBatch, options={"headers": headers})
+        )
+
     async def create(self, params: dict[str, Any]) -> Completion:
         """One Messages call; streamed (and collected) when max_tokens is past the safe line."""
         try:
             if int(params["max_tokens"]) > STREAM_ABOVE_MAX_TOKENS:
                 return await self._streamed(params)
             raw = await self._client.messages.with_raw_response.create(**params)
-            message = await raw.parse()
+            # The JSON as is: only five fields are read, and the SDK's Message model of the whole
+            # answer took longer to build than the rest of offload's bookkeeping of one call.
+            message = await raw.json()
         except anthropic.BadRequestError as exc:
             raise InputError(f"the Claude API rejected the request: {_upstream(exc)}") from None
         except anthropic.APIError as exc:
             raise _upstream(exc) from None
-        return _completion(message, raw.headers.get("request-id"))
+        if not isinstance(message, dict):
+            raise UpstreamError("the Claude API answered with something other than a message; try again later")
+        return _completion_of(message, raw.headers.get("request-id"))
 
     async def _streamed(self, params: dict[str, Any]) -> Completion:
         async with self._client.messages.stream(**params) as stream:
@@ -206,7 +276,7 @@ class ClaudeClient:
             counted = await self._client.messages.count_tokens(**fields)
         return int(counted.input_tokens)
 
-    async def batch_create(self, requests: list[dict[str, Any]]) -> BatchInfo:
+    async def batch_create(self, requests: list[dict[str, Any]] | BatchBody) -> BatchInfo:
         """Create a batch. UpstreamError kind "not_sent": no byte reached the API, nothing exists there.
 
         The first attempt goes without the SDK's retries: a refused connection then proves the
@@ -248,6 +318,19 @@ def _completion(message: Any, request_id: str | None) -> Completion:
         model=message.model,
         request_id=request_id,
         message_id=message.id,
+    )
+
+
+def _completion_of(message: dict[str, Any], request_id: str | None) -> Completion:
+    """`_completion` from the Messages API's JSON answer."""
+    blocks = message.get("content") or ()
+    return Completion(
+        text="".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "text"),
+        stop_reason=message.get("stop_reason"),
+        usage=Usage.from_api(message.get("usage")),
+        model=str(message.get("model", "")),
+        request_id=request_id,
+        message_id=str(message.get("id", "")),
     )
 
 

@@ -64,6 +64,9 @@ class Metered:
     baseline_pusd: int
     request_key: str
     verdict: Verdict
+    # Settled spend per scope once this call is recorded, as its reservation read it plus its own
+    # cost (None when unknown): budget warnings come from it without summing the ledger again.
+    spent: budgets.Spent | None = None
 
     @property
     def outcome(self) -> str:
@@ -71,6 +74,8 @@ class Metered:
 
 
 Judge = Callable[[Completion], Verdict]
+# Given the verdict on a paid answer and its row, more writes to commit with that row (or None).
+Finalize = Callable[[Verdict, records.Attempt], records.Also | None]
 
 
 def _accept(_: Completion) -> Verdict:
@@ -138,7 +143,14 @@ async def metered_call(
     judge: Judge = _accept,
     prompt_text: str | None = None,
     prompt_tokens: int | None = None,
+    judge_in_thread: bool = True,
+    finalize: Finalize | None = None,
 ) -> Metered:
+    """Reserve the worst case, call, judge, price and record (releasing the hold) in one transaction.
+
+    `judge_in_thread=False` for a judge that runs no regex or schema: it then costs no thread hop.
+    `finalize` adds writes to the answer's record transaction (see `Finalize`).
+    """
     model = str(params["model"])
     policy = state.policy
     # A caller that had the API count the prompt reserves for that count, not the byte bound.
@@ -165,10 +177,20 @@ async def metered_call(
         raise
     # The answer is paid for: a cancellation arriving now must not skip its checks or lose its row.
     with anyio.CancelScope(shield=True):
-        verdict = await _judged(judge, completion)
+        verdict = await _judged(judge, completion) if judge_in_thread else _judged_here(judge, completion)
         attempt = _attempt(state, (policy, session, tool, tier, step), params, completion, verdict, prompt_text)
-        await record_paid(state, attempt, reservation)
-    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, verdict)
+        also = finalize(verdict, attempt) if finalize is not None else None
+        await record_paid(state, attempt, reservation, also=also)
+    spent = _spent_after(reservation, attempt.cost_pusd)
+    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, verdict, spent)
+
+
+def _spent_after(reservation: Reservation, cost_pusd: int) -> budgets.Spent | None:
+    """Every scope the reservation read (team scopes too), with this attempt's cost added: the
+    warnings after a call need no second read of the ledger."""
+    if not reservation.seen:
+        return None
+    return budgets.Spent.of([replace(s, spent_pusd=s.spent_pusd + cost_pusd) for s in reservation.seen])
 
 
 def _attempt(
@@ -223,15 +245,18 @@ def collecting_notes() -> Iterator[list[str]]:
         _notes.reset(token)
 
 
-async def record_paid(state: AppState, attempt: records.Attempt, reservation: Reservation | None) -> None:
+async def record_paid(
+    state: AppState, attempt: records.Attempt, reservation: Reservation | None, *, also: records.Also | None = None
+) -> None:
     """Record a paid attempt; if the ledger can't take it, spool it to the journal instead.
 
     A paid answer must reach the host whatever the ledger's state: the journal line is replayed
     (exactly once, by request_key) by this process's next recorded call, or the next time any
-    offload process opens the ledger.
+    offload process opens the ledger. Only the attempt is spooled: writes in `also` are then
+    not made (their callers see that and fall back).
     """
     try:
-        await records.record(state.ledger, attempt, reservation)
+        await records.record(state.ledger, attempt, reservation, also=also)
     except LedgerUnavailableError as exc:
         who = budgets.acting(state.ledger)
         stamped = replace(attempt, ts=attempt.ts or utcnow(), project=who.project, user=who.user)
@@ -273,13 +298,24 @@ async def _judged(judge: Judge, completion: Completion) -> Verdict:
         return Verdict("check_failed", failed_check="check_error")
 
 
-async def budget_warnings(state: AppState, session: str) -> list[str]:
+def _judged_here(judge: Judge, completion: Completion) -> Verdict:
+    """`_judged` on the event loop, for a judge with no regex or schema to run."""
+    try:
+        return judge(completion)
+    except Exception as exc:
+        log.warning("a check failed to run on a paid answer: %r", exc)
+        return Verdict("check_failed", failed_check="check_error")
+
+
+async def budget_warnings(state: AppState, session: str, spent: budgets.Spent | None = None) -> list[str]:
+    """Warnings for scopes past a `warn_at` threshold; `spent` (from a `Metered`) spares a ledger read."""
     policy = state.policy
     if not policy.budgets.warn_at:
         return []
     limits = limits_of(policy)
-    who = budgets.acting(state.ledger)
-    spent = budgets.Spent.of(await budgets.scope_states(state.ledger.conn, session, limits, utcnow(), who))
+    if spent is None:
+        who = budgets.acting(state.ledger)
+        spent = budgets.Spent.of(await budgets.scope_states(state.ledger.conn, session, limits, utcnow(), who))
     return budgets.warnings(spent, limits, policy.budgets.warn_at)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
+
 from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, LedgerUnavailableError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
@@ -22,8 +24,9 @@ from offload.core.tokens import request_upper_bound
 from offload.infra import files
 from offload.infra.claude import Completion, StreamDropped
 from offload.infra.ledger import batches as batch_store
-from offload.infra.ledger import budgets, learning
-from offload.metering.metered import Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
+from offload.infra.ledger import budgets, learning, records
+from offload.infra.ledger.db import WriteConn
+from offload.metering.metered import Finalize, Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
 from offload.metering.placement import placed_params
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
@@ -97,6 +100,18 @@ class _Job:
         return sum(len(t.encode("utf-8")) for t in texts)
 
 
+@dataclass
+class _Answer:
+    """The host's answer's `calls` row (and, for a redo, the verdict on the call it replaces),
+    written in the final rung's own record transaction; `_finish` writes what did not get in."""
+
+    call_id: str
+    redo_of: str | None = None
+    reason: str | None = None  # the host's words about the answer it redoes (kept only where prompts are)
+    written: bool = False
+    judged: bool = False
+
+
 @dataclass(frozen=True)
 class _Run:
     decision: engine.RouteDecision
@@ -105,6 +120,8 @@ class _Run:
     triage_cost: int
     budget_stop: str | None
     tried: list[_Rung]  # every paid rung, in order: the answered ones and any whose stream broke off
+    answer: _Answer
+    spent: budgets.Spent | None  # settled spend per scope after the last paid rung, for warnings
 
 
 async def _batch_job(state: AppState, call_id: str) -> _Job | None:
@@ -168,8 +185,8 @@ async def routed_complete(
         max_tokens=args.max_tokens,
         family=engine.family_of(args.task, args.difficulty),
     )
-    run = await _route_and_run(state, session, job, forced_tier=args.tier, progress=progress)
-    return await _finish(state, session, job, run, redo_of=None)
+    run = await _route_and_run(state, session, job, _Answer(new_call_id()), forced_tier=args.tier, progress=progress)
+    return await _finish(state, session, job, run)
 
 
 async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progress) -> ToolOutput:
@@ -214,15 +231,13 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
     # Claimed with no await since the lookup: a concurrent redo of the same call sees the claim.
     claimed = replace(job, redone_as=REDO_RUNNING)
     state.recall.swap(call_id, job, claimed)
+    answer = _Answer(new_call_id(), redo_of=call_id, reason=reason)
     try:
-        run = await _route_and_run(state, session, job, redo_tier=up, progress=progress)
+        run = await _route_and_run(state, session, job, answer, redo_tier=up, progress=progress)
     except BaseException:
         state.recall.swap(call_id, claimed, job)  # nothing better was paid for: the call can be redone again
         raise
-    # Judged only once the better answer is paid for: a failed redo leaves the earlier answer standing.
-    judged = learning.mark_judged(state.ledger, call_id, "redone", keep_baseline=False, reason=reason)
-    await _after_paid(judged, f"the verdict on {call_id}")
-    out = await _finish(state, session, job, run, redo_of=call_id)
+    out = await _finish(state, session, job, run)
     state.recall.swap(call_id, claimed, replace(job, redone_as=str(out.data["call_id"])))
     return out
 
@@ -238,16 +253,17 @@ async def _after_paid(write: Awaitable[T], what: str) -> T | None:
         return None
 
 
-async def _learned(state: AppState, session: str, job: _Job, request: engine.RouteRequest) -> engine.RouteRequest:
+async def _learned(
+    state: AppState, job: _Job, request: engine.RouteRequest, signals: learning.Signals | None
+) -> engine.RouteRequest:
     policy = state.policy
     learn = policy.learning
-    if not learn.enabled and not learn.judged_trials:
+    if signals is None or (not learn.enabled and not learn.judged_trials):
         return request
-    conn = state.ledger.conn
-    judges = await learning.judges(conn, session)
+    judges = signals.judges
     if not learn.enabled and not judges:
         return request
-    stats = await learning.tier_stats(conn, job.family, learn.window)
+    stats = await learning.tier_stats(state.ledger.conn, job.family, learn.window)
     evidence = {t: engine.TierEvidence(s.adequate, s.known) for t, s in stats.items()}
     tier, reason = engine.rule_tier(policy, request), ""
     if learn.enabled:
@@ -291,19 +307,45 @@ async def _counted(state: AppState, job: _Job) -> int | None:
     return min(job.upper, known + COUNT_MARGIN)
 
 
-async def _output_cap(state: AppState, job: _Job) -> int | None:
-    """A task's answers have a length: a runaway one (a weak tier rambling into max_tokens) is cut
-    at `learning.output_cap` times the longest answer that task had accepted lately, or, while the
-    task has fewer than `min_samples` answers, the longest of any task's (a wider window): the
-    runaways that cost most come early, before a new task has a record of its own."""
+async def _reads(state: AppState, session: str, job: _Job) -> tuple[learning.Signals | None, budgets.Headroom | None]:
+    """The learning signals and (when the policy downgrades) the budget headroom, read side by side:
+    both go to the read connection's thread at once instead of one after the other."""
+    got: dict[str, Any] = {}
+
+    async def signals() -> None:
+        got["signals"] = await _signals(state, session, job)
+
+    async def room() -> None:
+        got["room"] = await budgets.headroom(state.ledger, session, limits_of(state.policy))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(signals)
+        if state.policy.budgets.on_exceed == "downgrade":
+            tg.start_soon(room)
+    return got["signals"], got.get("room")
+
+
+async def _signals(state: AppState, session: str, job: _Job) -> learning.Signals | None:
+    """What the learned start and the output cap read from the ledger, in one read (None: neither is on)."""
     learn = state.policy.learning
-    if not learn.output_cap:
+    if not (learn.enabled or learn.judged_trials or learn.output_cap):
         return None
     label = engine.family_of(job.task, None)
-    seen, longest = await learning.longest_answer(state.ledger.conn, label, learn.window)
-    if seen < learn.min_samples:
-        seen, longest = await learning.longest_answer(state.ledger.conn, None, learn.window * 5)
-    if seen < learn.min_samples or longest <= 0:
+    return await learning.signals(state.ledger.conn, session, label, learn.window, learn.window * 5)
+
+
+def _output_cap(state: AppState, job: _Job, signals: learning.Signals | None) -> int | None:
+    """A task's answers have a length: a runaway one (a weak tier rambling into max_tokens) is cut
+    at `learning.output_cap` times the longest answer that task had accepted lately (at any stated
+    difficulty), or, while the task has fewer than `min_samples` answers, the longest of any task's
+    (a wider window): the runaways that cost most come early, before a task has a record of its own."""
+    learn = state.policy.learning
+    if not learn.output_cap or signals is None or job.max_tokens is not None:
+        return None
+    answers, longest = signals.answers, signals.longest
+    if answers < learn.min_samples:
+        answers, longest = signals.any_answers, signals.any_longest
+    if answers < learn.min_samples or longest <= 0:
         return None
     return int(longest * learn.output_cap) + 1
 
@@ -312,29 +354,37 @@ async def _route_and_run(
     state: AppState,
     session: str,
     job: _Job,
+    answer: _Answer,
     *,
     forced_tier: str | None = None,
     redo_tier: str | None = None,
     progress: Progress,
 ) -> _Run:
-    cap = None if job.max_tokens is not None else await _output_cap(state, job)
+    signals, room = await _reads(state, session, job)
+    cap = _output_cap(state, job, signals)
     counted = await _counted(state, job)
     if counted is not None:
         job = replace(job, upper=counted)
-    decision, triaged, triage_cost = await _decide(state, session, job, cap, forced_tier, redo_tier)
-    rungs, tried, budget_stop = await _climb(state, session, job, decision, cap, counted, progress)
-    return _Run(decision, rungs, triaged, triage_cost, budget_stop, tried)
+    decision, triaged, triage_cost = await _decide(state, session, job, cap, (forced_tier, redo_tier), signals, room)
+    rungs, tried, budget_stop, spent = await _climb(state, session, job, decision, (cap, counted), answer, progress)
+    return _Run(decision, rungs, triaged, triage_cost, budget_stop, tried, answer, spent)
 
 
 async def _decide(
-    state: AppState, session: str, job: _Job, cap: int | None, forced_tier: str | None, redo_tier: str | None
+    state: AppState,
+    session: str,
+    job: _Job,
+    cap: int | None,
+    tiers: tuple[str | None, str | None],  # the forced tier, the redo's tier
+    signals: learning.Signals | None,
+    room: budgets.Headroom | None,
 ) -> tuple[engine.RouteDecision, str | None, int]:
     """The route: rules, budget headroom, what was learned, and triage when it could change it."""
     policy = state.policy
     worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens, cap)
+    forced_tier, redo_tier = tiers
     headroom = headroom_scope = headroom_detail = None
-    if policy.budgets.on_exceed == "downgrade":
-        room = await budgets.headroom(state.ledger, session, limits_of(policy))
+    if room is not None:
         headroom, headroom_scope, headroom_detail = room.min_pusd, room.tightest, room.detail
     request = engine.RouteRequest(
         prompt_tokens=job.upper,
@@ -350,7 +400,7 @@ async def _decide(
         redo_tier=redo_tier,
     )
     if forced_tier is None and redo_tier is None:
-        request = await _learned(state, session, job, request)
+        request = await _learned(state, job, request, signals)
     decision = engine.decide(policy, request)
     triaged: str | None = None
     triage_cost = 0
@@ -366,17 +416,19 @@ async def _climb(
     session: str,
     job: _Job,
     decision: engine.RouteDecision,
-    cap: int | None,
-    counted: int | None,
+    sizes: tuple[int | None, int | None],  # the output cap, the counted prompt tokens
+    answer: _Answer,
     progress: Progress,
-) -> tuple[list[_Rung], list[_Rung], str | None]:
+) -> tuple[list[_Rung], list[_Rung], str | None, budgets.Spent | None]:
     """Run the ladder from the decided tier, one rung up per failed check, until an answer stands."""
     policy = state.policy
     checks = job.checks
+    cap, counted = sizes
     ladder = [decision.tier, *decision.ladder]
     rungs: list[_Rung] = []
     tried: list[_Rung] = []
     budget_stop: str | None = None
+    spent: budgets.Spent | None = None
     for step, tier in enumerate(ladder):
         model = policy.tiers[tier]
         # Only the first try is cut short: a rung climbing after a runaway answer gets the full length.
@@ -406,6 +458,9 @@ async def _climb(
                 judge=judge,
                 prompt_text=job.prompt_text,
                 prompt_tokens=counted,
+                # Without a regex or schema the judge only reads stop_reason: no thread hop for it.
+                judge_in_thread=job.checked,
+                finalize=_finalizer(session, job, rungs, answer),
             )
         except UpstreamError as exc:
             if last or not engine.should_escalate(policy, "api_error"):
@@ -438,36 +493,76 @@ async def _climb(
         )
         rungs.append(rung)
         tried.append(rung)
+        spent = metered.spent or spent
         if metered.outcome != "escalated":
             break
     if not rungs:  # every rung failed upstream and escalation moved past all of them
         raise UpstreamError("the Claude API failed on every tier of the ladder; try again later")
-    return rungs, tried, budget_stop
+    return rungs, tried, budget_stop, spent
+
+
+def _finalizer(session: str, job: _Job, rungs: list[_Rung], answer: _Answer) -> Finalize:
+    """The answer's `calls` row (and a redo's verdict on the call it replaces), for the record
+    transaction of the rung whose answer stands: one commit per answer instead of two or three."""
+
+    def finalize(verdict: Verdict, attempt: records.Attempt) -> records.Also | None:
+        if verdict.outcome == "escalated":  # the ladder climbs on: not the answer the host gets
+            return None
+        failed = verdict.failed_check
+        evidence = [
+            *_evidence(job, rungs),
+            (attempt.tier, False if failed is not None else (True if job.checked else None)),
+        ]
+        checked = job.checked and failed is None
+        call = learning.CallRecord(
+            answer.call_id, session, job.family, attempt.tier, attempt.request_key, checked, answer.redo_of
+        )
+
+        async def also(conn: WriteConn) -> None:
+            # Judged only together with the better answer's row: a failed redo leaves the earlier answer standing.
+            if answer.redo_of is not None:
+                await learning.judge_in(conn, answer.redo_of, "redone", keep_baseline=False, reason=answer.reason)
+                answer.judged = True
+            answer.written = await learning.insert_call(conn, call, evidence)
+
+        return also
+
+    return finalize
 
 
 def _evidence(job: _Job, rungs: list[_Rung]) -> list[tuple[str, bool | None]]:
     """What each rung showed about its tier: a failed check says inadequate, a passed one adequate,
     an unchecked answer nothing yet (the host's verdict may still come)."""
-    out: list[tuple[str, bool | None]] = []
-    for r in rungs:
-        if r.trigger is not None:
-            out.append((r.tier, False))
-        else:
-            out.append((r.tier, True if job.checked else None))
-    return out
+    return [(r.tier, _adequate(job, r.trigger)) for r in rungs]
 
 
-async def _finish(state: AppState, session: str, job: _Job, run: _Run, *, redo_of: str | None) -> ToolOutput:
+def _adequate(job: _Job, failed: str | None) -> bool | None:
+    if failed is not None:
+        return False
+    return True if job.checked else None
+
+
+async def _finish(state: AppState, session: str, job: _Job, run: _Run) -> ToolOutput:
     final = run.rungs[-1]
-    checked = job.checked and final.trigger is None
-    evidence = _evidence(job, run.rungs)
-    # Ids are short for the host's sake, and the ledger is shared by every session: a clash with
-    # an earlier answer draws again, so a verdict never lands on another session's call.
-    for _ in range(CALL_ID_DRAWS):
-        call_id = new_call_id()
-        record = learning.CallRecord(call_id, session, job.family, final.tier, final.request_key, checked, redo_of)
-        if await _after_paid(learning.record_call(state.ledger, record, evidence), f"answer {call_id}") is not False:
-            break
+    answer = run.answer
+    redo_of = answer.redo_of
+    call_id = answer.call_id
+    if redo_of is not None and not answer.judged:
+        judged = learning.mark_judged(state.ledger, redo_of, "redone", keep_baseline=False, reason=answer.reason)
+        await _after_paid(judged, f"the verdict on {redo_of}")
+    if not answer.written:  # the final rung's record could not carry it (journaled, an id clash, a budget stop)
+        checked = job.checked and final.trigger is None
+        evidence = _evidence(job, run.rungs)
+        # Ids are short for the host's sake, and the ledger is shared by every session: a clash with
+        # an earlier answer draws again, so a verdict never lands on another session's call.
+        for _ in range(CALL_ID_DRAWS):
+            call_id = new_call_id()
+            record = learning.CallRecord(call_id, session, job.family, final.tier, final.request_key, checked, redo_of)
+            if (
+                await _after_paid(learning.record_call(state.ledger, record, evidence), f"answer {call_id}")
+                is not False
+            ):
+                break
     assert state.recall is not None
     kept = replace(job, tier=final.tier)
     state.recall.put(call_id, kept, kept.size)
@@ -498,6 +593,7 @@ async def _triage(state: AppState, session: str, prompt: str) -> tuple[str | Non
         params=params,
         step=-1,
         judge=lambda _: Verdict("triage", counts_toward_baseline=False),
+        judge_in_thread=False,
     )
     words = re.findall(r"[a-z]+", metered.completion.text.lower())
     # An unusable answer leaves the route to the rules, as if triage were off.
@@ -522,7 +618,7 @@ async def _output(
         extra.append(f"downgraded from {decision.downgraded_from}")
     if decision.use_batch:
         extra.append("near budget: batch_submit is 50% off")
-    extra += await budget_warnings(state, session)
+    extra += await budget_warnings(state, session, run.spent)
     extra.append(f"id {call_id}")
     line = footer(final.model, total, usage.cache_read, len(rungs) - 1, extra)
     data = {

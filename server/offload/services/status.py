@@ -29,7 +29,6 @@ def _money(pusd: int | None) -> str | None:
 
 async def budget_status(state: AppState, session: str, scope: str = "all") -> ToolOutput:
     policy = state.policy
-    await budgets.expire(state.ledger)
     summary = await reports.summary(
         state.ledger,
         session,

@@ -9,8 +9,10 @@ that cost.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,6 +26,7 @@ from offload.core.text import clip, fmt_tokens
 from offload.core.tokens import approx_tokens
 from offload.infra import files
 from offload.infra.ledger import handles
+from offload.infra.ledger.context import record_in
 from offload.metering.metered import Metered, short_model
 from offload.services.context_calls import (
     check_headroom,
@@ -85,30 +88,42 @@ async def _load(state: AppState, args: TrimArgs) -> tuple[str, str | None]:
                 f"path {args.path!r} matches {len(found)} files; trim_result reads one file — "
                 "send one exact path (or use summarize_context for several files)"
             )
-        text = await anyio.to_thread.run_sync(
-            functools.partial(files.read_text, found[0], max_bytes=settings.max_file_bytes, roots=settings.roots)
-        )
-        return text, None
+        read = functools.partial(files.read_text, found[0], max_bytes=settings.max_file_bytes, roots=settings.roots)
+        # A small file is read in less time than a hop to a worker thread and back would take.
+        return (read() if _size(found[0]) <= THREAD_OVER_CHARS else await anyio.to_thread.run_sync(read)), None
     assert args.content is not None
     if not args.content.strip():
         raise InputError(f"content is empty; send the text to trim, or instead a {_SOURCES}")
     return args.content, None
 
 
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # read_text says what is wrong with it
+
+
 async def trim_result(state: AppState, session: str, args: TrimArgs) -> ToolOutput:
     content, kind = await _load(state, args)
     run = functools.partial(trim, content, fields=args.fields, query=args.query, max_tokens=args.max_tokens, kind=kind)
     result = await anyio.to_thread.run_sync(run) if len(content) > THREAD_OVER_CHARS else run()
-    handle = args.handle or await handles.save(state.ledger, content, result.kind, owner=current_owner())
-
+    owner = current_owner()
     if args.query is not None and result.query_answered is False:
+        handle = args.handle or await handles.save(state.ledger, content, result.kind, owner=owner)
         return await noted(state, session, TOOL, await _answer_by_model(state, session, args, content, result, handle))
+    handle = args.handle or handles.handle_for(content, owner)
     removed = list(result.removed)
     footer = f"[{result.kind} · {fmt_tokens(result.tokens_in)} → {fmt_tokens(result.tokens_out)} tokens"
     footer += f" · removed: {_short(removed)}" if removed else " · nothing removed"
     footer += f" · handle {handle}]"
-    data = _data(result, result.tokens_out, removed, handle, [])
-    return await noted(state, session, TOOL, ToolOutput(f"{result.text}\n{footer}", data))
+    out = ToolOutput(f"{result.text}\n{footer}", _data(result, result.tokens_out, removed, handle, []))
+    if args.handle is not None:
+        return await noted(state, session, TOOL, out)
+    # The original and what was kept out of the host's context: one transaction.
+    kept_out = record_in(session, TOOL, result.tokens_in, result.tokens_out)
+    await handles.save(state.ledger, content, result.kind, owner=owner, also=kept_out)
+    return out
 
 
 def _short(notes: list[str]) -> str:

@@ -237,6 +237,24 @@ LADDER = (
 )
 
 
+# What json.dumps(s, ensure_ascii=False) calls for a str, without building an encoder per value:
+# the renderer quotes every key and string of every level it tries, and json.dumps was most of a trim.
+_quoted = json.encoder.encode_basestring
+
+
+def _scalar(node: Any) -> str:
+    """json.dumps(node) for a number, boolean or null, the common ones without an encoder."""
+    if node is None:
+        return "null"
+    if node is True:
+        return "true"
+    if node is False:
+        return "false"
+    if type(node) is int:
+        return int.__repr__(node)
+    return json.dumps(node)
+
+
 @dataclass
 class _Renderer:
     level: Level
@@ -262,7 +280,7 @@ class _Renderer:
                 return
             self.put("{")
             for i, (k, v) in enumerate(node.items()):
-                self.put(("," if i else "") + json.dumps(str(k), ensure_ascii=False) + ":")
+                self.put(("," if i else "") + _quoted(str(k)) + ":")
                 self.value(v, depth + 1, f"{path}.{k}" if path else str(k))
             self.put("}")
         elif isinstance(node, list):
@@ -283,9 +301,9 @@ class _Renderer:
             if lv.str_cap is not None and len(node) > lv.str_cap:
                 self.shortened += 1
                 node = node[: lv.str_cap] + f"…(+{len(node) - lv.str_cap} chars)"
-            self.put(json.dumps(node, ensure_ascii=False))
+            self.put(_quoted(node))
         else:
-            self.put(json.dumps(node))
+            self.put(_scalar(node))
 
     def _choose(self, items: list[Any], path: str) -> tuple[list[Any], str]:
         cap = self.level.cap

@@ -20,7 +20,7 @@ import os
 import secrets
 import socket
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import acting
 from offload.infra.ledger.learning import CallRecord, insert_call
 from offload.infra.ledger.records import Attempt, _insert
-from offload.infra.ledger.statusline import ro_uri
+from offload.infra.ledger.statusline import open_ro, ro_uri
 from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
@@ -264,6 +264,32 @@ async def submit_failed(ledger: Ledger, batch_id: str, part: int, error: str, *,
         ).fetchall()
         await _cut_reservation(conn, batch_id, sum(int(r[0]) for r in rows))
         await _finish_if_done(conn, batch_id)
+
+
+def part_rows(
+    target: Path | str, batch_id: str, part: int, *, chunk: int = 2_000
+) -> Iterator[tuple[int, str, str | None]]:
+    """(idx, body, system) of a part's requests, in order, read `chunk` rows at a time on a
+    read-only connection of its own (to the SQLite file, or the PostgreSQL URL `target`): for a
+    worker thread streaming a create body, so memory holds one chunk, not the part. Every call
+    starts from the first row (a retried send reads again)."""
+    conn: sqlite3.Connection | pg.SyncConn
+    conn = pg.connect_sync(str(target)) if pg.is_url(target) else open_ro(Path(target))
+    try:
+        last = -1
+        while True:
+            rows = conn.execute(
+                "SELECT idx, body, system FROM batch_items WHERE batch_id = ? AND part = ? AND idx > ?"
+                " ORDER BY idx LIMIT ?",
+                (batch_id, part, last, chunk),
+            ).fetchall()
+            if not rows:
+                return
+            for idx, body, system in rows:
+                yield int(idx), str(body), system
+            last = int(rows[-1][0])
+    finally:
+        conn.close()
 
 
 async def part_items(ledger: Ledger, batch_id: str, part: int) -> list[tuple[int, str, str | None]]:

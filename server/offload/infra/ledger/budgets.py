@@ -98,6 +98,9 @@ class Reservation:
     session_id: str
     amount_pusd: int
     expires_at: str
+    # Every scope as the reservation saw it, before this hold: a caller reuses these figures
+    # (budget warnings after the call) instead of summing the ledger again.
+    seen: tuple[ScopeState, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -151,18 +154,10 @@ def _money(pusd: int) -> str:
     return fmt_usd(pusd, places=2) if pusd % 10**10 == 0 else fmt_usd(pusd)
 
 
-async def _purge(conn: aiosqlite.Connection, now: datetime, ledger: Ledger) -> None:
+async def _purge(conn: aiosqlite.Connection, now: datetime, ledger: Ledger, dead: Sequence[int] = ()) -> None:
+    """Drop expired holds, dead instances with their holds, and holds of dead local processes."""
     await conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (w.iso(now),))
-    if ledger.instance is not None:
-        await instances.touch(conn, ledger.instance, max(now, w.utcnow()))
     await instances.purge_dead(conn, now, ledger.instance)
-    rows = await (
-        await conn.execute(
-            "SELECT DISTINCT pid FROM reservations WHERE instance_id IS NULL AND host = ? AND pid != ?",
-            (_HOST, os.getpid()),
-        )
-    ).fetchall()
-    dead = [int(r[0]) for r in rows if not pid_alive(int(r[0]))]
     if dead:
         marks = ",".join("?" * len(dead))
         await conn.execute(
@@ -181,25 +176,47 @@ def _tagged(column: str, value: str | None) -> tuple[str, tuple[str, ...]]:
     return (f"{column} IS NULL", ()) if value is None else (f"{column} = ?", (value,))
 
 
-async def scope_states(
-    conn: Conn, session_id: str, limits: BudgetLimits, now: datetime, who: Who | None = None
-) -> list[ScopeState]:
-    """Spend and holds per scope: session, daily and monthly always, user, project and team when
-    their limit is set. Unexpired reservations count against every scope they touch."""
+# Every base scope's spend and live holds in one statement (each statement is a round trip to the
+# database thread; a routed call used to make fifteen of these reads), then the count of what a
+# purge would drop (expired holds, holds of instances whose lease ran out, such instances), then,
+# on request, one row per process on this host holding money, whose pids a reserve checks. Stale
+# rows are rare, so a reserve needs no further statement when nothing is stale. A dead instance's
+# holds never count (LIVE_HOLD) whether or not they have been purged yet.
+_TOTALS = (
+    "SELECT 0,"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE session_id = ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?),"
+    f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE session_id = ? AND {LIVE_HOLD}),"
+    f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE {LIVE_HOLD}),"
+    f" (SELECT COUNT(*) FROM reservations WHERE NOT ({LIVE_HOLD}))"
+    " + (SELECT COUNT(*) FROM server_instances WHERE lease_until <= ?)"
+)
+_OTHER_PIDS = (
+    " UNION ALL SELECT DISTINCT 1, pid, 0, 0, 0, 0, 0 FROM reservations WHERE host = ? AND pid != ? ORDER BY 1"
+)
+
+
+@dataclass(frozen=True)
+class _Totals:
+    states: list[ScopeState]
+    stale: int  # rows a purge would drop
+    other_pids: list[int]  # other processes on this host holding money
+
+
+async def _totals(
+    conn: Conn, session_id: str, limits: BudgetLimits, now: datetime, who: Who | None, *, pids: bool = False
+) -> _Totals:
     live = w.iso(now)
     d0, d1 = w.day_start(now), w.next_day(now)
     m0, m1 = w.month_start(now), w.next_month(now)
-    spent_session = await _one(conn, "SELECT SUM(cost_pusd) FROM attempts WHERE session_id = ?", (session_id,))
-    window = "SELECT SUM(cost_pusd) FROM attempts WHERE ts >= ? AND ts < ?"
-    spent_day = await _one(conn, window, (w.iso(d0), w.iso(d1)))
-    spent_month = await _one(conn, window, (w.iso(m0), w.iso(m1)))
-    held_session = await _one(
-        conn,
-        f"SELECT SUM(amount_pusd) FROM reservations WHERE session_id = ? AND {LIVE_HOLD}",
-        (session_id, live, live),
-    )
-    held_all = await _one(conn, f"SELECT SUM(amount_pusd) FROM reservations WHERE {LIVE_HOLD}", (live, live))
-    out = [
+    sql = _TOTALS + (_OTHER_PIDS if pids else "")
+    params: tuple[object, ...] = (session_id, w.iso(d0), w.iso(d1), w.iso(m0), w.iso(m1))
+    params += (session_id, live, live, live, live, live, live, live)
+    params += (_HOST, os.getpid()) if pids else ()
+    rows = list(await (await conn.execute(sql, params)).fetchall())
+    _, spent_session, spent_day, spent_month, held_session, held_all, stale = (int(v or 0) for v in rows[0])
+    states = [
         ScopeState("session", spent_session, held_session, limits.session_pusd, None),
         ScopeState("daily", spent_day, held_all, limits.daily_pusd, d1),
         ScopeState("monthly", spent_month, held_all, limits.monthly_pusd, m1),
@@ -217,10 +234,18 @@ async def scope_states(
         held = await _one(
             conn, f"SELECT SUM(amount_pusd) FROM reservations WHERE {where} AND {LIVE_HOLD}", (*args, live, live)
         )
-        out.append(ScopeState(scope, spent, held, limit, m1, name))
+        states.append(ScopeState(scope, spent, held, limit, m1, name))
     if limits.team_pusd is not None:
-        out.append(ScopeState("team", spent_month, held_all, limits.team_pusd, m1))
-    return out
+        states.append(ScopeState("team", spent_month, held_all, limits.team_pusd, m1))
+    return _Totals(states, stale, [int(r[1]) for r in rows[1:]])
+
+
+async def scope_states(
+    conn: Conn, session_id: str, limits: BudgetLimits, now: datetime, who: Who | None = None
+) -> list[ScopeState]:
+    """Spend and holds per scope: session, daily and monthly always, user, project and team when
+    their limit is set. Unexpired holds of live servers count against every scope they touch."""
+    return (await _totals(conn, session_id, limits, now, who)).states
 
 
 _NOBODY = {"user": "calls with no user (set OFFLOAD_USER)", "project": "calls with no project (set OFFLOAD_PROJECT)"}
@@ -275,8 +300,17 @@ async def reserve(
     who = who or acting(ledger)
     expires = w.iso(now + timedelta(seconds=ttl_s))
     async with ledger.write() as conn:
-        await _purge(conn, now, ledger)
-        for state in await scope_states(conn, session_id, limits, now, who):
+        if ledger.instance is not None:
+            # Renewed in the hold's own transaction: a hold is never written for an instance another
+            # server has just purged as dead.
+            await instances.touch(conn, ledger.instance, max(now, w.utcnow()))
+        seen = await _totals(conn, session_id, limits, now, who, pids=True)
+        dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
+        if seen.stale or dead:
+            await _purge(conn, now, ledger, dead)
+            seen = await _totals(conn, session_id, limits, now, who)
+        states = seen.states
+        for state in states:
             if state.limit_pusd is not None and (
                 state.spent_pusd + state.reserved_pusd + amount_pusd > state.limit_pusd
             ):
@@ -300,7 +334,7 @@ async def reserve(
         )
         row = await cur.fetchone()
     assert row is not None
-    return Reservation(int(row[0]), session_id, amount_pusd, expires)
+    return Reservation(int(row[0]), session_id, amount_pusd, expires, tuple(states))
 
 
 async def release(ledger: Ledger, reservation: Reservation) -> None:
@@ -309,24 +343,20 @@ async def release(ledger: Ledger, reservation: Reservation) -> None:
         await conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
 
 
-async def expire(ledger: Ledger, now: datetime | None = None) -> None:
-    """Drop expired holds and holds of dead instances and processes, so reports don't show them in flight."""
-    # A status read takes the write lock only when there is something to purge: behind a long
-    # write (a 60k-item batch being stored) it would otherwise wait for seconds.
+async def live_states(
+    ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None, who: Who | None = None
+) -> list[ScopeState]:
+    """`scope_states` after dropping expired holds and holds of dead instances and processes, so
+    reports don't show them in flight. One read when there is nothing to drop: a status read takes
+    the write lock only then (behind a long write, a 60k-item batch being stored, it would wait)."""
     now = now or w.utcnow()
-    rows = await (
-        await ledger.conn.execute(
-            "SELECT DISTINCT expires_at <= ?, pid FROM reservations WHERE expires_at <= ?"
-            " OR (instance_id IS NULL AND host = ? AND pid != ?)",
-            (w.iso(now), w.iso(now), _HOST, os.getpid()),
-        )
-    ).fetchall()
-    stale = any(int(r[0]) or not pid_alive(int(r[1])) for r in rows)
-    me = ledger.instance
-    if not stale and not [i for i in await instances.dead(ledger.conn, now, me) if me is None or i != me.id]:
-        return
+    seen = await _totals(ledger.conn, session_id, limits, now, who, pids=True)
+    dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
+    if not seen.stale and not dead:
+        return seen.states
     async with ledger.write() as conn:
-        await _purge(conn, now, ledger)
+        await _purge(conn, now, ledger, dead)
+    return await scope_states(ledger.conn, session_id, limits, now, who)
 
 
 async def headroom(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.db import Ledger, WriteConn
 from offload.infra.ledger.windows import iso, utcnow
 
 
@@ -12,7 +13,18 @@ async def record_kept_out(
     ledger: Ledger, session_id: str, tool: str, tokens_in: int, tokens_out: int, *, now: datetime | None = None
 ) -> None:
     async with ledger.write() as conn:
+        await record_in(session_id, tool, tokens_in, tokens_out, now=now)(conn)
+
+
+def record_in(
+    session_id: str, tool: str, tokens_in: int, tokens_out: int, *, now: datetime | None = None
+) -> Callable[[WriteConn], Awaitable[None]]:
+    """`record_kept_out` as a write to add to another transaction (e.g. the trimmed original's)."""
+
+    async def write(conn: WriteConn) -> None:
         await conn.execute(
             "INSERT INTO context_kept_out (ts, session_id, tool, tokens_in, tokens_out) VALUES (?, ?, ?, ?, ?)",
             (iso(now or utcnow()), session_id, tool, max(0, tokens_in), max(0, tokens_out)),
         )
+
+    return write

@@ -106,12 +106,18 @@ class ReadConn:
                 await asyncio.sleep(_backoff(attempt))
         raise AssertionError("unreachable")
 
+    async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        """As aiosqlite's: one round trip, so read helpers take either connection."""
+        return await (await self.execute(sql, parameters)).fetchall()
+
     async def close(self) -> None:
         await self._conn.close()
 
 
 # What read helpers accept: the read connection, or the write connection inside `Ledger.write()`.
 Conn = aiosqlite.Connection | ReadConn | pg.Conn
+# The connection `Ledger.write()` yields, for code that adds writes to a transaction it is handed.
+WriteConn = aiosqlite.Connection
 
 
 def _backoff(attempt: int) -> float:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import zlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from offload.core.errors import InputError
-from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.db import Ledger, WriteConn
 from offload.infra.ledger.windows import iso, utcnow
 
 HANDLE_PREFIX = "h_"
@@ -28,13 +29,26 @@ def handle_for(content: str, owner: str | None = None) -> str:
     return HANDLE_PREFIX + digest.hexdigest()[:12]
 
 
+# Below this many bytes zlib takes less time than a hop to a worker thread and back.
+COMPRESS_IN_THREAD_OVER = 16_000
+
+
 async def save(
-    ledger: Ledger, content: str, kind: str, *, owner: str | None = None, now: datetime | None = None
+    ledger: Ledger,
+    content: str,
+    kind: str,
+    *,
+    owner: str | None = None,
+    now: datetime | None = None,
+    also: Callable[[WriteConn], Awaitable[None]] | None = None,
 ) -> str:
-    """Store `content` for `owner` (idempotent) and return its handle."""
+    """Store `content` for `owner` (idempotent) and return its handle; `also` joins the transaction."""
     handle = handle_for(content, owner)
     raw = content.encode("utf-8")
-    blob = await asyncio.to_thread(zlib.compress, raw, 6)
+    if len(raw) > COMPRESS_IN_THREAD_OVER:
+        blob = await asyncio.to_thread(zlib.compress, raw, 6)
+    else:
+        blob = zlib.compress(raw, 6)
     ts = iso(now or utcnow())
     async with ledger.write() as conn:
         await conn.execute(
@@ -42,6 +56,8 @@ async def save(
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used_at = excluded.last_used_at",
             (handle, kind, len(raw), ts, ts, blob, owner),
         )
+        if also is not None:
+            await also(conn)
     return handle
 
 

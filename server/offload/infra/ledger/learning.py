@@ -58,9 +58,11 @@ async def record_call(
 
 
 async def insert_call(
-    conn: aiosqlite.Connection, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], ts: str
+    conn: aiosqlite.Connection, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], ts: str | None = None
 ) -> bool:
-    """`record_call` inside the caller's write transaction (a batch item settles with its answer row)."""
+    """`record_call` inside a write transaction the caller holds (the answer's own record, or a
+    batch item settling with its answer row)."""
+    ts = ts or w.iso(w.utcnow())
     cur = await conn.execute(
         "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
@@ -68,11 +70,13 @@ async def insert_call(
     )
     if cur.rowcount == 0:
         return False
-    for tier, adequate in evidence:
-        await conn.execute(
-            "INSERT INTO tier_evidence (ts, session_id, call_id, family, tier, adequate) VALUES (?, ?, ?, ?, ?, ?)",
-            (ts, call.session_id, call.call_id, call.family, tier, None if adequate is None else int(adequate)),
-        )
+    await conn.executemany(
+        "INSERT INTO tier_evidence (ts, session_id, call_id, family, tier, adequate) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (ts, call.session_id, call.call_id, call.family, tier, None if adequate is None else int(adequate))
+            for tier, adequate in evidence
+        ],
+    )
     return True
 
 
@@ -83,15 +87,21 @@ async def mark_judged(
     unless the host is left with this answer (`keep_baseline`), drop its baseline: the redo's answer
     now stands for the one call the host would have made itself. False if the call is unknown."""
     async with ledger.write() as conn:
-        row = await (await conn.execute("SELECT tier, final_key FROM calls WHERE call_id = ?", (call_id,))).fetchone()
-        if row is None:
-            return False
-        await conn.execute("UPDATE calls SET verdict = ?, reason = ? WHERE call_id = ?", (verdict, reason, call_id))
-        await conn.execute(
-            "UPDATE tier_evidence SET adequate = 0 WHERE call_id = ? AND tier = ?", (call_id, str(row[0]))
-        )
-        if not keep_baseline and row[1] is not None:
-            await conn.execute("UPDATE attempts SET baseline_pusd = 0 WHERE request_key = ?", (str(row[1]),))
+        return await judge_in(conn, call_id, verdict, keep_baseline=keep_baseline, reason=reason)
+
+
+async def judge_in(
+    conn: aiosqlite.Connection, call_id: str, verdict: str, *, keep_baseline: bool, reason: str | None = None
+) -> bool:
+    """`mark_judged` inside a write transaction the caller holds (the redo's own record)."""
+    rows = list(await conn.execute_fetchall("SELECT tier, final_key FROM calls WHERE call_id = ?", (call_id,)))
+    if not rows:
+        return False
+    tier, final_key = rows[0]
+    await conn.execute("UPDATE calls SET verdict = ?, reason = ? WHERE call_id = ?", (verdict, reason, call_id))
+    await conn.execute("UPDATE tier_evidence SET adequate = 0 WHERE call_id = ? AND tier = ?", (call_id, str(tier)))
+    if not keep_baseline and final_key is not None:
+        await conn.execute("UPDATE attempts SET baseline_pusd = 0 WHERE request_key = ?", (str(final_key),))
     return True
 
 
@@ -111,22 +121,50 @@ async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStat
     return {str(r[0]): TierStats(int(r[1]), int(r[2])) for r in await cur.fetchall()}
 
 
+# The last `window` answers nobody rejected that ended on their own (not cut at max_tokens), of one
+# task at any stated difficulty ('label@...' sorts between 'label@' and 'labelA': the index serves
+# both), and of every task: an answer's length follows its task, not its difficulty.
+_RECENT = (
+    " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
+    " WHERE {where}c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
+    " ORDER BY c.ts DESC LIMIT ?"
+)
+_LONGEST = "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM (" + _RECENT + ") AS recent"
+_OF_LABEL = "(c.family = ? OR (c.family >= ? AND c.family < ?)) AND "
+_JUDGES = "SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL"
+
+
 async def longest_answer(conn: Conn, label: str | None, window: int) -> tuple[int, int]:
-    """(answers, longest output in tokens) over the last `window` answers nobody rejected and that
-    ended on their own (not cut at max_tokens): of task `label` at any stated difficulty (an answer's
-    length follows its task, not its difficulty), or of every task when `label` is None."""
-    # `label@...` rows sort between 'label@' and 'labelA' ('A' follows '@'): the index serves both.
-    where = "(c.family = ? OR (c.family >= ? AND c.family < ?)) AND " if label is not None else ""
-    args: tuple[str | int, ...] = (label, f"{label}@", f"{label}A", window) if label is not None else (window,)
-    cur = await conn.execute(
-        "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ("
-        " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
-        f" WHERE {where}c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
-        " ORDER BY c.ts DESC LIMIT ?) AS recent",
-        args,
-    )
+    """(answers, longest output in tokens) over the last `window` accepted answers of task `label`
+    (any stated difficulty), or of every task when `label` is None."""
+    if label is None:
+        cur = await conn.execute(_LONGEST.format(where=""), (window,))
+    else:
+        cur = await conn.execute(_LONGEST.format(where=_OF_LABEL), (label, f"{label}@", f"{label}A", window))
     row = await cur.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What routing reads before a call, in one statement: whether this session's host judges,
+    and the recent accepted answers (count, longest) of the call's task and of every task."""
+
+    judges: bool
+    answers: int
+    longest: int
+    any_answers: int
+    any_longest: int
+
+
+async def signals(conn: Conn, session_id: str, label: str, window: int, any_window: int) -> Signals:
+    sql = (
+        f"SELECT EXISTS ({_JUDGES}), l.*, g.* FROM ({_LONGEST.format(where=_OF_LABEL)}) l,"
+        f" ({_LONGEST.format(where='')}) g"
+    )
+    rows = list(await conn.execute_fetchall(sql, (session_id, label, f"{label}@", f"{label}A", window, any_window)))
+    judged, answers, longest, any_answers, any_longest = rows[0]
+    return Signals(bool(judged), int(answers), int(longest), int(any_answers), int(any_longest))
 
 
 async def typical_output(conn: Conn, model: str, *, recent: int = 200) -> int | None:
@@ -145,7 +183,7 @@ async def typical_output(conn: Conn, model: str, *, recent: int = 200) -> int | 
 
 async def judges(conn: Conn, session_id: str) -> bool:
     """Whether this session's host has judged any answer: only then is its silence evidence."""
-    cur = await conn.execute("SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL LIMIT 1", (session_id,))
+    cur = await conn.execute(_JUDGES + " LIMIT 1", (session_id,))
     return await cur.fetchone() is not None
 
 

@@ -136,6 +136,10 @@ class Conn:
             rows = await cur.fetchall() if cur.description is not None else []
             return Cursor(rows, cur.rowcount)
 
+    async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
+        """As aiosqlite's, so read helpers take either backend's connection."""
+        return await (await self.execute(sql, parameters)).fetchall()
+
     async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> Cursor:
         async with self.raw.cursor() as cur:
             await cur.executemany(translate(sql), [tuple(p) for p in seq])

@@ -8,7 +8,7 @@ neither: money is never counted twice, nor dropped from the budget.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -129,8 +129,18 @@ async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime, ledger:
     return cur.rowcount == 1
 
 
+# More writes that belong with an attempt (the answer it became, a verdict): run inside its
+# record transaction, so an answer costs one commit and one write lock, not one per table.
+Also = Callable[["aiosqlite.Connection"], Awaitable[None]]
+
+
 async def record(
-    ledger: Ledger, attempt: Attempt, reservation: Reservation | None = None, *, now: datetime | None = None
+    ledger: Ledger,
+    attempt: Attempt,
+    reservation: Reservation | None = None,
+    *,
+    now: datetime | None = None,
+    also: Also | None = None,
 ) -> bool:
     """Insert `attempt` unless its request_key is already there; release `reservation` with it.
 
@@ -141,6 +151,8 @@ async def record(
         inserted = await _insert(conn, attempt, now, ledger)
         if reservation is not None:
             await conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+        if also is not None:
+            await also(conn)
     return inserted
 
 

@@ -18,11 +18,11 @@ from offload.core.errors import InputError
 from offload.core.money import usd_json
 from offload.infra.ledger import pg
 from offload.infra.ledger import windows as w
-from offload.infra.ledger.budgets import BudgetLimits, ScopeState, Who, scope_states
+from offload.infra.ledger.budgets import BudgetLimits, ScopeState, Who, live_states
 from offload.infra.ledger.statusline import open_ro
 
 if TYPE_CHECKING:
-    from offload.infra.ledger.db import Conn, Ledger
+    from offload.infra.ledger.db import Ledger
 
 __all__ = ["BudgetSummary", "SpendRow", "pct", "read_spend", "spend_rows", "summary"]
 
@@ -120,11 +120,6 @@ class BudgetSummary(_Savings):
         return pct(self.cache_read_tokens, self.prompt_tokens)
 
 
-async def _table_exists(conn: Conn, name: str) -> bool:
-    cur = await conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return await cur.fetchone() is not None
-
-
 async def summary(
     ledger: Ledger,
     session_id: str,
@@ -141,43 +136,34 @@ async def summary(
         raise InputError(f"scope {window!r} is not one of session, day, month")
     now = now or w.utcnow()
     conn = ledger.conn
-    states = await scope_states(conn, session_id, limits, now, who)
+    states = await live_states(ledger, session_id, limits, now, who)
     bounds = _WINDOWS[window]
     params: tuple[str, ...]
     if bounds is None:
         where, params = "session_id = ?", (session_id,)
     else:
         where, params = "ts >= ? AND ts < ?", (w.iso(bounds[0](now)), w.iso(bounds[1](now)))
-    cur = await conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0),"
+    # Totals, answer quality and pending batches in one statement, the top models in a second:
+    # each statement is a round trip to the database thread.
+    rows = await conn.execute_fetchall(
+        "SELECT * FROM (SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0),"
         " COALESCE(SUM(cache_read), 0),"
         " COALESCE(SUM(input_tokens + cache_write_5m + cache_write_1h + cache_read), 0),"
-        " COALESCE(SUM(cache_gain_pusd), 0)"
-        f" FROM attempts WHERE {where}",
-        params,
+        f" COALESCE(SUM(cache_gain_pusd), 0) FROM attempts WHERE {where}) a"
+        # 0003_batches.sql: a local batch is 'open' until every request is settled.
+        # Only the caller's own batches: over HTTP another token's are none of its business.
+        " CROSS JOIN (SELECT COUNT(*) FROM batches WHERE state = 'open' AND owner IS ?) b"
+        f" CROSS JOIN (SELECT {_QUALITY} FROM calls c WHERE {where}) q",
+        (*params, owner, *params),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    calls, cost, base, cache_read, prompt, gain = (int(v) for v in row)
-    cur = await conn.execute(
+    calls, cost, base, cache_read, prompt, gain, pending, *answers = (int(v or 0) for v in rows[0])
+    quality = Quality(*answers)
+    top_rows = await conn.execute_fetchall(
         f"SELECT model, COUNT(*), SUM(cost_pusd) AS c FROM attempts WHERE {where}"
         " GROUP BY model ORDER BY c DESC, model LIMIT ?",
         (*params, top),
     )
-    models = [ModelSpend(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
-    pending = 0
-    if await _table_exists(conn, "batches"):
-        # 0003_batches.sql: a local batch is 'open' until every request is settled.
-        # Only the caller's own batches: over HTTP another token's are none of its business.
-        got = await (
-            await conn.execute("SELECT COUNT(*) FROM batches WHERE state = 'open' AND owner IS ?", (owner,))
-        ).fetchone()
-        pending = int(got[0]) if got else 0
-    quality = Quality()
-    if await _table_exists(conn, "calls"):
-        got = await (await conn.execute(f"SELECT {_QUALITY} FROM calls c WHERE {where}", params)).fetchone()
-        if got is not None:
-            quality = Quality(*(int(v) for v in got))
+    models = [ModelSpend(str(r[0]), int(r[1]), int(r[2])) for r in top_rows]
     return BudgetSummary(states, window, cost, base, calls, cache_read, prompt, models, pending, quality, gain)
 
 

@@ -200,8 +200,13 @@ def request_line(shared: Shared, spec: Spec, idx: int) -> dict[str, Any]:
     return {"custom_id": custom_id(idx), "params": params_for(shared, spec)}
 
 
+def line_json(line: dict[str, Any]) -> bytes:
+    """A request line as sent in a create body (`line_bytes` counts exactly these bytes)."""
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def line_bytes(line: dict[str, Any]) -> int:
-    return len(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return len(line_json(line))
 
 
 def input_upper_bound(shared: Shared, spec: Spec) -> int:

@@ -68,7 +68,7 @@ async def start(state: AppState, parent_id: str) -> str | None:
     owed = await store.owed_items(conn, parent_id)
     specs = [Spec(str(r["label"]), str(r["body"]), r["system"]) for r in owed]
     observed = await learning.typical_output(conn, model)
-    part_of, part_counts, worst, typical, sync = await anyio.to_thread.run_sync(
+    part_of, part_counts, part_bytes, worst, typical, sync = await anyio.to_thread.run_sync(
         service._priced, state, shared, specs, observed
     )
     session = str(row["session_id"])
@@ -108,5 +108,5 @@ async def start(state: AppState, parent_id: str) -> str | None:
         await budgets.release(state.ledger, reservation)
         return None
     log.info("batch %s: %d item(s) re-asked on %s as round %d (%s)", batch.root_id, len(specs), up, batch.round, child)
-    await service._send_parts(state, child, shared, part_counts)
+    await service._send_parts(state, child, shared, part_bytes)
     return child

@@ -9,11 +9,14 @@ it on its own — that could pay twice — and batch_status tells the user how t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -24,6 +27,7 @@ from offload.core.output import Progress, ToolOutput, no_progress
 from offload.core.request import Prompt
 from offload.core.tenancy import current_owner
 from offload.infra import files
+from offload.infra.claude import BatchBody
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import budgets, learning
 from offload.infra.ledger import windows as w
@@ -165,7 +169,7 @@ async def _persist_and_send(
     policy = state.policy
     # The estimate uses how long this model's answers have been, when the ledger knows.
     observed_out = await learning.typical_output(state.ledger.conn, shared.model)
-    part_of, part_counts, worst, typical, sync = await anyio.to_thread.run_sync(
+    part_of, part_counts, part_bytes, worst, typical, sync = await anyio.to_thread.run_sync(
         _priced, state, shared, specs, observed_out
     )
     total_worst = sum(worst)
@@ -199,15 +203,16 @@ async def _persist_and_send(
         await budgets.release(state.ledger, reservation)
         raise
     await progress(1, 3, f"saved {batch_id}; creating {len(part_counts)} API batch(es)")
-    api_ids, failures = await _send_parts(state, batch_id, shared, part_counts)
+    api_ids, failures = await _send_parts(state, batch_id, shared, part_bytes)
     await progress(3, 3, None)
     return _submitted_output(batch_id, shared, tier, len(specs), api_ids, failures, total_worst, typical, sync)
 
 
 def _priced(
     state: AppState, shared: Shared, specs: list[Spec], observed_out: int | None
-) -> tuple[list[int], list[int], list[int], int, int]:
-    """(part of each request, requests per part, worst case per request, typical, typical sent one by one)."""
+) -> tuple[list[int], list[int], list[int], list[int], int, int]:
+    """(part of each request, requests per part, each part's create body bytes, worst case per request,
+    typical, typical sent one by one)."""
     prices = state.prices
     sizes: list[int] = []
     worst: list[int] = []
@@ -222,9 +227,12 @@ def _priced(
         sync += _typical(state, shared, guess_in, guess_out, batch=False)
     part_of = build.split(sizes)
     part_counts = [0] * (part_of[-1] + 1)
-    for p in part_of:
+    line_sizes: list[list[int]] = [[] for _ in part_counts]
+    for p, size in zip(part_of, sizes, strict=True):
         part_counts[p] += 1
-    return part_of, part_counts, worst, typical, sync
+        line_sizes[p].append(size)
+    part_bytes = [BatchBody.length(s) for s in line_sizes]
+    return part_of, part_counts, part_bytes, worst, typical, sync
 
 
 def _typical(state: AppState, shared: Shared, tokens_in: int, tokens_out: int, *, batch: bool) -> int:
@@ -234,17 +242,17 @@ def _typical(state: AppState, shared: Shared, tokens_in: int, tokens_out: int, *
 
 
 async def _send_parts(
-    state: AppState, batch_id: str, shared: Shared, part_counts: list[int]
+    state: AppState, batch_id: str, shared: Shared, part_bytes: list[int]
 ) -> tuple[list[str], list[str]]:
     api_ids: list[str] = []
     failures: list[str] = []
     client = state.claude()
-    for part in range(len(part_counts)):
+    target = state.ledger.url or state.ledger.path
+    for part in range(len(part_bytes)):
         if not await store.begin_submit(state.ledger, batch_id, part):
             continue
-        rows = await store.part_items(state.ledger, batch_id, part)
-        lines = await anyio.to_thread.run_sync(_lines, shared, rows)
-        del rows
+        # Streamed from the ledger in chunks as the body is sent: memory is bounded by a chunk, not the part.
+        lines = BatchBody(functools.partial(_part_lines, target, batch_id, part, shared), part_bytes[part])
         try:
             info = await client.batch_create(lines)
         except UpstreamError as exc:
@@ -263,8 +271,9 @@ async def _send_parts(
     return api_ids, failures
 
 
-def _lines(shared: Shared, rows: list[tuple[int, str, str | None]]) -> list[dict[str, Any]]:
-    return [build.request_line(shared, Spec("", body, system), idx) for idx, body, system in rows]
+def _part_lines(target: Path | str, batch_id: str, part: int, shared: Shared) -> Iterator[bytes]:
+    for idx, body, system in store.part_rows(target, batch_id, part):
+        yield build.line_json(build.request_line(shared, Spec("", body, system), idx))
 
 
 def _submitted_output(
