@@ -1,8 +1,9 @@
 """Eight servers on one PostgreSQL ledger behave as one service: the shared budget holds.
 
 Two `offload serve --http` replicas and six stdio servers (real subprocesses, the real mcp client
-over streamable HTTP and stdio), each making 20 premium routed_complete calls against one
-$0.02 daily budget, under the emulator's seeded faults (429/500/529 the SDK retries, latency).
+over streamable HTTP and stdio), each as its own user on its own host id (no pid is trusted across
+them), making 20 premium routed_complete calls against one $0.02 team budget, under the
+emulator's seeded faults (429/500/529 the SDK retries, latency).
 The budget is never overrun, every refusal names it, no hold outlives the run, and the ledger
 has exactly one row per answer the emulator served.
 """
@@ -42,16 +43,21 @@ FAULTS = "429=0.05,500=0.05,529=0.1,latency=10-60ms"
 
 def _policy(tmp_path: Path) -> Path:
     text = shipped("default.yaml").read_text(encoding="utf-8")
-    text = text.replace("  session_usd: 2\n", "  session_usd: 100\n").replace("daily_usd: 20", 'daily_usd: "0.02"')
+    text = text.replace("  session_usd: 2\n", "  session_usd: 100\n")
+    text = text.replace("  monthly_usd: 300\n", '  monthly_usd: 300\n  team_usd: "0.02"\n')
     text = text.replace("on_exceed: downgrade", "on_exceed: refuse")
-    assert 'daily_usd: "0.02"' in text and "on_exceed: refuse" in text
+    assert 'team_usd: "0.02"' in text and "on_exceed: refuse" in text
     path = tmp_path / "team.yaml"
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def _env(tmp_path: Path, db_url: str, api_url: str, session: str) -> dict[str, str]:
+def _env(tmp_path: Path, db_url: str, api_url: str, session: str, lease_s: int = 30) -> dict[str, str]:
     return {
+        # Each server stands for another machine and another engineer: holds are freed by lease only.
+        "OFFLOAD_HOST_ID": f"host-{session}",
+        "OFFLOAD_USER": f"user-{session}",
+        "OFFLOAD_LEASE_S": str(lease_s),
         "HOME": str(tmp_path),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "OFFLOAD_DB": db_url,
@@ -142,7 +148,7 @@ async def test_two_http_replicas_and_six_stdio_servers_hold_one_budget_on_postgr
     refusals = [e for e in out["errors"] if "budget" in e]
     assert len(refusals) > 0 and len(out["answers"]) > 0
     for text in refusals:
-        assert "daily budget $0.02 would be exceeded" in text and "left" in text, text
+        assert "team budget $0.02 would be exceeded" in text and "budgets.team_usd" in text, text
     # Anything else is an API failure past the SDK's retries, reported as such (never a silent loss).
     others = [e for e in out["errors"] if e not in refusals]
     assert all("Claude API error" in e and "after retries" in e for e in others), others
@@ -159,12 +165,15 @@ async def _doomed_call(url: str) -> None:
             raise
 
 
-async def test_a_replica_killed_mid_call_frees_its_hold_and_its_batch_is_collected_once_by_another(
+async def test_a_replica_killed_mid_call_frees_its_hold_within_its_lease_and_its_batch_is_collected_once_by_another(
     running: Callable[..., Any], tmp_path: Path, pg_server: str
 ) -> None:
     db_url = new_database(pg_server)
+    lease_s = 4
     with running(batch_delay_s=2, faults="latency=1500ms") as emu:
-        (a, a_url), (b, b_url) = (_replica(tmp_path, _env(tmp_path, db_url, emu.url, f"r{n}"), n) for n in range(2))
+        (a, a_url), (b, b_url) = (
+            _replica(tmp_path, _env(tmp_path, db_url, emu.url, f"r{n}", lease_s=lease_s), n) for n in range(2)
+        )
         try:
             async with _http(a_url) as c:
                 sub = await c.call_tool("batch_submit", {"template": "Tag: {item}", "items": ["x", "y", "z"]})
@@ -177,12 +186,17 @@ async def test_a_replica_killed_mid_call_frees_its_hold_and_its_batch_is_collect
                     while target_rows(db_url, held_by_a) == [(0,)]:  # wait until its hold is taken
                         await anyio.sleep(0.05)
                     a.kill()  # SIGKILL, mid-call: no cleanup runs
+                    killed_at = time.monotonic()
                     a.wait(timeout=30)
             assert target_rows(db_url, held_by_a) == [(1,)]  # left behind by the dead replica
             async with _http(b_url) as c:
-                status = await c.call_tool("budget_status", {})
-                assert not status.is_error, status.content
-                assert target_rows(db_url, held_by_a) == [(0,)]  # freed: its process is gone
+                # Another host: A's pid means nothing here; its hold goes when its lease runs out.
+                with anyio.fail_after(lease_s * 4):
+                    while target_rows(db_url, held_by_a) != [(0,)]:
+                        status = await c.call_tool("budget_status", {})
+                        assert not status.is_error, status.content
+                        await anyio.sleep(0.2)
+                freed_after = time.monotonic() - killed_at
                 with anyio.fail_after(60):
                     while (await c.call_tool("batch_status", {"batch_id": batch_id})).structured_content[
                         "state"
@@ -195,6 +209,8 @@ async def test_a_replica_killed_mid_call_frees_its_hold_and_its_batch_is_collect
                     proc.terminate()
                     proc.wait(timeout=30)
     assert not results.is_error, results.content
+    # Within the lease (plus the survivor's 0.2 s polling and one purge), not the hold's 10-minute expiry.
+    assert freed_after <= lease_s + 2, freed_after
     # Collected by the survivor, each item settled exactly once, every hold gone.
     assert target_rows(db_url, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(3, 3)]
     assert target_rows(db_url, "SELECT COUNT(*) FROM batch_items WHERE result_type = 'succeeded'") == [(3,)]

@@ -292,17 +292,6 @@ def part_rows(
         conn.close()
 
 
-async def part_items(ledger: Ledger, batch_id: str, part: int) -> list[tuple[int, str, str | None]]:
-    """(idx, body, system) of a part's requests, in order."""
-    rows = await (
-        await ledger.conn.execute(
-            "SELECT idx, body, system FROM batch_items WHERE batch_id = ? AND part = ? ORDER BY idx",
-            (batch_id, part),
-        )
-    ).fetchall()
-    return [(int(r[0]), str(r[1]), r[2]) for r in rows]
-
-
 def _pid_dead(owner: str | None, live_instances: set[str]) -> bool:
     """Is the claimant gone? An instance: it has no row left (its lease ran out, or its pid died
     on our host, and it was purged); a claim from before instances: its pid, on our host only."""

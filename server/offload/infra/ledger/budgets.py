@@ -32,7 +32,7 @@ from offload.core.tenancy import current_owner
 from offload.infra.ledger import instances
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.instances import LIVE_HOLD
-from offload.infra.processes import pid_alive
+from offload.infra.processes import host_id, pid_alive
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -192,9 +192,16 @@ _TOTALS = (
     f" (SELECT COUNT(*) FROM reservations WHERE NOT ({LIVE_HOLD}))"
     " + (SELECT COUNT(*) FROM server_instances WHERE lease_until <= ?)"
 )
+# Other processes on this host that hold money or run a server instance: a dead one's holds go at once.
 _OTHER_PIDS = (
-    " UNION ALL SELECT DISTINCT 1, pid, 0, 0, 0, 0, 0 FROM reservations WHERE host = ? AND pid != ? ORDER BY 1"
+    " UNION ALL SELECT DISTINCT 1, pid, 0, 0, 0, 0, 0 FROM reservations WHERE host = ? AND pid != ?"
+    " UNION ALL SELECT DISTINCT 1, pid, 0, 0, 0, 0, 0 FROM server_instances WHERE host_id = ? AND pid != ? ORDER BY 1"
 )
+
+
+def _here(ledger: Ledger) -> str:
+    """This host's id as server instances record it (instances.dead compares pids only within it)."""
+    return ledger.instance.host_id if ledger.instance is not None else host_id()
 
 
 @dataclass(frozen=True)
@@ -205,15 +212,16 @@ class _Totals:
 
 
 async def _totals(
-    conn: Conn, session_id: str, limits: BudgetLimits, now: datetime, who: Who | None, *, pids: bool = False
+    conn: Conn, session_id: str, limits: BudgetLimits, now: datetime, who: Who | None, *, pids: str | None = None
 ) -> _Totals:
+    """`pids`: this host's id, to also list the pids of other local processes holding money."""
     live = w.iso(now)
     d0, d1 = w.day_start(now), w.next_day(now)
     m0, m1 = w.month_start(now), w.next_month(now)
     sql = _TOTALS + (_OTHER_PIDS if pids else "")
     params: tuple[object, ...] = (session_id, w.iso(d0), w.iso(d1), w.iso(m0), w.iso(m1))
     params += (session_id, live, live, live, live, live, live, live)
-    params += (_HOST, os.getpid()) if pids else ()
+    params += (_HOST, os.getpid(), pids, os.getpid()) if pids else ()
     rows = list(await (await conn.execute(sql, params)).fetchall())
     _, spent_session, spent_day, spent_month, held_session, held_all, stale = (int(v or 0) for v in rows[0])
     states = [
@@ -304,7 +312,7 @@ async def reserve(
             # Renewed in the hold's own transaction: a hold is never written for an instance another
             # server has just purged as dead.
             await instances.touch(conn, ledger.instance, max(now, w.utcnow()))
-        seen = await _totals(conn, session_id, limits, now, who, pids=True)
+        seen = await _totals(conn, session_id, limits, now, who, pids=_here(ledger))
         dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
         if seen.stale or dead:
             await _purge(conn, now, ledger, dead)
@@ -350,7 +358,7 @@ async def live_states(
     reports don't show them in flight. One read when there is nothing to drop: a status read takes
     the write lock only then (behind a long write, a 60k-item batch being stored, it would wait)."""
     now = now or w.utcnow()
-    seen = await _totals(ledger.conn, session_id, limits, now, who, pids=True)
+    seen = await _totals(ledger.conn, session_id, limits, now, who, pids=_here(ledger))
     dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
     if not seen.stale and not dead:
         return seen.states

@@ -134,17 +134,6 @@ _OF_LABEL = "(c.family = ? OR (c.family >= ? AND c.family < ?)) AND "
 _JUDGES = "SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL"
 
 
-async def longest_answer(conn: Conn, label: str | None, window: int) -> tuple[int, int]:
-    """(answers, longest output in tokens) over the last `window` accepted answers of task `label`
-    (any stated difficulty), or of every task when `label` is None."""
-    if label is None:
-        cur = await conn.execute(_LONGEST.format(where=""), (window,))
-    else:
-        cur = await conn.execute(_LONGEST.format(where=_OF_LABEL), (label, f"{label}@", f"{label}A", window))
-    row = await cur.fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
-
-
 @dataclass(frozen=True)
 class Signals:
     """What routing reads before a call, in one statement: whether this session's host judges,
@@ -179,12 +168,6 @@ async def typical_output(conn: Conn, model: str, *, recent: int = 200) -> int | 
     if row is None or not row[0]:
         return None
     return max(1, round(float(row[1])))
-
-
-async def judges(conn: Conn, session_id: str) -> bool:
-    """Whether this session's host has judged any answer: only then is its silence evidence."""
-    cur = await conn.execute(_JUDGES + " LIMIT 1", (session_id,))
-    return await cur.fetchone() is not None
 
 
 def _learned(conn: sqlite3.Connection | pg.SyncConn, window: int) -> dict[str, dict[str, TierStats]]:

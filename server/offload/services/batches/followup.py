@@ -42,7 +42,12 @@ async def run_once(state: AppState) -> int:
         assert row is not None
         # A round's parts are its own (no batch has a follow-up round as its root).
         count = len(await store.parts(conn, batch_id))
-        await service._send_parts(state, batch_id, Shared.from_json(str(row["shared"])), [0] * count)
+        shared = Shared.from_json(str(row["shared"]))
+        target = state.ledger.url or state.ledger.path
+        sizes = [
+            await anyio.to_thread.run_sync(service._part_size, target, batch_id, part, shared) for part in range(count)
+        ]
+        await service._send_parts(state, batch_id, shared, sizes)
     return len(owed) + len(unsent)
 
 

@@ -276,6 +276,11 @@ def _part_lines(target: Path | str, batch_id: str, part: int, shared: Shared) ->
         yield build.line_json(build.request_line(shared, Spec("", body, system), idx))
 
 
+def _part_size(target: Path | str, batch_id: str, part: int, shared: Shared) -> int:
+    """A saved part's create body length, read back from the ledger (a round sent after a restart)."""
+    return BatchBody.length(len(line) for line in _part_lines(target, batch_id, part, shared))
+
+
 def _submitted_output(
     batch_id: str,
     shared: Shared,
