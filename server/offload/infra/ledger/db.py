@@ -23,11 +23,9 @@ import contextlib
 import logging
 import os
 import random
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,6 +34,7 @@ import aiosqlite
 from offload.config.settings import pg_spool_path
 from offload.core.errors import ConfigError, LedgerUnavailableError
 from offload.infra.ledger import journal, pg
+from offload.infra.ledger.migrations import migrations as dialect_migrations
 from offload.infra.ledger.statusline import ro_uri
 
 if TYPE_CHECKING:
@@ -47,21 +46,11 @@ BUSY_TIMEOUT_MS = 30_000
 # After busy_timeout, BEGIN IMMEDIATE is retried this many times with growing, jittered sleeps.
 BUSY_RETRIES = 8
 BUSY_BACKOFF_S = 0.05
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) for every file in ledger/schema, in order. Files are append-only."""
-    found = []
-    for entry in resources.files("offload.infra.ledger").joinpath("schema").iterdir():
-        m = _MIGRATION_NAME.match(entry.name)
-        if m:
-            found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    versions = [v for v, _, _ in found]
-    if len(set(versions)) != len(versions):
-        raise RuntimeError(f"duplicate migration numbers in ledger/schema: {versions}")
-    return found
+    """(version, name, sql) for every file in ledger/schema, in order."""
+    return dialect_migrations("schema")
 
 
 def is_busy(exc: BaseException) -> bool:

@@ -22,11 +22,11 @@ import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from offload.config.settings import is_pg_url
 from offload.core.errors import ConfigError
+from offload.infra.ledger.migrations import migrations as dialect_migrations
 
 if TYPE_CHECKING:
     import psycopg
@@ -37,7 +37,6 @@ log = logging.getLogger("offload.ledger")
 # A write transaction never waits on the network (the API call is outside it): one idle this long
 # belongs to a stopped process, and PostgreSQL ends its session, freeing the lock.
 IDLE_IN_WRITE_MS = 60_000
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _IS_PARAM = re.compile(r"\bIS \?", re.IGNORECASE)
 
 
@@ -56,14 +55,8 @@ def translate(sql: str) -> str:
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) for every file in ledger/schema_pg, in order. Files are append-only."""
-    found = []
-    for entry in resources.files("offload.infra.ledger").joinpath("schema_pg").iterdir():
-        m = _MIGRATION_NAME.match(entry.name)
-        if m:
-            found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    return found
+    """(version, name, sql) for every file in ledger/schema_pg, in order."""
+    return dialect_migrations("schema_pg")
 
 
 class Row(tuple[Any, ...]):
