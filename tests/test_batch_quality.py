@@ -406,3 +406,83 @@ async def test_a_response_schema_is_asked_for_after_the_cached_system_and_malfor
     assert [(i["text"], i["tier"]) for i in page.data["items"]] == [('{"n": 1}', "cheap"), ('{"n": 2}', "standard")]
     outcomes = rows(settings.db_path, "SELECT model, outcome FROM attempts ORDER BY model, outcome")
     assert outcomes == [("claude-haiku-5-5", "escalated"), ("claude-haiku-5-5", "ok"), ("claude-sonnet-5-5", "ok")]
+
+
+async def test_a_round_of_items_with_long_indexes_is_sent_with_its_true_length(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """A round keeps its items' own indexes ("i10", "i11"): sized as 0..n-1, its body was longer
+    than the Content-Length sent, and the round never reached the API."""
+    requests = [{"prompt": f"easy {i}", "custom_id": f"e{i}"} for i in range(10)]
+    requests += [{"prompt": "hard one", "custom_id": "h1"}, {"prompt": "hard two", "custom_id": "h2"}]
+    with running(script=SCRIPT, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            sub = await c.call_tool("batch_submit", {"requests": requests, "must_match": r"ANSWER: \d+"})
+            assert isinstance(sub.structured_content, dict), sub.content
+            st = await wait_done(c, sub.structured_content["batch_id"])
+        posts = emu.state.calls("/v1/messages/batches", "POST")
+    assert st["counts"] == {"succeeded": 12}
+    assert [r.status for r in posts] == [200, 200]
+    assert [q["custom_id"] for q in posts[1].body["requests"]] == ["i10", "i11"]
+
+
+@pytest.mark.parametrize("submitter", ["ana", None])
+async def test_a_round_is_the_submitters_spend_whoever_collects_it(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], submitter: str | None
+) -> None:
+    """Team budgets: ana (or nobody named) submits in project pa, bob's server in pb collects and
+    re-asks. The round's hold and every result count against the submitter, not the collector."""
+    with running(script=SCRIPT, batch_delay_s=0.5) as emu:
+        mine = make_settings(emu.url, user=submitter, project="pa")
+        theirs = make_settings(emu.url, user="bob", project="pb")
+        args = SubmitArgs(requests=tuple(REQUESTS), must_match=r"ANSWER: \d+")
+        async with open_state(mine) as a:
+            bid = (await submit(a, "s1", args)).data["batch_id"]
+        db = mine.db_path
+        hold = "SELECT r.user_name, r.project FROM batches b JOIN reservations r ON r.id = b.reservation_id"
+        held: list[tuple[Any, ...]] = []
+        async with open_state(theirs) as b:
+            with anyio.fail_after(60):
+                while (await status(b, "s1", bid)).data["state"] != "done":
+                    await run_once(b)
+                    held = held or rows(db, hold + " WHERE b.root_id = ?", bid)
+                    await anyio.sleep(0.05)
+    assert held == [(submitter, "pa")]
+    assert rows(db, "SELECT DISTINCT user_name, project FROM attempts") == [(submitter, "pa")]
+    assert rows(db, "SELECT COUNT(*) FROM attempts WHERE batch = 1") == [(9,)]  # 5, 3 on standard, "never" on premium
+
+
+async def test_a_first_rounds_part_its_submitter_never_sent_is_sent_once_by_a_collector(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running(script=SCRIPT, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        args = SubmitArgs(requests=tuple(REQUESTS[:2]), must_match=r"ANSWER: \d+")
+        async with open_state(settings) as first:
+
+            async def die(*_: Any) -> None:
+                raise _Died
+
+            # The submitter dies after the batch is saved, before its part is sent.
+            monkeypatch.setattr(service, "_send_parts", die)
+            with pytest.raises(_Died):
+                await submit(first, "s1", args)
+            monkeypatch.undo()
+        db = settings.db_path
+        bid = rows(db, "SELECT id FROM batches")[0][0]
+        async with open_state(settings) as second:
+            await run_once(second)  # a part saved a moment ago may still be its submitter's to send
+            assert emu.state.calls("/v1/messages/batches", "POST") == []
+            conn = sqlite3.connect(db)  # ...ten minutes later it is nobody's
+            conn.execute("UPDATE batches SET created_at = '2000-01-01T00:00:00.000000Z'")
+            conn.commit()
+            conn.close()
+            with anyio.fail_after(30):
+                while (await status(second, "s1", bid)).data["state"] != "done":
+                    await run_once(second)
+                    await anyio.sleep(0.05)
+        posts = emu.state.calls("/v1/messages/batches", "POST")
+    assert len(posts) == 2  # the first round once, then its follow-up round
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(3, 3)]
+    assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]

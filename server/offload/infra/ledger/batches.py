@@ -426,7 +426,7 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
             ).fetchone()
             if row is None:
                 continue  # settled before (an earlier or a parallel collector)
-            await _insert(conn, s.attempt, now, ledger)
+            await _insert(conn, s.attempt, now, ledger, own=True)
             if s.call is not None:
                 await _record_call(conn, ref.batch_id, s, w.iso(now))
             released += int(row[0])
@@ -551,13 +551,15 @@ async def escalating(conn: Conn, limit: int = 10) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-async def unsent_followups(conn: Conn, limit: int = 10) -> list[tuple[str, int]]:
-    """(batch, part) of follow-up rounds saved but not yet sent (the process making them stopped)."""
+async def unsent_parts(conn: Conn, stale_before: str, limit: int = 10) -> list[tuple[str, int]]:
+    """(batch, part) saved but not sent: of follow-up rounds (the process making them stopped), and
+    of first rounds created before `stale_before` (their submitter died between parts; a live one
+    sends every part well within that). `begin_submit` claims a part once, so nothing goes twice."""
     rows = await (
         await conn.execute(
             "SELECT p.batch_id, p.part FROM batch_parts p JOIN batches b ON b.id = p.batch_id"
-            " WHERE p.state = 'pending' AND b.root_id IS NOT NULL LIMIT ?",
-            (limit,),
+            " WHERE p.state = 'pending' AND (b.root_id IS NOT NULL OR b.created_at < ?) LIMIT ?",
+            (stale_before, limit),
         )
     ).fetchall()
     return [(str(r[0]), int(r[1])) for r in rows]

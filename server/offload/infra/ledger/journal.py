@@ -139,7 +139,7 @@ async def _record_all(ledger: Ledger, fh: IO[str]) -> tuple[int, int]:
     now = w.utcnow()
     async with ledger.write() as conn:
         for attempt, hold in entries:
-            inserted += await _insert(conn, attempt, now, ledger)
+            inserted += await _insert(conn, attempt, now, ledger, own=True)
             if hold is None:
                 continue
             rid, session, expires = hold

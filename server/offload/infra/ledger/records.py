@@ -121,11 +121,14 @@ def _row(a: Attempt, now: datetime, tags: tuple[str | None, str | None]) -> tupl
     )
 
 
-async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime, ledger: Ledger) -> bool:
-    # Project and user belong to the caller (the HTTP token, else the process's OFFLOAD_USER), so
-    # the ledger and the tool call's context carry them rather than every caller that builds an Attempt.
+async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime, ledger: Ledger, *, own: bool = False) -> bool:
+    """`own`: the attempt's user and project are final, None included (a batch result is its
+    submitter's spend, a journal line was stamped when spooled), whoever writes it down."""
+    # Otherwise project and user belong to the caller (the HTTP token, else the process's
+    # OFFLOAD_USER): the ledger and the call's context carry them, not every caller that builds an Attempt.
     who = acting(ledger)
-    cur = await conn.execute(_INSERT, _row(a, now, (a.project or who.project, a.user or who.user)))
+    tags = (a.project, a.user) if own else (a.project or who.project, a.user or who.user)
+    cur = await conn.execute(_INSERT, _row(a, now, tags))
     return cur.rowcount == 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
@@ -18,6 +19,7 @@ import anyio
 from offload.core.errors import BudgetExceededError
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import budgets, learning
+from offload.infra.ledger import windows as w
 from offload.metering.metered import limits_of
 from offload.policy import engine
 from offload.services.batches import service
@@ -29,18 +31,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("offload.services.batches")
 
+# A first round's part still unsent this long after the batch was saved lost its submitter
+# (begin_submit's own lease is as long): any collector sends it.
+UNSENT_AFTER_S = 600
+
 
 async def run_once(state: AppState) -> int:
-    """Make every owed round and send every saved but unsent one; returns how many were handled."""
+    """Make every owed round and send every saved but unsent part; returns how many were handled."""
     conn = state.ledger.conn
     owed = await store.escalating(conn)
     for batch_id in owed:
         await start(state, batch_id)
-    unsent = list(dict.fromkeys(b for b, _ in await store.unsent_followups(conn)))
+    stale = w.iso(w.utcnow() - timedelta(seconds=UNSENT_AFTER_S))
+    unsent = list(dict.fromkeys(b for b, _ in await store.unsent_parts(conn, stale)))
     for batch_id in unsent:
         row = await store.batch_row(conn, batch_id)
         assert row is not None
-        # A round's parts are its own (no batch has a follow-up round as its root).
+        # A round's parts are its own (no batch has a follow-up round as its root); a first round's
+        # parts carry their own indexes, read back with the body.
         count = len(await store.parts(conn, batch_id))
         shared = Shared.from_json(str(row["shared"]))
         target = state.ledger.url or state.ledger.path
@@ -74,11 +82,13 @@ async def start(state: AppState, parent_id: str) -> str | None:
     specs = [Spec(str(r["label"]), str(r["body"]), r["system"]) for r in owed]
     observed = await learning.typical_output(conn, model)
     part_of, part_counts, part_bytes, worst, typical, sync = await anyio.to_thread.run_sync(
-        service._priced, state, shared, specs, observed
+        service._priced, state, shared, specs, observed, [int(r["idx"]) for r in owed]
     )
     session = str(row["session_id"])
     try:
-        reservation = await budgets.reserve(state.ledger, session, sum(worst), limits_of(policy))
+        # The submitter's spend and budgets, whichever process (and user) collects and re-asks it.
+        who = budgets.Who(row["user_name"], row["project"])
+        reservation = await budgets.reserve(state.ledger, session, sum(worst), limits_of(policy), who=who)
     except BudgetExceededError as exc:
         await store.give_up(state.ledger, parent_id, f"not re-asked on {up}: {exc}")
         return None

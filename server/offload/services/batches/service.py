@@ -209,16 +209,17 @@ async def _persist_and_send(
 
 
 def _priced(
-    state: AppState, shared: Shared, specs: list[Spec], observed_out: int | None
+    state: AppState, shared: Shared, specs: list[Spec], observed_out: int | None, idxs: list[int] | None = None
 ) -> tuple[list[int], list[int], list[int], list[int], int, int]:
     """(part of each request, requests per part, each part's create body bytes, worst case per request,
-    typical, typical sent one by one)."""
+    typical, typical sent one by one). `idxs`: the items' own indexes when they are not 0..n-1 (a
+    follow-up round keeps them, and a custom_id's length is part of the body's)."""
     prices = state.prices
     sizes: list[int] = []
     worst: list[int] = []
     typical = sync = 0
     for idx, spec in enumerate(specs):
-        sizes.append(build.line_bytes(build.request_line(shared, spec, idx)))
+        sizes.append(build.line_bytes(build.request_line(shared, spec, idxs[idx] if idxs else idx)))
         upper = build.input_upper_bound(shared, spec)
         worst.append(prices.worst_case(shared.model, upper, shared.max_tokens, batch=True))
         guess_in = build.input_typical(shared, spec)
