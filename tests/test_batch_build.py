@@ -112,7 +112,7 @@ def test_cmd_list_prints_open_batches_as_table_and_json(tmp_path: Path, capsys: 
         try:
             hold = await budgets.reserve(led, "s", 7, budgets.BudgetLimits())
             nb = store.NewBatch("b_list", "s", "p", "cheap", "claude-haiku-5-5", "claude-opus-5-5", 1, 7, 5, 9, "{}")
-            await store.create(led, nb, [(0, 0, "a", "a", None, 7)], [1], hold.id)
+            await store.create(led, nb, [(0, 0, "a", "a", None, 7)], [1], hold)
         finally:
             await led.close()
 

@@ -82,7 +82,7 @@ async def test_submission_interrupted_before_the_api_answered_is_surfaced_not_re
                 "b_cut", "s1", "default", "cheap", "claude-haiku-5-5", "claude-opus-5-5", 2, 10**9, 1, 2, shared
             )
             await store.create(
-                state.ledger, nb, [(0, 0, "a", "a", None, 5 * 10**8), (1, 0, "b", "b", None, 5 * 10**8)], [2], res.id
+                state.ledger, nb, [(0, 0, "a", "a", None, 5 * 10**8), (1, 0, "b", "b", None, 5 * 10**8)], [2], res
             )
             assert await store.begin_submit(state.ledger, "b_cut", 0)
             # Later (the lease has run out), a collector notices.

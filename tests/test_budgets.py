@@ -121,3 +121,21 @@ def test_warnings_name_the_scope_past_its_threshold() -> None:
         "daily budget 75% used ($1.50 of $2.00)",
     ]
     assert warnings(spent, BudgetLimits(), ["0.1"]) == []
+
+
+async def test_a_late_release_never_frees_the_hold_that_took_its_purged_id(ledger: Ledger) -> None:
+    """SQLite hands a purged hold's id to the next hold (INTEGER PRIMARY KEY is max(id) + 1): a call
+    whose hold expired (a stalled server) and that then releases or records must not free the live
+    hold now bearing its id, or a third call overspends."""
+    limits = BudgetLimits(daily_pusd=1000)
+    t0 = datetime(2026, 11, 2, 12, tzinfo=UTC)
+    stale = await reserve(ledger, "s-a", 600, limits, ttl_s=1, now=t0)
+    live = await reserve(ledger, "s-b", 600, limits, now=t0.replace(second=5))  # purges the expired one first
+    await release(ledger, stale)  # the stalled call gives up late
+    with pytest.raises(BudgetExceededError):
+        await reserve(ledger, "s-c", 600, limits, now=t0.replace(second=6))
+    await record(ledger, Attempt("k-late", "s-a", "t", "claude-haiku-5-5", Usage(1, 1), 10), stale)
+    with pytest.raises(BudgetExceededError):
+        await reserve(ledger, "s-c", 600, limits, now=t0.replace(second=7))
+    await release(ledger, live)
+    await reserve(ledger, "s-c", 600, limits, now=t0.replace(second=8))

@@ -51,7 +51,7 @@ async def _history(db: Path) -> str:
         nb = store.NewBatch("b_1", "s1", "default", "cheap", "claude-haiku-5-5", "claude-opus-5-5", 2, 2 * 10**9 + 7,
                             1, 2, "{}")  # fmt: skip
         await store.create(led, nb, [(0, 0, "a", "a", None, 10**9), (1, 0, "b", "b", "sys", 10**9 + 7)], [1],
-                           batch_hold.id)  # fmt: skip
+                           batch_hold)  # fmt: skip
         await record_policy(led, "s1", "default", BudgetLimits.from_usd(daily="20"), ["0.8"], now=NOW)
         text = "kept content ünïcode " * 50
         await save(led, text, "text", now=NOW)

@@ -72,7 +72,7 @@ async def test_forgetting_payloads_blanks_only_old_settled_batches_on_either_bac
     hold = await reserve(ledger, "s1", 2000, BudgetLimits())
     nb = store.NewBatch("b_old", "s1", "default", "cheap", "claude-haiku-5-5", "claude-opus-5-5", 2, 2000, 1, 2, SHARED)
     await store.create(
-        ledger, nb, [(0, 0, "secret a", "body a", "sys", 1000), (1, 0, "secret b", "b", None, 1000)], [2], hold.id
+        ledger, nb, [(0, 0, "secret a", "body a", "sys", 1000), (1, 0, "secret b", "b", None, 1000)], [2], hold
     )
     ref = store.PartRef("b_old", 0, "msgbatch_x", "ended", 1)
     settled = [

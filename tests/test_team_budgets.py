@@ -229,3 +229,34 @@ async def test_downgrade_policy_refusal_names_the_team_budget_with_its_limit_and
     assert text.startswith("the user budget for ana ($1.00: spent $1.0000, reserved $0.00) has $0.00001 left"), text
     assert "even tier 'cheap' could cost up to" in text
     assert query(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] == 1  # nothing was sent
+
+
+async def test_budget_warnings_after_a_tool_are_the_callers_own_over_http(
+    running: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Warnings are worked out while the call still acts for its token: token-1 at 85% of its user
+    budget is warned, token-2 (no spend) is not, and neither sees the server operator's budget."""
+    policy = team_policy(tmp_path, "  user_usd: 1\n")
+    db = tmp_path / "ledger.db"
+    await seed(db, "t1-earlier", USD * 85 // 100, user="token-1")
+    with running() as emu:
+        settings = Settings.from_env(
+            {
+                "HOME": str(tmp_path),
+                "OFFLOAD_DB": str(db),
+                "OFFLOAD_ROOTS": str(tmp_path),
+                "OFFLOAD_SESSION": "srv",
+                "OFFLOAD_USER": "server-operator",
+                "OFFLOAD_POLICY": str(policy),
+                "OFFLOAD_HTTP_TOKENS": f"{TOKEN_A},{TOKEN_B}",
+                "ANTHROPIC_API_KEY": "test-key",
+                "ANTHROPIC_BASE_URL": emu.url,
+            }
+        )
+        bulk = {"template": "Tag: {item}", "items": ["x", "y"]}
+        with uvicorn_serving(build_http_app(settings)) as url:
+            async with client(url, TOKEN_A) as a, client(url, TOKEN_B) as b:
+                warned = result_text(await a.call_tool("batch_submit", bulk))
+                quiet = result_text(await b.call_tool("batch_submit", bulk))
+    assert "user budget 85% used" in warned, warned
+    assert "budget" not in quiet, quiet

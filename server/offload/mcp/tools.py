@@ -86,8 +86,8 @@ async def _run(
         session = session_id(ctx, state)
         with collecting_notes() as notes, acting_as(principal(ctx)):
             out = await call(state, session)
-        if spends:
-            out = await _with_budget_warnings(state, session, out)
+            if spends:  # the caller's own user and project budgets, not the server's
+                out = await _with_budget_warnings(state, session, out)
         if notes:
             out = ToolOutput(f"{out.text}\n[{'; '.join(notes)}]", {**out.data, "ledger_warnings": notes})
     except OffloadError as exc:

@@ -32,7 +32,7 @@ from offload.core.errors import InputError
 from offload.core.recall import new_call_id
 from offload.infra.ledger import instances, pg
 from offload.infra.ledger import windows as w
-from offload.infra.ledger.budgets import acting
+from offload.infra.ledger.budgets import HOLD, Reservation, acting, hold_key
 from offload.infra.ledger.learning import CallRecord, insert_call
 from offload.infra.ledger.records import Attempt, _insert
 from offload.infra.ledger.statusline import open_ro, ro_uri
@@ -126,7 +126,7 @@ async def create(
     batch: NewBatch,
     items: Iterable[ItemRow],
     part_counts: Sequence[int],
-    reservation_id: int,
+    reservation: Reservation,
     *,
     now: datetime | None = None,
 ) -> None:
@@ -134,7 +134,7 @@ async def create(
     # Its results are spend of the submitter's user and project, whichever process collects them.
     who = acting(ledger)
     async with ledger.write() as conn:
-        await _insert_batch(conn, batch, items, part_counts, reservation_id, now or w.utcnow(), who.user, who.project)
+        await _insert_batch(conn, batch, items, part_counts, reservation, now or w.utcnow(), who.user, who.project)
 
 
 async def create_followup(
@@ -143,7 +143,7 @@ async def create_followup(
     batch: NewBatch,
     items: Iterable[ItemRow],
     part_counts: Sequence[int],
-    reservation_id: int,
+    reservation: Reservation,
 ) -> bool:
     """Write the next round of an 'escalating' batch, and mark the parent 'followed' by it, in one
     transaction: a restart at any point either sees the follow-up saved (and sends or collects it)
@@ -158,7 +158,7 @@ async def create_followup(
         # A round is the submitter's spend, whichever process (and user) collects and re-asks it.
         row = await (await conn.execute("SELECT user_name, project FROM batches WHERE id = ?", (parent_id,))).fetchone()
         user, project = (row[0], row[1]) if row else (None, None)
-        await _insert_batch(conn, batch, items, part_counts, reservation_id, w.utcnow(), user, project)
+        await _insert_batch(conn, batch, items, part_counts, reservation, w.utcnow(), user, project)
     return True
 
 
@@ -167,7 +167,7 @@ async def _insert_batch(
     batch: NewBatch,
     items: Iterable[ItemRow],
     part_counts: Sequence[int],
-    reservation_id: int,
+    reservation: Reservation,
     now: datetime,
     user: str | None,
     project: str | None,
@@ -190,7 +190,7 @@ async def _insert_batch(
             batch.typical_pusd,
             batch.sync_pusd,
             batch.shared,
-            reservation_id,
+            reservation.id,
             batch.retry_of,
             batch.owner,
             batch.quality,
@@ -209,12 +209,12 @@ async def _insert_batch(
         ((batch.id, *row) for row in items),
     )
     cur = await conn.execute(
-        "UPDATE reservations SET pid = 0, host = ?, instance_id = NULL, expires_at = ? WHERE id = ?",
-        (BATCH_HOST, w.iso(now + timedelta(seconds=RESERVE_TTL_S)), reservation_id),
+        "UPDATE reservations SET pid = 0, host = ?, instance_id = NULL, expires_at = ? WHERE " + HOLD,
+        (BATCH_HOST, w.iso(now + timedelta(seconds=RESERVE_TTL_S)), *hold_key(reservation)),
     )
     if cur.rowcount != 1:
         # The hold vanished (expired between reserve and here): refuse rather than run unbudgeted.
-        raise RuntimeError(f"reservation {reservation_id} disappeared before batch {batch.id} was written")
+        raise RuntimeError(f"reservation {reservation.id} disappeared before batch {batch.id} was written")
 
 
 async def begin_submit(ledger: Ledger, batch_id: str, part: int, *, lease_s: float = 600) -> bool:

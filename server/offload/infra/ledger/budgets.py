@@ -345,10 +345,25 @@ async def reserve(
     return Reservation(int(row[0]), session_id, amount_pusd, expires, tuple(states))
 
 
+# A hold is named by its id, session and expiry together: SQLite hands a purged hold's id to the
+# next hold (INTEGER PRIMARY KEY takes max(id) + 1), and holds of a stalled server are purged by
+# lease, so an id alone could free, or hand to a batch, another call's live hold.
+HOLD = "id = ? AND session_id = ? AND expires_at = ?"
+
+
+def hold_key(reservation: Reservation) -> tuple[int, str, str]:
+    return (reservation.id, reservation.session_id, reservation.expires_at)
+
+
+async def delete_hold(conn: aiosqlite.Connection, reservation: Reservation) -> None:
+    """Drop `reservation`'s hold inside the caller's write transaction (nothing if it is gone)."""
+    await conn.execute("DELETE FROM reservations WHERE " + HOLD, hold_key(reservation))
+
+
 async def release(ledger: Ledger, reservation: Reservation) -> None:
     """Drop a hold without recording spend (the call was never sent). Idempotent."""
     async with ledger.write() as conn:
-        await conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+        await delete_hold(conn, reservation)
 
 
 async def live_states(

@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from offload.core.pricing import Usage
 from offload.infra.ledger import windows as w
+from offload.infra.ledger.budgets import HOLD
 from offload.infra.ledger.records import Attempt, _insert
 
 if TYPE_CHECKING:
@@ -146,10 +147,7 @@ async def _record_all(ledger: Ledger, fh: IO[str]) -> tuple[int, int]:
             if session is None:  # a line spooled before holds were pinned
                 await conn.execute("DELETE FROM reservations WHERE id = ?", (rid,))
             else:
-                await conn.execute(
-                    "DELETE FROM reservations WHERE id = ? AND session_id = ? AND expires_at = ?",
-                    (rid, session, expires),
-                )
+                await conn.execute("DELETE FROM reservations WHERE " + HOLD, (rid, session, expires))
     fh.seek(0)
     fh.truncate()
     fh.flush()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from offload.core.pricing import Usage
 from offload.infra.ledger import windows as w
-from offload.infra.ledger.budgets import BudgetLimits, Reservation, acting
+from offload.infra.ledger.budgets import BudgetLimits, Reservation, acting, delete_hold
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -153,7 +153,7 @@ async def record(
     async with ledger.write() as conn:
         inserted = await _insert(conn, attempt, now, ledger)
         if reservation is not None:
-            await conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+            await delete_hold(conn, reservation)
         if also is not None:
             await also(conn)
     return inserted
@@ -173,7 +173,7 @@ async def record_many(
         for a in attempts:
             n += await _insert(conn, a, now, ledger)
         for r in reservations:
-            await conn.execute("DELETE FROM reservations WHERE id = ?", (r.id,))
+            await delete_hold(conn, r)
     return n
 
 

@@ -115,7 +115,7 @@ async def start(state: AppState, parent_id: str) -> str | None:
         for i, r in enumerate(owed)
     )
     try:
-        made = await store.create_followup(state.ledger, parent_id, batch, items, part_counts, reservation.id)
+        made = await store.create_followup(state.ledger, parent_id, batch, items, part_counts, reservation)
     except BaseException:
         await budgets.release(state.ledger, reservation)
         raise

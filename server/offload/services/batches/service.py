@@ -197,7 +197,7 @@ async def _persist_and_send(
             ),
             ((i, part_of[i], s.label, s.body, s.system, worst[i]) for i, s in enumerate(specs)),
             part_counts,
-            reservation.id,
+            reservation,
         )
     except BaseException:
         await budgets.release(state.ledger, reservation)
