@@ -136,7 +136,7 @@ class Settings:
     redo_max_items: int = 256
     # A server's lease on its holds and batch claims (OFFLOAD_LEASE_S); a heartbeat renews it every
     # third. OFFLOAD_HOST_ID names the machine where the host name, boot id and pid namespace can't.
-    lease_s: int = 30
+    lease_s: int = 90
     host_id: str | None = None
     # OFFLOAD_DB=postgresql://...: the shared ledger; db_path is then only this host's journal anchor.
     db_url: str | None = field(default=None, repr=False)
@@ -186,7 +186,7 @@ class Settings:
             http_tokens=tuple(t.strip() for t in tokens),
             redo_ttl_s=_int_env(env, "OFFLOAD_REDO_TTL_S", 3600),
             redo_max_items=_int_env(env, "OFFLOAD_REDO_MAX_ITEMS", 256),
-            lease_s=_int_env(env, "OFFLOAD_LEASE_S", 30),
+            lease_s=_int_env(env, "OFFLOAD_LEASE_S", 90),
             host_id=_first(env, "OFFLOAD_HOST_ID"),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -318,10 +318,16 @@ async def _reads(state: AppState, session: str, job: _Job) -> tuple[learning.Sig
     async def room() -> None:
         got["room"] = await budgets.headroom(state.ledger, session, limits_of(state.policy))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(signals)
-        if state.policy.budgets.on_exceed == "downgrade":
-            tg.start_soon(room)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(signals)
+            if state.policy.budgets.on_exceed == "downgrade":
+                tg.start_soon(room)
+    except BaseExceptionGroup as group:
+        # The task group wraps what a read raised: the tool adapter must see the OffloadError itself.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     return got["signals"], got.get("room")
 
 

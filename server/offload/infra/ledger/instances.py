@@ -37,7 +37,10 @@ log = logging.getLogger("offload.ledger")
 
 __all__ = ["LEASE_S", "LIVE_HOLD", "Instance", "dead", "heartbeat", "kept_alive", "purge_dead", "retire", "touch"]
 
-LEASE_S = 30  # default; OFFLOAD_LEASE_S. A dead server's holds and claims free within it.
+# Default (OFFLOAD_LEASE_S): a dead server's holds and claims free within it. Three times the ledger's
+# 30 s busy timeout: a heartbeat waits for the write lock like any write, and one stuck behind a
+# long write (a 60k-item batch being stored) must not cost a live server its holds.
+LEASE_S = 90
 
 
 @dataclass(frozen=True)

@@ -122,15 +122,16 @@ async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStat
 
 
 # The last `window` answers nobody rejected that ended on their own (not cut at max_tokens), of one
-# task at any stated difficulty ('label@...' sorts between 'label@' and 'labelA': the index serves
-# both), and of every task: an answer's length follows its task, not its difficulty.
+# task at any stated difficulty ('label' or 'label@...', matched by prefix with substr, not by a
+# range: a PostgreSQL database in a non-C locale does not sort '@' by its byte), and of every task:
+# an answer's length follows its task, not its difficulty.
 _RECENT = (
     " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
     " WHERE {where}c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
     " ORDER BY c.ts DESC LIMIT ?"
 )
 _LONGEST = "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM (" + _RECENT + ") AS recent"
-_OF_LABEL = "(c.family = ? OR (c.family >= ? AND c.family < ?)) AND "
+_OF_LABEL = "(c.family = ? OR substr(c.family, 1, ?) = ?) AND "
 _JUDGES = "SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL"
 
 
@@ -151,7 +152,7 @@ async def signals(conn: Conn, session_id: str, label: str, window: int, any_wind
         f"SELECT EXISTS ({_JUDGES}), l.*, g.* FROM ({_LONGEST.format(where=_OF_LABEL)}) l,"
         f" ({_LONGEST.format(where='')}) g"
     )
-    rows = list(await conn.execute_fetchall(sql, (session_id, label, f"{label}@", f"{label}A", window, any_window)))
+    rows = list(await conn.execute_fetchall(sql, (session_id, label, len(label) + 1, f"{label}@", window, any_window)))
     judged, answers, longest, any_answers, any_longest = rows[0]
     return Signals(bool(judged), int(answers), int(longest), int(any_answers), int(any_longest))
 
