@@ -67,6 +67,9 @@ class Metered:
     # Settled spend per scope once this call is recorded, as its reservation read it plus its own
     # cost (None when unknown): budget warnings come from it without summing the ledger again.
     spent: budgets.Spent | None = None
+    # False when the ledger could not take the attempt and it went to the journal: what `finalize`
+    # wrote with it was rolled back, and its caller must write that again.
+    recorded: bool = True
 
     @property
     def outcome(self) -> str:
@@ -180,9 +183,9 @@ async def metered_call(
         verdict = await _judged(judge, completion) if judge_in_thread else _judged_here(judge, completion)
         attempt = _attempt(state, (policy, session, tool, tier, step), params, completion, verdict, prompt_text)
         also = finalize(verdict, attempt) if finalize is not None else None
-        await record_paid(state, attempt, reservation, also=also)
+        recorded = await record_paid(state, attempt, reservation, also=also)
     spent = _spent_after(reservation, attempt.cost_pusd)
-    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, verdict, spent)
+    return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, verdict, spent, recorded)
 
 
 def _spent_after(reservation: Reservation, cost_pusd: int) -> budgets.Spent | None:
@@ -247,13 +250,13 @@ def collecting_notes() -> Iterator[list[str]]:
 
 async def record_paid(
     state: AppState, attempt: records.Attempt, reservation: Reservation | None, *, also: records.Also | None = None
-) -> None:
+) -> bool:
     """Record a paid attempt; if the ledger can't take it, spool it to the journal instead.
 
     A paid answer must reach the host whatever the ledger's state: the journal line is replayed
     (exactly once, by request_key) by this process's next recorded call, or the next time any
     offload process opens the ledger. Only the attempt is spooled: writes in `also` are then
-    not made (their callers see that and fall back).
+    not made (False: their callers see that and fall back).
     """
     try:
         await records.record(state.ledger, attempt, reservation, also=also)
@@ -263,8 +266,9 @@ async def record_paid(
         path = await anyio.to_thread.run_sync(journal.spool, state.ledger.path, stamped, reservation)
         log.warning("%s; spooled %s to %s", exc, attempt.request_key, path)
         leave_note(f"ledger busy or full: this call's cost was kept in {path.name} and is recorded on the next start")
-    else:
-        await _replay_spooled(state)
+        return False
+    await _replay_spooled(state)
+    return True
 
 
 async def _replay_spooled(state: AppState) -> None:

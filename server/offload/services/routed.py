@@ -500,6 +500,8 @@ async def _climb(
         rungs.append(rung)
         tried.append(rung)
         spent = metered.spent or spent
+        if not metered.recorded:  # journaled: the answer's row and verdict went back with the commit
+            answer.written = answer.judged = False
         if metered.outcome != "escalated":
             break
     if not rungs:  # every rung failed upstream and escalation moved past all of them
