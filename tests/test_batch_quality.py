@@ -486,3 +486,26 @@ async def test_a_first_rounds_part_its_submitter_never_sent_is_sent_once_by_a_co
     assert len(posts) == 2  # the first round once, then its follow-up round
     assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(3, 3)]
     assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
+
+
+async def test_a_small_round_decides_its_own_caching(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """42 items share a long system prompt: the first round caches it. Its follow-up round (2 items
+    on another model, another cache) would only pay a write premium nobody reads: no breakpoint."""
+    system = "You answer with ANSWER and a number. " * 400
+    requests = [{"prompt": f"easy {i}", "custom_id": f"e{i}"} for i in range(40)]
+    requests += [{"prompt": "hard one", "custom_id": "h1"}, {"prompt": "hard two", "custom_id": "h2"}]
+    with running(script=SCRIPT, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            sub = await c.call_tool(
+                "batch_submit", {"requests": requests, "system": system, "must_match": r"ANSWER: \d+"}
+            )
+            assert isinstance(sub.structured_content, dict), sub.content
+            st = await wait_done(c, sub.structured_content["batch_id"])
+        posts = emu.state.calls("/v1/messages/batches", "POST")
+    assert st["counts"] == {"succeeded": 42}
+    first, second = (p.body["requests"][0]["params"] for p in posts)
+    assert "cache_control" in first["system"][0] and second["model"] == "claude-sonnet-5-5"
+    assert all("cache_control" not in block for block in second["system"])

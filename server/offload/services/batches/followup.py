@@ -20,6 +20,7 @@ from offload.core.errors import BudgetExceededError
 from offload.infra.ledger import batches as store
 from offload.infra.ledger import budgets, learning
 from offload.infra.ledger import windows as w
+from offload.metering import placement
 from offload.metering.metered import limits_of
 from offload.policy import engine
 from offload.services.batches import service
@@ -72,13 +73,18 @@ async def start(state: AppState, parent_id: str) -> str | None:
         return None
     quality = Quality.of(str(row["quality"]))
     model = policy.tiers[up]
+    first = Shared.from_json(str(row["shared"]))
+    owed = await store.owed_items(conn, parent_id)
+    # A round is a new, smaller batch on another model: whether caching its prefix pays is its own
+    # question (a 1h write for three items nobody reads after costs 2x their input).
+    prompt = service._shared_prompt(first.system, first.prefix, first.instruction)
     shared = replace(
-        Shared.from_json(str(row["shared"])),
+        first,
         model=model,
         max_tokens=policy.max_tokens_for(up, quality.max_tokens),
         min_cacheable=state.prices.min_cacheable(model),
+        ttl=placement.batch_ttl(state, model, prompt, len(owed)) or "",
     )
-    owed = await store.owed_items(conn, parent_id)
     specs = [Spec(str(r["label"]), str(r["body"]), r["system"]) for r in owed]
     observed = await learning.typical_output(conn, model)
     part_of, part_counts, part_bytes, worst, typical, sync = await anyio.to_thread.run_sync(

@@ -107,13 +107,13 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
         decision = replace(decision, tier=policy.batch.default_tier, rule="batch.default_tier")
         decision = replace(decision, max_tokens=policy.max_tokens_for(decision.tier, args.max_tokens))
     model = policy.tiers[decision.tier]
+    common = _shared_prompt(args.system, prefix or None, checks.instruction())
     shared = Shared(
         model=model,
         max_tokens=decision.max_tokens,
         system=args.system,
         prefix=prefix or None,
-        ttl=placement.batch_ttl(state, model, Prompt(prompt="", system=args.system, prefix=prefix or None), len(specs))
-        or "",
+        ttl=placement.batch_ttl(state, model, common, len(specs)) or "",
         min_cacheable=state.prices.min_cacheable(model),
         instruction=checks.instruction(),
     )
@@ -206,6 +206,11 @@ async def _persist_and_send(
     api_ids, failures = await _send_parts(state, batch_id, shared, part_bytes)
     await progress(3, 3, None)
     return _submitted_output(batch_id, shared, tier, len(specs), api_ids, failures, total_worst, typical, sync)
+
+
+def _shared_prompt(system: str | None, prefix: str | None, instruction: str | None) -> Prompt:
+    """What every request of a batch sends before its own text: what a cache entry would hold."""
+    return Prompt(prompt="", system=system, prefix=prefix, instruction=instruction)
 
 
 def _priced(
