@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import uvicorn
 
@@ -113,3 +114,15 @@ def target_rows(target: Path | str, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql).fetchall()]
     finally:
         conn.close()
+
+
+def children_serving(db: Path) -> list[int]:
+    """Pids of this test process's children running `offload serve` on the ledger `db`."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if child.environ().get("OFFLOAD_DB") == str(db):
+                found.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue  # gone (or going) already: not serving
+    return found

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,38 +13,18 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from helpers import VENV_BIN, children_serving, server_env, target_rows
 from test_batch_quality import REQUESTS, SCRIPT
-from test_batch_restart import VENV_BIN, _children_serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(db)
-    try:
-        return [tuple(r) for r in conn.execute(sql).fetchall()]
-    except sqlite3.OperationalError:  # not migrated yet
-        return []
-    finally:
-        conn.close()
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the server's pid through /proc")
 async def test_a_server_killed_while_a_follow_up_round_runs_is_replaced_and_it_settles_once(
     running: Callable[..., Any], tmp_path: Path
 ) -> None:
     db = tmp_path / "ledger.db"
     with running(script=SCRIPT, batch_delay_s=2.0) as emu:
-        env = {
-            "HOME": str(tmp_path),
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "OFFLOAD_DB": str(db),
-            "OFFLOAD_ROOTS": str(tmp_path),
-            "ANTHROPIC_API_KEY": "test-key",
-            "ANTHROPIC_BASE_URL": emu.url,
-        }
+        env = server_env(tmp_path, emu.url, "restart")
         params = StdioServerParameters(command=str(VENV_BIN / "offload"), args=["serve"], env=env)
         round_1 = "SELECT p.state FROM batch_parts p JOIN batches b ON b.id = p.batch_id WHERE b.round = 1"
         with (tmp_path / "first.log").open("w") as err:
@@ -55,14 +34,14 @@ async def test_a_server_killed_while_a_follow_up_round_runs_is_replaced_and_it_s
                 assert isinstance(sub.structured_content, dict)
                 bid = sub.structured_content["batch_id"]
                 with anyio.fail_after(30):  # round 0 collected, round 1 sent and running at the API
-                    while _rows(db, round_1) != [("in_progress",)]:
+                    while target_rows(db, round_1) != [("in_progress",)]:
                         await anyio.sleep(0.05)
-                (pid,) = _children_serving(db)
+                (pid,) = children_serving(db)
                 os.kill(pid, signal.SIGKILL)
                 with anyio.fail_after(10):
-                    while _children_serving(db):
+                    while children_serving(db):
                         await anyio.sleep(0.05)
-        assert _rows(db, "SELECT COUNT(*) FROM attempts") == [(5,)]  # round 0 only
+        assert target_rows(db, "SELECT COUNT(*) FROM attempts") == [(5,)]  # round 0 only
 
         with (tmp_path / "second.log").open("w") as err:
             async with Client(stdio_client(params, errlog=err), read_timeout_seconds=60) as c:
@@ -76,8 +55,8 @@ async def test_a_server_killed_while_a_follow_up_round_runs_is_replaced_and_it_s
                 res = await c.call_tool("batch_results", {"batch_id": bid})
         posts = emu.state.calls("/v1/messages/batches", "POST")
     assert [len(p.body["requests"]) for p in posts] == [5, 3, 1]
-    assert _rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(9, 9)]
-    assert _rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert target_rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(9, 9)]
+    assert target_rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)]
     assert isinstance(res.structured_content, dict)
     assert [i["status"] for i in res.structured_content["items"]] == ["succeeded"] * 2 + ["failed"] + ["succeeded"] * 2
     assert "Traceback" not in (tmp_path / "second.log").read_text()

@@ -60,6 +60,23 @@ async def seed(db: Path, key: str, cost: int, *, user: str | None = None, projec
         await led.close()
 
 
+def http_settings(tmp_path: Path, db: Path, policy: Path, api_url: str) -> Settings:
+    """An HTTP server for two tokens (token-1, token-2) whose own process user is server-operator."""
+    return Settings.from_env(
+        {
+            "HOME": str(tmp_path),
+            "OFFLOAD_DB": str(db),
+            "OFFLOAD_ROOTS": str(tmp_path),
+            "OFFLOAD_SESSION": "srv",
+            "OFFLOAD_USER": "server-operator",
+            "OFFLOAD_POLICY": str(policy),
+            "OFFLOAD_HTTP_TOKENS": f"{TOKEN_A},{TOKEN_B}",
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": api_url,
+        }
+    )
+
+
 def spend_json(db: Path, by: str) -> dict[str, dict[str, Any]]:
     done = subprocess.run(
         [OFFLOAD, "spend", "--by", by, "--json", "--db", str(db)], capture_output=True, text=True, timeout=60
@@ -107,19 +124,7 @@ async def test_a_token_is_a_user_over_http(running: Callable[..., Any], tmp_path
     db = tmp_path / "ledger.db"
     await seed(db, "t1-earlier", USD // 2, user="token-1")  # token-1 spent its whole budget
     with running() as emu:
-        settings = Settings.from_env(
-            {
-                "HOME": str(tmp_path),
-                "OFFLOAD_DB": str(db),
-                "OFFLOAD_ROOTS": str(tmp_path),
-                "OFFLOAD_SESSION": "srv",
-                "OFFLOAD_USER": "server-operator",
-                "OFFLOAD_POLICY": str(policy),
-                "OFFLOAD_HTTP_TOKENS": f"{TOKEN_A},{TOKEN_B}",
-                "ANTHROPIC_API_KEY": "test-key",
-                "ANTHROPIC_BASE_URL": emu.url,
-            }
-        )
+        settings = http_settings(tmp_path, db, policy, emu.url)
         with uvicorn_serving(build_http_app(settings)) as url:
             async with client(url, TOKEN_A) as a, client(url, TOKEN_B) as b:
                 refused = await a.call_tool("routed_complete", CALL)
@@ -240,19 +245,7 @@ async def test_budget_warnings_after_a_tool_are_the_callers_own_over_http(
     db = tmp_path / "ledger.db"
     await seed(db, "t1-earlier", USD * 85 // 100, user="token-1")
     with running() as emu:
-        settings = Settings.from_env(
-            {
-                "HOME": str(tmp_path),
-                "OFFLOAD_DB": str(db),
-                "OFFLOAD_ROOTS": str(tmp_path),
-                "OFFLOAD_SESSION": "srv",
-                "OFFLOAD_USER": "server-operator",
-                "OFFLOAD_POLICY": str(policy),
-                "OFFLOAD_HTTP_TOKENS": f"{TOKEN_A},{TOKEN_B}",
-                "ANTHROPIC_API_KEY": "test-key",
-                "ANTHROPIC_BASE_URL": emu.url,
-            }
-        )
+        settings = http_settings(tmp_path, db, policy, emu.url)
         bulk = {"template": "Tag: {item}", "items": ["x", "y"]}
         with uvicorn_serving(build_http_app(settings)) as url:
             async with client(url, TOKEN_A) as a, client(url, TOKEN_B) as b:
