@@ -20,7 +20,7 @@ from offload.core.money import usd_to_pusd
 from offload.infra.ledger import batches as store
 from offload.mcp.server import build_server
 from offload.services.batches import SubmitArgs, results, run_once, service, status, submit
-from offload.state import open_state
+from offload.state import AppState, open_state
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +63,14 @@ async def wait_done(c: Client, bid: str, timeout: float = 60) -> dict[str, Any]:
             if st.structured_content["state"] == "done":
                 return st.structured_content
             await anyio.sleep(0.1)
+
+
+async def collect_until_done(state: AppState, bid: str, timeout: float = 30) -> None:
+    """Run this state's collector (as its server would) until the batch, every round, is done."""
+    with anyio.fail_after(timeout):
+        while (await status(state, "s1", bid)).data["state"] != "done":
+            await run_once(state)
+            await anyio.sleep(0.05)
 
 
 async def test_failed_items_are_re_asked_a_tier_up_and_each_settles_once(
@@ -230,10 +238,7 @@ async def test_a_restart_between_sending_a_follow_up_round_and_collecting_it_col
                     await anyio.sleep(0.05)
         assert rows(settings.db_path, "SELECT state FROM batches WHERE id = ?", bid) == [("followed",)]
         async with open_state(settings) as second:
-            with anyio.fail_after(30):
-                while (await status(second, "s1", bid)).data["state"] != "done":
-                    await run_once(second)
-                    await anyio.sleep(0.05)
+            await collect_until_done(second, bid, 30)
             final = (await status(second, "s1", bid)).data
         lines = served(emu)
         results_calls = [r for r in emu.state.calls() if r.path.endswith("/results")]
@@ -277,10 +282,7 @@ async def test_a_follow_up_round_saved_but_not_sent_is_sent_once_after_a_restart
         ]
         assert len(emu.state.calls("/v1/messages/batches", "POST")) == 1
         async with open_state(settings) as second:
-            with anyio.fail_after(30):
-                while (await status(second, "s1", bid)).data["state"] != "done":
-                    await run_once(second)
-                    await anyio.sleep(0.05)
+            await collect_until_done(second, bid, 30)
         lines = served(emu)
     assert [q["params"]["model"] for q in lines] == ["claude-haiku-5-5"] * 2 + ["claude-sonnet-5-5"]
     assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(3, 3)]
@@ -328,10 +330,7 @@ async def test_a_follow_up_round_the_budget_cannot_cover_leaves_the_items_failed
         args = SubmitArgs(requests=tuple(REQUESTS[:2]), must_match=r"ANSWER: \d+", max_tokens=100)
         async with open_state(settings) as state:
             bid = (await submit(state, "s1", args)).data["batch_id"]
-            with anyio.fail_after(30):
-                while (await status(state, "s1", bid)).data["state"] != "done":
-                    await run_once(state)
-                    await anyio.sleep(0.05)
+            await collect_until_done(state, bid, 30)
             page = await results(state, "s1", bid, 0, 10, None)
         posts = emu.state.calls("/v1/messages/batches", "POST")
     assert len(posts) == 1  # the re-ask was never sent
@@ -356,10 +355,7 @@ async def test_retry_failed_picks_up_an_item_that_errored_in_a_follow_up_round(
         args = SubmitArgs(requests=tuple(REQUESTS[:2]), must_match=r"ANSWER: \d+", tier="cheap")
         async with open_state(settings) as state:
             bid = (await submit(state, "s1", args)).data["batch_id"]
-            with anyio.fail_after(30):
-                while (await status(state, "s1", bid)).data["state"] != "done":
-                    await run_once(state)
-                    await anyio.sleep(0.05)
+            await collect_until_done(state, bid, 30)
             counts = (await status(state, "s1", bid)).data["counts"]
             again = await submit(state, "s1", SubmitArgs(retry_failed=bid))
         posts = emu.state.calls("/v1/messages/batches", "POST")
@@ -389,10 +385,7 @@ async def test_a_response_schema_is_asked_for_after_the_cached_system_and_malfor
         )
         async with open_state(settings) as state:
             bid = (await submit(state, "s1", args)).data["batch_id"]
-            with anyio.fail_after(30):
-                while (await status(state, "s1", bid)).data["state"] != "done":
-                    await run_once(state)
-                    await anyio.sleep(0.05)
+            await collect_until_done(state, bid, 30)
             page = await results(state, "s1", bid, 0, 10, None)
         posts = emu.state.calls("/v1/messages/batches", "POST")
     first = posts[0].body["requests"][0]["params"]
@@ -478,10 +471,7 @@ async def test_a_first_rounds_part_its_submitter_never_sent_is_sent_once_by_a_co
             conn.execute("UPDATE batches SET created_at = '2000-01-01T00:00:00.000000Z'")
             conn.commit()
             conn.close()
-            with anyio.fail_after(30):
-                while (await status(second, "s1", bid)).data["state"] != "done":
-                    await run_once(second)
-                    await anyio.sleep(0.05)
+            await collect_until_done(second, bid, 30)
         posts = emu.state.calls("/v1/messages/batches", "POST")
     assert len(posts) == 2  # the first round once, then its follow-up round
     assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_key) FROM attempts WHERE batch = 1") == [(3, 3)]
