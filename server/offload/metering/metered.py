@@ -27,6 +27,7 @@ from offload.core.tokens import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS
 from offload.infra.claude import Completion, StreamDropped
 from offload.infra.ledger import budgets, journal, records
 from offload.infra.ledger.budgets import BudgetLimits, Reservation
+from offload.infra.ledger.db import Also
 from offload.infra.ledger.windows import utcnow
 from offload.policy.models import Policy
 
@@ -78,7 +79,7 @@ class Metered:
 
 Judge = Callable[[Completion], Verdict]
 # Given the verdict on a paid answer and its row, more writes to commit with that row (or None).
-Finalize = Callable[[Verdict, records.Attempt], records.Also | None]
+Finalize = Callable[[Verdict, records.Attempt], Also | None]
 
 
 def _accept(_: Completion) -> Verdict:
@@ -249,7 +250,7 @@ def collecting_notes() -> Iterator[list[str]]:
 
 
 async def record_paid(
-    state: AppState, attempt: records.Attempt, reservation: Reservation | None, *, also: records.Also | None = None
+    state: AppState, attempt: records.Attempt, reservation: Reservation | None, *, also: Also | None = None
 ) -> bool:
     """Record a paid attempt; if the ledger can't take it, spool it to the journal instead.
 

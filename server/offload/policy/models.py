@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from offload.core.cache_placement import Placement
 from offload.core.money import usd_to_pusd
 from offload.core.scopes import SCOPES
 
@@ -255,7 +256,7 @@ class Caching(_Section):
     (`batch_ttl` in batches); `never` places none.
     """
 
-    placement: Literal["adaptive", "always", "never"] = "adaptive"
+    placement: Placement = "adaptive"
     ttl: Ttl = "5m"
     batch_ttl: Ttl = "1h"
 

@@ -25,12 +25,13 @@ from offload.infra import files
 from offload.infra.claude import Completion, StreamDropped
 from offload.infra.ledger import batches as batch_store
 from offload.infra.ledger import budgets, learning, records
-from offload.infra.ledger.db import WriteConn
+from offload.infra.ledger.db import Also, WriteConn
 from offload.metering.metered import Finalize, Verdict, budget_warnings, footer, leave_note, limits_of, metered_call
 from offload.metering.placement import placed_params
 from offload.policy import engine
 from offload.policy.models import DIFFICULTIES
-from offload.services.batches.build import Shared
+from offload.services.batches import build
+from offload.services.batches.build import Shared, Spec
 from offload.services.batches.quality import Quality
 
 if TYPE_CHECKING:
@@ -133,21 +134,14 @@ async def _batch_job(state: AppState, call_id: str) -> _Job | None:
         return None
     shared = Shared.from_json(str(row["shared"]))
     quality = Quality.of(str(row["quality"]))
-    own = row["system"] is not None
-    prompt = Prompt(
-        prompt=str(row["body"]),
-        system=row["system"] if own else shared.system,
-        instruction=shared.instruction,
-        prefix=shared.prefix,
-        shared_system=not own,
-    )
-    texts = [prompt.prompt, prompt.system or "", prompt.instruction or "", prompt.prefix or ""]
+    spec = Spec("", str(row["body"]), row["system"])
+    prompt = build.prompt_for(shared, spec)
     return _Job(
         session=str(row["session_id"]),
         prompt=prompt,
         checks=quality.checks,
         prompt_text=prompt.prompt,
-        upper=request_upper_bound(texts),
+        upper=build.input_upper_bound(shared, spec),
         task=quality.task,
         difficulty=quality.difficulty,
         max_tokens=quality.max_tokens,
@@ -513,14 +507,11 @@ def _finalizer(session: str, job: _Job, rungs: list[_Rung], answer: _Answer) -> 
     """The answer's `calls` row (and a redo's verdict on the call it replaces), for the record
     transaction of the rung whose answer stands: one commit per answer instead of two or three."""
 
-    def finalize(verdict: Verdict, attempt: records.Attempt) -> records.Also | None:
+    def finalize(verdict: Verdict, attempt: records.Attempt) -> Also | None:
         if verdict.outcome == "escalated":  # the ladder climbs on: not the answer the host gets
             return None
         failed = verdict.failed_check
-        evidence = [
-            *_evidence(job, rungs),
-            (attempt.tier, False if failed is not None else (True if job.checked else None)),
-        ]
+        evidence = [*_evidence(job, rungs), (attempt.tier, learning.adequacy(job.checked, failed))]
         checked = job.checked and failed is None
         call = learning.CallRecord(
             answer.call_id, session, job.family, attempt.tier, attempt.request_key, checked, answer.redo_of
@@ -539,15 +530,8 @@ def _finalizer(session: str, job: _Job, rungs: list[_Rung], answer: _Answer) -> 
 
 
 def _evidence(job: _Job, rungs: list[_Rung]) -> list[tuple[str, bool | None]]:
-    """What each rung showed about its tier: a failed check says inadequate, a passed one adequate,
-    an unchecked answer nothing yet (the host's verdict may still come)."""
-    return [(r.tier, _adequate(job, r.trigger)) for r in rungs]
-
-
-def _adequate(job: _Job, failed: str | None) -> bool | None:
-    if failed is not None:
-        return False
-    return True if job.checked else None
+    """What each rung showed about its tier (`learning.adequacy`)."""
+    return [(r.tier, learning.adequacy(job.checked, r.trigger)) for r in rungs]
 
 
 async def _finish(state: AppState, session: str, job: _Job, run: _Run) -> ToolOutput:

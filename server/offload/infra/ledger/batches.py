@@ -325,8 +325,7 @@ async def claim_due(
         return []
     async with ledger.write() as conn:
         # Dead instances go first (with their holds): a claim naming no instance row left is free.
-        await instances.purge_dead(conn, now, ledger.instance)
-        live = {str(r[0]) for r in await (await conn.execute("SELECT id FROM server_instances")).fetchall()}
+        live = set(await instances.purge_dead(conn, now, ledger.instance))
 
         def dead(claimant: str | None) -> bool:
             return claimant != owner and _pid_dead(claimant, live)
@@ -543,26 +542,22 @@ async def give_up(ledger: Ledger, batch_id: str, reason: str) -> None:
         await _finish_if_done(conn, batch_id)
 
 
-async def escalating(conn: Conn, limit: int = 10) -> list[str]:
-    """Batches whose settled round owes a follow-up round."""
-    rows = await (
-        await conn.execute("SELECT id FROM batches WHERE state = 'escalating' ORDER BY created_at LIMIT ?", (limit,))
-    ).fetchall()
-    return [str(r[0]) for r in rows]
-
-
-async def unsent_parts(conn: Conn, stale_before: str, limit: int = 10) -> list[tuple[str, int]]:
-    """(batch, part) saved but not sent: of follow-up rounds (the process making them stopped), and
-    of first rounds created before `stale_before` (their submitter died between parts; a live one
-    sends every part well within that). `begin_submit` claims a part once, so nothing goes twice."""
+async def followup_work(conn: Conn, stale_before: str, limit: int = 10) -> tuple[list[str], list[str]]:
+    """(batches whose settled round owes a follow-up round, batches with a part saved but not sent),
+    in one read: every idle collector asks this twice a second. Unsent parts are those of follow-up
+    rounds (the process making them stopped) and of first rounds created before `stale_before`
+    (their submitter died between parts; a live one sends every part well within that).
+    `begin_submit` claims a part once, so nothing goes twice."""
     rows = await (
         await conn.execute(
-            "SELECT p.batch_id, p.part FROM batch_parts p JOIN batches b ON b.id = p.batch_id"
-            " WHERE p.state = 'pending' AND (b.root_id IS NOT NULL OR b.created_at < ?) LIMIT ?",
-            (stale_before, limit),
+            "SELECT 0, id FROM (SELECT id FROM batches WHERE state = 'escalating' ORDER BY created_at LIMIT ?) AS owed"
+            " UNION ALL SELECT 1, batch_id FROM (SELECT DISTINCT p.batch_id FROM batch_parts p"
+            " JOIN batches b ON b.id = p.batch_id WHERE p.state = 'pending'"
+            " AND (b.root_id IS NOT NULL OR b.created_at < ?) LIMIT ?) AS unsent",
+            (limit, stale_before, limit),
         )
     ).fetchall()
-    return [(str(r[0]), int(r[1])) for r in rows]
+    return [str(r[1]) for r in rows if int(r[0]) == 0], [str(r[1]) for r in rows if int(r[0]) == 1]
 
 
 async def item_of_call(conn: Conn, call_id: str) -> aiosqlite.Row | None:

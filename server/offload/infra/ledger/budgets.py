@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from offload.core.errors import BudgetExceededError
 from offload.core.money import fmt_usd, usd_to_pusd
-from offload.core.scopes import SCOPES
+from offload.core.scopes import SCOPES, TEAM_SCOPES
 from offload.core.tenancy import current_owner
 from offload.infra.ledger import instances
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.instances import LIVE_HOLD
-from offload.infra.processes import host_id, pid_alive
+from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -199,11 +199,6 @@ _OTHER_PIDS = (
 )
 
 
-def _here(ledger: Ledger) -> str:
-    """This host's id as server instances record it (instances.dead compares pids only within it)."""
-    return ledger.instance.host_id if ledger.instance is not None else host_id()
-
-
 @dataclass(frozen=True)
 class _Totals:
     states: list[ScopeState]
@@ -273,7 +268,7 @@ def _refusal(state: ScopeState, amount_pusd: int) -> BudgetExceededError:
     head, _, tail = label(state).partition(" for ")
     named = f"{head} {_money(state.limit_pusd)}" + (f" for {tail}" if tail else "")
     # A shared limit is not the caller's to change: say which policy key sets it.
-    owner = f" (budgets.{state.scope}_usd in the policy)" if state.scope in ("user", "project", "team") else ""
+    owner = f" (budgets.{state.scope}_usd in the policy)" if state.scope in TEAM_SCOPES else ""
     msg = (
         f"{named} would be exceeded: "
         f"spent {_money(state.spent_pusd)}, "
@@ -312,7 +307,7 @@ async def reserve(
             # Renewed in the hold's own transaction: a hold is never written for an instance another
             # server has just purged as dead.
             await instances.touch(conn, ledger.instance, max(now, w.utcnow()))
-        seen = await _totals(conn, session_id, limits, now, who, pids=_here(ledger))
+        seen = await _totals(conn, session_id, limits, now, who, pids=instances.host_of(ledger.instance))
         dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
         if seen.stale or dead:
             await _purge(conn, now, ledger, dead)
@@ -373,7 +368,7 @@ async def live_states(
     reports don't show them in flight. One read when there is nothing to drop: a status read takes
     the write lock only then (behind a long write, a 60k-item batch being stored, it would wait)."""
     now = now or w.utcnow()
-    seen = await _totals(ledger.conn, session_id, limits, now, who, pids=_here(ledger))
+    seen = await _totals(ledger.conn, session_id, limits, now, who, pids=instances.host_of(ledger.instance))
     dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
     if not seen.stale and not dead:
         return seen.states

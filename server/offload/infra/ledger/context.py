@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from offload.infra.ledger.db import Ledger, WriteConn
+from offload.infra.ledger.db import Also, Ledger, WriteConn
 from offload.infra.ledger.windows import iso, utcnow
 
 
@@ -16,9 +15,7 @@ async def record_kept_out(
         await record_in(session_id, tool, tokens_in, tokens_out, now=now)(conn)
 
 
-def record_in(
-    session_id: str, tool: str, tokens_in: int, tokens_out: int, *, now: datetime | None = None
-) -> Callable[[WriteConn], Awaitable[None]]:
+def record_in(session_id: str, tool: str, tokens_in: int, tokens_out: int, *, now: datetime | None = None) -> Also:
     """`record_kept_out` as a write to add to another transaction (e.g. the trimmed original's)."""
 
     async def write(conn: WriteConn) -> None:

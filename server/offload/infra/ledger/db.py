@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -107,6 +107,9 @@ class ReadConn:
 Conn = aiosqlite.Connection | ReadConn | pg.Conn
 # The connection `Ledger.write()` yields, for code that adds writes to a transaction it is handed.
 WriteConn = aiosqlite.Connection
+# More writes that belong in a transaction someone else opens (an answer's calls row in its record,
+# a kept-out row with its handle): one commit and one write lock, not one per table.
+Also = Callable[[WriteConn], Awaitable[None]]
 
 
 def _backoff(attempt: int) -> float:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import zlib
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from offload.core.errors import InputError
-from offload.infra.ledger.db import Ledger, WriteConn
+from offload.infra.ledger.db import Also, Ledger
 from offload.infra.ledger.windows import iso, utcnow
 
 HANDLE_PREFIX = "h_"
@@ -40,7 +39,7 @@ async def save(
     *,
     owner: str | None = None,
     now: datetime | None = None,
-    also: Callable[[WriteConn], Awaitable[None]] | None = None,
+    also: Also | None = None,
 ) -> str:
     """Store `content` for `owner` (idempotent) and return its handle; `also` joins the transaction."""
     handle = handle_for(content, owner)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("offload.ledger")
 
-__all__ = ["LEASE_S", "LIVE_HOLD", "Instance", "dead", "heartbeat", "kept_alive", "purge_dead", "retire", "touch"]
+__all__ = ["LEASE_S", "LIVE_HOLD", "Instance", "heartbeat", "kept_alive", "purge_dead", "retire", "touch"]
 
 # Default (OFFLOAD_LEASE_S): a dead server's holds and claims free within it. Three times the ledger's
 # 30 s busy timeout: a heartbeat waits for the write lock like any write, and one stuck behind a
@@ -88,28 +88,35 @@ async def retire(ledger: Ledger, instance: Instance) -> None:
         await conn.execute("DELETE FROM server_instances WHERE id = ?", (instance.id,))
 
 
-async def dead(conn: Conn, now: datetime, me: Instance | None) -> list[str]:
-    """Ids of instances whose lease ran out, or (on our host) whose process is gone."""
+def host_of(me: Instance | None) -> str:
+    """This host's id as instances record it (pids compare only within one host)."""
+    return me.host_id if me is not None else host_id()
+
+
+async def _registered(conn: Conn, now: datetime, me: Instance | None) -> tuple[list[str], list[str]]:
+    """(dead, alive) instance ids: dead if the lease ran out or (on our host) the process is gone."""
     rows = await (await conn.execute("SELECT id, host_id, pid, lease_until FROM server_instances")).fetchall()
-    here = me.host_id if me is not None else host_id()
+    here = host_of(me)
     stamp = w.iso(now)
-    return [
-        str(r[0])
-        for r in rows
-        if str(r[3]) <= stamp or (str(r[1]) == here and int(r[2]) != os.getpid() and not pid_alive(int(r[2])))
-    ]
+    dead: list[str] = []
+    alive: list[str] = []
+    for r in rows:
+        gone = str(r[3]) <= stamp or (str(r[1]) == here and int(r[2]) != os.getpid() and not pid_alive(int(r[2])))
+        (dead if gone and (me is None or str(r[0]) != me.id) else alive).append(str(r[0]))
+    return dead, alive
 
 
 async def purge_dead(conn: Conn, now: datetime, me: Instance | None) -> list[str]:
-    """Drop dead instances with their holds (inside the caller's write transaction)."""
-    gone = [i for i in await dead(conn, now, me) if me is None or i != me.id]
+    """Drop dead instances with their holds (inside the caller's write transaction); the ids of
+    the instances left, every one alive."""
+    gone, alive = await _registered(conn, now, me)
     if gone:
         await _drop(conn, gone)
     await conn.execute(
         "DELETE FROM reservations WHERE instance_id IS NOT NULL"
         " AND instance_id NOT IN (SELECT id FROM server_instances)"
     )
-    return gone
+    return alive
 
 
 async def _drop(conn: Conn, ids: list[str]) -> None:

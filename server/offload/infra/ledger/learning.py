@@ -48,6 +48,14 @@ class TierStats:
         return self.adequate / self.known if self.known else 0.0
 
 
+def adequacy(checked: bool, failed: str | None) -> bool | None:
+    """What one answer shows about its tier: a failed check says inadequate, a passed one
+    adequate, an unchecked answer nothing yet (the host's verdict may still come)."""
+    if failed is not None:
+        return False
+    return True if checked else None
+
+
 async def record_call(
     ledger: Ledger, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], *, now: datetime | None = None
 ) -> bool:
@@ -183,11 +191,8 @@ def _learned(conn: sqlite3.Connection | pg.SyncConn, window: int) -> dict[str, d
 def read_learned(path: Path | str, window: int) -> dict[str, dict[str, TierStats]]:
     """Every family's recent stats, read-only and synchronous, for `offload policy explain`."""
     if pg.is_url(path):
-        shared = pg.connect_sync(str(path))
-        try:
+        with pg.connect_sync(str(path)) as shared:
             return _learned(shared, window)
-        finally:
-            shared.close()
     path = Path(path)
     if not path.exists():
         return {}
@@ -205,14 +210,10 @@ def read_learned(path: Path | str, window: int) -> dict[str, dict[str, TierStats
 def reset_learned(path: Path | str, family: str | None = None) -> int:
     """Forget the evidence (of one family, or all); calls and their verdicts stay. Rows deleted."""
     if pg.is_url(path):
-        shared = pg.connect_sync(str(path))
-        try:
-            with shared.write() as tx:
-                if family is None:
-                    return max(tx.execute("DELETE FROM tier_evidence").rowcount, 0)
-                return max(tx.execute("DELETE FROM tier_evidence WHERE family = ?", (family,)).rowcount, 0)
-        finally:
-            shared.close()
+        with pg.connect_sync(str(path)) as shared, shared.write() as tx:
+            if family is None:
+                return max(tx.execute("DELETE FROM tier_evidence").rowcount, 0)
+            return max(tx.execute("DELETE FROM tier_evidence WHERE family = ?", (family,)).rowcount, 0)
     path = Path(path)
     if not path.exists():
         return 0

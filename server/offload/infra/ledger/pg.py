@@ -236,6 +236,12 @@ class SyncConn:
     def close(self) -> None:
         self.raw.close()
 
+    def __enter__(self) -> SyncConn:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
 
 def connect_sync(url: str, *, timeout_s: int = 10) -> SyncConn:
     """A synchronous autocommit connection for reports; `ConfigError` naming the URL if it fails."""
@@ -243,9 +249,7 @@ def connect_sync(url: str, *, timeout_s: int = 10) -> SyncConn:
     try:
         raw = pg.Connection.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=timeout_s)
     except pg.Error as exc:
-        raise ConfigError(
-            f"ledger {redact(url)}: cannot connect ({str(exc).strip()}); check OFFLOAD_DB or --db"
-        ) from None
+        raise _unreachable(url, exc) from None
     return SyncConn(raw)
 
 

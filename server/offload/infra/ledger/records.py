@@ -8,7 +8,7 @@ neither: money is never counted twice, nor dropped from the budget.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import aiosqlite
 
     from offload.core.pricing import PriceTable
-    from offload.infra.ledger.db import Ledger
+    from offload.infra.ledger.db import Also, Ledger
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,6 @@ async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime, ledger:
     tags = (a.project, a.user) if own else (a.project or who.project, a.user or who.user)
     cur = await conn.execute(_INSERT, _row(a, now, tags))
     return cur.rowcount == 1
-
-
-# More writes that belong with an attempt (the answer it became, a verdict): run inside its
-# record transaction, so an answer costs one commit and one write lock, not one per table.
-Also = Callable[["aiosqlite.Connection"], Awaitable[None]]
 
 
 async def record(

@@ -256,11 +256,8 @@ def read_spend(path: Path | str, by: str, since: datetime) -> list[SpendRow]:
     """`spend_rows` on a read-only connection to the ledger at `path`: a file (none there: no rows),
     or a postgresql:// URL."""
     if pg.is_url(path):
-        shared = pg.connect_sync(str(path))
-        try:
+        with pg.connect_sync(str(path)) as shared:
             return spend_rows(shared, by, since)
-        finally:
-            shared.close()
     path = Path(path)
     if not path.exists():
         return []

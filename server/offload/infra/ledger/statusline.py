@@ -116,10 +116,7 @@ def _line(conn: sqlite3.Connection | pg.SyncConn, now: datetime, session_id: str
 
 def _shared_statusline(url: str, now: datetime, session_id: str | None) -> str:
     try:
-        conn = pg.connect_sync(url, timeout_s=2)
-        try:
+        with pg.connect_sync(url, timeout_s=2) as conn:
             return _line(conn, now, session_id)
-        finally:
-            conn.close()
     except Exception as exc:  # psycopg's errors included: the prompt must never fail
         return f"offload: ledger unreadable ({str(exc).strip()})"

@@ -172,18 +172,26 @@ def from_files(template: str, files: Sequence[tuple[str, str]]) -> tuple[str, li
     return prefix, specs
 
 
-def params_for(shared: Shared, spec: Spec) -> dict[str, Any]:
-    """Messages API params for one request: stable parts first, breakpoints where they can pay."""
+def prompt_for(shared: Shared, spec: Spec) -> Prompt:
+    """One request's prompt: its own system prompt, or the batch's shared one."""
     own = spec.system is not None
-    prompt = Prompt(
+    return Prompt(
         prompt=spec.body,
         system=spec.system if own else shared.system,
         prefix=shared.prefix,
         instruction=shared.instruction,
         shared_system=not own,
     )
+
+
+def params_for(shared: Shared, spec: Spec) -> dict[str, Any]:
+    """Messages API params for one request: stable parts first, breakpoints where they can pay."""
     return build_params(
-        shared.model, prompt, max_tokens=shared.max_tokens, ttl=shared.ttl, min_cacheable=shared.min_cacheable
+        shared.model,
+        prompt_for(shared, spec),
+        max_tokens=shared.max_tokens,
+        ttl=shared.ttl,
+        min_cacheable=shared.min_cacheable,
     )
 
 

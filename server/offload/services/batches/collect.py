@@ -190,7 +190,7 @@ class _Ctx:
             checked = q.checked and not failed
             call = learning.CallRecord(new_call_id(), self.session, q.family, self.tier, attempt.request_key, checked)
             # Each earlier round's tier failed this item; this one passed, failed, or is unchecked.
-            mine = (self.tier, False if failed else (True if q.checked else None))
+            mine = (self.tier, learning.adequacy(q.checked, failed))
             evidence = (*((t, False) for t in self.earlier), mine)
         text = r.text if ok else None
         return store.Settled(

@@ -40,11 +40,12 @@ UNSENT_AFTER_S = 600
 async def run_once(state: AppState) -> int:
     """Make every owed round and send every saved but unsent part; returns how many were handled."""
     conn = state.ledger.conn
-    owed = await store.escalating(conn)
+    stale = w.iso(w.utcnow() - timedelta(seconds=UNSENT_AFTER_S))
+    owed, unsent = await store.followup_work(conn, stale)
     for batch_id in owed:
         await start(state, batch_id)
-    stale = w.iso(w.utcnow() - timedelta(seconds=UNSENT_AFTER_S))
-    unsent = list(dict.fromkeys(b for b, _ in await store.unsent_parts(conn, stale)))
+    if owed:  # the rounds just made are sent by `start` itself
+        unsent = (await store.followup_work(conn, stale))[1]
     for batch_id in unsent:
         row = await store.batch_row(conn, batch_id)
         assert row is not None
