@@ -253,3 +253,30 @@ async def test_budget_warnings_after_a_tool_are_the_callers_own_over_http(
                 quiet = result_text(await b.call_tool("batch_submit", bulk))
     assert "user budget 85% used" in warned, warned
     assert "budget" not in quiet, quiet
+
+
+async def test_many_calls_at_once_in_one_server_never_overrun_a_user_budget(
+    emulator: EmulatorHandle, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Sixteen premium calls at once over one server and one connection, against a user budget that
+    fits only some: every hold is taken in the same transaction as the check, so none slips past."""
+    limit = USD // 100  # $0.01
+    policy = team_policy(tmp_path, '  user_usd: "0.01"\n')
+    settings = make_settings(emulator.url, policy_path=policy, user="ana", session_id="s-ana")
+    call = {"prompt": "Explain the retry loop in detail", "tier": "premium", "max_tokens": 200}
+    results: list[Any] = []
+    async with Client(build_server(settings)) as c:
+
+        async def one() -> None:
+            results.append(await c.call_tool("routed_complete", call))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(16):
+                tg.start_soon(one)
+    refused = [result_text(r) for r in results if r.is_error]
+    answered = [r for r in results if not r.is_error]
+    spent = sum(r["cost_pusd"] for r in query(settings.db_path, "SELECT cost_pusd FROM attempts"))
+    assert refused and answered
+    assert all(t.startswith("user budget $0.01 for ana would be exceeded") for t in refused), refused
+    assert 0 < spent <= limit
+    assert query(settings.db_path, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
