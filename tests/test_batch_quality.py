@@ -193,9 +193,11 @@ async def test_redo_of_a_batch_items_call_id_reruns_it_one_tier_up(
             assert item["text"] == "ANSWER: Sydney" and item["tier"] == "cheap"
             assert item["call_id"] in res.content[0].text  # type: ignore[union-attr]
             redo = await c.call_tool("routed_complete", {"redo_of": item["call_id"], "reason": "not Sydney"})
-        # Another server process (or this one restarted) rebuilds the item's request from the batch's
-        # record: it knows the item was redone already, and an unknown id gets the usual error.
-        async with Client(build_server(settings)) as again:
+        # Another server process, in a later conversation of the same user (results come hours
+        # later), rebuilds the item's request from the batch's record: it knows the item was redone
+        # already, and an unknown id gets the usual error.
+        later = make_settings(emu.url, session_id="a-later-conversation")
+        async with Client(build_server(later)) as again:
             twice = await again.call_tool("routed_complete", {"redo_of": item["call_id"]})
             gone = await again.call_tool("routed_complete", {"redo_of": "rc_00000000"})
             cold = await again.call_tool("routed_complete", {"redo_of": other["call_id"]})

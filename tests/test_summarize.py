@@ -206,7 +206,9 @@ async def test_a_job_over_budget_is_refused_before_any_call(
         result = await c.call_tool("summarize_context", {"paths": ["incident/*.md"]})
     assert result.is_error
     msg = str(result.content[0].text)  # type: ignore[union-attr]
-    assert "would cost about $" in msg and "budget is left" in msg and "send less material" in msg
+    assert "would cost about $" in msg and "send less material" in msg
+    # It names the budget and its figures, as routed_complete's refusals do.
+    assert "but the session budget ($0.0010: spent $0.00, reserved $0.00) has only $0.0010 left" in msg, msg
     assert message_calls(emulator) == [] and rows(settings.db_path) == []
 
 

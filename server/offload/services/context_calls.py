@@ -71,13 +71,17 @@ async def check_headroom(state: AppState, session: str, estimate_pusd: int, what
 
     Each call still reserves its own worst case; this only avoids paying for half a job.
     """
-    left = (await budgets.headroom(state.ledger, session, limits_of(state.policy))).min_pusd
+    room = await budgets.headroom(state.ledger, session, limits_of(state.policy))
+    left = room.min_pusd
     if left is not None and estimate_pusd > left:
+        # Name the budget as routed_complete's refusals do: a team member must see it is, say, the
+        # project's monthly budget someone else set, not just "the budget".
+        budget = room.detail or f"{room.tightest} budget"
         raise BudgetExceededError(
-            f"{what} would cost about {fmt_usd(estimate_pusd)} but only {fmt_usd(left)} of budget is left; "
+            f"{what} would cost about {fmt_usd(estimate_pusd)} but the {budget} has only {fmt_usd(left)} left; "
             "send less material (fewer paths, or trim_result first), or wait for the budget to reset "
             "(see budget_status)",
-            scope="headroom",
+            scope=room.tightest or "headroom",
             remaining_pusd=left,
             resets_at=None,
         )

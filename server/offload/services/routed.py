@@ -20,6 +20,7 @@ from offload.core.money import fmt_usd, usd_json
 from offload.core.output import Progress, ToolOutput, no_progress
 from offload.core.recall import new_call_id
 from offload.core.request import Prompt, build_params, request_hash
+from offload.core.tenancy import current_owner
 from offload.core.tokens import request_upper_bound
 from offload.infra import files
 from offload.infra.claude import Completion, StreamDropped
@@ -125,19 +126,21 @@ class _Run:
     spent: budgets.Spent | None  # settled spend per scope after the last paid rung, for warnings
 
 
-async def _batch_job(state: AppState, call_id: str) -> _Job | None:
+async def _batch_job(state: AppState, session: str, call_id: str) -> _Job | None:
     """A batch item's request, rebuilt from the batch's own record (kept there for 29 days anyway),
     so any server process can redo it: no copy of 10^5 prompts in memory, and the answers the
-    host got from routed_complete are not pushed out of the recall by a batch's."""
+    host got from routed_complete are not pushed out of the recall by a batch's. Results arrive
+    hours later, in another session: the batch's owner (its HTTP token, or the local user) may
+    redo it from any session, as batch_results shows it to them; nobody else may."""
     row = await batch_store.item_of_call(state.ledger.conn, call_id)
-    if row is None or str(row["shared"]) == "{}":
+    if row is None or str(row["shared"]) == "{}" or row["owner"] != current_owner():
         return None
     shared = Shared.from_json(str(row["shared"]))
     quality = Quality.of(str(row["quality"]))
     spec = Spec("", str(row["body"]), row["system"])
     prompt = build.prompt_for(shared, spec)
     return _Job(
-        session=str(row["session_id"]),
+        session=session,
         prompt=prompt,
         checks=quality.checks,
         prompt_text=prompt.prompt,
@@ -194,13 +197,14 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
     assert state.recall is not None
     job = state.recall.get(call_id)
     if job is None:
-        job = await _batch_job(state, call_id)
+        job = await _batch_job(state, session, call_id)
         if job is not None:
             state.recall.put(call_id, job, job.size)  # from here on claimed like any other answer
     if not isinstance(job, _Job) or job.session != session:
         raise InputError(
-            f"redo_of={call_id!r} is unknown or expired (offload keeps a request for redo only in memory, "
-            f"up to {state.settings.redo_ttl_s // 60} minutes); send the prompt again, with a higher tier= if needed"
+            f"redo_of={call_id!r} is unknown or expired (offload keeps a routed_complete request for redo only "
+            f"in memory, up to {state.settings.redo_ttl_s // 60} minutes, and a batch item's while its batch is "
+            "kept); send the prompt again, with a higher tier= if needed"
         )
     if job.redone_as == REDO_RUNNING:
         raise InputError(

@@ -565,7 +565,7 @@ async def item_of_call(conn: Conn, call_id: str) -> aiosqlite.Row | None:
     the call that redid it (if any). None for a routed_complete answer or an unknown id."""
     return await (
         await conn.execute(
-            "SELECT b.session_id, b.tier, b.shared, b.quality, i.body, i.system,"
+            "SELECT b.session_id, b.owner, b.tier, b.shared, b.quality, i.body, i.system,"
             " (SELECT r.call_id FROM calls r WHERE r.redo_of = i.call_id LIMIT 1) AS redone_as"
             " FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE i.call_id = ?",
             (call_id,),
