@@ -501,3 +501,35 @@ async def test_a_small_round_decides_its_own_caching(
     first, second = (p.body["requests"][0]["params"] for p in posts)
     assert "cache_control" in first["system"][0] and second["model"] == "claude-sonnet-5-5"
     assert all("cache_control" not in block for block in second["system"])
+
+
+async def test_a_slow_must_match_on_many_items_never_stalls_the_server(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """A catastrophic regex spends its whole time budget on every answer (24 x 0.25 s). Judged on
+    the event loop, every other call of this server (and its heartbeat) waited through all of it."""
+    script = [{"match": "long", "reply": "word " * 400 + "!"}]
+    requests = tuple({"prompt": f"long {i}", "custom_id": f"l{i}"} for i in range(24))
+    gaps: list[float] = []
+    with running(script=script, batch_delay_s=0.1) as emu:
+        settings = make_settings(emu.url)
+        args = SubmitArgs(requests=requests, must_match=r"(\w+\s?)+$", tier="premium")
+        async with open_state(settings) as state:
+            bid = (await submit(state, "s1", args)).data["batch_id"]
+            done = anyio.Event()
+
+            async def tick() -> None:  # stands for any other tool call on this server
+                last = anyio.current_time()
+                while not done.is_set():
+                    await anyio.sleep(0.05)
+                    now = anyio.current_time()
+                    gaps.append(now - last)
+                    last = now
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(tick)
+                await collect_until_done(state, bid, 60)
+                done.set()
+            page = await results(state, "s1", bid, 0, 30, None)
+    assert [i["status"] for i in page.data["items"]] == ["failed"] * 24  # the top tier: nothing to re-ask
+    assert max(gaps) < 2.0, max(gaps)  # 24 x 0.25 s = 6 s if judged on the loop

@@ -144,6 +144,16 @@ class _Ctx:
         self.earlier = tiers[:-1]  # the tiers of the rounds before this one: each failed these items
 
     async def settle(self, items: list[BatchItemResult]) -> int:
+        # A caller's must_match or schema may take its whole time budget on every answer: judged on
+        # the event loop, 500 of them would stall every other tool call of this server for minutes
+        # (and its heartbeat past its lease). Off the loop, as routed_complete's judge is.
+        if self.quality.checked:
+            out = await anyio.to_thread.run_sync(self._all_settled, items)
+        else:
+            out = self._all_settled(items)
+        return await store.settle(self.state.ledger, self.ref, out)
+
+    def _all_settled(self, items: list[BatchItemResult]) -> list[store.Settled]:
         out: list[store.Settled] = []
         for r in items:
             idx = build.index_of(r.custom_id)
@@ -151,8 +161,7 @@ class _Ctx:
                 log.warning("batch %s: ignoring unknown custom_id %r", self.batch_id, r.custom_id)
                 continue
             out.append(self._settled(idx, r))
-        new = await store.settle(self.state.ledger, self.ref, out)
-        return new
+        return out
 
     def _settled(self, idx: int, r: BatchItemResult) -> store.Settled:
         """One result priced and judged: re-asked next round, or final (with a call_id)."""
