@@ -6,6 +6,7 @@ testing; psutil asks each OS its own way (and treats "exists but not ours" as al
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -27,6 +28,12 @@ def host_id() -> str:
     and a pid recorded before a reboot means nothing after it. Linux adds its boot id and pid
     namespace; elsewhere the host name stands alone.
     """
+    # Asked on every reserve: read /proc once per process (a fork keeps the machine, not the pid).
+    return _host_id(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _host_id(_pid: int) -> str:
     parts = [socket.gethostname()]
     try:
         parts.append(Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()[:8])

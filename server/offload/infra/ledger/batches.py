@@ -26,20 +26,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from offload.core.errors import InputError
 from offload.core.recall import new_call_id
 from offload.infra.ledger import instances, pg
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import HOLD, Reservation, acting, hold_key
 from offload.infra.ledger.learning import CallRecord, insert_call
+from offload.infra.ledger.lite import BUSY_TIMEOUT_MS, LiteConn
 from offload.infra.ledger.records import Attempt, _insert
 from offload.infra.ledger.statusline import open_ro, ro_uri
 from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
-    from offload.infra.ledger.db import Conn, Ledger
+    from offload.infra.ledger.db import Conn, Ledger, WriteConn
 
 BATCH_HOST = "batch"  # reservations.host of holds owned by a batch, not by a process
 RESERVE_TTL_S = 25 * 3600  # the API expires a batch after 24 h; results may land just after
@@ -163,7 +162,7 @@ async def create_followup(
 
 
 async def _insert_batch(
-    conn: aiosqlite.Connection,
+    conn: WriteConn,
     batch: NewBatch,
     items: Iterable[ItemRow],
     part_counts: Sequence[int],
@@ -391,7 +390,7 @@ async def release_lease(ledger: Ledger, ref: PartRef, *, retry_at: datetime, err
         )
 
 
-async def batch_row(conn: Conn, batch_id: str, owner: Any = ANY) -> aiosqlite.Row | None:
+async def batch_row(conn: Conn, batch_id: str, owner: Any = ANY) -> sqlite3.Row | None:
     """The batch, if it exists and (unless `owner` is ANY) belongs to `owner`."""
     extra, args = _owned(owner)
     return await (await conn.execute(f"SELECT * FROM batches WHERE id = ?{extra}", (batch_id, *args))).fetchone()
@@ -441,7 +440,7 @@ async def settle(ledger: Ledger, ref: PartRef, results: Sequence[Settled], *, le
 CALL_ID_DRAWS = 8  # as routed_complete: a clash with an earlier answer's id draws again
 
 
-async def _record_call(conn: aiosqlite.Connection, batch_id: str, s: Settled, ts: str) -> None:
+async def _record_call(conn: WriteConn, batch_id: str, s: Settled, ts: str) -> None:
     assert s.call is not None
     call = s.call
     for _ in range(CALL_ID_DRAWS):
@@ -487,7 +486,7 @@ async def part_collected(ledger: Ledger, ref: PartRef) -> bool:
 _OWN_HOLD = "host = ? AND (id, session_id) = (SELECT reservation_id, session_id FROM batches WHERE id = ?)"
 
 
-async def _cut_reservation(conn: aiosqlite.Connection, batch_id: str, amount: int) -> None:
+async def _cut_reservation(conn: WriteConn, batch_id: str, amount: int) -> None:
     if amount:
         await conn.execute(
             # CASE, not MAX(0, x): two-argument MAX is SQLite's alone (PostgreSQL says GREATEST).
@@ -497,7 +496,7 @@ async def _cut_reservation(conn: aiosqlite.Connection, batch_id: str, amount: in
         )
 
 
-async def _finish_if_done(conn: aiosqlite.Connection, batch_id: str) -> bool:
+async def _finish_if_done(conn: WriteConn, batch_id: str) -> bool:
     row = await (
         await conn.execute(
             "SELECT COUNT(*) FROM batch_parts WHERE batch_id = ? AND state NOT IN ('collected', 'failed')",
@@ -560,7 +559,7 @@ async def followup_work(conn: Conn, stale_before: str, limit: int = 10) -> tuple
     return [str(r[1]) for r in rows if int(r[0]) == 0], [str(r[1]) for r in rows if int(r[0]) == 1]
 
 
-async def item_of_call(conn: Conn, call_id: str) -> aiosqlite.Row | None:
+async def item_of_call(conn: Conn, call_id: str) -> sqlite3.Row | None:
     """The batch item whose final answer is `call_id`, with what rebuilding its request needs, and
     the call that redid it (if any). None for a routed_complete answer or an unknown id."""
     return await (
@@ -573,7 +572,7 @@ async def item_of_call(conn: Conn, call_id: str) -> aiosqlite.Row | None:
     ).fetchone()
 
 
-async def owed_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
+async def owed_items(conn: Conn, batch_id: str) -> list[sqlite3.Row]:
     """The items of a settled round to re-ask in the next one, in order."""
     return list(
         await (
@@ -679,7 +678,7 @@ async def cost_so_far(conn: Conn, batch_id: str) -> int:
     return int(row[0]) if row is not None else 0
 
 
-async def parts(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
+async def parts(conn: Conn, batch_id: str) -> list[sqlite3.Row]:
     """Every API part of every round (a round's parts follow the earlier rounds')."""
     return list(
         await (
@@ -692,7 +691,7 @@ async def parts(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
     )
 
 
-async def rounds(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
+async def rounds(conn: Conn, batch_id: str) -> list[sqlite3.Row]:
     return list(
         await (
             await conn.execute(
@@ -734,7 +733,7 @@ async def items_page(conn: Conn, batch_id: str, offset: int, limit: int) -> list
     return [by_idx[r["idx"]] for r in page]
 
 
-async def retry_items(conn: Conn, batch_id: str) -> list[aiosqlite.Row]:
+async def retry_items(conn: Conn, batch_id: str) -> list[sqlite3.Row]:
     """Items worth resubmitting: failed at the API, never sent, or in a part whose fate is unknown,
     in whichever round of the batch their standing row is."""
     return list(
@@ -785,9 +784,12 @@ async def list_batches_readonly(path: Path | str, include_done: bool) -> list[di
         return await _list_shared(str(path), include_done, hint)
     uri = ro_uri(Path(path))
     try:
-        async with aiosqlite.connect(uri, uri=True) as conn:
+        conn = await LiteConn.connect(uri, uri=True, busy_timeout_ms=BUSY_TIMEOUT_MS)
+        try:
             await conn.execute("PRAGMA query_only = ON")
             return await list_batches(conn, include_done=include_done, limit=200)
+        finally:
+            await conn.close()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             raise InputError(f"{path} is not an offload ledger ({exc}); {hint}") from None

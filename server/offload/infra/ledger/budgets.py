@@ -35,9 +35,7 @@ from offload.infra.ledger.instances import LIVE_HOLD
 from offload.infra.processes import pid_alive
 
 if TYPE_CHECKING:
-    import aiosqlite
-
-    from offload.infra.ledger.db import Conn, Ledger
+    from offload.infra.ledger.db import Conn, Ledger, WriteConn
 
 _HOST = socket.gethostname()
 
@@ -154,7 +152,7 @@ def _money(pusd: int) -> str:
     return fmt_usd(pusd, places=2) if pusd % 10**10 == 0 else fmt_usd(pusd)
 
 
-async def _purge(conn: aiosqlite.Connection, now: datetime, ledger: Ledger, dead: Sequence[int] = ()) -> None:
+async def _purge(conn: WriteConn, now: datetime, ledger: Ledger, dead: Sequence[int] = ()) -> None:
     """Drop expired holds, dead instances with their holds, and holds of dead local processes."""
     await conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (w.iso(now),))
     await instances.purge_dead(conn, now, ledger.instance)
@@ -302,7 +300,7 @@ async def reserve(
     now = now or w.utcnow()
     who = who or acting(ledger)
     expires = w.iso(now + timedelta(seconds=ttl_s))
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         if ledger.instance is not None:
             # Renewed in the hold's own transaction: a hold is never written for an instance another
             # server has just purged as dead.
@@ -350,14 +348,14 @@ def hold_key(reservation: Reservation) -> tuple[int, str, str]:
     return (reservation.id, reservation.session_id, reservation.expires_at)
 
 
-async def delete_hold(conn: aiosqlite.Connection, reservation: Reservation) -> None:
+async def delete_hold(conn: WriteConn, reservation: Reservation) -> None:
     """Drop `reservation`'s hold inside the caller's write transaction (nothing if it is gone)."""
     await conn.execute("DELETE FROM reservations WHERE " + HOLD, hold_key(reservation))
 
 
 async def release(ledger: Ledger, reservation: Reservation) -> None:
     """Drop a hold without recording spend (the call was never sent). Idempotent."""
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         await delete_hold(conn, reservation)
 
 
@@ -372,7 +370,7 @@ async def live_states(
     dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
     if not seen.stale and not dead:
         return seen.states
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         await _purge(conn, now, ledger, dead)
     return await scope_states(ledger.conn, session_id, limits, now, who)
 

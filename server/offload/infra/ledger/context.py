@@ -11,7 +11,7 @@ from offload.infra.ledger.windows import iso, utcnow
 async def record_kept_out(
     ledger: Ledger, session_id: str, tool: str, tokens_in: int, tokens_out: int, *, now: datetime | None = None
 ) -> None:
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         await record_in(session_id, tool, tokens_in, tokens_out, now=now)(conn)
 
 

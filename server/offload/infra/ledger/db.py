@@ -29,11 +29,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import aiosqlite
-
 from offload.config.settings import pg_spool_path
 from offload.core.errors import ConfigError, LedgerUnavailableError
 from offload.infra.ledger import journal, pg
+from offload.infra.ledger.lite import BUSY_TIMEOUT_MS, Cursor, LiteConn, is_busy
 from offload.infra.ledger.migrations import migrations as dialect_migrations
 from offload.infra.ledger.statusline import ro_uri
 
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("offload.ledger")
 
-BUSY_TIMEOUT_MS = 30_000
 # After busy_timeout, BEGIN IMMEDIATE is retried this many times with growing, jittered sleeps.
 BUSY_RETRIES = 8
 BUSY_BACKOFF_S = 0.05
@@ -53,60 +51,45 @@ def migrations() -> list[tuple[int, str, str]]:
     return dialect_migrations("schema")
 
 
-def is_busy(exc: BaseException) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock; worth waiting for."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return bool(code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-class Rows:
-    """Rows already fetched: the cursor API the ledger modules use, with no statement left open."""
-
-    def __init__(self, rows: Iterable[aiosqlite.Row]) -> None:
-        self._rows = list(rows)
-
-    async def fetchone(self) -> aiosqlite.Row | None:
-        return self._rows[0] if self._rows else None
-
-    async def fetchall(self) -> list[aiosqlite.Row]:
-        return self._rows
-
-    async def close(self) -> None:
-        return None
-
-
 class ReadConn:
-    """The read connection: every `execute` runs and fetches in one step on its worker thread."""
+    """The read connection: every `execute` runs and fetches in one step, on its worker thread
+    or, with `inline=True` (a small indexed read on the hot path), on the event loop."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: LiteConn) -> None:
         self._conn = conn
+        # One statement at a time: an inline read must not run while a threaded one is using the connection.
+        self._lock = asyncio.Lock()
 
-    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> Rows:
+    async def execute(self, sql: str, parameters: Iterable[Any] = (), *, inline: bool = False) -> Cursor:
+        params = tuple(parameters)
         for attempt in range(BUSY_RETRIES + 1):
             try:
-                return Rows(await self._conn.execute_fetchall(sql, tuple(parameters)))
+                async with self._lock:
+                    self._conn.inline = inline
+                    try:
+                        return await self._conn.execute(sql, params)
+                    finally:
+                        self._conn.inline = False
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc) or attempt == BUSY_RETRIES:
                     raise
                 await asyncio.sleep(_backoff(attempt))
         raise AssertionError("unreachable")
 
-    async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        """As aiosqlite's: one round trip, so read helpers take either connection."""
-        return await (await self.execute(sql, parameters)).fetchall()
+    async def execute_fetchall(
+        self, sql: str, parameters: Iterable[Any] = (), *, inline: bool = False
+    ) -> list[sqlite3.Row]:
+        """One round trip, so read helpers take either connection."""
+        return await (await self.execute(sql, parameters, inline=inline)).fetchall()
 
     async def close(self) -> None:
         await self._conn.close()
 
 
 # What read helpers accept: the read connection, or the write connection inside `Ledger.write()`.
-Conn = aiosqlite.Connection | ReadConn | pg.Conn
+Conn = LiteConn | ReadConn | pg.Conn
 # The connection `Ledger.write()` yields, for code that adds writes to a transaction it is handed.
-WriteConn = aiosqlite.Connection
+WriteConn = LiteConn
 # More writes that belong in a transaction someone else opens (an answer's calls row in its record,
 # a kept-out row with its handle): one commit and one write lock, not one per table.
 Also = Callable[[WriteConn], Awaitable[None]]
@@ -116,11 +99,9 @@ def _backoff(attempt: int) -> float:
     return float(BUSY_BACKOFF_S * (2 ** min(attempt, 6)) * (0.5 + random.random()))
 
 
-async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(str(path), isolation_level=None)
+async def _connect(path: Path, busy_timeout_ms: int) -> LiteConn:
+    conn = await LiteConn.connect(str(path), busy_timeout_ms=busy_timeout_ms)
     try:
-        conn.row_factory = aiosqlite.Row
-        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")
         await conn.execute("PRAGMA foreign_keys = ON")
@@ -140,8 +121,8 @@ class Ledger:
 
     def __init__(
         self,
-        wconn: aiosqlite.Connection | pg.Conn,
-        rconn: aiosqlite.Connection | pg.Conn,
+        wconn: LiteConn | pg.Conn,
+        rconn: LiteConn | pg.Conn,
         path: Path,
         *,
         busy_retries: int = BUSY_RETRIES,
@@ -149,7 +130,7 @@ class Ledger:
     ) -> None:
         # Exactly one of the two write connections is set: SQLite's, or PostgreSQL's (`_pg`).
         self._pg = wconn if isinstance(wconn, pg.Conn) else None
-        self.wconn = cast(aiosqlite.Connection, None) if isinstance(wconn, pg.Conn) else wconn
+        self.wconn = cast(LiteConn, None) if isinstance(wconn, pg.Conn) else wconn
         self.conn: ReadConn | pg.Conn = rconn if isinstance(rconn, pg.Conn) else ReadConn(rconn)
         # SQLite: the ledger file. PostgreSQL: where this host spools answers the database could
         # not take (journal.py), since a shared database has no file beside it.
@@ -207,9 +188,6 @@ class Ledger:
     @classmethod
     async def _open(cls, path: Path, busy_timeout_ms: int, busy_retries: int) -> Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Open it once with the stdlib first: when aiosqlite's connect fails, its worker thread
-        # reports the failure after asyncio.run has closed the loop, a traceback after our one line.
-        sqlite3.connect(path).close()
         wconn = await _connect(path, busy_timeout_ms)
         try:
             rconn = await _connect(path, busy_timeout_ms)
@@ -258,33 +236,47 @@ class Ledger:
             await (self._pg or self.wconn).close()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """An IMMEDIATE transaction: holds the database write lock from its first statement."""
+    async def write(self, *, inline: bool = False) -> AsyncIterator[WriteConn]:
+        """An IMMEDIATE transaction: holds the database write lock from its first statement.
+
+        `inline`: a transaction of a few indexed statements (a reserve, a record) runs them on the
+        event loop instead of the database thread (lite.py); waiting for the lock still happens
+        off the loop. Leave it off for anything whose size grows with the data.
+        """
         async with self._write_lock:
             if self._pg is not None:
                 async with self._pg_write(self._pg) as conn:
                     yield conn
                 return
+            self.wconn.inline = inline
             try:
-                await self._begin()
-            except sqlite3.OperationalError as exc:
-                raise self._unavailable(exc) from exc
-            try:
-                yield self.wconn
-            except BaseException as exc:
-                if self.wconn.in_transaction:
-                    await self.wconn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise self._unavailable(exc) from exc
-                raise
-            else:
-                try:
-                    await self._commit()
-                except sqlite3.OperationalError as exc:
-                    raise self._unavailable(exc) from exc
+                async with self._sqlite_write() as conn:
+                    yield conn
+            finally:
+                self.wconn.inline = False
 
     @asynccontextmanager
-    async def _pg_write(self, wconn: pg.Conn) -> AsyncIterator[aiosqlite.Connection]:
+    async def _sqlite_write(self) -> AsyncIterator[WriteConn]:
+        try:
+            await self._begin()
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            yield self.wconn
+        except BaseException as exc:
+            if self.wconn.in_transaction:
+                await self.wconn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._unavailable(exc) from exc
+            raise
+        else:
+            try:
+                await self._commit()
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
+
+    @asynccontextmanager
+    async def _pg_write(self, wconn: pg.Conn) -> AsyncIterator[WriteConn]:
         lost = pg.errors()
         try:
             for attempt in range(2):
@@ -294,9 +286,9 @@ class Ledger:
                 try:
                     async with pg.transaction(wconn) as conn:
                         started = True
-                        # pg.Conn offers what the ledger modules call on aiosqlite's connection (execute,
+                        # pg.Conn offers what the ledger modules call on the SQLite connection (execute,
                         # executemany, cursors with fetchone/fetchall/rowcount), which they are typed against.
-                        yield cast(aiosqlite.Connection, conn)
+                        yield cast(WriteConn, conn)
                     return
                 except lost:
                     # Lost before the transaction began (a connection that died while idle): nothing
@@ -386,8 +378,11 @@ async def probe(target: Path | str, *, timeout_s: int = 3) -> str | None:
         if not path.exists():
             parent = next((p for p in path.parents if p.exists()), Path("/"))
             return None if os.access(parent, os.W_OK) else f"{parent} is not writable"
-        async with aiosqlite.connect(ro_uri(path), uri=True, timeout=timeout_s) as lite:
+        lite = await LiteConn.connect(ro_uri(path), uri=True, busy_timeout_ms=timeout_s * 1000)
+        try:
             await lite.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")
+        finally:
+            await lite.close()
         return None
     except (ConfigError, sqlite3.Error, OSError) as exc:
         return str(exc)

@@ -49,7 +49,8 @@ async def save(
     else:
         blob = zlib.compress(raw, 6)
     ts = iso(now or utcnow())
-    async with ledger.write() as conn:
+    # A small original is written on the loop (lite.py); a big one's copy into the WAL is not.
+    async with ledger.write(inline=len(raw) <= COMPRESS_IN_THREAD_OVER) as conn:
         await conn.execute(
             "INSERT INTO handles (id, kind, bytes, created_at, last_used_at, content, owner)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used_at = excluded.last_used_at",

@@ -29,9 +29,7 @@ from offload.infra.ledger.statusline import LIVE_HOLD
 from offload.infra.processes import host_id, pid_alive
 
 if TYPE_CHECKING:
-    import aiosqlite
-
-    from offload.infra.ledger.db import Conn, Ledger
+    from offload.infra.ledger.db import Conn, Ledger, WriteConn
 
 log = logging.getLogger("offload.ledger")
 
@@ -57,11 +55,11 @@ class Instance:
 
 async def heartbeat(ledger: Ledger, instance: Instance, now: datetime | None = None) -> bool:
     """Register or extend `instance`'s lease; False when it had lapsed (its holds were purged)."""
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         return await touch(conn, instance, now or w.utcnow())
 
 
-async def touch(conn: aiosqlite.Connection, instance: Instance, now: datetime) -> bool:
+async def touch(conn: WriteConn, instance: Instance, now: datetime) -> bool:
     """`heartbeat` inside the caller's write transaction (a reserve renews its own lease too, so a
     hold is never written for an instance another server has just purged as dead)."""
     stamp, until = w.iso(now), w.iso(now + timedelta(seconds=instance.lease_s))
@@ -84,7 +82,7 @@ async def retire(ledger: Ledger, instance: Instance) -> None:
     Only the instance row goes here: its leftover holds (a paid answer spooled to the journal
     keeps one until replayed) are purged by the next reserve, as a dead instance's are.
     """
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         await conn.execute("DELETE FROM server_instances WHERE id = ?", (instance.id,))
 
 

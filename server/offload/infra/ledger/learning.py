@@ -20,9 +20,7 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.statusline import open_ro
 
 if TYPE_CHECKING:
-    import aiosqlite
-
-    from offload.infra.ledger.db import Conn, Ledger
+    from offload.infra.ledger.db import Conn, Ledger, WriteConn
 
 
 @dataclass(frozen=True)
@@ -61,12 +59,12 @@ async def record_call(
 ) -> bool:
     """The answer returned, and one evidence row per tier it was tried on, in one transaction.
     False, with nothing written, if an earlier answer already has `call.call_id`."""
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         return await insert_call(conn, call, evidence, w.iso(now or w.utcnow()))
 
 
 async def insert_call(
-    conn: aiosqlite.Connection, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], ts: str | None = None
+    conn: WriteConn, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], ts: str | None = None
 ) -> bool:
     """`record_call` inside a write transaction the caller holds (the answer's own record, or a
     batch item settling with its answer row)."""
@@ -94,12 +92,12 @@ async def mark_judged(
     """The host found `call_id`'s answer wrong: note the verdict, count its tier as inadequate and,
     unless the host is left with this answer (`keep_baseline`), drop its baseline: the redo's answer
     now stands for the one call the host would have made itself. False if the call is unknown."""
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         return await judge_in(conn, call_id, verdict, keep_baseline=keep_baseline, reason=reason)
 
 
 async def judge_in(
-    conn: aiosqlite.Connection, call_id: str, verdict: str, *, keep_baseline: bool, reason: str | None = None
+    conn: WriteConn, call_id: str, verdict: str, *, keep_baseline: bool, reason: str | None = None
 ) -> bool:
     """`mark_judged` inside a write transaction the caller holds (the redo's own record)."""
     rows = list(await conn.execute_fetchall("SELECT tier, final_key FROM calls WHERE call_id = ?", (call_id,)))

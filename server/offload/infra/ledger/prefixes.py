@@ -27,7 +27,7 @@ async def place(ledger: Ledger, keys: Sequence[str], now: datetime, decide: Deci
     if not keys:
         return {}
     since = iso(now - timedelta(days=KEEP_DAYS))
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         history: dict[str, Uses] = {}
         for key in keys:
             cur = await conn.execute(

@@ -19,10 +19,8 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import BudgetLimits, Reservation, acting, delete_hold
 
 if TYPE_CHECKING:
-    import aiosqlite
-
     from offload.core.pricing import PriceTable
-    from offload.infra.ledger.db import Also, Ledger
+    from offload.infra.ledger.db import Also, Ledger, WriteConn
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,7 @@ def _row(a: Attempt, now: datetime, tags: tuple[str | None, str | None]) -> tupl
     )
 
 
-async def _insert(conn: aiosqlite.Connection, a: Attempt, now: datetime, ledger: Ledger, *, own: bool = False) -> bool:
+async def _insert(conn: WriteConn, a: Attempt, now: datetime, ledger: Ledger, *, own: bool = False) -> bool:
     """`own`: the attempt's user and project are final, None included (a batch result is its
     submitter's spend, a journal line was stamped when spooled), whoever writes it down."""
     # Otherwise project and user belong to the caller (the HTTP token, else the process's
@@ -145,7 +143,7 @@ async def record(
     Returns True if a new row was written, False for a duplicate (which still releases).
     """
     now = now or w.utcnow()
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         inserted = await _insert(conn, attempt, now, ledger)
         if reservation is not None:
             await delete_hold(conn, reservation)
@@ -183,7 +181,7 @@ async def record_policy(
     now: datetime | None = None,
 ) -> None:
     """Note the policy a server loaded, so the statusline can show budget left without YAML."""
-    async with ledger.write() as conn:
+    async with ledger.write(inline=True) as conn:
         await conn.execute(
             "INSERT INTO policy_snapshots"
             " (ts, session_id, policy, source, session_pusd, daily_pusd, monthly_pusd, warn_at)"

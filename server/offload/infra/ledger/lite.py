@@ -1,0 +1,162 @@
+"""One SQLite connection, driven from asyncio: each statement runs on the connection's own worker
+thread, or, for short transactions, on the event loop itself.
+
+A hand-off to a worker thread and back costs 25-30 us on an idle core and far more when other
+processes share the CPU (the thread waits to be scheduled, then the loop does), while the
+indexed statements of a reserve or a record take a few microseconds each. So a transaction
+opened `inline` runs its statements on the loop, in the caller's own turn: a routed call's
+ledger work no longer waits for any other thread. Only waiting belongs on a thread: an inline
+`BEGIN IMMEDIATE` tries once without waiting (busy_timeout 0) and, when another process holds
+the write lock, waits for it on the worker thread under the usual busy_timeout. Bulk work
+(a 100k-item batch, a retention purge, a migration) stays on the thread so it cannot stall the
+loop.
+
+Rows are fetched whole when a statement runs, so no statement (and no read transaction) is left
+open between awaits. A statement handed to the thread always finishes before the connection is
+used again, even when its caller is cancelled: the connection is never used from two threads at
+once, and a cancelled BEGIN that got the lock is rolled back by the transaction's own cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# How long a statement waits for another process's write lock before SQLite answers SQLITE_BUSY.
+BUSY_TIMEOUT_MS = 30_000
+
+
+class Cursor:
+    """A finished statement: its rows, rowcount and lastrowid, as the ledger modules read them."""
+
+    __slots__ = ("_rows", "lastrowid", "rowcount")
+
+    def __init__(self, rows: list[sqlite3.Row], rowcount: int, lastrowid: int | None) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+    async def fetchone(self) -> sqlite3.Row | None:
+        return self._rows[0] if self._rows else None
+
+    async def fetchall(self) -> list[sqlite3.Row]:
+        return self._rows
+
+    async def close(self) -> None:
+        return None
+
+
+def _execute(raw: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> Cursor:
+    cur = raw.execute(sql, parameters)
+    try:
+        return Cursor(cur.fetchall(), cur.rowcount, cur.lastrowid)
+    finally:
+        cur.close()
+
+
+def _executemany(raw: sqlite3.Connection, sql: str, seq: list[tuple[Any, ...]]) -> Cursor:
+    cur = raw.executemany(sql, seq)
+    try:
+        return Cursor([], cur.rowcount, None)
+    finally:
+        cur.close()
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock; worth waiting for."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class LiteConn:
+    """A sqlite3 connection (autocommit mode, rows by name and index) with an async face.
+
+    `inline` (set by the ledger for one transaction at a time) runs statements on the loop;
+    otherwise they run on the connection's worker thread. Callers never use one connection from
+    two tasks at once: the ledger's write lock (or, for reads, `ReadConn`'s lock) sees to it.
+    """
+
+    def __init__(self, raw: sqlite3.Connection, busy_timeout_ms: int) -> None:
+        self.raw = raw
+        self.inline = False
+        self._busy_timeout_ms = busy_timeout_ms
+        self._waits = True  # the connection's busy_timeout is on (thread) or 0 (inline)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-sqlite")
+
+    @classmethod
+    async def connect(cls, database: str, *, busy_timeout_ms: int, uri: bool = False) -> LiteConn:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-sqlite")
+        try:
+            raw = await asyncio.get_running_loop().run_in_executor(
+                pool,
+                lambda: sqlite3.connect(
+                    database, isolation_level=None, check_same_thread=False, uri=uri, timeout=busy_timeout_ms / 1000
+                ),
+            )
+        finally:
+            pool.shutdown(wait=False)
+        raw.row_factory = sqlite3.Row
+        conn = cls(raw, busy_timeout_ms)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> Cursor:
+        return await self._run(_execute, sql, tuple(parameters))
+
+    async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return await (await self.execute(sql, parameters)).fetchall()
+
+    async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> Cursor:
+        return await self._run(_executemany, sql, [tuple(p) for p in seq])
+
+    async def close(self) -> None:
+        try:
+            await self._in_thread(self.raw.close)
+        finally:
+            self._thread.shutdown(wait=False)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection, str, Any], T], sql: str, arg: Any) -> T:
+        if self.inline:
+            if self._waits:
+                self.raw.execute("PRAGMA busy_timeout = 0")
+                self._waits = False
+            try:
+                return fn(self.raw, sql, arg)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+            # Another process has the lock (or is recovering the WAL): wait for it off the loop.
+        return await self._in_thread(lambda: fn(self._waiting(), sql, arg))
+
+    def _waiting(self) -> sqlite3.Connection:
+        if not self._waits:
+            self.raw.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            self._waits = True
+        return self.raw
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        future = asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The statement cannot be stopped halfway; let it finish so the connection is free
+            # (and a transaction it began can be rolled back) before anyone uses it again.
+            await asyncio.wait([future])
+            raise
