@@ -86,6 +86,8 @@ class ReadConn:
         await self._conn.close()
 
 
+# A row as the ledger's reads return it (by name or index); PostgreSQL's pg.Row reads alike.
+Row = sqlite3.Row
 # What read helpers accept: the read connection, or the write connection inside `Ledger.write()`.
 Conn = LiteConn | ReadConn | pg.Conn
 # The connection `Ledger.write()` yields, for code that adds writes to a transaction it is handed.

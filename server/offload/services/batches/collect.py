@@ -10,7 +10,6 @@ quickly, later ones cost little while a large batch takes hours.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -28,6 +27,7 @@ from offload.infra.ledger.records import Attempt
 from offload.services.batches import build, followup, quality
 
 if TYPE_CHECKING:
+    from offload.infra.ledger.db import Row
     from offload.state import AppState
 
 log = logging.getLogger("offload.services.batches")
@@ -131,7 +131,7 @@ async def collect_part(state: AppState, ref: store.PartRef) -> None:
 
 
 class _Ctx:
-    def __init__(self, state: AppState, ref: store.PartRef, row: sqlite3.Row, tiers: list[str]) -> None:
+    def __init__(self, state: AppState, ref: store.PartRef, row: Row, tiers: list[str]) -> None:
         self.state, self.ref = state, ref
         get = row.__getitem__
         self.session, self.policy, self.tier = str(get("session_id")), str(get("policy")), str(get("tier"))

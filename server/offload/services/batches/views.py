@@ -7,7 +7,6 @@ collector), so paging through them costs no API calls and works after the API's 
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from offload.infra.ledger import batches as store
 from offload.infra.ledger import windows as w
 
 if TYPE_CHECKING:
-    from offload.infra.ledger.db import Conn
+    from offload.infra.ledger.db import Conn, Row
     from offload.state import AppState
 
 PAGE_TOKENS = 2000  # a results page stays near this many tokens, whatever `limit` is
@@ -40,7 +39,7 @@ def age(created: str, now: datetime) -> str:
     return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
 
 
-async def _describe(conn: Conn, row: sqlite3.Row, now: datetime) -> tuple[str, dict[str, Any]]:
+async def _describe(conn: Conn, row: Row, now: datetime) -> tuple[str, dict[str, Any]]:
     bid = str(row["id"])
     counts = await store.counts(conn, bid)
     parts = await store.parts(conn, bid)
@@ -126,7 +125,7 @@ def _brief(d: dict[str, Any], now: datetime) -> str:
     )
 
 
-async def _row(conn: Conn, batch_id: str) -> sqlite3.Row:
+async def _row(conn: Conn, batch_id: str) -> Row:
     row = await store.batch_row(conn, batch_id, current_owner())
     if row is None:
         raise InputError(f"no batch {batch_id!r}; batch_status() with no id lists the open ones")
@@ -226,7 +225,7 @@ def _target(path: str, roots: tuple[Path, ...]) -> Path:
     return parent / base.name
 
 
-async def _write_all(state: AppState, row: sqlite3.Row, path: str) -> ToolOutput:
+async def _write_all(state: AppState, row: Row, path: str) -> ToolOutput:
     target = _target(path, state.settings.roots)
     bid, md = str(row["id"]), target.suffix.lower() == ".md"
     counts: dict[str, int] = {}
