@@ -166,7 +166,7 @@ async def test_a_redo_paid_while_the_ledger_is_locked_still_reaches_the_host(
             first = await routed.routed_complete(state, "s", RoutedArgs(prompt=ASK["prompt"], task=ASK["task"]))
             call_id = first.data["call_id"]
             # Keep waits short: the point is the lock held for the whole rest of the call.
-            await state.ledger.wconn.execute("PRAGMA busy_timeout = 20")
+            state.ledger.wconn.busy_timeout_ms = 20
             state.ledger.busy_retries = 1
             other = sqlite3.connect(db, isolation_level=None, timeout=0.05)
             out: list[Any] = []

@@ -12,8 +12,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-
 from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, LedgerUnavailableError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
@@ -261,7 +259,7 @@ async def _learned(
     judges = signals.judges
     if not learn.enabled and not judges:
         return request
-    stats = await learning.tier_stats(state.ledger.conn, job.family, learn.window)
+    stats = await learning.tier_stats(state.ledger.quick, job.family, learn.window)
     evidence = {t: engine.TierEvidence(s.adequate, s.known) for t, s in stats.items()}
     tier, reason = engine.rule_tier(policy, request), ""
     if learn.enabled:
@@ -306,27 +304,11 @@ async def _counted(state: AppState, job: _Job) -> int | None:
 
 
 async def _reads(state: AppState, session: str, job: _Job) -> tuple[learning.Signals | None, budgets.Headroom | None]:
-    """The learning signals and (when the policy downgrades) the budget headroom, read side by side:
-    both go to the read connection's thread at once instead of one after the other."""
-    got: dict[str, Any] = {}
-
-    async def signals() -> None:
-        got["signals"] = await _signals(state, session, job)
-
-    async def room() -> None:
-        got["room"] = await budgets.headroom(state.ledger, session, limits_of(state.policy))
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(signals)
-            if state.policy.budgets.on_exceed == "downgrade":
-                tg.start_soon(room)
-    except BaseExceptionGroup as group:
-        # The task group wraps what a read raised: the tool adapter must see the OffloadError itself.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-    return got["signals"], got.get("room")
+    """The learning signals and (when the policy downgrades) the budget headroom."""
+    signals = await _signals(state, session, job)
+    if state.policy.budgets.on_exceed != "downgrade":
+        return signals, None
+    return signals, await budgets.headroom(state.ledger, session, limits_of(state.policy))
 
 
 async def _signals(state: AppState, session: str, job: _Job) -> learning.Signals | None:
@@ -335,7 +317,7 @@ async def _signals(state: AppState, session: str, job: _Job) -> learning.Signals
     if not (learn.enabled or learn.judged_trials or learn.output_cap):
         return None
     label = engine.family_of(job.task, None)
-    return await learning.signals(state.ledger.conn, session, label, learn.window, learn.window * 5)
+    return await learning.signals(state.ledger.quick, session, label, learn.window, learn.window * 5)
 
 
 def _output_cap(state: AppState, job: _Job, signals: learning.Signals | None) -> int | None:

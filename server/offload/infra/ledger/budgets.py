@@ -378,7 +378,7 @@ async def live_states(
 async def headroom(
     ledger: Ledger, session_id: str, limits: BudgetLimits, now: datetime | None = None, who: Who | None = None
 ) -> Headroom:
-    states = await scope_states(ledger.conn, session_id, limits, now or w.utcnow(), who or acting(ledger))
+    states = await scope_states(ledger.quick, session_id, limits, now or w.utcnow(), who or acting(ledger))
     by = {s.scope: s.remaining_pusd for s in states}
     room = Headroom(by["session"], by["daily"], by["monthly"], by.get("user"), by.get("project"), by.get("team"))
     tight = next((s for s in states if s.scope == room.tightest), None)

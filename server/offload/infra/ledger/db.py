@@ -86,10 +86,25 @@ class ReadConn:
         await self._conn.close()
 
 
+class QuickRead:
+    """`ledger.quick`: reads of a few indexed rows on the hot path, run on the event loop (lite.py)
+    instead of a hop to the read connection's thread. A read that grows with the ledger belongs on
+    `ledger.conn`."""
+
+    def __init__(self, conn: ReadConn) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> Cursor:
+        return await self._conn.execute(sql, parameters, inline=True)
+
+    async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return await self._conn.execute_fetchall(sql, parameters, inline=True)
+
+
 # A row as the ledger's reads return it (by name or index); PostgreSQL's pg.Row reads alike.
 Row = sqlite3.Row
 # What read helpers accept: the read connection, or the write connection inside `Ledger.write()`.
-Conn = LiteConn | ReadConn | pg.Conn
+Conn = LiteConn | ReadConn | QuickRead | pg.Conn
 # The connection `Ledger.write()` yields, for code that adds writes to a transaction it is handed.
 WriteConn = LiteConn
 # More writes that belong in a transaction someone else opens (an answer's calls row in its record,
@@ -134,6 +149,7 @@ class Ledger:
         self._pg = wconn if isinstance(wconn, pg.Conn) else None
         self.wconn = cast(LiteConn, None) if isinstance(wconn, pg.Conn) else wconn
         self.conn: ReadConn | pg.Conn = rconn if isinstance(rconn, pg.Conn) else ReadConn(rconn)
+        self.quick: QuickRead | pg.Conn = self.conn if isinstance(self.conn, pg.Conn) else QuickRead(self.conn)
         # SQLite: the ledger file. PostgreSQL: where this host spools answers the database could
         # not take (journal.py), since a shared database has no file beside it.
         self.path = path

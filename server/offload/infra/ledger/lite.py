@@ -88,8 +88,10 @@ class LiteConn:
     def __init__(self, raw: sqlite3.Connection, busy_timeout_ms: int) -> None:
         self.raw = raw
         self.inline = False
-        self._busy_timeout_ms = busy_timeout_ms
-        self._waits = True  # the connection's busy_timeout is on (thread) or 0 (inline)
+        # How long a statement on the thread waits for another process's lock (set it here, not by
+        # PRAGMA: inline statements switch the connection's own timeout to 0 and back to this).
+        self.busy_timeout_ms = busy_timeout_ms
+        self._set_ms = busy_timeout_ms  # the timeout set on the connection now: 0 while inline
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-sqlite")
 
     @classmethod
@@ -104,14 +106,8 @@ class LiteConn:
             )
         finally:
             pool.shutdown(wait=False)
-        raw.row_factory = sqlite3.Row
-        conn = cls(raw, busy_timeout_ms)
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+        raw.row_factory = sqlite3.Row  # sqlite3.connect's timeout set the busy_timeout
+        return cls(raw, busy_timeout_ms)
 
     @property
     def in_transaction(self) -> bool:
@@ -134,9 +130,9 @@ class LiteConn:
 
     async def _run(self, fn: Callable[[sqlite3.Connection, str, Any], T], sql: str, arg: Any) -> T:
         if self.inline:
-            if self._waits:
+            if self._set_ms:
                 self.raw.execute("PRAGMA busy_timeout = 0")
-                self._waits = False
+                self._set_ms = 0
             try:
                 return fn(self.raw, sql, arg)
             except sqlite3.OperationalError as exc:
@@ -146,9 +142,9 @@ class LiteConn:
         return await self._in_thread(lambda: fn(self._waiting(), sql, arg))
 
     def _waiting(self) -> sqlite3.Connection:
-        if not self._waits:
-            self.raw.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            self._waits = True
+        if self._set_ms != self.busy_timeout_ms:
+            self.raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            self._set_ms = self.busy_timeout_ms
         return self.raw
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
