@@ -317,7 +317,7 @@ async def _signals(state: AppState, session: str, job: _Job) -> learning.Signals
     if not (learn.enabled or learn.judged_trials or learn.output_cap):
         return None
     label = engine.family_of(job.task, None)
-    return await learning.signals(state.ledger.quick, session, label, learn.window, learn.window * 5)
+    return await learning.signals(state.ledger.quick, session, label, learn.window, learn.window * 5, learn.min_samples)
 
 
 def _output_cap(state: AppState, job: _Job, signals: learning.Signals | None) -> int | None:

@@ -162,7 +162,8 @@ def drop_empty(node: Any, counter: list[int]) -> Any:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            c = drop_empty(v, counter)
+            # Leaves are tested here, not by a call each: most of a document's values are leaves.
+            c = drop_empty(v, counter) if isinstance(v, (dict, list)) else _MISSING if v is None or v == "" else v
             if c is _MISSING:
                 counter[0] += 1
             else:
@@ -171,7 +172,7 @@ def drop_empty(node: Any, counter: list[int]) -> Any:
     if isinstance(node, list):
         items = []
         for v in node:
-            c = drop_empty(v, counter)
+            c = drop_empty(v, counter) if isinstance(v, (dict, list)) else _MISSING if v is None or v == "" else v
             if c is _MISSING:
                 counter[0] += 1
             else:
@@ -264,6 +265,8 @@ class _Renderer:
     capped: list[tuple[str, int, int]] = field(default_factory=list)
     shortened: int = 0
     flattened: int = 0
+    # Each array's item shapes, by the array's id: every ladder level asks again of the same arrays.
+    shapes: dict[int, list[tuple[str, ...]]] = field(default_factory=dict)
 
     def put(self, s: str) -> None:
         self.parts.append(s)
@@ -311,7 +314,11 @@ class _Renderer:
             return items, ""
         # First one example per distinct object shape (up to cap shapes), so a rare record type
         # is not hidden behind a thousand common ones; then fill the remaining slots in order.
-        shapes = [tuple(e) if isinstance(e, dict) else (f"<{type(e).__name__}>",) for e in items]
+        shapes = self.shapes.get(id(items))
+        if shapes is None:
+            shapes = self.shapes[id(items)] = [
+                tuple(e) if isinstance(e, dict) else (f"<{type(e).__name__}>",) for e in items
+            ]
         picked: list[int] = []
         seen: set[tuple[str, ...]] = set()
         for i, shape in enumerate(shapes):
@@ -348,8 +355,9 @@ class _Renderer:
 def render(value: Any, budget_chars: int) -> tuple[str, list[str]]:
     """Compact JSON of `value` at the first ladder level that fits; notes say what was cut."""
     r = _Renderer(LADDER[-1], budget_chars)
+    shapes: dict[int, list[tuple[str, ...]]] = {}  # `value` lives throughout: ids stay its arrays'
     for level in LADDER:
-        r = _Renderer(level, budget_chars)
+        r = _Renderer(level, budget_chars, shapes=shapes)
         try:
             r.value(value, 0, "")
         except _Over:
@@ -357,7 +365,7 @@ def render(value: Any, budget_chars: int) -> tuple[str, list[str]]:
         break
     else:
         # Nothing fits: return the tightest rendering in full; the caller cuts it to size.
-        r = _Renderer(LADDER[-1], 1 << 62)
+        r = _Renderer(LADDER[-1], 1 << 62, shapes=shapes)
         r.value(value, 0, "")
     notes = [f"{p}: {d:,} of {t:,} items" for p, d, t in sorted(r.capped, key=lambda c: (-c[1], c[0]))[:3]]
     if len(r.capped) > 3:

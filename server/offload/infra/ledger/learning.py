@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from offload.infra.ledger import pg
 from offload.infra.ledger import windows as w
 from offload.infra.ledger.statusline import open_ro
+from offload.policy.models import DIFFICULTIES
 
 if TYPE_CHECKING:
     from offload.infra.ledger.db import Conn, Ledger, WriteConn
@@ -128,23 +129,33 @@ async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStat
 
 
 # The last `window` answers nobody rejected that ended on their own (not cut at max_tokens), of one
-# task at any stated difficulty ('label' or 'label@...', matched by prefix with substr, not by a
-# range: a PostgreSQL database in a non-C locale does not sort '@' by its byte), and of every task:
-# an answer's length follows its task, not its difficulty.
+# task at any stated difficulty ('label', 'label@easy', ...), and of every task: an answer's length
+# follows its task, not its difficulty. One task's answers are read family by family, each the
+# newest first down the calls_family index, so the read costs the window, not the ledger: a prefix
+# match (or OR) could not use the index and walked every call of the ledger for a rare task.
 _RECENT = (
-    " SELECT a.output_tokens AS out FROM calls c JOIN attempts a ON a.request_key = c.final_key"
+    " SELECT a.output_tokens AS out, c.ts AS ts FROM calls c JOIN attempts a ON a.request_key = c.final_key"
     " WHERE {where}c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
     " ORDER BY c.ts DESC LIMIT ?"
 )
-_LONGEST = "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM (" + _RECENT + ") AS recent"
-_OF_LABEL = "(c.family = ? OR substr(c.family, 1, ?) = ?) AND "
+_LONGEST = "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ({recent}) AS recent"
+_OF_TASK = _LONGEST.format(
+    recent="SELECT out FROM ("
+    + " UNION ALL ".join(
+        f"SELECT * FROM ({_RECENT.format(where='c.family = ? AND ')}) AS f{i}" for i in range(1 + len(DIFFICULTIES))
+    )
+    + ") AS task ORDER BY ts DESC LIMIT ?"
+)
 _JUDGES = "SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL"
+_SIGNALS = f"SELECT EXISTS ({_JUDGES}), l.* FROM ({_OF_TASK}) l"
+_ANY_TASK = _LONGEST.format(recent=_RECENT.format(where=""))
 
 
 @dataclass(frozen=True)
 class Signals:
-    """What routing reads before a call, in one statement: whether this session's host judges,
-    and the recent accepted answers (count, longest) of the call's task and of every task."""
+    """What routing reads before a call: whether this session's host judges, and the recent
+    accepted answers (count, longest) of the call's task and (0, 0 when the task has enough of
+    its own) of every task."""
 
     judges: bool
     answers: int
@@ -153,13 +164,15 @@ class Signals:
     any_longest: int
 
 
-async def signals(conn: Conn, session_id: str, label: str, window: int, any_window: int) -> Signals:
-    sql = (
-        f"SELECT EXISTS ({_JUDGES}), l.*, g.* FROM ({_LONGEST.format(where=_OF_LABEL)}) l,"
-        f" ({_LONGEST.format(where='')}) g"
-    )
-    rows = list(await conn.execute_fetchall(sql, (session_id, label, len(label) + 1, f"{label}@", window, any_window)))
-    judged, answers, longest, any_answers, any_longest = rows[0]
+async def signals(conn: Conn, session_id: str, label: str, window: int, any_window: int, min_samples: int) -> Signals:
+    """`any_*` (every task's recent answers) is read only when the task has fewer than `min_samples`
+    of its own: the one who needs them is a task with no record yet."""
+    families = [label, *(f"{label}@{d}" for d in DIFFICULTIES)]
+    params = (session_id, *(p for f in families for p in (f, window)), window)
+    judged, answers, longest = (await conn.execute_fetchall(_SIGNALS, params))[0]
+    any_answers = any_longest = 0
+    if answers < min_samples:
+        any_answers, any_longest = (await conn.execute_fetchall(_ANY_TASK, (any_window,)))[0]
     return Signals(bool(judged), int(answers), int(longest), int(any_answers), int(any_longest))
 
 

@@ -20,15 +20,22 @@ once, and a cancelled BEGIN that got the lock is rolled back by the transaction'
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+import anyio
 
 T = TypeVar("T")
 
 # How long a statement waits for another process's write lock before SQLite answers SQLITE_BUSY.
 BUSY_TIMEOUT_MS = 30_000
+# The longest one wait on the thread lasts before the caller may be let go (see LiteConn._run).
+WAIT_STEP_MS = 100
 
 
 class Cursor:
@@ -139,20 +146,36 @@ class LiteConn:
                 if not is_busy(exc):
                     raise
             # Another process has the lock (or is recovering the WAL): wait for it off the loop.
-        return await self._in_thread(lambda: fn(self._waiting(), sql, arg))
+        # The wait goes in steps: SQLite cannot be interrupted while it waits for a lock, and a
+        # statement handed to the thread always runs to its end, so a cancelled caller is let go
+        # within one step rather than after the whole busy_timeout.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            step = max(1, min(WAIT_STEP_MS, int((deadline - time.monotonic()) * 1000)))
+            try:
+                return await self._in_thread(functools.partial(self._step, fn, sql, arg, step))
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
 
-    def _waiting(self) -> sqlite3.Connection:
-        if self._set_ms != self.busy_timeout_ms:
-            self.raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            self._set_ms = self.busy_timeout_ms
-        return self.raw
+    def _step(self, fn: Callable[[sqlite3.Connection, str, Any], T], sql: str, arg: Any, wait_ms: int) -> T:
+        """On the thread: `fn`, waiting up to `wait_ms` for another process's lock."""
+        if self._set_ms != wait_ms:
+            self.raw.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+            self._set_ms = wait_ms
+        return fn(self.raw, sql, arg)
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         future = asyncio.get_running_loop().run_in_executor(self._thread, fn)
         try:
-            return await asyncio.shield(future)
+            # Shielded both ways (anyio's scopes, asyncio's task.cancel): the statement cannot be
+            # stopped halfway, so it finishes before anyone uses the connection again, and a
+            # transaction it began is then rolled back by the ledger's write().
+            with anyio.CancelScope(shield=True):
+                result = await asyncio.shield(future)
         except asyncio.CancelledError:
-            # The statement cannot be stopped halfway; let it finish so the connection is free
-            # (and a transaction it began can be rolled back) before anyone uses it again.
-            await asyncio.wait([future])
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([future])
             raise
+        return result

@@ -1,0 +1,163 @@
+"""Short ledger transactions run their statements on the event loop; waiting never does.
+
+Real SQLite files; "another process" is a second sqlite3 connection holding the write lock, as a
+second offload process would. Where statements run is read from SQLite itself (a user function
+returning the calling thread), and how much a read walks from SQLite's progress handler, which
+counts virtual-machine steps: a read bounded by its window takes as many steps on a ledger of a
+few calls as on one of thousands.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+
+from offload.core.pricing import Usage
+from offload.infra.ledger import learning
+from offload.infra.ledger.db import Ledger, ReadConn
+from offload.infra.ledger.lite import LiteConn
+from offload.infra.ledger.records import Attempt, record_many
+from offload.infra.ledger.windows import utcnow
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("ledger_target", ["sqlite"], indirect=True)]
+
+
+def _thread_of(conn: LiteConn) -> None:
+    conn.raw.create_function("thread_id", 0, threading.get_ident)
+
+
+async def test_inline_statements_run_on_the_loop_and_others_on_the_database_thread(ledger: Ledger) -> None:
+    _thread_of(ledger.wconn)
+    async with ledger.write(inline=True) as conn:
+        inline = (await (await conn.execute("SELECT thread_id()")).fetchone() or [0])[0]
+    async with ledger.write() as conn:
+        threaded = (await (await conn.execute("SELECT thread_id()")).fetchone() or [0])[0]
+    assert inline == threading.get_ident()
+    assert threaded not in (0, threading.get_ident())
+
+
+async def test_an_inline_write_waits_for_another_process_off_the_loop(ledger: Ledger) -> None:
+    other = sqlite3.connect(ledger.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0.01)
+
+    async def release_later() -> None:
+        await anyio.sleep(0.4)
+        other.execute("INSERT INTO reservations (session_id, amount_pusd, created_at, expires_at, pid, host)"
+                      " VALUES ('other', 1, '2026-01-01', '2999-01-01', 1, 'h')")  # fmt: skip
+        other.execute("COMMIT")
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            tg.start_soon(release_later)
+            async with ledger.write(inline=True) as conn:
+                # The lock was taken after the other process committed: its row is visible here.
+                seen = await (await conn.execute("SELECT COUNT(*) FROM reservations")).fetchone()
+            tg.cancel_scope.cancel()
+    finally:
+        other.close()
+    assert seen is not None and seen[0] == 1
+    # The loop kept running while the write waited ~0.4 s: a wait on the loop would freeze the ticker.
+    assert ticks >= 10, ticks
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_the_connection_clean(ledger: Ledger) -> None:
+    other = sqlite3.connect(ledger.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ledger.wconn.busy_timeout_ms = 300  # the thread's wait ends soon after the other process lets go
+    try:
+        with anyio.move_on_after(0.1) as scope:
+            async with ledger.write(inline=True) as conn:
+                await conn.execute("DELETE FROM reservations")
+        assert scope.cancelled_caught
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not ledger.wconn.in_transaction
+    async with ledger.write(inline=True) as conn:  # usable at once, and its lock is free for others
+        await conn.execute(
+            "INSERT INTO reservations (session_id, amount_pusd, created_at, expires_at, pid, host)"
+            " VALUES ('me', 1, '2026-01-01', '2999-01-01', 1, 'h')"
+        )
+    third = sqlite3.connect(ledger.path, isolation_level=None, timeout=0)
+    try:
+        third.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the cancelled BEGIN kept the lock
+        third.execute("ROLLBACK")
+        assert third.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 1
+    finally:
+        third.close()
+
+
+async def test_an_inline_read_waits_for_a_threaded_read_on_the_same_connection(ledger: Ledger) -> None:
+    # Two tasks share the read connection: the inline one must not use it while the thread does.
+    assert isinstance(ledger.conn, ReadConn)
+    slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) SELECT COUNT(*) FROM n"
+    got: dict[str, int] = {}
+
+    async def threaded() -> None:
+        got["slow"] = (await ledger.conn.execute_fetchall(slow))[0][0]
+
+    async def inline() -> None:
+        got["quick"] = (await ledger.quick.execute_fetchall("SELECT 7"))[0][0]
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(threaded)
+        await anyio.sleep(0)
+        tg.start_soon(inline)
+    assert got == {"slow": 300000, "quick": 7}
+
+
+def _steps(path: Path, sql: str, params: tuple[object, ...]) -> int:
+    conn = sqlite3.connect(path)
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(count, 100)
+    conn.execute(sql, params).fetchall()
+    conn.close()
+    return steps
+
+
+async def _answers(ledger: Ledger, family: str, n: int, start: int) -> None:
+    now = utcnow()
+    await record_many(
+        ledger,
+        [
+            Attempt(f"k{i}", "s", "bench", "claude-haiku-5-5", Usage(10, 5 + i % 7), 900)
+            for i in range(start, start + n)
+        ],
+        now=now,
+    )
+    async with ledger.write() as conn:
+        for i in range(start, start + n):
+            await learning.insert_call(conn, learning.CallRecord(f"c{i}", "s", family, "cheap", f"k{i}", False), [])
+
+
+async def test_the_learning_signals_read_walks_its_window_not_the_ledger(ledger: Ledger) -> None:
+    await _answers(ledger, "rare@hard", 3, 0)
+    await _answers(ledger, "common", 60, 10)
+    args = ("s", "rare", 50, "rare@easy", 50, "rare@medium", 50, "rare@hard", 50, 50)
+    small = _steps(ledger.path, learning._SIGNALS, args)
+    await _answers(ledger, "common", 4000, 1000)
+    large = _steps(ledger.path, learning._SIGNALS, args)
+    signals = await learning.signals(ledger.quick, "s", "rare", 50, 250, 5)
+    # A rare task's answers are found by its families' index, however many answers other tasks have.
+    assert signals.answers == 3 and signals.longest == 7
+    assert large <= small + 2, (small, large)
+    # With too few answers of its own, every task's record is read (bounded by its own window).
+    assert signals.any_answers == 250
