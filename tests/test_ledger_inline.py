@@ -18,7 +18,7 @@ import pytest
 
 from offload.core.pricing import Usage
 from offload.infra.ledger import learning
-from offload.infra.ledger.db import Ledger, ReadConn
+from offload.infra.ledger.db import CHECKPOINT_EVERY, Ledger, ReadConn
 from offload.infra.ledger.lite import LiteConn
 from offload.infra.ledger.records import Attempt, record_many
 from offload.infra.ledger.windows import utcnow
@@ -161,3 +161,27 @@ async def test_the_learning_signals_read_walks_its_window_not_the_ledger(ledger:
     assert large <= small + 2, (small, large)
     # With too few answers of its own, every task's record is read (bounded by its own window).
     assert signals.any_answers == 250
+
+
+async def test_the_wal_is_checkpointed_off_the_loop_and_stays_bounded(ledger: Ledger) -> None:
+    # SQLite's own checkpoint would run inside a COMMIT on the event loop: it is off on the write
+    # connection, and the ledger checkpoints on a thread of its own every CHECKPOINT_EVERY commits.
+    auto = await (await ledger.wconn.execute("PRAGMA wal_autocheckpoint")).fetchone()
+    assert auto is not None and auto[0] == 0
+    wal = Path(f"{ledger.path}-wal")
+    blob = "x" * 3000  # about one page per commit, plus the index and table pages it touches
+    sizes = []
+    for i in range(4 * CHECKPOINT_EVERY):
+        async with ledger.write(inline=True) as conn:
+            await conn.execute(
+                "INSERT INTO handles (id, kind, bytes, created_at, last_used_at, content, owner)"
+                " VALUES (?, 'text', 1, '2026-01-01', '2026-01-01', ?, NULL)",
+                (f"h{i}", blob),
+            )
+        await anyio.sleep(0)  # let a finished checkpoint be seen
+        sizes.append(wal.stat().st_size)
+    page = 4096
+    # Never checkpointed, the WAL would hold every commit's pages (4 x 160 commits x >= 2 pages);
+    # checkpointed, it restarts and stays near one interval's worth.
+    assert max(sizes) < 2 * CHECKPOINT_EVERY * 4 * page, max(sizes)
+    assert max(sizes) >= CHECKPOINT_EVERY * page  # the interval itself was written to the WAL
