@@ -367,9 +367,7 @@ class Ledger:
         # Every CHECKPOINT_EVERY short commits (about SQLite's own 1,000-page threshold), and soon
         # after bulk work, which writes many pages per commit.
         due = CHECKPOINT_EVERY if self.wconn.inline else CHECKPOINT_EVERY // 16
-        if self._commits - self._checkpointed_at >= due and (
-            self._checkpointing is None or self._checkpointing.done()
-        ):
+        if self._commits - self._checkpointed_at >= due and (self._checkpointing is None or self._checkpointing.done()):
             self._checkpointed_at = self._commits
             self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
 
