@@ -206,6 +206,10 @@ async def test_downgrade_picks_a_cheaper_tier_that_fits_the_headroom(
     assert not result.is_error, result.content
     assert result.structured_content["tier"] in ("cheap", "standard")
     assert "downgraded from premium" in result.content[0].text  # type: ignore[union-attr]
+    # The premium hold was refused before anything was sent: one request paid, one row, no hold left.
+    assert len([r for r in emulator.state.calls("/v1/messages", "POST") if r.status == 200]) == 1
+    assert len(rows(settings.db_path)) == 1
+    assert query(settings.db_path, "SELECT id FROM reservations") == []
 
 
 async def test_without_an_api_key_the_tool_says_how_to_fix_it(make_settings: Callable[..., Settings]) -> None:
