@@ -145,14 +145,16 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--pg", default=os.environ.get("OFFLOAD_TEST_PG_URL"), help="PostgreSQL server URL")
+    ap.add_argument("--backends", default="SQLite,PostgreSQL", help="which to run, comma-separated")
     args = ap.parse_args()
+    backends = [b for b in ("SQLite", "PostgreSQL") if b in args.backends.split(",")]
     print(machine_line())
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
-        pg = args.pg or stack.enter_context(throwaway_server())
+        pg = args.pg or ("" if "PostgreSQL" not in backends else stack.enter_context(throwaway_server()))
         got: dict[tuple[str, int], list[Result]] = {}
         for rep in range(args.reps):
-            for backend in ("SQLite", "PostgreSQL"):
+            for backend in backends:
                 for procs in (1, args.procs):
                     db: Path | str = new_database(pg) if backend == "PostgreSQL" else work / f"b-{procs}-{rep}.db"
                     got.setdefault((backend, procs), []).append(run(procs, max(1, args.calls // procs), db, work))
