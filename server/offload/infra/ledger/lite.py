@@ -5,11 +5,11 @@ A hand-off to a worker thread and back costs 25-30 us on an idle core and far mo
 processes share the CPU (the thread waits to be scheduled, then the loop does), while the
 indexed statements of a reserve or a record take a few microseconds each. So a transaction
 opened `inline` runs its statements on the loop, in the caller's own turn: a routed call's
-ledger work no longer waits for any other thread. Only waiting belongs on a thread: an inline
-`BEGIN IMMEDIATE` tries once without waiting (busy_timeout 0) and, when another process holds
-the write lock, waits for it on the worker thread under the usual busy_timeout. Bulk work
-(a 100k-item batch, a retention purge, a migration) stays on the thread so it cannot stall the
-loop.
+ledger work no longer waits for any other thread. Waiting never blocks the loop: an inline
+`BEGIN IMMEDIATE` tries without waiting (busy_timeout 0) and, while another process holds the
+write lock, tries again after short asyncio sleeps until the busy_timeout. Bulk work (a
+100k-item batch, a retention purge, a migration) stays on the thread so it cannot stall the
+loop; there SQLite's own busy handler waits, in steps.
 
 Rows are fetched whole when a statement runs, so no statement (and no read transaction) is left
 open between awaits. A statement handed to the thread always finishes before the connection is
@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -36,6 +37,16 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
 # The longest one wait on the thread lasts before the caller may be let go (see LiteConn._run).
 WAIT_STEP_MS = 100
+
+
+def _pauses() -> Iterator[float]:
+    """Seconds between tries for a lock another process holds: short at first (a reserve or a
+    record holds it for a tenth of a millisecond), then longer, jittered so waiters spread out."""
+    yield 0.0
+    for base in (0.001, 0.001, 0.002, 0.003, 0.005):
+        yield base * (0.5 + random.random())
+    while True:
+        yield 0.008 * (0.5 + random.random())
 
 
 class Cursor:
@@ -140,15 +151,23 @@ class LiteConn:
             if self._set_ms:
                 self.raw.execute("PRAGMA busy_timeout = 0")
                 self._set_ms = 0
-            try:
-                return fn(self.raw, sql, arg)
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise
-            # Another process has the lock (or is recovering the WAL): wait for it off the loop.
-        # The wait goes in steps: SQLite cannot be interrupted while it waits for a lock, and a
-        # statement handed to the thread always runs to its end, so a cancelled caller is let go
-        # within one step rather than after the whole busy_timeout.
+            deadline = time.monotonic() + self.busy_timeout_ms / 1000
+            pauses = _pauses()
+            while True:
+                pause = next(pauses)
+                try:
+                    return fn(self.raw, sql, arg)
+                except sqlite3.OperationalError as exc:
+                    if not is_busy(exc) or time.monotonic() + pause >= deadline:
+                        raise
+                # Another process has the lock (or is recovering the WAL): try again after a pause
+                # in which the loop runs on and the process sleeps. A wait on the thread cost a
+                # thread hop and a wake-up per poll, and eight processes contending for the lock
+                # spent a third of their CPU on that.
+                await asyncio.sleep(pause)
+        # On the thread, the wait goes in steps: SQLite cannot be interrupted while it waits for a
+        # lock, and a statement handed to the thread always runs to its end, so a cancelled caller
+        # is let go within one step rather than after the whole busy_timeout.
         deadline = time.monotonic() + self.busy_timeout_ms / 1000
         while True:
             step = max(1, min(WAIT_STEP_MS, int((deadline - time.monotonic()) * 1000)))
