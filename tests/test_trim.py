@@ -172,3 +172,14 @@ _TRICKY_STRINGS = ["plain", 'q"uo\\te', "ctl\x00\x1f\n\t", "é漢字😀", "\ud8
 def test_the_renderers_fast_quoting_writes_what_json_dumps_writes(value: object) -> None:
     fast = jsondoc._quoted(value) if isinstance(value, str) else jsondoc._scalar(value)
     assert fast == json.dumps(value, ensure_ascii=False)
+
+
+@_settings
+@given(value=_json, budget=st.integers(min_value=0, max_value=3000))
+def test_writing_a_small_document_whole_first_changes_nothing(value: object, budget: int) -> None:
+    # The shortcut (json's C encoder writes the uncut level, and shows there is nothing empty to
+    # drop) must give exactly what the ladder gives: same text, same notes.
+    text = json.dumps(value)
+    short = jsondoc.trim_json(value, fields=None, query=None, budget_chars=budget, size_chars=len(text))
+    ladder = jsondoc.trim_json(value, fields=None, query=None, budget_chars=budget)
+    assert short == ladder

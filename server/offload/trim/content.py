@@ -100,7 +100,7 @@ def _dispatch(
         if parsed is None:
             raise _NotThisKind("not valid JSON or JSON Lines; trimmed as plain text")
         value, is_lines = parsed
-        text, notes, answered = trim_json(value, fields=fields, query=q, budget_chars=budget)
+        text, notes, answered = trim_json(value, fields=fields, query=q, budget_chars=budget, size_chars=len(content))
         if is_lines:
             notes.insert(0, "JSON Lines shown as one JSON array")
         return text, notes, answered

@@ -352,11 +352,29 @@ class _Renderer:
         return shown, f"… {hidden:,} more items: {desc}"
 
 
-def render(value: Any, budget_chars: int) -> tuple[str, list[str]]:
-    """Compact JSON of `value` at the first ladder level that fits; notes say what was cut."""
+def compact(value: Any) -> str:
+    """What the ladder's first level (cut nothing) renders, written by json's C encoder."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# In compact JSON every null, empty string and empty container shows as one of these; their
+# absence proves there is nothing for drop_empty to drop (a string that merely contains one only
+# costs the walk that finds out).
+_EMPTIES = ("null", '""', "[]", "{}")
+# Documents up to this many times the budget are written whole first (see trim_json).
+COMPACT_WHOLE_UNDER = 16
+
+
+def render(value: Any, budget_chars: int, whole: str | None = None) -> tuple[str, list[str]]:
+    """Compact JSON of `value` at the first ladder level that fits; notes say what was cut.
+
+    `whole`: `compact(value)`, which the first level (cut nothing) would render, when the caller
+    has it: C wrote it in a fraction of the time the renderer takes to find it does not fit."""
+    if whole is not None and len(whole) <= budget_chars:
+        return whole, []
     r = _Renderer(LADDER[-1], budget_chars)
     shapes: dict[int, list[tuple[str, ...]]] = {}  # `value` lives throughout: ids stay its arrays'
-    for level in LADDER:
+    for level in LADDER if whole is None else LADDER[1:]:
         r = _Renderer(level, budget_chars, shapes=shapes)
         try:
             r.value(value, 0, "")
@@ -383,7 +401,9 @@ def trim_json(
     fields: str | Sequence[str] | None,
     query: Query | None,
     budget_chars: int,
+    size_chars: int | None = None,
 ) -> tuple[str, list[str], bool | None]:
+    """`size_chars`: the document's length as text, when known."""
     notes: list[str] = []
     if fields is not None and (not isinstance(fields, str) or fields.strip()):
         picked = select_fields(value, fields)
@@ -405,12 +425,18 @@ def trim_json(
                 notes.append(f"{dropped[0]:,} items not matching the query")
         else:
             notes.append("nothing matched the query, showing everything")
-    empties = [0]
-    cleaned = drop_empty(value, empties)
-    if cleaned is _MISSING:  # everything was empty: say so with the empty container itself
-        cleaned = {} if isinstance(value, dict) else [] if isinstance(value, list) else None
-    value = cleaned
-    if empties[0]:
-        notes.append(f"{empties[0]:,} null/empty values")
-    text, render_notes = render(value, budget_chars)
+    # A small document is written whole once (C speed): it may fit as it is, and it shows whether
+    # there is anything empty to drop. A large one would cost more to write whole than the ladder
+    # costs to stop at the budget.
+    small = size_chars is not None and size_chars <= COMPACT_WHOLE_UNDER * budget_chars
+    whole = compact(value) if small else None
+    if whole is None or any(token in whole for token in _EMPTIES):
+        empties = [0]
+        cleaned = drop_empty(value, empties)
+        if cleaned is _MISSING:  # everything was empty: say so with the empty container itself
+            cleaned = {} if isinstance(value, dict) else [] if isinstance(value, list) else None
+        value, whole = cleaned, None
+        if empties[0]:
+            notes.append(f"{empties[0]:,} null/empty values")
+    text, render_notes = render(value, budget_chars, whole)
     return text, notes + render_notes, answered
