@@ -17,8 +17,8 @@ import anyio
 import pytest
 
 from offload.core.pricing import Usage
-from offload.infra.ledger import learning
-from offload.infra.ledger.db import CHECKPOINT_EVERY, Ledger, ReadConn
+from offload.infra.ledger import learning, records
+from offload.infra.ledger.db import CHECKPOINT_EVERY, Ledger, ReadConn, migrations
 from offload.infra.ledger.lite import LiteConn
 from offload.infra.ledger.records import Attempt, record_many
 from offload.infra.ledger.windows import utcnow
@@ -185,3 +185,31 @@ async def test_the_wal_is_checkpointed_off_the_loop_and_stays_bounded(ledger: Le
     # checkpointed, it restarts and stays near one interval's worth.
     assert max(sizes) < 2 * CHECKPOINT_EVERY * 4 * page, max(sizes)
     assert max(sizes) >= CHECKPOINT_EVERY * page  # the interval itself was written to the WAL
+
+
+async def test_answers_recorded_before_0160_get_their_lengths_on_the_next_open(ledger_target: Path) -> None:
+    # A ledger as a server of the previous release left it: migrated up to 0150, with two answers.
+    path = ledger_target
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
+    for version, name, sql in migrations():
+        if version < 160:
+            old.executescript(sql)
+            old.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01')", (version, name))
+    now = utcnow()
+    for i, (key, out, stop) in enumerate((("k1", 40, "end_turn"), ("k2", 90, "max_tokens"))):
+        answer = Attempt(key, "s", "bench", "claude-haiku-5-5", Usage(10, out), 900, stop_reason=stop)
+        old.execute(records._INSERT, records._row(answer, now, (None, None)))
+        old.execute(
+            "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key) VALUES (?, ?, 's', 't', 'cheap', ?)",
+            (f"c{i}", f"2026-11-0{i + 1}T00:00:00.000000Z", key),
+        )
+    old.close()
+    led = await Ledger.open(path)  # this release: 0160 adds the lengths and fills them in
+    try:
+        rows = await led.conn.execute_fetchall("SELECT call_id, out_tokens, ended FROM calls ORDER BY call_id")
+        signals = await learning.signals(led.quick, "s", "t", 50, 250, 1)
+    finally:
+        await led.close()
+    assert [tuple(r) for r in rows] == [("c0", 40, 1), ("c1", 90, 0)]
+    assert (signals.answers, signals.longest) == (1, 40)  # the answer cut at max_tokens sets no cap

@@ -70,10 +70,29 @@ async def insert_call(
     """`record_call` inside a write transaction the caller holds (the answer's own record, or a
     batch item settling with its answer row)."""
     ts = ts or w.iso(w.utcnow())
+    # The answer's length rides on its call row (0160): its attempt is written first, in this transaction.
+    answer = None
+    if call.final_key is not None:
+        cur = await conn.execute(
+            "SELECT output_tokens, stop_reason FROM attempts WHERE request_key = ?", (call.final_key,)
+        )
+        answer = await cur.fetchone()
+    out_tokens, ended = (None, None) if answer is None else (int(answer[0]), int(answer[1] != "max_tokens"))
     cur = await conn.execute(
-        "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
-        (call.call_id, ts, call.session_id, call.family, call.tier, call.final_key, int(call.checked), call.redo_of),
+        "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of, out_tokens, ended)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
+        (
+            call.call_id,
+            ts,
+            call.session_id,
+            call.family,
+            call.tier,
+            call.final_key,
+            int(call.checked),
+            call.redo_of,
+            out_tokens,
+            ended,
+        ),
     )
     if cur.rowcount == 0:
         return False
@@ -131,12 +150,12 @@ async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStat
 # The last `window` answers nobody rejected that ended on their own (not cut at max_tokens), of one
 # task at any stated difficulty ('label', 'label@easy', ...), and of every task: an answer's length
 # follows its task, not its difficulty. One task's answers are read family by family, each the
-# newest first down the calls_family index, so the read costs the window, not the ledger: a prefix
-# match (or OR) could not use the index and walked every call of the ledger for a rare task.
+# newest first down the calls_family index, which holds the length too (0160), so the read costs
+# the window, not the ledger: a prefix match (or OR) could not use the index and walked every
+# call of the ledger for a rare task.
 _RECENT = (
-    " SELECT a.output_tokens AS out, c.ts AS ts FROM calls c JOIN attempts a ON a.request_key = c.final_key"
-    " WHERE {where}c.verdict IS NULL AND COALESCE(a.stop_reason, '') != 'max_tokens'"
-    " ORDER BY c.ts DESC LIMIT ?"
+    " SELECT c.out_tokens AS out, c.ts AS ts FROM calls c"
+    " WHERE {where}c.verdict IS NULL AND c.ended = 1 ORDER BY c.ts DESC LIMIT ?"
 )
 _LONGEST = "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ({recent}) AS recent"
 _OF_TASK = _LONGEST.format(
