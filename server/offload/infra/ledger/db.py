@@ -43,9 +43,9 @@ log = logging.getLogger("offload.ledger")
 
 # After busy_timeout, BEGIN IMMEDIATE is retried this many times with growing, jittered sleeps.
 BUSY_RETRIES = 8
+BUSY_BACKOFF_S = 0.05
 # Commits between WAL checkpoints (each commit of a settled call adds 4-8 pages).
 CHECKPOINT_EVERY = 160
-BUSY_BACKOFF_S = 0.05
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -270,8 +270,8 @@ class Ledger:
         """An IMMEDIATE transaction: holds the database write lock from its first statement.
 
         `inline`: a transaction of a few indexed statements (a reserve, a record) runs them on the
-        event loop instead of the database thread (lite.py); waiting for the lock still happens
-        off the loop. Leave it off for anything whose size grows with the data.
+        event loop instead of the database thread (lite.py); waiting for another process's lock
+        never blocks the loop. Leave it off for anything whose size grows with the data.
         """
         async with self._write_lock:
             if self._pg is not None:
