@@ -1,0 +1,73 @@
+-- Spend per UTC day, session, user and project, kept by triggers on attempts, so budget reads
+-- (today, this month, a user's or project's month, a session) sum a few rollup rows instead of
+-- every attempt of the month: one reserve read 100,000 attempts a month in 19 ms under the
+-- ledger's single write lock. It is derived data: `offload ledger migrate` does not copy it,
+-- the target's triggers rebuild it from the attempts copied there.
+--
+-- day is the 'YYYY-MM-DD' prefix of attempts.ts (fixed-width UTC ISO, 0001_core.sql), so a
+-- budget window [midnight, next midnight) or [1st, next 1st) is exactly a range of days.
+-- user_key and project_key are '' for NULL (not known) and '=' || name otherwise: a primary key
+-- column cannot be NULL on PostgreSQL, and SQLite's unique keys treat NULLs as distinct (two
+-- NULL-user rows of one day would never meet in ON CONFLICT); a bare '' for NULL would merge
+-- calls of no user with a user named ''. `COALESCE('=' || x, '')` spells it alike on both backends.
+-- n counts the attempts in the row, so a deleted last attempt deletes its row and the rollup
+-- stays equal to GROUP BY over attempts. Money is integer picodollars.
+
+CREATE TABLE spend_rollup (
+    day         TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    user_key    TEXT NOT NULL,
+    project_key TEXT NOT NULL,
+    cost_pusd   INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (day, session_id, user_key, project_key)
+) WITHOUT ROWID;
+-- The primary key serves the day and month reads; these the session, user and project ones.
+CREATE INDEX spend_rollup_session ON spend_rollup (session_id);
+CREATE INDEX spend_rollup_user ON spend_rollup (user_key, day);
+CREATE INDEX spend_rollup_project ON spend_rollup (project_key, day);
+
+INSERT INTO spend_rollup (day, session_id, user_key, project_key, cost_pusd, n)
+SELECT substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('=' || project, ''),
+       SUM(cost_pusd), COUNT(*)
+FROM attempts
+GROUP BY substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('=' || project, '');
+
+-- Fires only for rows really inserted: a duplicate request_key (ON CONFLICT DO NOTHING) adds nothing.
+CREATE TRIGGER spend_rollup_insert AFTER INSERT ON attempts
+BEGIN
+    INSERT INTO spend_rollup (day, session_id, user_key, project_key, cost_pusd, n)
+    VALUES (substr(NEW.ts, 1, 10), NEW.session_id, COALESCE('=' || NEW.user_name, ''),
+            COALESCE('=' || NEW.project, ''), NEW.cost_pusd, 1)
+    ON CONFLICT (day, session_id, user_key, project_key)
+    DO UPDATE SET cost_pusd = cost_pusd + excluded.cost_pusd, n = n + 1;
+END;
+
+-- Attempts are insert-only today; a retention that deletes, or a fix that rewrites a key column
+-- or the cost, must not leave the budgets reading money that is no longer in the ledger.
+CREATE TRIGGER spend_rollup_delete AFTER DELETE ON attempts
+BEGIN
+    UPDATE spend_rollup SET cost_pusd = cost_pusd - OLD.cost_pusd, n = n - 1
+    WHERE day = substr(OLD.ts, 1, 10) AND session_id = OLD.session_id
+      AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '');
+    DELETE FROM spend_rollup
+    WHERE day = substr(OLD.ts, 1, 10) AND session_id = OLD.session_id
+      AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '')
+      AND n = 0;
+END;
+
+CREATE TRIGGER spend_rollup_update AFTER UPDATE OF ts, session_id, user_name, project, cost_pusd ON attempts
+BEGIN
+    UPDATE spend_rollup SET cost_pusd = cost_pusd - OLD.cost_pusd, n = n - 1
+    WHERE day = substr(OLD.ts, 1, 10) AND session_id = OLD.session_id
+      AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '');
+    DELETE FROM spend_rollup
+    WHERE day = substr(OLD.ts, 1, 10) AND session_id = OLD.session_id
+      AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '')
+      AND n = 0;
+    INSERT INTO spend_rollup (day, session_id, user_key, project_key, cost_pusd, n)
+    VALUES (substr(NEW.ts, 1, 10), NEW.session_id, COALESCE('=' || NEW.user_name, ''),
+            COALESCE('=' || NEW.project, ''), NEW.cost_pusd, 1)
+    ON CONFLICT (day, session_id, user_key, project_key)
+    DO UPDATE SET cost_pusd = cost_pusd + excluded.cost_pusd, n = n + 1;
+END;

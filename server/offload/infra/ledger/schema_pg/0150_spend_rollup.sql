@@ -1,0 +1,51 @@
+-- PostgreSQL twin of schema/0150_spend_rollup.sql (see that file for why, and for the '' / '=' keys).
+-- One plpgsql function keeps the rollup for inserts, deletes and key or cost updates.
+
+CREATE TABLE spend_rollup (
+    day         TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    user_key    TEXT NOT NULL,
+    project_key TEXT NOT NULL,
+    cost_pusd   BIGINT NOT NULL,
+    n           BIGINT NOT NULL,
+    PRIMARY KEY (day, session_id, user_key, project_key)
+);
+CREATE INDEX spend_rollup_session ON spend_rollup (session_id);
+CREATE INDEX spend_rollup_user ON spend_rollup (user_key, day);
+CREATE INDEX spend_rollup_project ON spend_rollup (project_key, day);
+
+INSERT INTO spend_rollup (day, session_id, user_key, project_key, cost_pusd, n)
+SELECT substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('=' || project, ''),
+       SUM(cost_pusd), COUNT(*)
+FROM attempts
+GROUP BY substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('=' || project, '');
+
+CREATE FUNCTION spend_rollup_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        UPDATE spend_rollup SET cost_pusd = cost_pusd - OLD.cost_pusd, n = n - 1
+        WHERE day = substr(OLD.ts, 1, 10) AND session_id = OLD.session_id
+          AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '');
+        DELETE FROM spend_rollup
+        WHERE day = substr(OLD.ts, 1, 10) AND session_id = OLD.session_id
+          AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '')
+          AND n = 0;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO spend_rollup AS r (day, session_id, user_key, project_key, cost_pusd, n)
+        VALUES (substr(NEW.ts, 1, 10), NEW.session_id, COALESCE('=' || NEW.user_name, ''),
+                COALESCE('=' || NEW.project, ''), NEW.cost_pusd, 1)
+        ON CONFLICT (day, session_id, user_key, project_key)
+        DO UPDATE SET cost_pusd = r.cost_pusd + excluded.cost_pusd, n = r.n + 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Fires only for rows really inserted: a duplicate request_key (ON CONFLICT DO NOTHING) adds nothing.
+CREATE TRIGGER spend_rollup_insert AFTER INSERT ON attempts
+    FOR EACH ROW EXECUTE FUNCTION spend_rollup_apply();
+CREATE TRIGGER spend_rollup_delete AFTER DELETE ON attempts
+    FOR EACH ROW EXECUTE FUNCTION spend_rollup_apply();
+CREATE TRIGGER spend_rollup_update AFTER UPDATE OF ts, session_id, user_name, project, cost_pusd ON attempts
+    FOR EACH ROW EXECUTE FUNCTION spend_rollup_apply();
