@@ -26,6 +26,10 @@ CREATE TABLE spend_rollup (
 CREATE INDEX spend_rollup_session ON spend_rollup (session_id);
 CREATE INDEX spend_rollup_user ON spend_rollup (user_key, day);
 CREATE INDEX spend_rollup_project ON spend_rollup (project_key, day);
+-- 0110's indexes served only the user and project budget reads, which the rollup now answers:
+-- every attempt would keep writing them for nothing.
+DROP INDEX attempts_user_spend;
+DROP INDEX attempts_project_spend;
 
 INSERT INTO spend_rollup (day, session_id, user_key, project_key, cost_pusd, n)
 SELECT substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('=' || project, ''),

@@ -13,6 +13,8 @@ CREATE TABLE spend_rollup (
 CREATE INDEX spend_rollup_session ON spend_rollup (session_id);
 CREATE INDEX spend_rollup_user ON spend_rollup (user_key, day);
 CREATE INDEX spend_rollup_project ON spend_rollup (project_key, day);
+DROP INDEX attempts_user_spend;
+DROP INDEX attempts_project_spend;
 
 INSERT INTO spend_rollup (day, session_id, user_key, project_key, cost_pusd, n)
 SELECT substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('=' || project, ''),
