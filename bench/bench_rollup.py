@@ -3,12 +3,13 @@ makes under the ledger's single write lock) with N attempts this month, and what
 
     python bench/bench_rollup.py [--attempts 100000] [--sessions 50] [--spread] [--pg]
 
-The ledger gets N attempts from `--sessions` sessions (each session one of 10 users and 3 projects),
-all a minute ago or, with `--spread`, spread over this month so far. Reported: attempts recorded
-per second (record_many, 5,000 a transaction), scope_states ms (median of 50) with the base scopes
-(session, daily, monthly) and with team scopes (user, project, team) too, and reserve + release
-pairs per second. `--pg` runs on a throwaway PostgreSQL (tests/pg_fixtures.py) instead of a SQLite
-file. To compare with a tree before migration 0150, run this file with PYTHONPATH pointing at it.
+The ledger gets N attempts from `--sessions` sessions (each session one of 10 users and 3
+projects), all a minute ago or, with `--spread`, spread over this month so far with `--sessions`
+new sessions a day. Reported: attempts recorded per second (record_many, 5,000 a transaction),
+scope_states ms (median of 50) with the base scopes (session, daily, monthly) and with team scopes
+(user, project, team) too, and reserve + release pairs per second. `--pg` runs on a throwaway
+PostgreSQL (tests/pg_fixtures.py) instead of a SQLite file.
+To compare with a tree before migration 0150, run this file with PYTHONPATH pointing at it.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ async def _fill(led: Ledger, n: int, sessions: int, spread: bool) -> float:
         for i in range(chunk, min(n, chunk + 5000)):
             s = i % sessions
             ts = start + (now - start) * rng.random() if spread else now - timedelta(minutes=1)
+            # Spread: a session lives one day, as a Claude Code session does; `sessions` a day.
+            name = f"s{s}" if not spread or ts.day == now.day else f"s{s}d{ts.day}"
             batch.append(
-                Attempt(f"k{i}", f"s{s}", "bench", "claude-haiku-5-5", Usage(10, 5), 900 + i % 7, ts=ts,
+                Attempt(f"k{i}", name, "bench", "claude-haiku-5-5", Usage(10, 5), 900 + i % 7, ts=ts,
                         user=f"u{s % 10}", project=f"p{s % 3}")
             )  # fmt: skip
         t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""spend_rollup (migration 0150): budget reads sum per-day rows, which triggers on attempts keep equal
+"""spend_rollup and spend_by_day (migration 0150): budget reads sum per-day rows, which triggers on attempts keep equal
 to summing the attempts themselves, on both backends, through duplicates, NULL and '' names, day and
 month boundaries, deletes, key rewrites, a ledger written before 0150, and `offload ledger migrate`."""
 
@@ -34,6 +34,12 @@ GROUPED = (
     "SELECT substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('=' || project, ''),"
     " SUM(cost_pusd), COUNT(*) FROM attempts GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
 )
+# And the sessionless level, the same without the session.
+BY_DAY = "SELECT day, user_key, project_key, cost_pusd, n FROM spend_by_day ORDER BY 1, 2, 3"
+GROUPED_BY_DAY = (
+    "SELECT substr(ts, 1, 10), COALESCE('=' || user_name, ''), COALESCE('=' || project, ''),"
+    " SUM(cost_pusd), COUNT(*) FROM attempts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+)
 LIMITS = BudgetLimits(10**18, 10**18, 10**18, 10**18, 10**18, 10**18)
 NAMES = [None, "", "ana", "bo"]
 
@@ -57,6 +63,14 @@ def _attempts(rng: random.Random, n: int, prefix: str) -> list[Attempt]:
 
 async def _rows(led: Ledger, sql: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in await (await led.conn.execute(sql)).fetchall()]
+
+
+async def _assert_rollups_equal_the_attempts(led: Ledger) -> list[tuple[Any, ...]]:
+    """Both levels equal GROUP BY over attempts; the per-session rows, for further checks."""
+    rollup = await _rows(led, ROLLUP)
+    assert rollup == await _rows(led, GROUPED)
+    assert await _rows(led, BY_DAY) == await _rows(led, GROUPED_BY_DAY)
+    return rollup
 
 
 async def _old_sums(led: Ledger, session: str, now: datetime, who: Who) -> dict[str, int]:
@@ -104,8 +118,7 @@ async def test_rollup_equals_the_attempts_summed_through_duplicates_boundaries_a
             (w.iso(EDGE),),
         )
 
-    rollup = await _rows(ledger, ROLLUP)
-    assert rollup == await _rows(ledger, GROUPED)
+    rollup = await _assert_rollups_equal_the_attempts(ledger)
     assert {r[2] for r in rollup} == {"", "=", "=ana", "=bo"}  # NULL and '' kept apart
     assert {r[0] for r in rollup} == {"2026-11-28", "2026-11-30", "2026-12-01"}
     assert sum(int(r[5]) for r in rollup) == 301
@@ -121,15 +134,14 @@ async def test_deletes_and_rewrites_keep_the_rollup_equal(ledger: Ledger) -> Non
         await conn.execute("UPDATE attempts SET ts = ? WHERE session_id = 's3'", (w.iso(EDGE + timedelta(days=5)),))
         # Not a key or the cost: the rollup is not touched (learning zeroes a baseline this way).
         await conn.execute("UPDATE attempts SET baseline_pusd = 0")
-    rollup = await _rows(ledger, ROLLUP)
-    assert rollup == await _rows(ledger, GROUPED)
+    rollup = await _assert_rollups_equal_the_attempts(ledger)
     assert not [r for r in rollup if r[1] == "s1"]  # a group's last attempt takes its row with it
     assert {r[2] for r in rollup if r[1] == "s2"} == {"=zed"}
     await _assert_budgets_read_as_before(ledger)
 
     async with ledger.write() as conn:
         await conn.execute("DELETE FROM attempts")
-    assert await _rows(ledger, ROLLUP) == []
+    assert await _rows(ledger, ROLLUP) == await _rows(ledger, BY_DAY) == []
 
 
 def _ledger_at_0140(target: Path | str) -> None:
@@ -187,12 +199,12 @@ async def test_a_ledger_written_before_0150_is_backfilled_when_opened(
 
     led = await Ledger.open(ledger_target, spool=tmp_path / "spool.db")
     try:
-        rollup = await _rows(led, ROLLUP)
-        assert rollup == await _rows(led, GROUPED) and sum(int(r[5]) for r in rollup) == 200
+        rollup = await _assert_rollups_equal_the_attempts(led)
+        assert sum(int(r[5]) for r in rollup) == 200
         await _assert_budgets_read_as_before(led)
         # Written after the upgrade, on top of the backfill: the triggers carry on from it.
         await record_many(led, _attempts(rng, 50, "new"))
-        assert await _rows(led, ROLLUP) == await _rows(led, GROUPED)
+        await _assert_rollups_equal_the_attempts(led)
         await _assert_budgets_read_as_before(led)
     finally:
         await led.close()
@@ -210,10 +222,11 @@ async def test_ledger_migrate_rebuilds_the_rollup_from_the_copied_attempts_once(
     try:
         for run in range(2):  # a second run copies nothing, and must not add to the rollup either
             reports = await transfer.migrate(source, target)
-            assert all(r.ok for r in reports) and "spend_rollup" not in {r.table for r in reports}
+            assert all(r.ok for r in reports) and not {"spend_rollup", "spend_by_day"} & {r.table for r in reports}
             assert [r.inserted for r in reports if r.table == "attempts"] == [150 if run == 0 else 0]
-            assert await _rows(target, ROLLUP) == await _rows(target, GROUPED)
+            await _assert_rollups_equal_the_attempts(target)
             # Sorted here: the two backends may collate '' and '=...' keys differently.
-            assert sorted(target_rows(url, ROLLUP)) == sorted(target_rows(source, ROLLUP))
+            for sql in (ROLLUP, BY_DAY):
+                assert sorted(target_rows(url, sql)) == sorted(target_rows(source, sql))
     finally:
         await target.close()

@@ -170,7 +170,7 @@ def _tagged(column: str, value: str | None) -> tuple[str, tuple[str, ...]]:
 
 
 def rollup_key(name: str | None) -> str:
-    """spend_rollup's user_key / project_key for a user or project: '' when not known, else '=' + name
+    """The rollups' user_key / project_key for a user or project: '' when not known, else '=' + name
     (0150_spend_rollup.sql says why; its triggers spell the same rule in SQL)."""
     return "" if name is None else "=" + name
 
@@ -181,14 +181,15 @@ def rollup_key(name: str | None) -> str:
 # on request, one row per process on this host holding money, whose pids a reserve checks. Stale
 # rows are rare, so a reserve needs no further statement when nothing is stale. A dead instance's
 # holds never count (LIVE_HOLD) whether or not they have been purged yet.
-# Spend comes from spend_rollup (migration 0150): one row per day, session, user and project, so
-# a month's spend is a few hundred rows however many attempts it had. The windows start at UTC
-# midnight, so [start, end) of time stamps is exactly [start day, end day) of the rollup.
+# Spend comes from the rollups of migration 0150, not attempts: a session's from spend_rollup (a
+# row per day, user and project it spent on), a day's or month's from spend_by_day (a row per day,
+# user and project), however many attempts and sessions there were. The windows start at UTC
+# midnight, so [start, end) of time stamps is exactly [start day, end day) of the rollups.
 _TOTALS = (
     "SELECT 0,"
     " (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_rollup WHERE session_id = ?),"
-    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_rollup WHERE day >= ? AND day < ?),"
-    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_rollup WHERE day >= ? AND day < ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_by_day WHERE day >= ? AND day < ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_by_day WHERE day >= ? AND day < ?),"
     f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE session_id = ? AND {LIVE_HOLD}),"
     f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE {LIVE_HOLD}),"
     f" (SELECT COUNT(*) FROM reservations WHERE NOT ({LIVE_HOLD}))"
@@ -234,7 +235,7 @@ async def _totals(
             continue  # not read at all: budgets without team limits cost no extra query
         where, args = _tagged(column, name)
         sql = (
-            f"SELECT (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_rollup"
+            f"SELECT (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_by_day"
             f" WHERE {scope}_key = ? AND day >= ? AND day < ?),"
             f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE {where} AND {LIVE_HOLD})"
         )

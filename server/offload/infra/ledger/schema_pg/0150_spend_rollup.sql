@@ -1,5 +1,5 @@
--- PostgreSQL twin of schema/0150_spend_rollup.sql (see that file for why, and for the '' / '=' keys).
--- One plpgsql function keeps the rollup for inserts, deletes and key or cost updates.
+-- PostgreSQL twin of schema/0150_spend_rollup.sql (see that file for why two levels, and for the
+-- '' / '=' keys). One plpgsql function keeps both tables for inserts, deletes and key or cost updates.
 
 CREATE TABLE spend_rollup (
     day         TEXT NOT NULL,
@@ -11,8 +11,18 @@ CREATE TABLE spend_rollup (
     PRIMARY KEY (day, session_id, user_key, project_key)
 );
 CREATE INDEX spend_rollup_session ON spend_rollup (session_id);
-CREATE INDEX spend_rollup_user ON spend_rollup (user_key, day);
-CREATE INDEX spend_rollup_project ON spend_rollup (project_key, day);
+
+CREATE TABLE spend_by_day (
+    day         TEXT NOT NULL,
+    user_key    TEXT NOT NULL,
+    project_key TEXT NOT NULL,
+    cost_pusd   BIGINT NOT NULL,
+    n           BIGINT NOT NULL,
+    PRIMARY KEY (day, user_key, project_key)
+);
+CREATE INDEX spend_by_day_user ON spend_by_day (user_key, day);
+CREATE INDEX spend_by_day_project ON spend_by_day (project_key, day);
+
 DROP INDEX attempts_user_spend;
 DROP INDEX attempts_project_spend;
 
@@ -21,6 +31,8 @@ SELECT substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('
        SUM(cost_pusd), COUNT(*)
 FROM attempts
 GROUP BY substr(ts, 1, 10), session_id, COALESCE('=' || user_name, ''), COALESCE('=' || project, '');
+INSERT INTO spend_by_day (day, user_key, project_key, cost_pusd, n)
+SELECT day, user_key, project_key, SUM(cost_pusd), SUM(n) FROM spend_rollup GROUP BY day, user_key, project_key;
 
 CREATE FUNCTION spend_rollup_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -28,8 +40,15 @@ BEGIN
         UPDATE spend_rollup SET cost_pusd = cost_pusd - OLD.cost_pusd, n = n - 1
         WHERE day = substr(OLD.ts, 1, 10) AND session_id = OLD.session_id
           AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '');
+        UPDATE spend_by_day SET cost_pusd = cost_pusd - OLD.cost_pusd, n = n - 1
+        WHERE day = substr(OLD.ts, 1, 10)
+          AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '');
         DELETE FROM spend_rollup
         WHERE day = substr(OLD.ts, 1, 10) AND session_id = OLD.session_id
+          AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '')
+          AND n = 0;
+        DELETE FROM spend_by_day
+        WHERE day = substr(OLD.ts, 1, 10)
           AND user_key = COALESCE('=' || OLD.user_name, '') AND project_key = COALESCE('=' || OLD.project, '')
           AND n = 0;
     END IF;
@@ -38,6 +57,11 @@ BEGIN
         VALUES (substr(NEW.ts, 1, 10), NEW.session_id, COALESCE('=' || NEW.user_name, ''),
                 COALESCE('=' || NEW.project, ''), NEW.cost_pusd, 1)
         ON CONFLICT (day, session_id, user_key, project_key)
+        DO UPDATE SET cost_pusd = r.cost_pusd + excluded.cost_pusd, n = r.n + 1;
+        INSERT INTO spend_by_day AS r (day, user_key, project_key, cost_pusd, n)
+        VALUES (substr(NEW.ts, 1, 10), COALESCE('=' || NEW.user_name, ''), COALESCE('=' || NEW.project, ''),
+                NEW.cost_pusd, 1)
+        ON CONFLICT (day, user_key, project_key)
         DO UPDATE SET cost_pusd = r.cost_pusd + excluded.cost_pusd, n = r.n + 1;
     END IF;
     RETURN NULL;
