@@ -21,6 +21,7 @@ from offload.infra.ledger import windows as w
 from offload.infra.ledger.budgets import BudgetLimits, Who, scope_states
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import Attempt, record, record_many
+from offload.infra.ledger.statusline import read_statusline
 from pg_fixtures import new_database
 
 pytestmark = pytest.mark.anyio
@@ -168,10 +169,21 @@ def _ledger_at_0140(target: Path | str) -> None:
 
 
 def _write_old_attempts(target: Path | str, rows: Sequence[tuple[Any, ...]]) -> None:
-    sql = (
+    _write(
+        target,
         "INSERT INTO attempts (request_key, ts, session_id, tool, model, cost_pusd, user_name, project)"
-        " VALUES (?, ?, ?, 'routed_complete', 'claude-haiku-5-5', ?, ?, ?)"
+        " VALUES (?, ?, ?, 'routed_complete', 'claude-haiku-5-5', ?, ?, ?)",
+        rows,
     )
+    # A monthly limit alone, so what the status line shows left is the month's.
+    _write(
+        target,
+        "INSERT INTO policy_snapshots (ts, session_id, policy, daily_pusd, monthly_pusd) VALUES (?, 's0', 'p', ?, ?)",
+        [(w.iso(EDGE), None, 10**15)],
+    )
+
+
+def _write(target: Path | str, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
     if isinstance(target, Path):
         conn = sqlite3.connect(target)
         try:
@@ -196,12 +208,16 @@ async def test_a_ledger_written_before_0150_is_backfilled_when_opened(
     ]  # fmt: skip
     _write_old_attempts(ledger_target, old)
     assert "spend_rollup" not in str(target_rows(ledger_target, "SELECT name FROM sqlite_master"))
+    # `offload statusline` reads ledgers without migrating them: from attempts until 0150 is there.
+    lines = [read_statusline(ledger_target, now, session_id="s0") for now in STAMPS]
+    assert all(" left · " in line and "this session $" in line for line in lines), lines
 
     led = await Ledger.open(ledger_target, spool=tmp_path / "spool.db")
     try:
         rollup = await _assert_rollups_equal_the_attempts(led)
         assert sum(int(r[5]) for r in rollup) == 200
         await _assert_budgets_read_as_before(led)
+        assert [read_statusline(ledger_target, now, session_id="s0") for now in STAMPS] == lines
         # Written after the upgrade, on top of the backfill: the triggers carry on from it.
         await record_many(led, _attempts(rng, 50, "new"))
         await _assert_rollups_equal_the_attempts(led)
