@@ -169,7 +169,7 @@ def _tagged(column: str, value: str | None) -> tuple[str, tuple[str, ...]]:
     return (f"{column} IS NULL", ()) if value is None else (f"{column} = ?", (value,))
 
 
-def rollup_key(name: str | None) -> str:
+def _rollup_key(name: str | None) -> str:
     """The rollups' user_key / project_key for a user or project: '' when not known, else '=' + name
     (0150_spend_rollup.sql says why; its triggers spell the same rule in SQL)."""
     return "" if name is None else "=" + name
@@ -239,7 +239,7 @@ async def _totals(
             f" WHERE {scope}_key = ? AND day >= ? AND day < ?),"
             f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE {where} AND {LIVE_HOLD})"
         )
-        row = await (await conn.execute(sql, (rollup_key(name), *month, *args, live, live))).fetchone()
+        row = await (await conn.execute(sql, (_rollup_key(name), *month, *args, live, live))).fetchone()
         assert row is not None  # a SELECT of two subqueries answers one row
         spent, held = (int(v or 0) for v in row)
         states.append(ScopeState(scope, spent, held, limit, m1, name))
