@@ -4,6 +4,7 @@ month boundaries, deletes, key rewrites, a ledger written before 0150, and `offl
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from collections.abc import Sequence
@@ -246,3 +247,28 @@ async def test_ledger_migrate_rebuilds_the_rollup_from_the_copied_attempts_once(
                 assert sorted(target_rows(url, sql)) == sorted(target_rows(source, sql))
     finally:
         await target.close()
+
+
+async def test_writers_racing_on_one_ledger_keep_the_rollup_equal(ledger_target: Path | str, tmp_path: Path) -> None:
+    # Two connections, as two server processes have: each its own write lock turn, and half of
+    # their request_keys the same (a result collected by both), which must count once.
+    leds = [await Ledger.open(ledger_target, spool=tmp_path / f"spool{i}.db") for i in range(2)]
+    try:
+
+        async def write(led: Ledger, seed: int) -> int:
+            made = _attempts(random.Random(seed), 60, "race")  # the same keys from both, other figures
+            inserted = 0
+            for a in made[:30]:
+                inserted += await record(led, Attempt(**{**a.__dict__, "request_key": f"{a.request_key}-{seed}"}))
+            for a in made[30:]:
+                inserted += await record(led, a)
+            return inserted
+
+        counts = await asyncio.gather(write(leds[0], 1), write(leds[1], 2))
+        assert sum(counts) == 30 + 30 + 30  # own keys from both, the shared 30 once
+        rollup = await _assert_rollups_equal_the_attempts(leds[0])
+        assert sum(int(r[5]) for r in rollup) == 90
+        await _assert_budgets_read_as_before(leds[1])
+    finally:
+        for led in leds:
+            await led.close()
