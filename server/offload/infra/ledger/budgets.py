@@ -163,15 +163,16 @@ async def _purge(conn: WriteConn, now: datetime, ledger: Ledger, dead: Sequence[
         )
 
 
-async def _one(conn: Conn, sql: str, params: Sequence[object]) -> int:
-    row = await (await conn.execute(sql, params)).fetchone()
-    return int(row[0]) if row is not None and row[0] is not None else 0
-
-
 def _tagged(column: str, value: str | None) -> tuple[str, tuple[str, ...]]:
     # Calls with no known user (or project) share one budget, so leaving OFFLOAD_USER unset
     # does not escape a user budget. Two spellings rather than `IS ?`: portable SQL.
     return (f"{column} IS NULL", ()) if value is None else (f"{column} = ?", (value,))
+
+
+def _rollup_key(name: str | None) -> str:
+    """The rollups' user_key / project_key for a user or project: '' when not known, else '=' + name
+    (0150_spend_rollup.sql says why; its triggers spell the same rule in SQL)."""
+    return "" if name is None else "=" + name
 
 
 # Every base scope's spend and live holds in one statement (each statement is a round trip to the
@@ -180,11 +181,15 @@ def _tagged(column: str, value: str | None) -> tuple[str, tuple[str, ...]]:
 # on request, one row per process on this host holding money, whose pids a reserve checks. Stale
 # rows are rare, so a reserve needs no further statement when nothing is stale. A dead instance's
 # holds never count (LIVE_HOLD) whether or not they have been purged yet.
+# Spend comes from the rollups of migration 0150, not attempts: a session's from spend_rollup (a
+# row per day, user and project it spent on), a day's or month's from spend_by_day (a row per day,
+# user and project), however many attempts and sessions there were. The windows start at UTC
+# midnight, so [start, end) of time stamps is exactly [start day, end day) of the rollups.
 _TOTALS = (
     "SELECT 0,"
-    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE session_id = ?),"
-    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?),"
-    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_rollup WHERE session_id = ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_by_day WHERE day >= ? AND day < ?),"
+    " (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_by_day WHERE day >= ? AND day < ?),"
     f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE session_id = ? AND {LIVE_HOLD}),"
     f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE {LIVE_HOLD}),"
     f" (SELECT COUNT(*) FROM reservations WHERE NOT ({LIVE_HOLD}))"
@@ -212,7 +217,7 @@ async def _totals(
     d0, d1 = w.day_start(now), w.next_day(now)
     m0, m1 = w.month_start(now), w.next_month(now)
     sql = _TOTALS + (_OTHER_PIDS if pids else "")
-    params: tuple[object, ...] = (session_id, w.iso(d0), w.iso(d1), w.iso(m0), w.iso(m1))
+    params: tuple[object, ...] = (session_id, w.day(d0), w.day(d1), w.day(m0), w.day(m1))
     params += (session_id, live, live, live, live, live, live, live)
     params += (_HOST, os.getpid(), pids, os.getpid()) if pids else ()
     rows = list(await (await conn.execute(sql, params)).fetchall())
@@ -223,18 +228,20 @@ async def _totals(
         ScopeState("monthly", spent_month, held_all, limits.monthly_pusd, m1),
     ]
     who = who or Who()
-    month = (w.iso(m0), w.iso(m1))
+    month = (w.day(m0), w.day(m1))
     for scope, column, name in (("user", "user_name", who.user), ("project", "project", who.project)):
         limit = limits.limit(scope)
         if limit is None:
             continue  # not read at all: budgets without team limits cost no extra query
         where, args = _tagged(column, name)
-        spent = await _one(
-            conn, f"SELECT SUM(cost_pusd) FROM attempts WHERE {where} AND ts >= ? AND ts < ?", (*args, *month)
+        sql = (
+            f"SELECT (SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_by_day"
+            f" WHERE {scope}_key = ? AND day >= ? AND day < ?),"
+            f" (SELECT COALESCE(SUM(amount_pusd), 0) FROM reservations WHERE {where} AND {LIVE_HOLD})"
         )
-        held = await _one(
-            conn, f"SELECT SUM(amount_pusd) FROM reservations WHERE {where} AND {LIVE_HOLD}", (*args, live, live)
-        )
+        row = await (await conn.execute(sql, (_rollup_key(name), *month, *args, live, live))).fetchone()
+        assert row is not None  # a SELECT of two subqueries answers one row
+        spent, held = (int(v or 0) for v in row)
         states.append(ScopeState(scope, spent, held, limit, m1, name))
     if limits.team_pusd is not None:
         states.append(ScopeState("team", spent_month, held_all, limits.team_pusd, m1))

@@ -53,7 +53,6 @@ def open_ro(path: Path) -> sqlite3.Connection:
 
 def statusline_text(conn: sqlite3.Connection | pg.SyncConn, now: datetime) -> str:
     d0, d1 = w.iso(w.day_start(now)), w.iso(w.next_day(now))
-    m0, m1 = w.iso(w.month_start(now)), w.iso(w.next_month(now))
     day_cost, day_base = conn.execute(
         "SELECT COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(baseline_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?",
         (d0, d1),
@@ -66,10 +65,7 @@ def statusline_text(conn: sqlite3.Connection | pg.SyncConn, now: datetime) -> st
         if snap[0] is not None:
             lefts.append(snap[0] - day_cost - held)
         if snap[1] is not None:
-            month_cost = conn.execute(
-                "SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?", (m0, m1)
-            ).fetchone()[0]
-            lefts.append(snap[1] - month_cost - held)
+            lefts.append(snap[1] - _month_cost(conn, now) - held)
         parts.append(f"{fmt_usd(max(0, min(lefts)), places=2)} left")
     if day_base > 0:
         saved = day_base - day_cost
@@ -77,10 +73,31 @@ def statusline_text(conn: sqlite3.Connection | pg.SyncConn, now: datetime) -> st
     return " · ".join(parts)
 
 
+def _month_cost(conn: sqlite3.Connection | pg.SyncConn, now: datetime) -> int:
+    m0, m1 = w.month_start(now), w.next_month(now)
+    if _rolled_up(conn):  # the month's days, not its every attempt
+        row = conn.execute(
+            "SELECT COALESCE(SUM(cost_pusd), 0) FROM spend_by_day WHERE day >= ? AND day < ?", (w.day(m0), w.day(m1))
+        )
+    else:
+        row = conn.execute(
+            "SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE ts >= ? AND ts < ?", (w.iso(m0), w.iso(m1))
+        )
+    return int(row.fetchone()[0])
+
+
 def session_cost(conn: sqlite3.Connection | pg.SyncConn, session_id: str) -> int:
     """What offload spent for one host session (a stdio server's session is the host's id)."""
-    row = conn.execute("SELECT COALESCE(SUM(cost_pusd), 0) FROM attempts WHERE session_id = ?", (session_id,))
+    table = "spend_rollup" if _rolled_up(conn) else "attempts"
+    row = conn.execute(f"SELECT COALESCE(SUM(cost_pusd), 0) FROM {table} WHERE session_id = ?", (session_id,))
     return int(row.fetchone()[0])
+
+
+def _rolled_up(conn: sqlite3.Connection | pg.SyncConn) -> bool:
+    """Whether the ledger has the spend rollups of 0150. A read-only reader never migrates, so a
+    ledger last opened by an older server has none; PostgreSQL answers through its sqlite_master view."""
+    found = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'spend_by_day'")
+    return bool(found.fetchone()[0])
 
 
 def read_statusline(path: Path | str, now: datetime, *, session_id: str | None = None) -> str:

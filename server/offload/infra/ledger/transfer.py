@@ -6,6 +6,8 @@ have no key but a row number (holds, policy snapshots, learning evidence, contex
 on every other column instead. Row numbers are the target's own: a batch's `reservation_id`
 follows its hold to the id that hold got there. The check afterwards reads the target again:
 each table's rows from the source and their money columns must all be there, to the picodollar.
+The spend rollups (`spend_rollup`, `spend_by_day`) are not copied: they are derived from attempts,
+and the target's triggers add each attempt copied there once (a skipped duplicate adds nothing).
 """
 
 from __future__ import annotations

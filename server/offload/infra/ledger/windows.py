@@ -22,6 +22,11 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def day(t: datetime) -> str:
+    """The UTC day of `t`, 'YYYY-MM-DD': the prefix of its `iso` stamp (spend_rollup's day)."""
+    return iso(t)[:10]
+
+
 def day_start(t: datetime) -> datetime:
     t = t.astimezone(UTC)
     return datetime(t.year, t.month, t.day, tzinfo=UTC)
