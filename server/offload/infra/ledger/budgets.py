@@ -373,13 +373,13 @@ async def live_states(
     reports don't show them in flight. One read when there is nothing to drop: a status read takes
     the write lock only then (behind a long write, a 60k-item batch being stored, it would wait)."""
     now = now or w.utcnow()
-    seen = await _totals(ledger.conn, session_id, limits, now, who, pids=instances.host_of(ledger.instance))
+    seen = await _totals(ledger.quick, session_id, limits, now, who, pids=instances.host_of(ledger.instance))
     dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
     if not seen.stale and not dead:
         return seen.states
     async with ledger.write(inline=True) as conn:
         await _purge(conn, now, ledger, dead)
-    return await scope_states(ledger.conn, session_id, limits, now, who)
+    return await scope_states(ledger.quick, session_id, limits, now, who)
 
 
 async def headroom(
