@@ -164,7 +164,7 @@ def test_statusline_without_a_ledger_is_friendly(tmp_path: Path) -> None:
 def test_statusline_imports_nothing_heavy(db: Path) -> None:
     code = (
         "import sys\nfrom offload.cli.main import main\nmain(['statusline'])\n"
-        "heavy = {'aiosqlite', 'rich', 'pydantic', 'mcp', 'anthropic', 'yaml', 'httpx2', 'asyncio'}\n"
+        "heavy = {'anyio', 'rich', 'pydantic', 'mcp', 'anthropic', 'yaml', 'httpx2', 'asyncio'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     env = {**os.environ, "OFFLOAD_DB": str(db)}

@@ -1,6 +1,6 @@
 """`offload statusline`: one short line on every prompt redraw; it never fails the prompt.
 
-Imports only the standard library and offload's light modules (no aiosqlite, rich, pydantic,
+Imports only the standard library and offload's light modules (no anyio, rich, pydantic,
 mcp or anthropic): it must start and finish in a few tens of milliseconds.
 
 Claude Code pipes a JSON object to a statusline command (session_id, cost.total_cost_usd, ...;

@@ -10,5 +10,5 @@
 - `statusline`: `statusline_text` (stdlib sqlite3 only, read-only; fast enough for every redraw).
 
 Import `Ledger` from `offload.infra.ledger.db`: this package's `__init__` imports nothing, so
-`offload statusline` (stdlib sqlite3 only) does not pay for aiosqlite.
+`offload statusline` (stdlib sqlite3 only) does not pay for the async ledger and its imports.
 """

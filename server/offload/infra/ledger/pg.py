@@ -97,7 +97,7 @@ def _row_factory(cursor: Any) -> Any:
 
 
 class Cursor:
-    """A finished statement's rows and rowcount: the part of aiosqlite's cursor the ledger uses."""
+    """A finished statement's rows and rowcount: the part of lite.Cursor the ledger uses."""
 
     lastrowid = None  # PostgreSQL has none: the ledger asks with RETURNING instead
 
@@ -130,7 +130,7 @@ class Conn:
             return Cursor(rows, cur.rowcount)
 
     async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
-        """As aiosqlite's, so read helpers take either backend's connection."""
+        """One round trip, so read helpers take either backend's connection."""
         return await (await self.execute(sql, parameters)).fetchall()
 
     async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> Cursor:

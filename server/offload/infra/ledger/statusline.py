@@ -1,7 +1,7 @@
 """The figures behind `offload statusline`, read on every Claude Code prompt redraw.
 
 It must start and finish in a few tens of milliseconds, so it uses the stdlib sqlite3 module on
-a read-only connection and imports nothing heavy (no aiosqlite, rich, pydantic, mcp, anthropic).
+a read-only connection and imports nothing heavy (no anyio, rich, pydantic, mcp, anthropic).
 Budget limits come from the newest `policy_snapshots` row the server wrote, not from YAML.
 It never fails the prompt: any problem becomes a short line and exit status 0.
 """
