@@ -303,6 +303,14 @@ async def _counted(state: AppState, job: _Job) -> int | None:
     return min(job.upper, known + COUNT_MARGIN)
 
 
+async def _reads(state: AppState, session: str, job: _Job) -> tuple[learning.Signals | None, budgets.Headroom | None]:
+    """The learning signals and (when the policy downgrades) the budget headroom."""
+    signals = await _signals(state, session, job)
+    if state.policy.budgets.on_exceed != "downgrade":
+        return signals, None
+    return signals, await budgets.headroom(state.ledger, session, limits_of(state.policy))
+
+
 async def _signals(state: AppState, session: str, job: _Job) -> learning.Signals | None:
     """What the learned start and the output cap read from the ledger, in one read (None: neither is on)."""
     learn = state.policy.learning
@@ -338,31 +346,14 @@ async def _route_and_run(
     redo_tier: str | None = None,
     progress: Progress,
 ) -> _Run:
-    signals = await _signals(state, session, job)
+    signals, room = await _reads(state, session, job)
     cap = _output_cap(state, job, signals)
     counted = await _counted(state, job)
     if counted is not None:
         job = replace(job, upper=counted)
-    decision, triaged, triage_cost, request = await _decide(state, session, job, cap, (forced_tier, redo_tier), signals)
-    try:
-        rungs, tried, budget_stop, spent = await _climb(state, session, job, decision, (cap, counted), answer, progress)
-    except BudgetExceededError:
-        # The budget headroom is read only when the first hold is refused: while the decided tier
-        # fits, routing with the headroom picks that same tier, and the hold that succeeds shows
-        # it fits (one read fewer per call). Refused, the route is decided again with it.
-        if state.policy.budgets.on_exceed != "downgrade":
-            raise
-        room = await budgets.headroom(state.ledger, session, limits_of(state.policy))
-        fitted = engine.decide(state.policy, _with_room(request, room))
-        if fitted.tier == decision.tier:
-            raise
-        decision = fitted
-        rungs, tried, budget_stop, spent = await _climb(state, session, job, decision, (cap, counted), answer, progress)
+    decision, triaged, triage_cost = await _decide(state, session, job, cap, (forced_tier, redo_tier), signals, room)
+    rungs, tried, budget_stop, spent = await _climb(state, session, job, decision, (cap, counted), answer, progress)
     return _Run(decision, rungs, triaged, triage_cost, budget_stop, tried, answer, spent)
-
-
-def _with_room(request: engine.RouteRequest, room: budgets.Headroom) -> engine.RouteRequest:
-    return replace(request, headroom_pusd=room.min_pusd, headroom_scope=room.tightest, headroom_detail=room.detail)
 
 
 async def _decide(
@@ -372,12 +363,15 @@ async def _decide(
     cap: int | None,
     tiers: tuple[str | None, str | None],  # the forced tier, the redo's tier
     signals: learning.Signals | None,
-) -> tuple[engine.RouteDecision, str | None, int, engine.RouteRequest]:
-    """The route: rules, what was learned, and triage when it could change it; and the request
-    it was decided on (the budget headroom joins it only if the hold is refused)."""
+    room: budgets.Headroom | None,
+) -> tuple[engine.RouteDecision, str | None, int]:
+    """The route: rules, budget headroom, what was learned, and triage when it could change it."""
     policy = state.policy
     worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens, cap)
     forced_tier, redo_tier = tiers
+    headroom = headroom_scope = headroom_detail = None
+    if room is not None:
+        headroom, headroom_scope, headroom_detail = room.min_pusd, room.tightest, room.detail
     request = engine.RouteRequest(
         prompt_tokens=job.upper,
         task=job.task,
@@ -385,6 +379,9 @@ async def _decide(
         forced_tier=forced_tier,
         prompt_text=job.prompt_text,
         worst_case_pusd=worst_by_tier,
+        headroom_pusd=headroom,
+        headroom_scope=headroom_scope,
+        headroom_detail=headroom_detail,
         max_tokens=job.max_tokens,
         redo_tier=redo_tier,
     )
@@ -396,9 +393,8 @@ async def _decide(
     if decision.triage_needed:
         triaged, triage_cost = await _triage(state, session, job.prompt_text)
         if triaged is not None:
-            request = replace(request, difficulty=triaged, difficulty_stated=False)
-            decision = engine.decide(policy, request)
-    return decision, triaged, triage_cost, request
+            decision = engine.decide(policy, replace(request, difficulty=triaged, difficulty_stated=False))
+    return decision, triaged, triage_cost
 
 
 async def _climb(
