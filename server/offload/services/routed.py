@@ -259,7 +259,7 @@ async def _learned(
     judges = signals.judges
     if not learn.enabled and not judges:
         return request
-    stats = await learning.tier_stats(state.ledger.quick, job.family, learn.window)
+    stats = await learning.tier_stats(state.ledger.conn, job.family, learn.window)
     evidence = {t: engine.TierEvidence(s.adequate, s.known) for t, s in stats.items()}
     tier, reason = engine.rule_tier(policy, request), ""
     if learn.enabled:

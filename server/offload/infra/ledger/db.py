@@ -44,8 +44,12 @@ log = logging.getLogger("offload.ledger")
 # After busy_timeout, BEGIN IMMEDIATE is retried this many times with growing, jittered sleeps.
 BUSY_RETRIES = 8
 BUSY_BACKOFF_S = 0.05
-# Commits between WAL checkpoints (each commit of a settled call adds 4-8 pages).
-CHECKPOINT_EVERY = 160
+# SQLite checkpoints the WAL itself, inside the COMMIT that crosses 1,000 pages: on the event
+# loop (an inline transaction) that is a few milliseconds every ~150 settled calls. Checkpointing
+# on a thread instead was tried and dropped: under steady writes from two processes a checkpoint
+# never caught up with the WAL's end, so the WAL never restarted (gigabytes in a minute). Once a
+# burst has passed, a WAL that grew is cut back to this size.
+WAL_KEEP_BYTES = 16 * 1024 * 1024
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -123,6 +127,7 @@ async def _connect(path: Path, busy_timeout_ms: int) -> LiteConn:
     try:
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
         await conn.execute("PRAGMA foreign_keys = ON")
         # Forgotten payloads (retention) are zeroed in place, not left readable in free pages.
         await conn.execute("PRAGMA secure_delete = FAST")
@@ -167,13 +172,6 @@ class Ledger:
         # One connection is shared by every task of the process; without this lock a second
         # task's BEGIN IMMEDIATE would fail with "cannot start a transaction within a transaction".
         self._write_lock = asyncio.Lock()
-        # SQLite's automatic WAL checkpoint runs inside the COMMIT that crosses its threshold, with
-        # two fsyncs: on the event loop (inline transactions) that was a 4-14 ms stall every few
-        # hundred commits. The write connection turns it off (`_open`) and `_checkpoint` runs it
-        # on the connection's thread instead.
-        self._commits = 0
-        self._checkpointed_at = 0
-        self._checkpointing: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -221,7 +219,6 @@ class Ledger:
         except BaseException:
             await wconn.close()
             raise
-        await wconn.execute("PRAGMA wal_autocheckpoint = 0")  # see Ledger._checkpoint
         ledger = cls(wconn, rconn, path, busy_retries=busy_retries)
         try:
             await ledger._migrate()
@@ -259,8 +256,6 @@ class Ledger:
 
     async def close(self) -> None:
         try:
-            if self._checkpointing is not None:
-                await self._checkpointing
             await self.conn.close()
         finally:
             await (self._pg or self.wconn).close()
@@ -363,26 +358,6 @@ class Ledger:
             if self.wconn.in_transaction:
                 await self.wconn.execute("ROLLBACK")
             raise
-        self._commits += 1
-        # Every CHECKPOINT_EVERY short commits (about SQLite's own 1,000-page threshold), and soon
-        # after bulk work, which writes many pages per commit.
-        due = CHECKPOINT_EVERY if self.wconn.inline else CHECKPOINT_EVERY // 16
-        if self._commits - self._checkpointed_at >= due and (self._checkpointing is None or self._checkpointing.done()):
-            self._checkpointed_at = self._commits
-            self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
-
-    async def _checkpoint(self) -> None:
-        """Copy the WAL back into the database (PASSIVE: it waits for no reader or writer).
-
-        It holds this process's write lock: were this process to keep committing meanwhile, the
-        checkpoint would never catch up with the WAL's end and the WAL could not restart (it
-        grew without bound in a test that way). The loop runs on; only our next write waits.
-        """
-        async with self._write_lock:
-            try:
-                await self.wconn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:  # busy or full: the next one catches up
-                log.info("WAL checkpoint skipped: %s", exc)
 
     async def _migrate(self) -> None:
         async with self.write() as conn:
