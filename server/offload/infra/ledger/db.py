@@ -89,7 +89,8 @@ class ReadConn:
         return await (await self.execute(sql, parameters, inline=inline)).fetchall()
 
     async def close(self) -> None:
-        await self._conn.close()
+        async with self._lock:  # not while a read is using it: closing under a statement crashed
+            await self._conn.close()
 
 
 class QuickRead:
@@ -255,10 +256,13 @@ class Ledger:
         return ledger
 
     async def close(self) -> None:
+        # Each connection closes when no task is using it: sqlite3 closed under a running
+        # statement (an inline one on the loop, the close on the thread) crashed the process.
         try:
             await self.conn.close()
         finally:
-            await (self._pg or self.wconn).close()
+            async with self._write_lock:
+                await (self._pg or self.wconn).close()
 
     @asynccontextmanager
     async def write(self, *, inline: bool = False) -> AsyncIterator[WriteConn]:

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 T = TypeVar("T")
 
@@ -172,10 +173,16 @@ class LiteConn:
         while True:
             step = max(1, min(WAIT_STEP_MS, int((deadline - time.monotonic()) * 1000)))
             try:
-                return await self._in_thread(functools.partial(self._step, fn, sql, arg, step))
+                result = await self._in_thread(functools.partial(self._step, fn, sql, arg, step))
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
+                await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller stops waiting
+                continue
+            # The step was shielded: a cancel that came meanwhile lands here, so the transaction's
+            # next statement is not run (write() rolls back what this one began).
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return result
 
     def _step(self, fn: Callable[[sqlite3.Connection, str, Any], T], sql: str, arg: Any, wait_ms: int) -> T:
         """On the thread: `fn`, waiting up to `wait_ms` for another process's lock."""
@@ -196,5 +203,7 @@ class LiteConn:
             while not future.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait([future])
+            if not future.cancelled():
+                future.exception()  # seen: the caller was cancelled, a busy step's error is moot
             raise
         return result
