@@ -288,16 +288,9 @@ class Ledger:
     async def _sqlite_write(self) -> AsyncIterator[WriteConn]:
         try:
             await self._begin()
-        except BaseException as exc:
-            # Cancelled while the thread's BEGIN got the lock: give it back.
-            if self.wconn.in_transaction:
-                await self.wconn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):
-                raise self._unavailable(exc) from exc
-            raise
-        try:
             yield self.wconn
         except BaseException as exc:
+            # Also when cancelled while the thread's BEGIN got the lock: it is given back.
             if self.wconn.in_transaction:
                 await self.wconn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError):
