@@ -104,29 +104,31 @@ class LiteConn:
     two tasks at once: the ledger's write lock (or, for reads, `ReadConn`'s lock) sees to it.
     """
 
-    def __init__(self, raw: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    def __init__(self, raw: sqlite3.Connection, busy_timeout_ms: int, thread: ThreadPoolExecutor) -> None:
         self.raw = raw
         self.inline = False
         # How long a statement on the thread waits for another process's lock (set it here, not by
         # PRAGMA: inline statements switch the connection's own timeout to 0 and back to this).
         self.busy_timeout_ms = busy_timeout_ms
         self._set_ms = busy_timeout_ms  # the timeout set on the connection now: 0 while inline
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-sqlite")
+        self._thread = thread
 
     @classmethod
     async def connect(cls, database: str, *, busy_timeout_ms: int, uri: bool = False) -> LiteConn:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-sqlite")
+        """Opened on the worker thread the connection keeps (opening may wait on the file system)."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-sqlite")
         try:
             raw = await asyncio.get_running_loop().run_in_executor(
-                pool,
+                thread,
                 lambda: sqlite3.connect(
                     database, isolation_level=None, check_same_thread=False, uri=uri, timeout=busy_timeout_ms / 1000
                 ),
             )
-        finally:
-            pool.shutdown(wait=False)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
         raw.row_factory = sqlite3.Row  # sqlite3.connect's timeout set the busy_timeout
-        return cls(raw, busy_timeout_ms)
+        return cls(raw, busy_timeout_ms, thread)
 
     @property
     def in_transaction(self) -> bool:
