@@ -70,17 +70,15 @@ async def insert_call(
     """`record_call` inside a write transaction the caller holds (the answer's own record, or a
     batch item settling with its answer row)."""
     ts = ts or w.iso(w.utcnow())
-    # The answer's length rides on its call row (0160): its attempt is written first, in this transaction.
-    answer = None
-    if call.final_key is not None:
-        cur = await conn.execute(
-            "SELECT output_tokens, stop_reason FROM attempts WHERE request_key = ?", (call.final_key,)
-        )
-        answer = await cur.fetchone()
-    out_tokens, ended = (None, None) if answer is None else (int(answer[0]), int(answer[1] != "max_tokens"))
+    # The answer's length rides on its call row (0160), read from its attempt, written first in
+    # this same transaction; NULL while that attempt waits in the journal.
     cur = await conn.execute(
         "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of, out_tokens, ended)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+        " (SELECT output_tokens FROM attempts WHERE request_key = ?),"
+        " (SELECT CASE WHEN COALESCE(stop_reason, '') != 'max_tokens' THEN 1 ELSE 0 END"
+        "  FROM attempts WHERE request_key = ?))"
+        " ON CONFLICT (call_id) DO NOTHING",
         (
             call.call_id,
             ts,
@@ -90,8 +88,8 @@ async def insert_call(
             call.final_key,
             int(call.checked),
             call.redo_of,
-            out_tokens,
-            ended,
+            call.final_key,
+            call.final_key,
         ),
     )
     if cur.rowcount == 0:
