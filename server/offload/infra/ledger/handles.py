@@ -44,13 +44,11 @@ async def save(
     """Store `content` for `owner` (idempotent) and return its handle; `also` joins the transaction."""
     handle = handle_for(content, owner)
     raw = content.encode("utf-8")
-    if len(raw) > COMPRESS_IN_THREAD_OVER:
-        blob = await asyncio.to_thread(zlib.compress, raw, 6)
-    else:
-        blob = zlib.compress(raw, 6)
+    # A small original is compressed and written on the loop (lite.py); a big one on threads.
+    small = len(raw) <= COMPRESS_IN_THREAD_OVER
+    blob = zlib.compress(raw, 6) if small else await asyncio.to_thread(zlib.compress, raw, 6)
     ts = iso(now or utcnow())
-    # A small original is written on the loop (lite.py); a big one's copy into the WAL is not.
-    async with ledger.write(inline=len(raw) <= COMPRESS_IN_THREAD_OVER) as conn:
+    async with ledger.write(inline=small) as conn:
         await conn.execute(
             "INSERT INTO handles (id, kind, bytes, created_at, last_used_at, content, owner)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used_at = excluded.last_used_at",
