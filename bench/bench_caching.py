@@ -149,6 +149,13 @@ def _bind_clock(state: AppState, clock: Clock) -> None:
     state.clock = lambda: datetime.fromtimestamp(clock.now(), UTC)
 
 
+def _settings(policy: Path, root: Path, url: str) -> Settings:
+    """One bench run's settings: its own ledger under `root`, against the emulator at `url`."""
+    return Settings(
+        policy_path=policy, db_path=root / "ledger.db", session_id="bench", roots=(root,), api_key="k", base_url=url
+    )
+
+
 async def run_sync(work: Workload, tmp: Path, placement: str) -> tuple[int, int, list[Any]]:
     root = tmp / f"{work.name[:5]}-{placement}"
     for name, body in work.files.items():
@@ -156,15 +163,7 @@ async def run_sync(work: Workload, tmp: Path, placement: str) -> tuple[int, int,
         (root / name).write_text(body)
     clock = Clock(start=T0, frozen=True)
     with serve_in_thread(EmulatorConfig(seed=1, clock=clock)) as emu:
-        settings = Settings(
-            policy_path=policy_file(tmp, placement),
-            db_path=root / "ledger.db",
-            session_id="bench",
-            roots=(root,),
-            api_key="bench-key",
-            base_url=emu.url,
-        )
-        async with open_state(settings) as state:
+        async with open_state(_settings(policy_file(tmp, placement), root, emu.url)) as state:
             _bind_clock(state, clock)
             for call in work.calls:
                 clock.advance(max(0.0, T0 + call.at - clock.now()))
@@ -209,15 +208,7 @@ async def run_batch(tmp: Path, placement: str, batch_ttl: str, n: int) -> tuple[
     root.mkdir()
     clock = Clock(start=T0, frozen=True)
     with serve_in_thread(EmulatorConfig(seed=1, clock=clock, batch_delay_s=BATCH_DELAY_S)) as emu:
-        settings = Settings(
-            policy_path=policy_file(tmp, placement, batch_ttl),
-            db_path=root / "ledger.db",
-            session_id="bench",
-            roots=(root,),
-            api_key="bench-key",
-            base_url=emu.url,
-        )
-        async with open_state(settings) as state:
+        async with open_state(_settings(policy_file(tmp, placement, batch_ttl), root, emu.url)) as state:
             _bind_clock(state, clock)
             await submit(
                 state, "bench", SubmitArgs(template=head + "{item}", items=reviews, tier="cheap", max_tokens=8)
