@@ -1,34 +1,122 @@
-"""metered_call under cancellation: a host that gives up must not strand budget or lose a cost."""
+"""metered_call under cancellation: a host that gives up must not strand budget or lose a paid answer."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from mcp import Client
 
+from offload.config.pricing import load_prices
 from offload.config.settings import Settings
+from offload.core.errors import UpstreamError
+from offload.core.pricing import Usage
 from offload.core.request import Prompt, build_params
+from offload.infra.detached import Detached
+from offload.mcp.server import build_server
 from offload.metering.metered import metered_call
 from offload.state import open_state
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_call_cancelled_in_flight_frees_its_reservation(
+def _ledger_counts(db: Path) -> tuple[int, int, int]:
+    conn = sqlite3.connect(db)
+    try:
+        held = conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+        rows, cost = conn.execute("SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0) FROM attempts").fetchone()
+    finally:
+        conn.close()
+    return held, rows, cost
+
+
+def _served_cost(emu: Any) -> tuple[int, int]:
+    """Answers the emulator served, and their price from the usage it sent (the bill)."""
+    prices = load_prices()
+    served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
+    return len(served), sum(prices.cost(str(r.model), Usage.from_api(r.usage)) for r in served)
+
+
+async def test_a_cancelled_caller_stops_waiting_and_the_answer_it_paid_for_is_still_recorded(
     running: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
+    # A cancel can't unbill a request the API is answering: the caller is let go at once, the
+    # answer is recorded when it comes, and its hold is released then (not stranded, not lost).
     with running(faults="latency=1500ms") as emu:
         settings = make_settings(emu.url)
         async with open_state(settings) as state:
             params = build_params("claude-haiku-5-5", Prompt(prompt="slow one"), max_tokens=100)
-            with anyio.move_on_after(0.5) as scope:
+            started = time.monotonic()
+            with anyio.move_on_after(0.3) as scope:
                 await metered_call(state, "s1", tool="t", tier="cheap", params=params)
             assert scope.cancelled_caught
-    conn = sqlite3.connect(settings.db_path)
-    held = conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
-    rows = conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
-    conn.close()
-    assert (held, rows) == (0, 0)
+            assert time.monotonic() - started < 1.0  # not held until the answer came
+            assert _ledger_counts(settings.db_path)[:2] == (1, 0)  # in flight: still held
+        # Closing the server waited for the call in flight and recorded it.
+        assert _ledger_counts(settings.db_path) == (0, *_served_cost(emu))
+        assert _served_cost(emu)[0] == 1
+
+
+async def test_cancels_at_random_moments_over_mcp_lose_no_paid_answer(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # The window that lost answers: the API has answered (and billed) but the host's cancel lands
+    # before the row is written. 24 concurrent calls over one server, each cancelled at a random
+    # moment around the emulator's answer; every answer it served must be a row, priced the same.
+    rng = random.Random(7)
+    with running(faults="latency=120ms") as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as client:
+
+            async def one(i: int) -> None:
+                with anyio.move_on_after(rng.uniform(0.0, 0.3)):
+                    args = {"prompt": f"Question {i}: " + "word " * 200, "tier": "premium", "max_tokens": 60}
+                    await client.call_tool("routed_complete", args)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(24):
+                    tg.start_soon(one, i)
+        served, cost = _served_cost(emu)
+        # Calls cancelled before their request left are never sent; the rest are carried to their
+        # answer (before this fix, most were cut off and a few lost after being answered).
+        assert served >= 8
+        assert _ledger_counts(settings.db_path) == (0, served, cost)
+
+
+async def test_a_closing_server_gives_calls_in_flight_a_grace_then_stops_them() -> None:
+    detached = Detached()
+    finished: list[str] = []
+    stopped: list[str] = []
+
+    async def work(seconds: float, name: str) -> str:
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            stopped.append(name)
+            raise
+        finished.append(name)
+        return name
+
+    results: dict[str, object] = {}
+
+    async def call(seconds: float, name: str) -> None:
+        try:
+            results[name] = await detached.run(lambda: work(seconds, name))
+        except UpstreamError as exc:
+            results[name] = exc
+
+    async with anyio.create_task_group() as tg, detached.open(grace_s=0.3):
+        tg.start_soon(call, 0.1, "quick")
+        tg.start_soon(call, 30.0, "slow")
+        await anyio.sleep(0.01)
+        assert detached.running == 2
+    assert finished == ["quick"] and stopped == ["slow"]
+    assert results["quick"] == "quick"
+    assert "shutting down" in str(results["slow"])
+    assert detached.running == 0

@@ -23,6 +23,7 @@ from offload.core.errors import LedgerUnavailableError
 from offload.core.pricing import PriceTable
 from offload.core.recall import Recall
 from offload.infra.claude import ClaudeClient
+from offload.infra.detached import Detached
 from offload.infra.ledger import batches, handles, instances, prefixes
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.records import record_policy_snapshot
@@ -50,6 +51,8 @@ class AppState:
     token_counts: dict[str, int] = field(default_factory=dict)
     # When a prompt prefix is used, for cache placement (a bench moves it with the emulator's clock).
     clock: Callable[[], datetime] = field(default=utcnow, repr=False)
+    # Paid calls run here, so a host's cancel never loses an answer the API billed.
+    detached: Detached = field(default_factory=Detached, repr=False)
 
     def __post_init__(self) -> None:
         if self.recall is None:
@@ -105,6 +108,8 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         await stack.enter_async_context(instances.kept_alive(ledger, settings.lease_s, settings.host_id))
         state = AppState(settings=settings, ledger=ledger, prices=prices, policies=policies)
         stack.push_async_callback(state.aclose)
+        # Exits before the client and the ledger close: calls in flight are recorded first.
+        await stack.enter_async_context(state.detached.open())
         try:
             await state.note_policy()
             await _apply_retention(ledger)

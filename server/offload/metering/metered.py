@@ -161,6 +161,24 @@ async def metered_call(
     bound = params_upper_bound(params) if prompt_tokens is None else prompt_tokens
     worst = state.prices.worst_case(model, bound, int(params["max_tokens"]), ttls=cache_ttls(params))
     reservation = await reserve(state, session, worst)
+    where = (policy, session, tool, tier, step)
+    # From here the hold is this call's: the call and its record run where a host's cancel can't
+    # cut them off between the API's answer (billed) and its row (see `detached`).
+    return await state.detached.run(
+        lambda: _call_and_record(state, where, params, reservation, judge, prompt_text, judge_in_thread, finalize)
+    )
+
+
+async def _call_and_record(
+    state: AppState,
+    where: tuple[Policy, str, str, str, int],
+    params: dict[str, Any],
+    reservation: Reservation,
+    judge: Judge,
+    prompt_text: str | None,
+    judge_in_thread: bool,
+    finalize: Finalize | None,
+) -> Metered:
     try:
         completion = await state.claude().create(params)
     except StreamDropped as exc:
@@ -169,20 +187,19 @@ async def metered_call(
             if exc.partial is None:
                 await budgets.release(state.ledger, reservation)
             else:
-                where = (policy, session, tool, tier, step)
                 dropped = _attempt(state, where, params, exc.partial, Verdict("dropped", False), prompt_text)
                 await record_paid(state, dropped, reservation)
         raise
     except BaseException:
         # No answer means nothing billed that we can see: free the hold at once, even when the
-        # host cancelled the call (a cancelled await would otherwise leave it held for an hour).
+        # server is closing (a cancelled await would otherwise leave it held for an hour).
         with anyio.CancelScope(shield=True):
             await budgets.release(state.ledger, reservation)
         raise
     # The answer is paid for: a cancellation arriving now must not skip its checks or lose its row.
     with anyio.CancelScope(shield=True):
         verdict = await _judged(judge, completion) if judge_in_thread else _judged_here(judge, completion)
-        attempt = _attempt(state, (policy, session, tool, tier, step), params, completion, verdict, prompt_text)
+        attempt = _attempt(state, where, params, completion, verdict, prompt_text)
         also = finalize(verdict, attempt) if finalize is not None else None
         recorded = await record_paid(state, attempt, reservation, also=also)
     spent = _spent_after(reservation, attempt.cost_pusd)
