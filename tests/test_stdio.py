@@ -19,6 +19,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from emulator_fixtures import running
 from helpers import CONTRACT_TOOLS, handshake
 from offload.config.settings import shipped
 
@@ -56,6 +57,24 @@ async def test_serves_tools_without_api_key_and_honours_offload_session(tmp_path
     assert "offload" in logs and "session stdio-7" in logs, logs
     assert "Traceback" not in logs
     assert (tmp_path / "ledger.db").is_file()
+
+
+@pytest.mark.anyio
+async def test_a_routed_call_leaves_no_per_request_line_on_stderr(tmp_path: Path) -> None:
+    # The HTTP client logs each request at INFO; the host's log gets offload's own lines only.
+    errlog = tmp_path / "stderr.log"
+    with running() as emu:
+        env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
+        params = StdioServerParameters(command=OFFLOAD, args=["serve"], env=env)
+        with errlog.open("w") as err:
+            async with Client(stdio_client(params, errlog=err), read_timeout_seconds=60) as c:
+                for i in range(3):
+                    result = await c.call_tool("routed_complete", {"prompt": f"say hi {i}"})
+                    assert not result.is_error, result
+        assert len(emu.state.calls("/v1/messages", "POST")) == 3
+    logs = errlog.read_text()
+    assert "on stdio: session" in logs, logs
+    assert "/v1/messages" not in logs and "HTTP Request" not in logs, logs
 
 
 def _read_messages(proc: subprocess.Popen[bytes], want_id: int, deadline_s: float) -> list[dict[str, Any]]:

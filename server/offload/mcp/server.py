@@ -45,9 +45,16 @@ def build_server(settings: Settings, **server_kwargs: Any) -> MCPServer[AppState
     )
 
 
+# Libraries that log every request at INFO: a line per API call in the host's log is noise, and
+# formatting and writing it was work on every routed call's path.
+QUIET_LOGGERS = ("httpx2", "httpcore2", "httpx", "httpcore")
+
+
 def configure_logging() -> None:
     # stdout is the stdio protocol channel: every log line goes to stderr.
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def serve_stdio(settings: Settings) -> int:
