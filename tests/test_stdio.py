@@ -156,3 +156,102 @@ async def test_claude_desktop_example_config_starts_the_server(tmp_path: Path) -
             names = {t.name for t in (await c.list_tools()).tools}
     assert names >= TOOLS
     assert (tmp_path / "desktop.db").is_file()
+
+
+def _serve(tmp_path: Path, stdin: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [OFFLOAD, "serve"],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )
+
+
+def test_a_big_message_and_calls_in_flight_together_cross_the_pipes_whole(tmp_path: Path) -> None:
+    # The loop-driven pipes (offload/mcp/stdio.py): a 6 MB request line arrives in many reads,
+    # and answers to calls sent together come back as whole lines, each once.
+    rows = [{"id": i, "name": f"row {i}", "note": "x" * 40} for i in range(90_000)]
+    big = json.dumps({"rows": rows})
+    assert len(big) > 6_000_000
+    calls = [
+        {
+            "jsonrpc": "2.0",
+            "id": 10,
+            "method": "tools/call",
+            "params": {"name": "trim_result", "arguments": {"content": big, "max_tokens": 200}},
+        },
+        *(
+            {
+                "jsonrpc": "2.0",
+                "id": 11 + i,
+                "method": "tools/call",
+                "params": {"name": "budget_status", "arguments": {}},
+            }
+            for i in range(4)
+        ),
+    ]
+    with _serve(tmp_path, subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in [*handshake("pipes"), *calls]))
+        proc.stdin.flush()
+        answers: dict[int, dict[str, Any]] = {}
+        buffer, deadline = b"", time.monotonic() + 120
+        while len(answers) < len(calls) and time.monotonic() < deadline:
+            chunk = os.read(proc.stdout.fileno(), 1 << 20)
+            if not chunk:
+                break
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                message = json.loads(line)  # whole lines only: a torn frame would not parse
+                if message.get("id", 0) >= 10:
+                    assert message["id"] not in answers, message
+                    answers[message["id"]] = message
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
+    assert sorted(answers) == [10, 11, 12, 13, 14]
+    trimmed = answers[10]["result"]
+    assert not trimmed.get("isError"), trimmed
+    assert len(json.dumps(trimmed)) < 20_000  # the 6 MB came in whole and was trimmed
+
+
+def test_a_file_on_stdin_is_served_by_the_sdks_blocking_transport(tmp_path: Path) -> None:
+    # A regular file can't be driven by the loop (pipes_usable): the SDK's transport serves it.
+    requests = tmp_path / "requests.jsonl"
+    lines = [*handshake("file"), {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}]
+    requests.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in lines))
+    with requests.open("rb") as stdin, _serve(tmp_path, stdin) as proc:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    messages = [json.loads(line) for line in out.splitlines()]
+    listed = next(m for m in messages if m.get("id") == 2)
+    assert {t["name"] for t in listed["result"]["tools"]} >= TOOLS
+
+
+def test_while_serving_fds_0_and_1_point_away_from_the_wire(tmp_path: Path) -> None:
+    # A stray print, or a child process inheriting fd 1, must land on stderr, not in the protocol.
+    script = (
+        "import anyio, os, sys\n"
+        "from mcp.server import MCPServer\n"
+        "from offload.mcp import stdio\n"
+        "app = MCPServer('probe')\n"
+        "@app.tool()\n"
+        "def shout() -> str:\n"
+        "    print('stray print'); sys.stdout.flush(); os.write(1, b'stray write\\n')\n"
+        "    return 'ok' if os.read(0, 10) == b'' else 'stdin not diverted'\n"
+        "anyio.run(stdio.serve, app)\n"
+    )
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "shout", "arguments": {}}}
+    pipe = subprocess.PIPE
+    with subprocess.Popen([sys.executable, "-c", script], stdin=pipe, stdout=pipe, stderr=pipe) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in [*handshake("probe"), call]))
+        proc.stdin.flush()
+        messages = _read_messages(proc, want_id=2, deadline_s=60)  # each stdout line must parse as JSON-RPC
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+        err = proc.stderr.read().decode()
+    result = messages[-1]["result"]
+    assert result["content"][0]["text"] == "ok", result
+    assert "stray print" in err and "stray write" in err

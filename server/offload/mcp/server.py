@@ -13,6 +13,7 @@ from mcp.server import MCPServer
 
 from offload import __version__
 from offload.config.settings import Settings
+from offload.mcp import stdio
 from offload.mcp.telemetry import otel_export
 from offload.mcp.tools import build_tools
 from offload.services.batches import collector
@@ -62,7 +63,7 @@ def serve_stdio(settings: Settings) -> int:
     server = build_server(settings)
     log.info("offload %s on stdio: session %s, ledger %s", __version__, settings.session_id, settings.db_path)
     backend_options = {"use_uvloop": True} if has_uvloop() else {}
-    anyio.run(server.run_stdio_async, backend_options=backend_options)
+    anyio.run(stdio.serve, server, backend_options=backend_options)
     return 0
 
 

@@ -1,0 +1,123 @@
+"""stdio without worker threads: the host's pipes read and written by the event loop.
+
+The SDK's stdio transport reads each line from stdin, and writes and flushes each message to
+stdout, through a worker thread (anyio.wrap_file): three thread hand-offs per tool call, each a
+wake-up of another thread and then of the loop, paid on every call the host makes. Here stdin
+and stdout are non-blocking pipes on the loop itself. As the SDK does, the process's own fds 0
+and 1 are pointed away from the wire while serving (stdin at /dev/null, stdout at stderr), so a
+stray print or a child process can't corrupt the protocol; the wire uses private duplicates.
+
+Where stdin or stdout is not a pipe or socket (a file, a terminal), the SDK's transport serves
+instead (see `pipes_usable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any, cast
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.stdio import stdio_server
+
+READ_CHUNK = 256 * 1024
+
+
+def pipes_usable() -> bool:
+    """True where the loop can drive both ends: POSIX, stdin and stdout each a pipe or a socket,
+    and stdout not the same file as stderr. The loop makes the wire non-blocking, which goes for
+    every fd sharing it: a terminal (the shell's too) or a stderr merged into stdout (log lines
+    would then fail when the host is slow to read) are left to the SDK's blocking transport."""
+    if os.name != "posix":
+        return False
+    try:
+        fds = [os.fstat(fd) for fd in (0, 1, 2)]
+    except OSError:
+        return False
+    wire_in, wire_out, err = fds
+    if (wire_out.st_dev, wire_out.st_ino) == (err.st_dev, err.st_ino):
+        return False
+    return all(stat.S_ISFIFO(f.st_mode) or stat.S_ISSOCK(f.st_mode) for f in (wire_in, wire_out))
+
+
+class _Lines:
+    """`async for line in stdin`: each newline-terminated message, decoded, as the SDK reads it."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:  # the host closed stdin
+            if not exc.partial:
+                raise StopAsyncIteration from None
+            line = exc.partial
+        return line.decode("utf-8", errors="replace")
+
+
+class _Out:
+    """`await stdout.write(text)` / `await stdout.flush()` on a non-blocking pipe."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    async def write(self, text: str) -> None:
+        self._writer.write(text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        await self._writer.drain()  # waits only while the host is not reading
+
+
+@asynccontextmanager
+async def _claimed() -> AsyncIterator[tuple[int, int]]:
+    """Private duplicates of fds 0 and 1 for the wire; 0 and 1 themselves point away meanwhile."""
+    wire_in, wire_out = os.dup(0), os.dup(1)
+    saved_in, saved_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(null, 0)
+        os.dup2(2, 1)
+        yield wire_in, wire_out
+    finally:
+        os.close(null)
+        for fd, saved in ((0, saved_in), (1, saved_out)):
+            with suppress(OSError):
+                os.dup2(saved, fd)
+                os.set_blocking(fd, True)  # as the host handed it over
+            os.close(saved)
+
+
+async def serve(server: MCPServer[Any]) -> None:
+    """Serve `server` over this process's stdin and stdout until the host closes stdin."""
+    if not pipes_usable():
+        await server.run_stdio_async()
+        return
+    loop = asyncio.get_running_loop()
+    async with _claimed() as (wire_in, wire_out):
+        # A message may be one very long line (a 100k-request batch): no line limit, as the SDK has none.
+        reader = asyncio.StreamReader(limit=2**62)
+        read_pipe = os.fdopen(wire_in, "rb", buffering=0)
+        write_pipe = os.fdopen(wire_out, "wb", buffering=0)
+        read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), read_pipe)
+        write_transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, write_pipe)
+        writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
+        try:
+            stdin, stdout = cast(anyio.AsyncFile[str], _Lines(reader)), cast(anyio.AsyncFile[str], _Out(writer))
+            async with stdio_server(stdin, stdout) as (read_stream, write_stream):
+                # The SDK's own stdio runner does exactly this with its threaded streams; the
+                # low-level server is not public yet (its in-memory client reaches it the same way).
+                lowlevel = server._lowlevel_server
+                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+        finally:
+            read_transport.close()
+            with suppress(ConnectionError):
+                await writer.drain()
+            write_transport.close()
