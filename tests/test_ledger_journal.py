@@ -6,6 +6,7 @@ SQLITE_FULL, produced by capping the server's write connection with `PRAGMA max_
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from offload.config.settings import Settings, shipped
 from offload.core.errors import LedgerUnavailableError
 from offload.core.pricing import Usage
 from offload.infra.ledger import batches as store
+from offload.infra.ledger import learning
 from offload.infra.ledger.budgets import BudgetLimits, release, reserve
 from offload.infra.ledger.db import Ledger
 from offload.infra.ledger.journal import journal_path, pending, replay, spool
@@ -168,3 +170,23 @@ async def test_replay_frees_the_spooled_hold_not_another_call_that_reused_its_id
     rows = query(ledger.path, "SELECT id, session_id FROM reservations")
     assert [(r["id"], r["session_id"]) for r in rows] == [(live.id, "another-call")]
     assert query(ledger.path, "SELECT cost_pusd FROM attempts")[0]["cost_pusd"] == 7
+
+
+async def test_a_replayed_answer_gives_its_calls_row_the_length_learning_reads(ledger: Ledger) -> None:
+    # The ledger was busy when the answer was paid: its attempt went to the journal, and its calls
+    # row went in afterwards without a length. The replay fills it in, so the output cap and the
+    # signals count that answer like any other.
+    hold = await reserve(ledger, "busy", 10**9, BudgetLimits.from_usd(daily="5"))
+    paid = Attempt("routed_complete:journaled", "busy", "routed_complete", "claude-haiku-5-5", Usage(30, 321), 9)
+    spool(ledger.path, dataclasses.replace(paid, stop_reason="end_turn"), hold)
+    call = learning.CallRecord("rc_journal1", "busy", "triage", "cheap", paid.request_key, False, None)
+    assert await learning.record_call(ledger, call, [("cheap", None)])
+    before = await learning.signals(ledger.conn, "busy", "triage", 20, 100, 1)
+    assert (before.answers, before.longest) == (0, 0)  # a row with no length is not an answer yet
+
+    assert await replay(ledger) == 1
+
+    row = (await ledger.conn.execute_fetchall("SELECT out_tokens, ended FROM calls WHERE call_id = 'rc_journal1'"))[0]
+    assert (row[0], row[1]) == (321, 1)
+    after = await learning.signals(ledger.conn, "busy", "triage", 20, 100, 1)
+    assert (after.answers, after.longest) == (1, 321)

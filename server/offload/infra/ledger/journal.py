@@ -141,6 +141,18 @@ async def _record_all(ledger: Ledger, fh: IO[str]) -> tuple[int, int]:
     async with ledger.write() as conn:
         for attempt, hold in entries:
             inserted += await _insert(conn, attempt, now, ledger, own=True)
+            # The answer's calls row may be in already, written without its length while the
+            # attempt waited here (0160): the learning signals skip a row with none.
+            await conn.execute(
+                "UPDATE calls SET out_tokens = ?, ended = ?"
+                " WHERE session_id = ? AND final_key = ? AND out_tokens IS NULL",
+                (
+                    attempt.usage.output_tokens,
+                    int(attempt.stop_reason != "max_tokens"),
+                    attempt.session_id,
+                    attempt.request_key,
+                ),
+            )
             if hold is None:
                 continue
             rid, session, expires = hold
