@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from emulator_fixtures import running
-from helpers import CONTRACT_TOOLS, handshake
+from helpers import CONTRACT_TOOLS, handshake, query
 from offload.config.settings import shipped
 
 REPO = Path(__file__).resolve().parent.parent
@@ -255,3 +257,89 @@ def test_while_serving_fds_0_and_1_point_away_from_the_wire(tmp_path: Path) -> N
     result = messages[-1]["result"]
     assert result["content"][0]["text"] == "ok", result
     assert "stray print" in err and "stray write" in err
+
+
+def test_one_socket_serving_both_ways_is_served_whole(tmp_path: Path) -> None:
+    # inetd-style activation hands one socket as stdin and stdout: the loop's write side would take
+    # arriving requests for its reader going away, so the SDK's transport serves it (pipes_usable).
+    # Each request is sent after the previous answer, as a host does.
+    host, server_end = socket.socketpair()
+    with host, server_end:
+        args, err = [OFFLOAD, "serve"], subprocess.PIPE
+        wire = server_end.fileno()
+        proc = subprocess.Popen(args, stdin=wire, stdout=wire, stderr=err, env=_env(tmp_path))
+        with proc:
+            server_end.close()
+            host.settimeout(10)
+            buffer = b""
+
+            def ask(requests: list[dict[str, Any]], want: int) -> bool:
+                nonlocal buffer
+                host.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+                while True:
+                    try:
+                        chunk = host.recv(65536)
+                    except TimeoutError:
+                        return False
+                    if not chunk:
+                        return False
+                    *lines, buffer = (buffer + chunk).split(b"\n")
+                    if any(json.loads(line).get("id") == want for line in lines):
+                        return True
+
+            init, *notes = handshake("inetd")
+            answered = [ask([init], init["id"])]
+            host.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in notes))
+            answered += [ask([{"jsonrpc": "2.0", "id": 10 + i, "method": "ping"}], 10 + i) for i in range(3)]
+            host.shutdown(socket.SHUT_WR)
+            assert proc.wait(timeout=60) == 0
+            assert proc.stderr is not None
+            proc.stderr.read()
+    assert answered == [True, True, True, True]
+
+
+SIGTERM_PROBE = """
+import anyio, os, sys
+from offload.config.settings import Settings
+from offload.mcp import stdio
+from offload.mcp.server import build_server
+if sys.argv[1] == "nonblocking":
+    os.set_blocking(0, False)
+    os.set_blocking(1, False)
+anyio.run(stdio.serve, build_server(Settings.from_env(os.environ)))
+print("after serve: blocking", os.get_blocking(0), os.get_blocking(1), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("handed_over", ["blocking", "nonblocking"])
+def test_sigterm_ends_the_session_like_eof_and_gives_the_wire_back_as_handed_over(
+    tmp_path: Path, handed_over: str
+) -> None:
+    # A host or launcher stopping the server: the paid call in flight is recorded, and
+    # the wire's blocking mode is what it was (a wrapper such as `sh -c` shares it and reads on).
+    with running(faults="latency=1500ms") as emu:
+        env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
+        pipe = subprocess.PIPE
+        args = [sys.executable, "-c", SIGTERM_PROBE, handed_over]
+        with subprocess.Popen(args, stdin=pipe, stdout=pipe, stderr=pipe, env=env, cwd=tmp_path) as proc:
+            assert proc.stdin is not None and proc.stderr is not None
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
+            call["params"] = {"name": "routed_complete", "arguments": {"prompt": "slow answer"}}
+            proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in [*handshake("term"), call]))
+            proc.stdin.flush()
+            deadline = time.monotonic() + 30
+            while not emu.state.calls("/v1/messages", "POST") and time.monotonic() < deadline:
+                time.sleep(0.05)  # the call is with the API now
+            proc.send_signal(signal.SIGTERM)
+            messages = _read_messages(proc, want_id=2, deadline_s=60)
+            assert proc.wait(timeout=60) == 0
+            err = proc.stderr.read().decode()
+        served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
+    # As at EOF, the SDK closes the session under the call: the host hears "Connection closed",
+    # and the answer the API billed is still recorded (infra/detached.py).
+    assert messages[-1]["id"] == 2 and "Connection closed" in json.dumps(messages[-1]), messages[-1]
+    expected = "True True" if handed_over == "blocking" else "False False"
+    assert f"after serve: blocking {expected}" in err, err
+    rows = query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM attempts")[0]["n"]
+    held = query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM reservations")[0]["n"]
+    assert (len(served), rows, held) == (1, 1, 0)

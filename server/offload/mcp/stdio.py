@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -24,22 +25,21 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
 
-READ_CHUNK = 256 * 1024
-
 
 def pipes_usable() -> bool:
-    """True where the loop can drive both ends: POSIX, stdin and stdout each a pipe or a socket,
-    and stdout not the same file as stderr. The loop makes the wire non-blocking, which goes for
-    every fd sharing it: a terminal (the shell's too) or a stderr merged into stdout (log lines
-    would then fail when the host is slow to read) are left to the SDK's blocking transport."""
+    """True where the loop can drive both ends: POSIX, stdin and stdout each a pipe or a socket of
+    its own, and stdout not the same file as stderr. The loop makes the wire non-blocking, which goes
+    for every fd sharing it: a terminal (the shell's too) or a stderr merged into stdout (log lines
+    would then fail when the host is slow to read) are left to the SDK's blocking transport, and so
+    is one socket serving both ways (inetd-style): the loop's write side watches its fd for the
+    reader going away, and requests arriving on that same socket look like it."""
     if os.name != "posix":
         return False
     try:
-        fds = [os.fstat(fd) for fd in (0, 1, 2)]
+        wire_in, wire_out, err = (os.fstat(fd) for fd in (0, 1, 2))
     except OSError:
         return False
-    wire_in, wire_out, err = fds
-    if (wire_out.st_dev, wire_out.st_ino) == (err.st_dev, err.st_ino):
+    if os.path.samestat(wire_out, err) or os.path.samestat(wire_in, wire_out):
         return False
     return all(stat.S_ISFIFO(f.st_mode) or stat.S_ISSOCK(f.st_mode) for f in (wire_in, wire_out))
 
@@ -78,7 +78,10 @@ class _Out:
 
 @asynccontextmanager
 async def _claimed() -> AsyncIterator[tuple[int, int]]:
-    """Private duplicates of fds 0 and 1 for the wire; 0 and 1 themselves point away meanwhile."""
+    """Private duplicates of fds 0 and 1 for the wire; 0 and 1 themselves point away meanwhile.
+    On the way out both point at the wire again, blocking or not as the host handed them over (a
+    wrapper such as `sh -c` or a launcher shares them, and reads on after this process)."""
+    modes = os.get_blocking(0), os.get_blocking(1)
     wire_in, wire_out = os.dup(0), os.dup(1)
     saved_in, saved_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -88,11 +91,21 @@ async def _claimed() -> AsyncIterator[tuple[int, int]]:
         yield wire_in, wire_out
     finally:
         os.close(null)
-        for fd, saved in ((0, saved_in), (1, saved_out)):
+        for fd, saved, blocking in ((0, saved_in, modes[0]), (1, saved_out, modes[1])):
             with suppress(OSError):
                 os.dup2(saved, fd)
-                os.set_blocking(fd, True)  # as the host handed it over
+                os.set_blocking(fd, blocking)
             os.close(saved)
+
+
+async def _eof_on_sigterm(wire_in: asyncio.ReadTransport) -> None:
+    """SIGTERM (a host closing, a launcher stopping) ends the session the way EOF on stdin does:
+    calls in flight are answered and recorded, and the wire's blocking mode is given back. The
+    default action killed the process with the wire left non-blocking for whatever shares it."""
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            wire_in.close()  # the reader sees EOF
+            return
 
 
 async def serve(server: MCPServer[Any]) -> None:
@@ -111,11 +124,13 @@ async def serve(server: MCPServer[Any]) -> None:
         writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
         try:
             stdin, stdout = cast(anyio.AsyncFile[str], _Lines(reader)), cast(anyio.AsyncFile[str], _Out(writer))
-            async with stdio_server(stdin, stdout) as (read_stream, write_stream):
+            async with anyio.create_task_group() as tg, stdio_server(stdin, stdout) as (read_stream, write_stream):
+                tg.start_soon(_eof_on_sigterm, read_transport)
                 # The SDK's own stdio runner does exactly this with its threaded streams; the
                 # low-level server is not public yet (its in-memory client reaches it the same way).
                 lowlevel = server._lowlevel_server
                 await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+                tg.cancel_scope.cancel()
         finally:
             read_transport.close()
             with suppress(ConnectionError):
