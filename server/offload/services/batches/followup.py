@@ -124,7 +124,10 @@ async def start(state: AppState, parent_id: str) -> str | None:
     try:
         made = await store.create_followup(state.ledger, parent_id, batch, items, part_counts, reservation)
     except BaseException:
-        await budgets.release(state.ledger, reservation)
+        # Shielded: a host's cancel lands here too, and an unshielded release in a cancelled scope
+        # never ran, leaving the batch's worst case held (a saved batch took the hold over: no-op).
+        with anyio.CancelScope(shield=True):
+            await budgets.release(state.ledger, reservation)
         raise
     if not made:  # another process made this round first
         await budgets.release(state.ledger, reservation)

@@ -200,7 +200,10 @@ async def _persist_and_send(
             reservation,
         )
     except BaseException:
-        await budgets.release(state.ledger, reservation)
+        # Shielded: a host's cancel lands here too, and an unshielded release in a cancelled scope
+        # never ran, leaving the batch's worst case held (a saved batch took the hold over: no-op).
+        with anyio.CancelScope(shield=True):
+            await budgets.release(state.ledger, reservation)
         raise
     await progress(1, 3, f"saved {batch_id}; creating {len(part_counts)} API batch(es)")
     api_ids, failures = await _send_parts(state, batch_id, shared, part_bytes)
