@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import time
@@ -48,7 +49,7 @@ async def test_a_cancelled_caller_stops_waiting_and_the_answer_it_paid_for_is_st
 ) -> None:
     # A cancel can't unbill a request the API is answering: the caller is let go at once, the
     # answer is recorded when it comes, and its hold is released then (not stranded, not lost).
-    with running(faults="latency=1500ms") as emu:
+    with running(faults="latency=800ms") as emu:
         settings = make_settings(emu.url)
         async with open_state(settings) as state:
             params = build_params("claude-haiku-5-5", Prompt(prompt="slow one"), max_tokens=100)
@@ -154,3 +155,61 @@ async def test_batch_submits_cancelled_at_random_moments_leave_no_hold_behind(
             conn.close()
     assert 0 < batches < 30  # some were cancelled, some were saved
     assert stray == 0
+
+
+async def test_a_cancelled_close_stops_calls_in_flight_at_once() -> None:
+    # SIGTERM after EOF: the host has lost patience, and a server killed while waiting would
+    # leave its holds behind for its lease. The close stops waiting and stops the calls.
+    detached = Detached()
+    stopped: list[str] = []
+
+    async def work() -> str:
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            stopped.append("slow")
+            raise
+        return "slow"
+
+    async def call() -> None:
+        with contextlib.suppress(UpstreamError):
+            await detached.run(work)
+
+    started = time.monotonic()
+    with anyio.CancelScope() as outer:
+        async with anyio.create_task_group() as tg, detached.open(grace_s=20):
+            tg.start_soon(call)
+            await anyio.sleep(0.05)
+            outer.deadline = anyio.current_time() + 0.2  # the close below is cancelled 0.2 s in
+    assert stopped == ["slow"]
+    assert time.monotonic() - started < 5  # not the 20 s grace
+    assert detached.running == 0
+
+
+async def test_a_cancelled_redo_is_still_the_redo_a_repeat_of_it_is_told_not_paid_again(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # The redo's rung is paid whatever the host does; its claim on the earlier call must stand
+    # until that answer is recorded, or the same redo_of sent again pays for a second redo.
+    with running(seed=12, faults="latency=400ms") as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as client:
+            first = await client.call_tool("routed_complete", {"prompt": "What is 2+2?", "tier": "cheap"})
+            call_id = first.structured_content["call_id"] if first.structured_content else ""
+            with anyio.move_on_after(0.1) as scope:
+                await client.call_tool("routed_complete", {"redo_of": call_id, "reason": "wrong"})
+            assert scope.cancelled_caught
+            again = await client.call_tool("routed_complete", {"redo_of": call_id, "reason": "wrong"})
+            assert again.is_error and "already running" in again.content[0].text  # type: ignore[union-attr]
+            await anyio.sleep(1.0)  # the redo's answer is in
+            later = await client.call_tool("routed_complete", {"redo_of": call_id, "reason": "wrong"})
+            assert later.is_error and "already redone as rc_" in later.content[0].text  # type: ignore[union-attr]
+        served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
+    assert [r.model for r in served] == ["claude-haiku-5-5", "claude-sonnet-5-5"]  # one redo, paid once
+    conn = sqlite3.connect(settings.db_path)
+    try:
+        redos = conn.execute("SELECT COUNT(*) FROM calls WHERE redo_of = ?", (call_id,)).fetchone()[0]
+        verdict = conn.execute("SELECT verdict FROM calls WHERE call_id = ?", (call_id,)).fetchone()[0]
+    finally:
+        conn.close()
+    assert (redos, verdict) == (1, "redone")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -317,7 +318,7 @@ def test_sigterm_ends_the_session_like_eof_and_gives_the_wire_back_as_handed_ove
 ) -> None:
     # A host or launcher stopping the server: the paid call in flight is recorded, and
     # the wire's blocking mode is what it was (a wrapper such as `sh -c` shares it and reads on).
-    with running(faults="latency=1500ms") as emu:
+    with running(faults="latency=800ms") as emu:
         env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
         pipe = subprocess.PIPE
         args = [sys.executable, "-c", SIGTERM_PROBE, handed_over]
@@ -343,3 +344,67 @@ def test_sigterm_ends_the_session_like_eof_and_gives_the_wire_back_as_handed_ove
     rows = query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM attempts")[0]["n"]
     held = query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM reservations")[0]["n"]
     assert (len(served), rows, held) == (1, 1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_host_leaving_with_calls_in_flight_finds_the_server_closed_cleanly(tmp_path: Path) -> None:
+    # The SDK's stdio client closes stdin, waits 2 s, then SIGTERMs (and 2 s later SIGKILLs). A
+    # server that waited longer for its calls was killed with their holds left for its lease. It
+    # now stops calls still unanswered after 1.5 s: holds released, its instance retired.
+    with running(faults="latency=5s") as emu:
+        env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
+        params = StdioServerParameters(command=OFFLOAD, args=["serve"], env=env)
+        with (tmp_path / "stderr.log").open("w") as err:
+            async with Client(stdio_client(params, errlog=err), read_timeout_seconds=60) as c:
+
+                async def slow(i: int) -> None:
+                    with anyio.move_on_after(0.5):
+                        await c.call_tool("routed_complete", {"prompt": f"slow {i}", "tier": "premium"})
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(3):
+                        tg.start_soon(slow, i)
+        served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
+    db = tmp_path / "ledger.db"
+    assert query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0, (tmp_path / "stderr.log").read_text()
+    assert query(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] == len(served)
+    assert query(db, "SELECT COUNT(*) AS n FROM server_instances")[0]["n"] == 0  # a clean stop, not a kill
+    logs = (tmp_path / "stderr.log").read_text()
+    assert "stopping 3 call(s) still in flight" in logs, logs
+
+
+SIGTERM_AFTER_EOF_PROBE = """
+import anyio, os, sys
+from offload.config.settings import Settings
+from offload.infra import detached
+from offload.mcp import stdio
+from offload.mcp.server import build_server
+detached.SHUTDOWN_GRACE_S = 60  # a close that would wait a long time for its calls
+# uvloop, as `offload serve` runs: its read pipe does not report closing at EOF as asyncio's does
+anyio.run(stdio.serve, build_server(Settings.from_env(os.environ)), backend_options={"use_uvloop": True})
+"""
+
+
+def test_sigterm_after_eof_stops_calls_in_flight_at_once_and_frees_their_holds(tmp_path: Path) -> None:
+    # The host closed stdin and has lost patience: the close stops waiting, unanswered calls
+    # release their holds, and the process is gone long before the close's own grace.
+    with running(faults="latency=20s") as emu:
+        env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
+        pipe = subprocess.PIPE
+        args = [sys.executable, "-c", SIGTERM_AFTER_EOF_PROBE]
+        with subprocess.Popen(args, stdin=pipe, stdout=pipe, stderr=pipe, env=env, cwd=tmp_path) as proc:
+            assert proc.stdin is not None and proc.stderr is not None
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
+            call["params"] = {"name": "routed_complete", "arguments": {"prompt": "very slow answer"}}
+            proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in [*handshake("term"), call]))
+            proc.stdin.flush()
+            deadline = time.monotonic() + 30
+            while not emu.state.calls("/v1/messages", "POST") and time.monotonic() < deadline:
+                time.sleep(0.05)  # the call is with the API now
+            proc.stdin.close()  # EOF: the close begins, waiting for the call
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0  # not the 60 s grace
+            err = proc.stderr.read().decode()
+    assert "stopping 1 call(s) still in flight" in err, err
+    assert query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0

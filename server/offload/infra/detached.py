@@ -22,8 +22,11 @@ from offload.core.errors import UpstreamError
 T = TypeVar("T")
 log = logging.getLogger("offload.metering")
 
-# How long a closing server waits for calls still in flight to be answered and recorded.
-SHUTDOWN_GRACE_S = 30.0
+# How long a closing server waits for calls still in flight to be answered and recorded. A host
+# that closes stdin gives its server 2 s before SIGTERM, then 2 s before SIGKILL (the mcp SDK's
+# stdio client: PROCESS_TERMINATION_TIMEOUT, FORCE_KILL_TIMEOUT); a server killed while waiting
+# leaves its holds for its lease, so it stops waiting before the host's patience ends.
+SHUTDOWN_GRACE_S = 1.5
 
 
 class Detached:
@@ -39,21 +42,25 @@ class Detached:
         return self._running
 
     @asynccontextmanager
-    async def open(self, grace_s: float = SHUTDOWN_GRACE_S) -> AsyncIterator[Detached]:
+    async def open(self, grace_s: float | None = None) -> AsyncIterator[Detached]:
+        grace = SHUTDOWN_GRACE_S if grace_s is None else grace_s
         async with anyio.create_task_group() as tg:
             self._tg = tg
             try:
                 yield self
             finally:
                 self._tg = None
-                # Calls in flight get `grace_s` to be answered and recorded; past it they are
-                # cancelled, which releases their holds (their answers, if billed later, are lost).
-                with anyio.move_on_after(grace_s, shield=True):
-                    while self._running:
-                        await self._idle.wait()
-                if self._running:
-                    log.warning("%d paid call(s) still in flight at shutdown were abandoned", self._running)
-                tg.cancel_scope.cancel()
+                try:
+                    # Calls in flight get `grace` to be answered and recorded; past it (or at once,
+                    # when the close itself is cancelled) they are stopped: a call not yet answered
+                    # releases its hold, one whose answer is in hand is still recorded (shielded).
+                    with anyio.move_on_after(grace):
+                        while self._running:
+                            await self._idle.wait()
+                finally:
+                    if self._running:
+                        log.warning("stopping %d call(s) still in flight as the server closes", self._running)
+                    tg.cancel_scope.cancel()
 
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
         """`await work()`, in a task a cancellation of the caller does not reach."""
@@ -69,7 +76,7 @@ class Detached:
             except Exception as exc:  # handed to the caller; logged if it has gone
                 outcome.append((False, exc))
                 if not waiting:
-                    log.warning("a paid call finished after its caller was cancelled: %r", exc)
+                    log.warning("a call whose caller had gone failed: %r", exc)
             finally:
                 done.set()
                 self._running -= 1

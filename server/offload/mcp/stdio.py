@@ -98,14 +98,20 @@ async def _claimed() -> AsyncIterator[tuple[int, int]]:
             os.close(saved)
 
 
-async def _eof_on_sigterm(wire_in: asyncio.ReadTransport) -> None:
+async def _stop_on_sigterm(
+    wire_in: asyncio.ReadTransport, reader: asyncio.StreamReader, scope: anyio.CancelScope
+) -> None:
     """SIGTERM (a host closing, a launcher stopping) ends the session the way EOF on stdin does:
-    calls in flight are answered and recorded, and the wire's blocking mode is given back. The
-    default action killed the process with the wire left non-blocking for whatever shares it."""
+    calls in flight get the close's grace (infra/detached.py), and the wire's blocking mode is
+    given back. At EOF already (a host that closed stdin, then lost patience), it stops at once:
+    calls not yet answered release their holds. The default action killed the process with its
+    holds left for its lease and the wire non-blocking for whatever shares it."""
     with anyio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _ in signals:
+            if reader.at_eof() or wire_in.is_closing():
+                scope.cancel()
+                return
             wire_in.close()  # the reader sees EOF
-            return
 
 
 async def serve(server: MCPServer[Any]) -> None:
@@ -125,7 +131,7 @@ async def serve(server: MCPServer[Any]) -> None:
         try:
             stdin, stdout = cast(anyio.AsyncFile[str], _Lines(reader)), cast(anyio.AsyncFile[str], _Out(writer))
             async with anyio.create_task_group() as tg, stdio_server(stdin, stdout) as (read_stream, write_stream):
-                tg.start_soon(_eof_on_sigterm, read_transport)
+                tg.start_soon(_stop_on_sigterm, read_transport, reader, tg.cancel_scope)
                 # The SDK's own stdio runner does exactly this with its threaded streams; the
                 # low-level server is not public yet (its in-memory client reaches it the same way).
                 lowlevel = server._lowlevel_server

@@ -228,14 +228,31 @@ async def _redo(state: AppState, session: str, args: RoutedArgs, progress: Progr
     claimed = replace(job, redone_as=REDO_RUNNING)
     state.recall.swap(call_id, job, claimed)
     answer = _Answer(new_call_id(), redo_of=call_id, reason=reason)
+    recall = state.recall
+    waiting = True
+
+    async def report(done: float, total: float | None, message: str | None) -> None:
+        if waiting:  # a caller that has gone hears nothing more
+            await progress(done, total, message)
+
+    async def redo() -> ToolOutput:
+        try:
+            run = await _route_and_run(state, session, job, answer, redo_tier=up, progress=report)
+        except BaseException:
+            recall.swap(call_id, claimed, job)  # nothing better was paid for: the call can be redone again
+            raise
+        out = await _finish(state, session, job, run)
+        recall.swap(call_id, claimed, replace(job, redone_as=str(out.data["call_id"])))
+        return out
+
+    # Once claimed, the redo runs where the host's cancel can't cut it off: its rung is paid
+    # whatever the host does (metered_call), so the claim must stand until that rung's answer is
+    # in the ledger. A repeat of the same redo_of then hears "running", then "redone as", and
+    # never pays for the same redo twice.
     try:
-        run = await _route_and_run(state, session, job, answer, redo_tier=up, progress=progress)
-    except BaseException:
-        state.recall.swap(call_id, claimed, job)  # nothing better was paid for: the call can be redone again
-        raise
-    out = await _finish(state, session, job, run)
-    state.recall.swap(call_id, claimed, replace(job, redone_as=str(out.data["call_id"])))
-    return out
+        return await state.detached.run(redo)
+    finally:
+        waiting = False
 
 
 async def _after_paid(write: Awaitable[T], what: str) -> T | None:
