@@ -19,7 +19,7 @@ from offload.config.settings import Settings
 from offload.core.errors import UpstreamError
 from offload.core.pricing import Usage
 from offload.core.request import Prompt, build_params
-from offload.infra.detached import Detached
+from offload.infra.detached import Detached, answered, mark_answered
 from offload.mcp.server import build_server
 from offload.metering.metered import metered_call
 from offload.state import open_state
@@ -213,3 +213,50 @@ async def test_a_cancelled_redo_is_still_the_redo_a_repeat_of_it_is_told_not_pai
     finally:
         conn.close()
     assert (redos, verdict) == (1, "redone")
+
+
+async def test_past_the_grace_a_call_the_api_is_answering_is_let_finish_the_rest_stop() -> None:
+    # At the cut, a call whose answer has begun to arrive is billed: it gets a moment more to be
+    # read and recorded. A call still waiting for the API is stopped (its hold is released).
+    detached = Detached()
+    finished: list[str] = []
+    stopped: list[str] = []
+
+    async def being_answered() -> str:
+        mark_answered()
+        await anyio.sleep(0.15)  # reading the answer, inside ANSWERED_GRACE_S
+        finished.append("answered")
+        return "answered"
+
+    async def still_waiting() -> str:
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            stopped.append("waiting")
+            raise
+        return "waiting"
+
+    async def call(work: Callable[[], Any]) -> None:
+        with contextlib.suppress(UpstreamError):
+            await detached.run(work)
+
+    async with anyio.create_task_group() as tg, detached.open(grace_s=0.05):
+        tg.start_soon(call, being_answered)
+        tg.start_soon(call, still_waiting)
+        await anyio.sleep(0.01)
+    assert (finished, stopped) == (["answered"], ["waiting"])
+
+
+async def test_the_api_client_marks_a_call_answered_when_its_answer_begins(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    with running() as emu:
+        async with open_state(make_settings(emu.url)) as state:
+            params = build_params("claude-haiku-5-5", Prompt(prompt="hello"), max_tokens=50)
+
+            async def call() -> tuple[bool, bool]:
+                before = answered()
+                await state.claude().create(params)
+                return before, answered()
+
+            assert await state.detached.run(call) == (False, True)

@@ -350,7 +350,7 @@ def test_sigterm_ends_the_session_like_eof_and_gives_the_wire_back_as_handed_ove
 async def test_a_host_leaving_with_calls_in_flight_finds_the_server_closed_cleanly(tmp_path: Path) -> None:
     # The SDK's stdio client closes stdin, waits 2 s, then SIGTERMs (and 2 s later SIGKILLs). A
     # server that waited longer for its calls was killed with their holds left for its lease. It
-    # now stops calls still unanswered after 1.5 s: holds released, its instance retired.
+    # now stops calls still unanswered after 1 s: holds released, its instance retired.
     with running(faults="latency=5s") as emu:
         env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
         params = StdioServerParameters(command=OFFLOAD, args=["serve"], env=env)

@@ -20,6 +20,7 @@ from anthropic.types.messages import MessageBatch
 from offload.config.settings import Settings
 from offload.core.errors import InputError, MissingApiKeyError, UpstreamError
 from offload.core.pricing import Usage
+from offload.infra import detached
 
 # The SDK refuses a non-streaming request it expects to outlast its 10-minute timeout:
 # 3,600 s x max_tokens / 128,000 > 600 s, i.e. max_tokens > 21,333 (anthropic-sdk-python,
@@ -128,6 +129,13 @@ class BatchItemResult:
     error: str | None = None
 
 
+async def _answer_begun(response: httpx2.Response) -> None:
+    """A Messages call's success has begun to arrive: from here it is billed, so a closing server
+    lets it be read and recorded rather than cut it off (infra/detached.py)."""
+    if response.is_success and response.request.method == "POST" and response.request.url.path.endswith("/messages"):
+        detached.mark_answered()
+
+
 def _text_of(content: Sequence[Any]) -> str:
     return "".join(getattr(b, "text", "") for b in content if getattr(b, "type", None) == "text")
 
@@ -197,7 +205,9 @@ class ClaudeClient:
             "max_retries": max_retries,
             "timeout": timeout,
         }
-        return cls(anthropic.AsyncAnthropic(**options), anthropic.Anthropic(**options))
+        # The SDK's own client with its defaults, plus a hook that sees each answer begin.
+        answers = anthropic.DefaultAsyncHttpxClient(event_hooks={"response": [_answer_begun]})
+        return cls(anthropic.AsyncAnthropic(**options, http_client=answers), anthropic.Anthropic(**options))
 
     async def close(self) -> None:
         await self._client.close()

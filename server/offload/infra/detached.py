@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
@@ -25,8 +27,35 @@ log = logging.getLogger("offload.metering")
 # How long a closing server waits for calls still in flight to be answered and recorded. A host
 # that closes stdin gives its server 2 s before SIGTERM, then 2 s before SIGKILL (the mcp SDK's
 # stdio client: PROCESS_TERMINATION_TIMEOUT, FORCE_KILL_TIMEOUT); a server killed while waiting
-# leaves its holds for its lease, so it stops waiting before the host's patience ends.
-SHUTDOWN_GRACE_S = 1.5
+# leaves its holds for its lease, so it stops waiting (grace, then the answered grace, then
+# closing the ledger) before the host's patience ends.
+SHUTDOWN_GRACE_S = 1.0
+# Past the grace, a call the API has begun answering (billed) still gets this long to read its
+# answer and record it; only calls with no answer begun are stopped at once.
+ANSWERED_GRACE_S = 0.3
+
+
+@dataclass(eq=False)
+class _Flight:
+    scope: anyio.CancelScope
+    answered: bool = False
+
+
+_flight: ContextVar[_Flight | None] = ContextVar("offload_flight", default=None)
+
+
+def mark_answered() -> None:
+    """The API has begun answering this task's call (a success's headers are in): it is billed,
+    so a closing server must not cut it off before its answer is read and recorded."""
+    flight = _flight.get()
+    if flight is not None:
+        flight.answered = True
+
+
+def answered() -> bool:
+    """Whether the call running in this task has been marked answered."""
+    flight = _flight.get()
+    return flight is not None and flight.answered
 
 
 class Detached:
@@ -34,12 +63,12 @@ class Detached:
 
     def __init__(self) -> None:
         self._tg: TaskGroup | None = None
-        self._running = 0
+        self._flights: set[_Flight] = set()
         self._idle = anyio.Event()
 
     @property
     def running(self) -> int:
-        return self._running
+        return len(self._flights)
 
     @asynccontextmanager
     async def open(self, grace_s: float | None = None) -> AsyncIterator[Detached]:
@@ -51,16 +80,28 @@ class Detached:
             finally:
                 self._tg = None
                 try:
-                    # Calls in flight get `grace` to be answered and recorded; past it (or at once,
-                    # when the close itself is cancelled) they are stopped: a call not yet answered
-                    # releases its hold, one whose answer is in hand is still recorded (shielded).
+                    # Calls in flight get `grace` to be answered and recorded (none when the close
+                    # itself is cancelled: SIGTERM after EOF).
                     with anyio.move_on_after(grace):
-                        while self._running:
-                            await self._idle.wait()
+                        await self._settled()
                 finally:
-                    if self._running:
-                        log.warning("stopping %d call(s) still in flight as the server closes", self._running)
-                    tg.cancel_scope.cancel()
+                    await self._stop(tg)
+
+    async def _settled(self) -> None:
+        while self._flights:
+            await self._idle.wait()
+
+    async def _stop(self, tg: TaskGroup) -> None:
+        """Stop what is still in flight: a call not yet answered releases its hold (nothing billed
+        that we can see); one the API is answering gets ANSWERED_GRACE_S more to be recorded."""
+        if self._flights:
+            log.warning("stopping %d call(s) still in flight as the server closes", len(self._flights))
+        for flight in list(self._flights):
+            if not flight.answered:
+                flight.scope.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(ANSWERED_GRACE_S):
+            await self._settled()
+        tg.cancel_scope.cancel()
 
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
         """`await work()`, in a task a cancellation of the caller does not reach."""
@@ -69,29 +110,32 @@ class Detached:
             return await work()
         outcome: list[tuple[bool, object]] = []
         done = anyio.Event()
+        flight = _Flight(anyio.CancelScope())
 
         async def task() -> None:
+            _flight.set(flight)
             try:
-                outcome.append((True, await work()))
+                with flight.scope:
+                    outcome.append((True, await work()))
             except Exception as exc:  # handed to the caller; logged if it has gone
                 outcome.append((False, exc))
                 if not waiting:
                     log.warning("a call whose caller had gone failed: %r", exc)
             finally:
                 done.set()
-                self._running -= 1
-                if not self._running:
+                self._flights.discard(flight)
+                if not self._flights:
                     self._idle.set()
                     self._idle = anyio.Event()
 
         waiting = True
-        self._running += 1
+        self._flights.add(flight)
         tg.start_soon(task)
         try:
             await done.wait()
         finally:
             waiting = False
-        if not outcome:  # the server is closing and cancelled the call
+        if not outcome:  # the server is closing and stopped the call
             raise UpstreamError("the call was stopped because the server is shutting down; ask again")
         ok, value = outcome[0]
         if ok:
