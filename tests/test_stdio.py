@@ -312,6 +312,23 @@ print("after serve: blocking", os.get_blocking(0), os.get_blocking(1), file=sys.
 """
 
 
+def _probe_with_a_call_in_flight(tmp_path: Path, emu: Any, script: str, *argv: str) -> subprocess.Popen[bytes]:
+    """`script` serving stdio in a subprocess, handshake done and one routed call with the API."""
+    env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
+    pipe = subprocess.PIPE
+    args = [sys.executable, "-c", script, *argv]
+    proc = subprocess.Popen(args, stdin=pipe, stdout=pipe, stderr=pipe, env=env, cwd=tmp_path)
+    assert proc.stdin is not None
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
+    call["params"] = {"name": "routed_complete", "arguments": {"prompt": "a slow answer"}}
+    proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in [*handshake("term"), call]))
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not emu.state.calls("/v1/messages", "POST") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the call is with the API now
+    return proc
+
+
 @pytest.mark.parametrize("handed_over", ["blocking", "nonblocking"])
 def test_sigterm_ends_the_session_like_eof_and_gives_the_wire_back_as_handed_over(
     tmp_path: Path, handed_over: str
@@ -319,18 +336,8 @@ def test_sigterm_ends_the_session_like_eof_and_gives_the_wire_back_as_handed_ove
     # A host or launcher stopping the server: the paid call in flight is recorded, and
     # the wire's blocking mode is what it was (a wrapper such as `sh -c` shares it and reads on).
     with running(faults="latency=800ms") as emu:
-        env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
-        pipe = subprocess.PIPE
-        args = [sys.executable, "-c", SIGTERM_PROBE, handed_over]
-        with subprocess.Popen(args, stdin=pipe, stdout=pipe, stderr=pipe, env=env, cwd=tmp_path) as proc:
+        with _probe_with_a_call_in_flight(tmp_path, emu, SIGTERM_PROBE, handed_over) as proc:
             assert proc.stdin is not None and proc.stderr is not None
-            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
-            call["params"] = {"name": "routed_complete", "arguments": {"prompt": "slow answer"}}
-            proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in [*handshake("term"), call]))
-            proc.stdin.flush()
-            deadline = time.monotonic() + 30
-            while not emu.state.calls("/v1/messages", "POST") and time.monotonic() < deadline:
-                time.sleep(0.05)  # the call is with the API now
             proc.send_signal(signal.SIGTERM)
             messages = _read_messages(proc, want_id=2, deadline_s=60)
             assert proc.wait(timeout=60) == 0
@@ -388,23 +395,15 @@ anyio.run(stdio.serve, build_server(Settings.from_env(os.environ)), backend_opti
 def test_sigterm_after_eof_stops_calls_in_flight_at_once_and_frees_their_holds(tmp_path: Path) -> None:
     # The host closed stdin and has lost patience: the close stops waiting, unanswered calls
     # release their holds, and the process is gone long before the close's own grace.
-    with running(faults="latency=20s") as emu:
-        env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
-        pipe = subprocess.PIPE
-        args = [sys.executable, "-c", SIGTERM_AFTER_EOF_PROBE]
-        with subprocess.Popen(args, stdin=pipe, stdout=pipe, stderr=pipe, env=env, cwd=tmp_path) as proc:
-            assert proc.stdin is not None and proc.stderr is not None
-            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
-            call["params"] = {"name": "routed_complete", "arguments": {"prompt": "very slow answer"}}
-            proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in [*handshake("term"), call]))
-            proc.stdin.flush()
-            deadline = time.monotonic() + 30
-            while not emu.state.calls("/v1/messages", "POST") and time.monotonic() < deadline:
-                time.sleep(0.05)  # the call is with the API now
-            proc.stdin.close()  # EOF: the close begins, waiting for the call
-            time.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=15) == 0  # not the 60 s grace
-            err = proc.stderr.read().decode()
+    with (
+        running(faults="latency=20s") as emu,
+        _probe_with_a_call_in_flight(tmp_path, emu, SIGTERM_AFTER_EOF_PROBE) as proc,
+    ):
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.close()  # EOF: the close begins, waiting for the call
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0  # not the 60 s grace
+        err = proc.stderr.read().decode()
     assert "stopping 1 call(s) still in flight" in err, err
     assert query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
