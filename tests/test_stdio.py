@@ -329,16 +329,18 @@ def _probe_with_a_call_in_flight(tmp_path: Path, emu: Any, script: str, *argv: s
     return proc
 
 
-@pytest.mark.parametrize("handed_over", ["blocking", "nonblocking"])
+@pytest.mark.parametrize(
+    ("handed_over", "sig"), [("blocking", "SIGTERM"), ("nonblocking", "SIGTERM"), ("blocking", "SIGHUP")]
+)
 def test_sigterm_ends_the_session_like_eof_and_gives_the_wire_back_as_handed_over(
-    tmp_path: Path, handed_over: str
+    tmp_path: Path, handed_over: str, sig: str
 ) -> None:
     # A host or launcher stopping the server: the paid call in flight is recorded, and
     # the wire's blocking mode is what it was (a wrapper such as `sh -c` shares it and reads on).
     with running(faults="latency=800ms") as emu:
         with _probe_with_a_call_in_flight(tmp_path, emu, SIGTERM_PROBE, handed_over) as proc:
             assert proc.stdin is not None and proc.stderr is not None
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(getattr(signal, sig))
             messages = _read_messages(proc, want_id=2, deadline_s=60)
             assert proc.wait(timeout=60) == 0
             err = proc.stderr.read().decode()
@@ -407,3 +409,32 @@ def test_sigterm_after_eof_stops_calls_in_flight_at_once_and_frees_their_holds(t
         err = proc.stderr.read().decode()
     assert "stopping 1 call(s) still in flight" in err, err
     assert query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
+
+
+def test_sigterm_on_the_sdk_transport_releases_the_holds_of_calls_in_flight(tmp_path: Path) -> None:
+    # One socket both ways is served by the SDK's transport (pipes_usable); SIGTERM there killed
+    # the process with its calls' holds left for its lease. It now stops the session at once.
+    host, server_end = socket.socketpair()
+    with host, server_end, running(faults="latency=30s") as emu:
+        env = _env(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=emu.url)
+        wire = server_end.fileno()
+        with subprocess.Popen([OFFLOAD, "serve"], stdin=wire, stdout=wire, stderr=subprocess.PIPE, env=env) as proc:
+            server_end.close()
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
+            call["params"] = {"name": "routed_complete", "arguments": {"prompt": "a slow answer"}}
+            host.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in [*handshake("inetd"), call]))
+            deadline = time.monotonic() + 30
+            while not emu.state.calls("/v1/messages", "POST") and time.monotonic() < deadline:
+                time.sleep(0.05)  # the call is with the API, its hold taken
+            db = tmp_path / "ledger.db"
+            assert query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 1
+            proc.send_signal(signal.SIGTERM)
+            while query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] and time.monotonic() < deadline + 15:
+                time.sleep(0.1)
+            held = query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"]
+            host.shutdown(socket.SHUT_RDWR)  # the SDK's reader thread waits on the wire until it closes
+            proc.wait(timeout=30)
+            assert proc.stderr is not None
+            err = proc.stderr.read().decode()
+    assert held == 0, err
+    assert "Traceback" not in err, err

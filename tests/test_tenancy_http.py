@@ -7,7 +7,9 @@ SDK to the emulator (batches included), a real SQLite ledger.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -159,3 +162,60 @@ def test_a_token_in_the_query_string_never_reaches_the_log(tmp_path: Path) -> No
     logs = err.read_text()
     assert "/healthz" in logs  # the access log is on: the absence below means something
     assert TOKEN_A not in logs, logs
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+async def test_a_stopped_http_server_with_a_call_in_flight_leaves_no_hold(
+    running: Callable[..., Any], tmp_path: Path, sig: str
+) -> None:
+    # uvicorn waited for open requests without a limit: a supervisor's SIGKILL (docker stop: 10 s)
+    # then left the call's hold for the server's lease; a hangup killed it outright. Both now stop
+    # the server within its bounded grace, and the close releases what was held.
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    sock.close()
+    with running(faults="latency=60s") as emu:
+        env = {
+            "HOME": str(tmp_path),
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "OFFLOAD_DB": str(tmp_path / "ledger.db"),
+            "OFFLOAD_ROOTS": str(tmp_path),
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": emu.url,
+        }
+        err = tmp_path / "stderr.log"
+        with err.open("wb") as fh:
+            args = [str(VENV_BIN / "offload"), "serve", "--http", f"127.0.0.1:{port}"]
+            proc = subprocess.Popen(args, env=env, stderr=fh, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except httpx2.TransportError:
+                    assert time.monotonic() < deadline and proc.poll() is None, err.read_text()
+                    await anyio.sleep(0.2)
+
+            async def call() -> None:
+                with contextlib.suppress(Exception):  # the server goes away under it
+                    async with (
+                        create_mcp_http_client() as http,
+                        Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)) as c,
+                    ):
+                        await c.call_tool("routed_complete", {"prompt": "a very slow answer"})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                while not emu.state.calls("/v1/messages", "POST"):
+                    await anyio.sleep(0.05)  # the call is with the API, its hold taken
+                assert query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 1
+                proc.send_signal(getattr(signal, sig))
+                code = await anyio.to_thread.run_sync(lambda: proc.wait(timeout=30))  # not the call's 60 s
+                tg.cancel_scope.cancel()
+        finally:
+            proc.kill()
+            proc.wait()
+    assert code in (0, -signal.SIGTERM), err.read_text()  # uvicorn re-raises a SIGTERM it handled
+    assert query(tmp_path / "ledger.db", "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0, err.read_text()

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -285,6 +286,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+HTTP_SHUTDOWN_GRACE_S = 5
+
+
 def serve_http(settings: Settings, spec: str, *, server: MCPServer[AppState] | None = None) -> int:
     """Serve over streamable HTTP on `spec` (HOST:PORT) until interrupted; returns the exit code.
 
@@ -320,9 +324,18 @@ def serve_http(settings: Settings, spec: str, *, server: MCPServer[AppState] | N
         loop="uvloop" if has_uvloop() else "asyncio",
         log_config=None,  # keep our stderr logging; uvicorn's default sends access logs to stdout
         lifespan="on",
+        # On SIGTERM uvicorn waits for open requests, without a limit unless given one; a supervisor
+        # (docker stop: 10 s, then SIGKILL) would kill the server mid-wait with its holds left for
+        # its lease. Past this, calls still open are stopped and the close releases their holds.
+        timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE_S,
     )
+    uv = uvicorn.Server(config)
+    # A hangup (the terminal or ssh session gone) stops the server the way SIGTERM does; its default
+    # action killed it with its holds left.
+    if hasattr(signal, "SIGHUP"):  # POSIX
+        signal.signal(signal.SIGHUP, uv.handle_exit)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uv.run(sockets=[sock])
     except KeyboardInterrupt:  # pragma: no cover - uvicorn handles SIGINT itself
         pass
     finally:

@@ -101,12 +101,12 @@ async def _claimed() -> AsyncIterator[tuple[int, int]]:
 async def _stop_on_sigterm(
     wire_in: asyncio.ReadTransport, reader: asyncio.StreamReader, scope: anyio.CancelScope
 ) -> None:
-    """SIGTERM (a host closing, a launcher stopping) ends the session the way EOF on stdin does:
-    calls in flight get the close's grace (infra/detached.py), and the wire's blocking mode is
-    given back. At EOF already (a host that closed stdin, then lost patience), it stops at once:
+    """SIGTERM (a host closing, a launcher stopping) or SIGHUP (its terminal gone) ends the session
+    the way EOF on stdin does: calls in flight get the close's grace (infra/detached.py), and the
+    wire's blocking mode is given back. At EOF already (a host that closed stdin, then lost patience), it stops at once:
     calls not yet answered release their holds. The default action killed the process with its
     holds left for its lease and the wire non-blocking for whatever shares it."""
-    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
         async for _ in signals:
             if reader.at_eof() or wire_in.is_closing():
                 scope.cancel()
@@ -114,10 +114,23 @@ async def _stop_on_sigterm(
             wire_in.close()  # the reader sees EOF
 
 
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    """The SDK's transport reads stdin on a thread no EOF can be fed to: SIGTERM or SIGHUP stops
+    the session at once (calls not yet answered release their holds), where the default action
+    killed the process with them held."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
 async def serve(server: MCPServer[Any]) -> None:
     """Serve `server` over this process's stdin and stdout until the host closes stdin."""
     if not pipes_usable():
-        await server.run_stdio_async()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            await server.run_stdio_async()
+            tg.cancel_scope.cancel()
         return
     loop = asyncio.get_running_loop()
     async with _claimed() as (wire_in, wire_out):
