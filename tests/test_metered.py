@@ -37,6 +37,13 @@ def _ledger_counts(db: Path) -> tuple[int, int, int]:
     return held, rows, cost
 
 
+async def _settled(db: Path, timeout_s: float = 30) -> None:
+    """Until no hold is left: every call in flight has been answered and recorded (or failed)."""
+    with anyio.fail_after(timeout_s):
+        while _ledger_counts(db)[0]:
+            await anyio.sleep(0.05)
+
+
 def _served_cost(emu: Any) -> tuple[int, int]:
     """Answers the emulator served, and their price from the usage it sent (the bill)."""
     prices = load_prices()
@@ -59,7 +66,7 @@ async def test_a_cancelled_caller_stops_waiting_and_the_answer_it_paid_for_is_st
             assert scope.cancelled_caught
             assert time.monotonic() - started < 1.0  # not held until the answer came
             assert _ledger_counts(settings.db_path)[:2] == (1, 0)  # in flight: still held
-        # Closing the server waited for the call in flight and recorded it.
+            await _settled(settings.db_path)  # the answer comes, with nobody waiting for it
         assert _ledger_counts(settings.db_path) == (0, *_served_cost(emu))
         assert _served_cost(emu)[0] == 1
 
@@ -83,6 +90,7 @@ async def test_cancels_at_random_moments_over_mcp_lose_no_paid_answer(
             async with anyio.create_task_group() as tg:
                 for i in range(24):
                     tg.start_soon(one, i)
+            await _settled(settings.db_path)  # calls whose callers left finish (not cut by the close)
         served, cost = _served_cost(emu)
         # Calls cancelled before their request left are never sent; the rest are carried to their
         # answer (before this fix, most were cut off and a few lost after being answered).
