@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from helpers import query
 from offload.config.pricing import load_prices
 from offload.config.settings import Settings
 from offload.core.errors import UpstreamError
@@ -28,12 +28,8 @@ pytestmark = pytest.mark.anyio
 
 
 def _ledger_counts(db: Path) -> tuple[int, int, int]:
-    conn = sqlite3.connect(db)
-    try:
-        held = conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
-        rows, cost = conn.execute("SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0) FROM attempts").fetchone()
-    finally:
-        conn.close()
+    held = query(db, "SELECT COUNT(*) FROM reservations")[0][0]
+    rows, cost = query(db, "SELECT COUNT(*), COALESCE(SUM(cost_pusd), 0) FROM attempts")[0]
     return held, rows, cost
 
 
@@ -155,14 +151,24 @@ async def test_batch_submits_cancelled_at_random_moments_leave_no_hold_behind(
                 for i in range(30):
                     tg.start_soon(submit, i)
                     tg.start_soon(noise, i)
-        conn = sqlite3.connect(settings.db_path)
-        try:
-            stray = conn.execute("SELECT COUNT(*) FROM reservations WHERE host != 'batch'").fetchone()[0]
-            batches = conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-        finally:
-            conn.close()
+        stray = query(settings.db_path, "SELECT COUNT(*) FROM reservations WHERE host != 'batch'")[0][0]
+        batches = query(settings.db_path, "SELECT COUNT(*) FROM batches")[0][0]
     assert 0 < batches < 30  # some were cancelled, some were saved
     assert stray == 0
+
+
+def _until_stopped(stopped: list[str], name: str) -> Callable[[], Awaitable[str]]:
+    """Work that waits on the API for good, and notes `name` in `stopped` when it is cut off."""
+
+    async def work() -> str:
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            stopped.append(name)
+            raise
+        return name
+
+    return work
 
 
 async def test_a_cancelled_close_stops_calls_in_flight_at_once() -> None:
@@ -171,17 +177,9 @@ async def test_a_cancelled_close_stops_calls_in_flight_at_once() -> None:
     detached = Detached()
     stopped: list[str] = []
 
-    async def work() -> str:
-        try:
-            await anyio.sleep(30)
-        except anyio.get_cancelled_exc_class():
-            stopped.append("slow")
-            raise
-        return "slow"
-
     async def call() -> None:
         with contextlib.suppress(UpstreamError):
-            await detached.run(work)
+            await detached.run(_until_stopped(stopped, "slow"))
 
     started = time.monotonic()
     with anyio.CancelScope() as outer:
@@ -214,12 +212,8 @@ async def test_a_cancelled_redo_is_still_the_redo_a_repeat_of_it_is_told_not_pai
             assert later.is_error and "already redone as rc_" in later.content[0].text  # type: ignore[union-attr]
         served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
     assert [r.model for r in served] == ["claude-haiku-5-5", "claude-sonnet-5-5"]  # one redo, paid once
-    conn = sqlite3.connect(settings.db_path)
-    try:
-        redos = conn.execute("SELECT COUNT(*) FROM calls WHERE redo_of = ?", (call_id,)).fetchone()[0]
-        verdict = conn.execute("SELECT verdict FROM calls WHERE call_id = ?", (call_id,)).fetchone()[0]
-    finally:
-        conn.close()
+    redos = query(settings.db_path, "SELECT COUNT(*) FROM calls WHERE redo_of = ?", call_id)[0][0]
+    verdict = query(settings.db_path, "SELECT verdict FROM calls WHERE call_id = ?", call_id)[0][0]
     assert (redos, verdict) == (1, "redone")
 
 
@@ -236,21 +230,13 @@ async def test_past_the_grace_a_call_the_api_is_answering_is_let_finish_the_rest
         finished.append("answered")
         return "answered"
 
-    async def still_waiting() -> str:
-        try:
-            await anyio.sleep(30)
-        except anyio.get_cancelled_exc_class():
-            stopped.append("waiting")
-            raise
-        return "waiting"
-
     async def call(work: Callable[[], Any]) -> None:
         with contextlib.suppress(UpstreamError):
             await detached.run(work)
 
     async with anyio.create_task_group() as tg, detached.open(grace_s=0.05):
         tg.start_soon(call, being_answered)
-        tg.start_soon(call, still_waiting)
+        tg.start_soon(call, _until_stopped(stopped, "waiting"))
         await anyio.sleep(0.01)
     assert (finished, stopped) == (["answered"], ["waiting"])
 

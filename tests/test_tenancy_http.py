@@ -25,7 +25,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from helpers import query, uvicorn_serving
+from helpers import query, server_env, uvicorn_serving
 from offload.config.settings import Settings
 from offload.mcp.http import BindError, bind_socket, build_http_app, check_bind
 from reliability.conftest import is_generic_error, result_text
@@ -129,6 +129,18 @@ def test_a_short_token_is_refused_for_a_public_bind_without_naming_it(tmp_path: 
     check_bind("0.0.0.0", 8765, _settings(tmp_path, "http://127.0.0.1:9"))  # long tokens: fine
 
 
+def _wait_healthy(proc: subprocess.Popen[bytes], port: int, err: Path) -> None:
+    """Until the `offload serve --http` subprocess answers /healthz (it fails fast if it exits)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except httpx2.TransportError:
+            assert time.monotonic() < deadline and proc.poll() is None, err.read_text()
+            time.sleep(0.2)
+
+
 def test_a_token_in_the_query_string_never_reaches_the_log(tmp_path: Path) -> None:
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -146,14 +158,7 @@ def test_a_token_in_the_query_string_never_reaches_the_log(tmp_path: Path) -> No
             [str(VENV_BIN / "offload"), "serve", "--http", f"127.0.0.1:{port}"], env=env, stderr=fh, cwd=tmp_path
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None, err.read_text()
-                time.sleep(0.2)
+        _wait_healthy(proc, port, err)
         httpx2.get(f"http://127.0.0.1:{port}/mcp?token={TOKEN_A}&access_token={TOKEN_A}", timeout=5)
         httpx2.get(f"http://127.0.0.1:{port}/healthz?token={TOKEN_A}", timeout=5)
     finally:
@@ -176,27 +181,13 @@ async def test_a_stopped_http_server_with_a_call_in_flight_leaves_no_hold(
     port = sock.getsockname()[1]
     sock.close()
     with running(faults="latency=60s") as emu:
-        env = {
-            "HOME": str(tmp_path),
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "OFFLOAD_DB": str(tmp_path / "ledger.db"),
-            "OFFLOAD_ROOTS": str(tmp_path),
-            "ANTHROPIC_API_KEY": "test-key",
-            "ANTHROPIC_BASE_URL": emu.url,
-        }
+        env = server_env(tmp_path, emu.url, "stopped")
         err = tmp_path / "stderr.log"
         with err.open("wb") as fh:
             args = [str(VENV_BIN / "offload"), "serve", "--http", f"127.0.0.1:{port}"]
             proc = subprocess.Popen(args, env=env, stderr=fh, cwd=tmp_path)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except httpx2.TransportError:
-                    assert time.monotonic() < deadline and proc.poll() is None, err.read_text()
-                    await anyio.sleep(0.2)
+            _wait_healthy(proc, port, err)
 
             async def call() -> None:
                 with contextlib.suppress(Exception):  # the server goes away under it

@@ -98,30 +98,21 @@ async def _claimed() -> AsyncIterator[tuple[int, int]]:
             os.close(saved)
 
 
-async def _stop_on_sigterm(
-    wire_in: asyncio.ReadTransport, reader: asyncio.StreamReader, scope: anyio.CancelScope
+async def _stop_on_signal(
+    scope: anyio.CancelScope, wire: tuple[asyncio.ReadTransport, asyncio.StreamReader] | None = None
 ) -> None:
-    """SIGTERM (a host closing, a launcher stopping) or SIGHUP (its terminal gone) ends the session
-    the way EOF on stdin does: calls in flight get the close's grace (infra/detached.py), and the
-    wire's blocking mode is given back. At EOF already (a host that closed stdin, then lost patience), it stops at once:
-    calls not yet answered release their holds. The default action killed the process with its
-    holds left for its lease and the wire non-blocking for whatever shares it."""
+    """SIGTERM (a host closing, a launcher stopping) or SIGHUP (its terminal gone). The default
+    action killed the process with its calls' holds left for its lease (and the wire non-blocking
+    for whatever shares it). With the loop's own `wire`, the first signal ends the session the way
+    EOF on stdin does: calls in flight get the close's grace (infra/detached.py). At EOF already (a
+    host that closed stdin, then lost patience), or on the SDK's transport, whose stdin thread no
+    EOF can be fed to, it stops at once: calls not yet answered release their holds."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
         async for _ in signals:
-            if reader.at_eof() or wire_in.is_closing():
+            if wire is None or wire[1].at_eof() or wire[0].is_closing():
                 scope.cancel()
                 return
-            wire_in.close()  # the reader sees EOF
-
-
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    """The SDK's transport reads stdin on a thread no EOF can be fed to: SIGTERM or SIGHUP stops
-    the session at once (calls not yet answered release their holds), where the default action
-    killed the process with them held."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
+            wire[0].close()  # the reader sees EOF
 
 
 async def serve(server: MCPServer[Any]) -> None:
@@ -144,7 +135,7 @@ async def serve(server: MCPServer[Any]) -> None:
         try:
             stdin, stdout = cast(anyio.AsyncFile[str], _Lines(reader)), cast(anyio.AsyncFile[str], _Out(writer))
             async with anyio.create_task_group() as tg, stdio_server(stdin, stdout) as (read_stream, write_stream):
-                tg.start_soon(_stop_on_sigterm, read_transport, reader, tg.cancel_scope)
+                tg.start_soon(_stop_on_signal, tg.cancel_scope, (read_transport, reader))
                 # The SDK's own stdio runner does exactly this with its threaded streams; the
                 # low-level server is not public yet (its in-memory client reaches it the same way).
                 lowlevel = server._lowlevel_server
