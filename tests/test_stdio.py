@@ -219,6 +219,53 @@ def test_a_big_message_and_calls_in_flight_together_cross_the_pipes_whole(tmp_pa
     assert len(json.dumps(trimmed)) < 20_000  # the 6 MB came in whole and was trimmed
 
 
+def test_a_garbled_line_is_passed_over_and_the_session_serves_on(tmp_path: Path) -> None:
+    # The loop's own reader parses each line as the SDK's does: a line that is not JSON-RPC (or not
+    # UTF-8) is reported to the dispatcher and skipped, not fatal; the next request is answered.
+    # A string with a bad byte is read with U+FFFD in its place, as the SDK's text wrapper reads it.
+    status = {"jsonrpc": "2.0", "id": 5, "method": "tools/call"}
+    status["params"] = {"name": "trim_result", "arguments": {"content": "caf\u00e9 \\xff", "max_tokens": 50}}
+    lines = [
+        *(json.dumps(r).encode() for r in handshake("garbled")),
+        b"{not json",
+        b'{"jsonrpc": "2.0", "id": 3, "method": 7}',
+        b'{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "trim_result", '
+        b'"arguments": {"content": "bad \xff byte", "max_tokens": 50}}}',
+        json.dumps(status).encode(),
+    ]
+    with _serve(tmp_path, subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write(b"\n".join(lines) + b"\n")
+        proc.stdin.flush()
+        messages = _read_messages(proc, want_id=5, deadline_s=60)
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()
+    by_id = {m.get("id"): m for m in messages}
+    assert 3 not in by_id  # not a request: nothing to answer, as with the SDK's transport
+    assert "bad \ufffd byte" in json.dumps(by_id[4]["result"], ensure_ascii=False)
+    assert not by_id[5]["result"].get("isError"), by_id[5]
+
+
+def test_a_host_that_stops_reading_loses_its_answer_not_the_bill(tmp_path: Path) -> None:
+    # The host closes its end of stdout while a paid call is in flight: the answer cannot be
+    # delivered (the dispatcher drops it, as for a closed stream), and the call is still recorded;
+    # at EOF the server closes cleanly with no hold left.
+    with running(faults="latency=600ms") as emu:
+        with _probe_with_a_call_in_flight(tmp_path, emu, SERVE_PROBE) as proc:
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            time.sleep(1.5)  # the answer came and could not be written
+            proc.stdin.close()
+            assert proc.wait(timeout=30) == 0
+            err = proc.stderr.read().decode()
+        served = [r for r in emu.state.calls("/v1/messages", "POST") if r.status == 200]
+    assert "Traceback" not in err, err
+    db = tmp_path / "ledger.db"
+    assert len(served) == 1
+    assert query(db, "SELECT COUNT(*) AS n FROM attempts")[0]["n"] == 1
+    assert query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
+
+
 def test_a_file_on_stdin_is_served_by_the_sdks_blocking_transport(tmp_path: Path) -> None:
     # A regular file can't be driven by the loop (pipes_usable): the SDK's transport serves it.
     requests = tmp_path / "requests.jsonl"
@@ -298,6 +345,14 @@ def test_one_socket_serving_both_ways_is_served_whole(tmp_path: Path) -> None:
             proc.stderr.read()
     assert answered == [True, True, True, True]
 
+
+SERVE_PROBE = """
+import anyio, os
+from offload.config.settings import Settings
+from offload.mcp import stdio
+from offload.mcp.server import build_server
+anyio.run(stdio.serve, build_server(Settings.from_env(os.environ)), backend_options={"use_uvloop": True})
+"""
 
 SIGTERM_PROBE = """
 import anyio, os, sys

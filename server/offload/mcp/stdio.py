@@ -19,11 +19,12 @@ import signal
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any, cast
+from typing import Any
 
 import anyio
+import mcp_types as types
 from mcp.server import MCPServer
-from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
 
 
 def pipes_usable() -> bool:
@@ -44,36 +45,73 @@ def pipes_usable() -> bool:
     return all(stat.S_ISFIFO(f.st_mode) or stat.S_ISSOCK(f.st_mode) for f in (wire_in, wire_out))
 
 
-class _Lines:
-    """`async for line in stdin`: each newline-terminated message, decoded, as the SDK reads it."""
+class _Inbound:
+    """The read side the SDK's dispatcher iterates: each newline-terminated message, parsed as the
+    SDK's own stdio reader does, straight from the pipe (a line that does not parse is handed on as
+    the exception, which the dispatcher reports). No reader task and no memory stream between the
+    pipe and the dispatcher: each was a task switch per message."""
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
 
-    def __aiter__(self) -> _Lines:
+    def __aiter__(self) -> _Inbound:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> SessionMessage | Exception:
         try:
             line = await self._reader.readuntil(b"\n")
         except asyncio.IncompleteReadError as exc:  # the host closed stdin
             if not exc.partial:
                 raise StopAsyncIteration from None
             line = exc.partial
-        return line.decode("utf-8", errors="replace")
+        try:
+            text = line.decode("utf-8", errors="replace")  # as the SDK's own text wrapper decodes
+            return SessionMessage(types.jsonrpc_message_adapter.validate_json(text, by_name=False))
+        except Exception as exc:  # the SDK's own reader hands every parse failure on alike
+            return exc
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise anyio.EndOfStream from None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def __aenter__(self) -> _Inbound:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
 
 
-class _Out:
-    """`await stdout.write(text)` / `await stdout.flush()` on a non-blocking pipe."""
+class _Outbound:
+    """The write side: each message serialized as the SDK's stdio writer does and written to the
+    non-blocking pipe by the task that sends it (one write call: messages never interleave), with
+    no writer task in between. A send waits only while the host is not reading."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
 
-    async def write(self, text: str) -> None:
-        self._writer.write(text.encode("utf-8"))
+    async def send(self, item: SessionMessage, /) -> None:
+        if self._writer.is_closing():
+            raise anyio.ClosedResourceError
+        text = item.message.model_dump_json(by_alias=True, exclude_unset=True)
+        try:
+            self._writer.write(text.encode("utf-8") + b"\n")
+            await self._writer.drain()
+        except ConnectionError as exc:  # the host closed its end: the dispatcher drops what it sends
+            raise anyio.BrokenResourceError from exc
 
-    async def flush(self) -> None:
-        await self._writer.drain()  # waits only while the host is not reading
+    async def aclose(self) -> None:
+        return None
+
+    async def __aenter__(self) -> _Outbound:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
 
 
 @asynccontextmanager
@@ -133,13 +171,12 @@ async def serve(server: MCPServer[Any]) -> None:
         write_transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, write_pipe)
         writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
         try:
-            stdin, stdout = cast(anyio.AsyncFile[str], _Lines(reader)), cast(anyio.AsyncFile[str], _Out(writer))
-            async with anyio.create_task_group() as tg, stdio_server(stdin, stdout) as (read_stream, write_stream):
+            async with anyio.create_task_group() as tg:
                 tg.start_soon(_stop_on_signal, tg.cancel_scope, (read_transport, reader))
                 # The SDK's own stdio runner does exactly this with its threaded streams; the
                 # low-level server is not public yet (its in-memory client reaches it the same way).
                 lowlevel = server._lowlevel_server
-                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+                await lowlevel.run(_Inbound(reader), _Outbound(writer), lowlevel.create_initialization_options())
                 tg.cancel_scope.cancel()
         finally:
             read_transport.close()
