@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -73,6 +74,34 @@ async def test_a_hold_counts_while_its_instance_heartbeats_and_not_after(tmp_pat
         assert {r["id"] for r in query(db, "SELECT id FROM server_instances")} == {me.instance.id}  # type: ignore[union-attr]
     finally:
         await other.close()
+        await me.close()
+
+
+async def test_a_reserve_between_heartbeats_reads_its_instance_and_renews_it_only_late(tmp_path: Path) -> None:
+    # The heartbeat renews a lease every third of it; a reserve in between only checks the row is
+    # there (no page of server_instances rewritten under the write lock), one later renews it, and
+    # one whose instance another server purged registers it again before holding anything.
+    db, t0 = tmp_path / "ledger.db", w.utcnow()
+    me = await _ledger(db, Instance.new(lease_s=30), t0)
+    assert me.instance is not None
+    beat = query(db, "SELECT heartbeat_at, lease_until FROM server_instances")[0]
+    try:
+        await reserve(me, "s-me", 100, LIMITS, now=t0 + timedelta(seconds=9))
+        assert tuple(query(db, "SELECT heartbeat_at, lease_until FROM server_instances")[0]) == tuple(beat)
+        await reserve(me, "s-me", 100, LIMITS, now=t0 + timedelta(seconds=11))  # past a third: renewed
+        renewed = query(db, "SELECT heartbeat_at, lease_until FROM server_instances")[0]
+        assert renewed["heartbeat_at"] == w.iso(t0 + timedelta(seconds=11))
+        assert renewed["lease_until"] == w.iso(t0 + timedelta(seconds=41))
+        await heartbeat(me, me.instance, now=t0 + timedelta(seconds=12))
+        with sqlite3.connect(db) as other:  # another server purges the instance as dead
+            other.execute("DELETE FROM server_instances")
+        await reserve(me, "s-me", 100, LIMITS, now=t0 + timedelta(seconds=13))
+        assert [r["id"] for r in query(db, "SELECT id FROM server_instances")] == [me.instance.id]
+        live = query(db, "SELECT COUNT(*) AS n FROM reservations WHERE instance_id = ?", me.instance.id)
+        assert live[0]["n"] == 3
+        with pytest.raises(BudgetExceededError):  # every hold counts: the instance is registered again
+            await reserve(me, "s-me", 701, LIMITS, now=t0 + timedelta(seconds=14))
+    finally:
         await me.close()
 
 

@@ -3,11 +3,12 @@
 The SDK's stdio transport reads each line from stdin, and writes and flushes each message to
 stdout, through a worker thread (anyio.wrap_file): three thread hand-offs per tool call, each a
 wake-up of another thread and then of the loop, paid on every call the host makes. Here stdin
-and stdout are non-blocking pipes on the loop itself, and the SDK's dispatcher reads parsed messages
-from the pipe and writes answers to it directly (`_Inbound`, `_Outbound`: its ReadStream and
-WriteStream protocols), without the reader and writer tasks the SDK puts in between. As the SDK does, the process's own fds 0
-and 1 are pointed away from the wire while serving (stdin at /dev/null, stdout at stderr), so a
-stray print or a child process can't corrupt the protocol; the wire uses private duplicates.
+and stdout are non-blocking pipes on the loop itself, and the SDK's dispatcher reads parsed
+messages from the pipe and writes answers to it directly (`_Inbound`, `_Outbound`: its
+ReadStream and WriteStream protocols), without the reader and writer tasks the SDK puts in
+between. As the SDK does, the process's own fds 0 and 1 are pointed away from the wire while
+serving (stdin at /dev/null, stdout at stderr), so a stray print or a child process can't
+corrupt the protocol; the wire uses private duplicates.
 
 Where stdin or stdout is not a pipe or socket (a file, a terminal), the SDK's transport serves
 instead (see `pipes_usable`).

@@ -309,9 +309,7 @@ async def reserve(
     expires = w.iso(now + timedelta(seconds=ttl_s))
     async with ledger.write(inline=True) as conn:
         if ledger.instance is not None:
-            # Renewed in the hold's own transaction: a hold is never written for an instance another
-            # server has just purged as dead.
-            await instances.touch(conn, ledger.instance, max(now, w.utcnow()))
+            await instances.ensure(conn, ledger.instance, max(now, w.utcnow()))
         seen = await _totals(conn, session_id, limits, now, who, pids=instances.host_of(ledger.instance))
         dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
         if seen.stale or dead:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("offload.ledger")
 
-__all__ = ["LEASE_S", "LIVE_HOLD", "Instance", "heartbeat", "kept_alive", "purge_dead", "retire", "touch"]
+__all__ = ["LEASE_S", "LIVE_HOLD", "Instance", "ensure", "heartbeat", "kept_alive", "purge_dead", "retire", "touch"]
 
 # Default (OFFLOAD_LEASE_S): a dead server's holds and claims free within it. Three times the ledger's
 # 30 s busy timeout: a heartbeat waits for the write lock like any write, and one stuck behind a
@@ -53,10 +53,31 @@ class Instance:
         return cls("i_" + secrets.token_hex(8), host or host_id(), os.getpid(), lease_s)
 
 
+# How far the last committed heartbeat of each of this process's instances extended its lease.
+_leased: dict[str, datetime] = {}
+
+
 async def heartbeat(ledger: Ledger, instance: Instance, now: datetime | None = None) -> bool:
     """Register or extend `instance`'s lease; False when it had lapsed (its holds were purged)."""
+    now = now or w.utcnow()
     async with ledger.write(inline=True) as conn:
-        return await touch(conn, instance, now or w.utcnow())
+        extended = await touch(conn, instance, now)
+    _leased[instance.id] = now + timedelta(seconds=instance.lease_s)
+    return extended
+
+
+async def ensure(conn: WriteConn, instance: Instance, now: datetime) -> None:
+    """Inside a reserve's transaction: the instance's row must be there, so a hold is never written
+    for an instance another server has just purged as dead. While the last heartbeat left at least
+    two thirds of the lease (the heartbeat renews every third), reading the row proves it; only
+    past that does the reserve renew the lease itself: rewriting the row's page on every reserve
+    made each settled call write one more page under the ledger's write lock."""
+    until = _leased.get(instance.id)
+    if until is not None and until - now >= timedelta(seconds=instance.lease_s * 2 / 3):
+        cur = await conn.execute("SELECT 1 FROM server_instances WHERE id = ?", (instance.id,))
+        if await cur.fetchone() is not None:
+            return
+    await touch(conn, instance, now)
 
 
 async def touch(conn: WriteConn, instance: Instance, now: datetime) -> bool:
@@ -82,6 +103,7 @@ async def retire(ledger: Ledger, instance: Instance) -> None:
     Only the instance row goes here: its leftover holds (a paid answer spooled to the journal
     keeps one until replayed) are purged by the next reserve, as a dead instance's are.
     """
+    _leased.pop(instance.id, None)
     async with ledger.write(inline=True) as conn:
         await conn.execute("DELETE FROM server_instances WHERE id = ?", (instance.id,))
 
