@@ -154,7 +154,7 @@ async def _answers(ledger: Ledger, family: str, n: int, start: int) -> None:
 async def test_the_learning_signals_read_walks_its_window_not_the_ledger(ledger: Ledger) -> None:
     await _answers(ledger, "rare@hard", 3, 0)
     await _answers(ledger, "common", 60, 10)
-    args = ("s", "rare", 50, "rare@easy", 50, "rare@medium", 50, "rare@hard", 50, 50)
+    args = ("s", "rare", 50)
     small = _steps(ledger.path, learning._SIGNALS, args)
     await _answers(ledger, "common", 4000, 1000)
     large = _steps(ledger.path, learning._SIGNALS, args)
@@ -234,6 +234,45 @@ async def test_answers_recorded_before_0160_get_their_lengths_on_the_next_open(l
         await led.close()
     assert [tuple(r) for r in rows] == [("c0", 40, 1), ("c1", 90, 0)]
     assert (signals.answers, signals.longest) == (1, 40)  # the answer cut at max_tokens sets no cap
+
+
+async def test_answers_recorded_before_0180_are_read_by_their_task_at_every_difficulty(ledger_target: Path) -> None:
+    # A ledger of the previous release (up to 0170): answers of task t at three stated difficulties,
+    # and of a task whose own label ends in a difficulty. 0180 gives each its task; a task's answers
+    # are then one index range, however many difficulties and other tasks there are.
+    path = ledger_target
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
+    for version, name, sql in migrations():
+        if version < 180:
+            old.executescript(sql)
+            old.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01')", (version, name))
+    families = {"c0": "t", "c1": "t@hard", "c2": "t@easy", "c3": "t@medium", "c4": "tx@hard", "c5": "v@eas"}
+    for i, (call_id, family) in enumerate(families.items()):
+        old.execute(
+            "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, out_tokens, ended)"
+            " VALUES (?, ?, 's', ?, 'cheap', NULL, ?, 1)",
+            (call_id, f"2026-11-0{i + 1}T00:00:00.000000Z", family, 10 * (i + 1)),
+        )
+    old.close()
+    led = await Ledger.open(path)
+    try:
+        tasks = dict(await led.conn.execute_fetchall("SELECT call_id, task FROM calls"))
+        t = await learning.signals(led.quick, "s", "t", 50, 250, 1)
+        # A new answer carries the label it was given, even one that ends like a difficulty.
+        async with led.write() as conn:
+            record = learning.CallRecord("c9", "s", "odd@easy", "cheap", None, False, task="odd@easy")
+            await learning.insert_call(conn, record, [])
+        await led.conn.execute("UPDATE calls SET out_tokens = 5, ended = 1 WHERE call_id = 'c9'")
+        odd = await learning.signals(led.quick, "s", "odd@easy", 50, 250, 1)
+        steps = await led.conn.execute_fetchall("EXPLAIN QUERY PLAN " + learning._SIGNALS, ("s", "t", 50))
+        plan = " ".join(str(r[-1]) for r in steps)
+    finally:
+        await led.close()
+    assert tasks == {"c0": "t", "c1": "t", "c2": "t", "c3": "t", "c4": "tx", "c5": "v@eas"}
+    assert (t.answers, t.longest) == (4, 40)
+    assert (odd.answers, odd.longest) == (1, 5)
+    assert "calls_task (task=?)" in plan, plan
 
 
 async def test_a_threaded_write_cancelled_while_waiting_for_the_lock_commits_nothing(ledger: Ledger) -> None:

@@ -33,6 +33,9 @@ class CallRecord:
     final_key: str | None
     checked: bool
     redo_of: str | None = None
+    # The task label alone (`engine.family_of(task, None)`): a task's answers are read across
+    # difficulties. None: the family's, with its difficulty cut off.
+    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,12 @@ def adequacy(checked: bool, failed: str | None) -> bool | None:
     return True if checked else None
 
 
+def task_of(family: str) -> str:
+    """The task label of a family (`engine.family_of`): the family without its stated difficulty."""
+    label, at, difficulty = family.rpartition("@")
+    return label if at and difficulty in DIFFICULTIES else family
+
+
 async def record_call(
     ledger: Ledger, call: CallRecord, evidence: Sequence[tuple[str, bool | None]], *, now: datetime | None = None
 ) -> bool:
@@ -73,8 +82,9 @@ async def insert_call(
     # The answer's length rides on its call row (0160), read from its attempt, written first in
     # this same transaction; NULL while that attempt waits in the journal.
     cur = await conn.execute(
-        "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of, out_tokens, ended)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+        "INSERT INTO calls"
+        " (call_id, ts, session_id, family, task, tier, final_key, checked, redo_of, out_tokens, ended)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
         " (SELECT output_tokens FROM attempts WHERE request_key = ?),"
         " (SELECT CASE WHEN COALESCE(stop_reason, '') != 'max_tokens' THEN 1 ELSE 0 END"
         "  FROM attempts WHERE request_key = ?))"
@@ -84,6 +94,7 @@ async def insert_call(
             ts,
             call.session_id,
             call.family,
+            task_of(call.family) if call.task is None else call.task,
             call.tier,
             call.final_key,
             int(call.checked),
@@ -146,23 +157,15 @@ async def tier_stats(conn: Conn, family: str, window: int) -> dict[str, TierStat
 
 
 # The last `window` answers nobody rejected that ended on their own (not cut at max_tokens), of one
-# task at any stated difficulty ('label', 'label@easy', ...), and of every task: an answer's length
-# follows its task, not its difficulty. One task's answers are read family by family, each the
-# newest first down the calls_family index, which holds the length too (0160), so the read costs
-# the window, not the ledger: a prefix match (or OR) could not use the index and walked every
-# call of the ledger for a rare task.
+# task at any stated difficulty, and of every task: an answer's length follows its task, not its
+# difficulty. A task's are read newest first down the calls_task index, which holds the length too
+# (0160, 0180), so the read costs the window, not the ledger.
 _RECENT = (
     " SELECT c.out_tokens AS out, c.ts AS ts FROM calls c"
     " WHERE {where}c.verdict IS NULL AND c.ended = 1 ORDER BY c.ts DESC LIMIT ?"
 )
 _LONGEST = "SELECT COUNT(*), COALESCE(MAX(out), 0) FROM ({recent}) AS recent"
-_OF_TASK = _LONGEST.format(
-    recent="SELECT out FROM ("
-    + " UNION ALL ".join(
-        f"SELECT * FROM ({_RECENT.format(where='c.family = ? AND ')}) AS f{i}" for i in range(1 + len(DIFFICULTIES))
-    )
-    + ") AS task ORDER BY ts DESC LIMIT ?"
-)
+_OF_TASK = _LONGEST.format(recent=_RECENT.format(where="c.task = ? AND "))
 _JUDGES = "SELECT 1 FROM calls WHERE session_id = ? AND verdict IS NOT NULL"
 _SIGNALS = f"SELECT EXISTS ({_JUDGES}), l.* FROM ({_OF_TASK}) l"
 _ANY_TASK = _LONGEST.format(recent=_RECENT.format(where=""))
@@ -184,9 +187,7 @@ class Signals:
 async def signals(conn: Conn, session_id: str, label: str, window: int, any_window: int, min_samples: int) -> Signals:
     """`any_*` (every task's recent answers) is read only when the task has fewer than `min_samples`
     of its own: the one who needs them is a task with no record yet."""
-    families = [label, *(f"{label}@{d}" for d in DIFFICULTIES)]
-    params = (session_id, *(p for f in families for p in (f, window)), window)
-    judged, answers, longest = (await conn.execute_fetchall(_SIGNALS, params))[0]
+    judged, answers, longest = (await conn.execute_fetchall(_SIGNALS, (session_id, label, window)))[0]
     any_answers = any_longest = 0
     if answers < min_samples:
         any_answers, any_longest = (await conn.execute_fetchall(_ANY_TASK, (any_window,)))[0]
