@@ -266,6 +266,45 @@ def test_a_host_that_stops_reading_loses_its_answer_not_the_bill(tmp_path: Path)
     assert query(db, "SELECT COUNT(*) AS n FROM reservations")[0]["n"] == 0
 
 
+def _stall_with_big_pings(proc: subprocess.Popen[bytes], n: int, *, cancel: bool) -> None:
+    """Handshake, then `n` pings whose 200 KB ids fill the pipe while the host reads nothing."""
+    assert proc.stdin is not None
+    proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in handshake("stall")))
+    proc.stdin.flush()
+    _read_messages(proc, want_id=1, deadline_s=60)
+    for i in range(n):
+        ping = {"jsonrpc": "2.0", "id": f"{i}:" + "q" * 200_000, "method": "ping"}
+        sent = [ping, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": ping["id"]}}]
+        proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in (sent if cancel else sent[:1])))
+    proc.stdin.flush()
+    time.sleep(1.0)  # every ping answered or waiting for the host to read
+
+
+def test_answers_to_requests_cancelled_behind_a_host_that_stopped_reading_are_not_sent(tmp_path: Path) -> None:
+    # Answers go out one at a time: the others wait unserialized (a stalled host costs the server a
+    # message each, not its JSON too), and one whose request is cancelled meanwhile is never written.
+    with _serve(tmp_path, subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        _stall_with_big_pings(proc, 40, cancel=True)
+        proc.stdin.close()
+        got = b""
+        while chunk := os.read(proc.stdout.fileno(), 1 << 20):
+            got += chunk
+        assert proc.wait(timeout=30) == 0
+    answered = [json.loads(line) for line in got.splitlines()]
+    assert 1 <= len(answered) <= 2, len(answered)  # the one being written when the host stopped reading
+
+
+def test_a_host_that_closes_stdin_and_never_reads_again_does_not_keep_the_server(tmp_path: Path) -> None:
+    # Answers still in the pipe at EOF get a short while to be read, then the server exits on its
+    # own (it waited for the host to read them for as long as the process lived).
+    with _serve(tmp_path, subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        _stall_with_big_pings(proc, 5, cancel=False)
+        proc.stdin.close()
+        assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()
+
+
 def test_a_file_on_stdin_is_served_by_the_sdks_blocking_transport(tmp_path: Path) -> None:
     # A regular file can't be driven by the loop (pipes_usable): the SDK's transport serves it.
     requests = tmp_path / "requests.jsonl"

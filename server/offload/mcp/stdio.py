@@ -29,6 +29,10 @@ import mcp_types as types
 from mcp.server import MCPServer
 from mcp.shared.message import SessionMessage
 
+# How long a closing server waits for the host to read what it has not yet read (within the 2 s
+# the SDK's client gives a server after closing stdin).
+FINAL_FLUSH_S = 0.5
+
 
 def pipes_usable() -> bool:
     """True where the loop can drive both ends: POSIX, stdin and stdout each a pipe or a socket of
@@ -91,21 +95,26 @@ class _Inbound:
 
 class _Outbound:
     """The write side: each message serialized as the SDK's stdio writer does and written to the
-    non-blocking pipe by the task that sends it (one write call: messages never interleave), with
-    no writer task in between. A send waits only while the host is not reading."""
+    non-blocking pipe by the task that sends it, with no writer task in between. One sender at a
+    time writes and waits for the host to take it: while the host is not reading, the others wait
+    holding only their message (as they did behind the SDK's writer task), not its serialized
+    copy, and one whose request is cancelled meanwhile is never written."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
+        self._turn = asyncio.Lock()
 
     async def send(self, item: SessionMessage, /) -> None:
-        if self._writer.is_closing():
-            raise anyio.ClosedResourceError
-        text = item.message.model_dump_json(by_alias=True, exclude_unset=True)
-        try:
-            self._writer.write(text.encode("utf-8") + b"\n")
-            await self._writer.drain()
-        except ConnectionError as exc:  # the host closed its end: the dispatcher drops what it sends
-            raise anyio.BrokenResourceError from exc
+        async with self._turn:
+            if self._writer.is_closing():
+                raise anyio.ClosedResourceError
+            line = (item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode("utf-8")
+            try:
+                self._writer.write(line)
+                del line  # the transport holds what the pipe has not taken yet
+                await self._writer.drain()
+            except ConnectionError as exc:  # the host closed its end: the dispatcher drops what it sends
+                raise anyio.BrokenResourceError from exc
 
     async def aclose(self) -> None:
         return None
@@ -183,6 +192,7 @@ async def serve(server: MCPServer[Any]) -> None:
                 tg.cancel_scope.cancel()
         finally:
             read_transport.close()
-            with suppress(ConnectionError):
+            # A host that closed stdin and never reads its last answers must not keep this process.
+            with suppress(ConnectionError), anyio.move_on_after(FINAL_FLUSH_S):
                 await writer.drain()
             write_transport.close()
