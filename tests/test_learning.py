@@ -16,6 +16,9 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from offload.config.settings import Settings, shipped
+from offload.infra.ledger import learning
+from offload.infra.ledger import windows as w
+from offload.infra.ledger.db import Ledger
 from offload.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
@@ -204,3 +207,19 @@ async def test_a_new_tasks_runaway_answer_is_cut_by_every_tasks_record_and_diffi
     # classify's own record (40 tokens) bounds its medium-difficulty try, whatever tier that starts on
     tries = [b["max_tokens"] for b in calls if "runaway ticket" in json.dumps(b["messages"])]
     assert tries[0] == 81, sent
+
+
+async def test_an_answer_written_without_its_task_is_read_by_its_task(ledger: Ledger) -> None:
+    # A server of the previous release sharing the ledger (or `offload ledger migrate` copying an
+    # older one) writes answers without `task`: migration 0180's trigger gives each the task of its
+    # family, so the task's signals count it.
+    async with ledger.write() as conn:
+        await conn.execute(
+            "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, out_tokens, ended)"
+            " VALUES ('c1', ?, 's', 'rare@hard', 'cheap', NULL, 77, 1)",
+            (w.iso(w.utcnow()),),
+        )
+    signals = await learning.signals(ledger.quick, "s", "rare", 50, 250, 1)
+    tasks = await ledger.conn.execute_fetchall("SELECT task FROM calls")
+    assert [tuple(r) for r in tasks] == [("rare",)]
+    assert (signals.answers, signals.longest) == (1, 77)

@@ -208,15 +208,21 @@ async def test_the_wal_stays_bounded_while_processes_write_without_pause(ledger:
     assert largest < 48 * 1024 * 1024, largest
 
 
+def _migrated_before(path: Path, version: int) -> sqlite3.Connection:
+    """A ledger as a server of an earlier release left it: every migration below `version` applied."""
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
+    for number, name, sql in migrations():
+        if number < version:
+            old.executescript(sql)
+            old.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01')", (number, name))
+    return old
+
+
 async def test_answers_recorded_before_0160_get_their_lengths_on_the_next_open(ledger_target: Path) -> None:
     # A ledger as a server of the previous release left it: migrated up to 0150, with two answers.
     path = ledger_target
-    old = sqlite3.connect(path, isolation_level=None)
-    old.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
-    for version, name, sql in migrations():
-        if version < 160:
-            old.executescript(sql)
-            old.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01')", (version, name))
+    old = _migrated_before(path, 160)
     now = utcnow()
     for i, (key, out, stop) in enumerate((("k1", 40, "end_turn"), ("k2", 90, "max_tokens"))):
         answer = Attempt(key, "s", "bench", "claude-haiku-5-5", Usage(10, out), 900, stop_reason=stop)
@@ -241,13 +247,9 @@ async def test_answers_recorded_before_0180_are_read_by_their_task_at_every_diff
     # and of a task whose own label ends in a difficulty. 0180 gives each its task; a task's answers
     # are then one index range, however many difficulties and other tasks there are.
     path = ledger_target
-    old = sqlite3.connect(path, isolation_level=None)
-    old.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
-    for version, name, sql in migrations():
-        if version < 180:
-            old.executescript(sql)
-            old.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01')", (version, name))
-    families = {"c0": "t", "c1": "t@hard", "c2": "t@easy", "c3": "t@medium", "c4": "tx@hard", "c5": "v@eas"}
+    old = _migrated_before(path, 180)
+    families = {"c0": "t", "c1": "t@hard", "c2": "t@easy", "c3": "t@medium", "c4": "tx@hard"}
+    families |= {"c5": "v@eas", "c6": "U@EASY"}
     for i, (call_id, family) in enumerate(families.items()):
         old.execute(
             "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, out_tokens, ended)"
@@ -269,7 +271,8 @@ async def test_answers_recorded_before_0180_are_read_by_their_task_at_every_diff
         plan = " ".join(str(r[-1]) for r in steps)
     finally:
         await led.close()
-    assert tasks == {"c0": "t", "c1": "t", "c2": "t", "c3": "t", "c4": "tx", "c5": "v@eas"}
+    # Difficulties are matched case-exactly, as engine.family_of writes them (SQLite's LIKE would not).
+    assert tasks == {"c0": "t", "c1": "t", "c2": "t", "c3": "t", "c4": "tx", "c5": "v@eas", "c6": "U@EASY"}
     assert (t.answers, t.longest) == (4, 40)
     assert (odd.answers, odd.longest) == (1, 5)
     assert "calls_task (task=?)" in plan, plan
