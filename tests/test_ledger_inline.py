@@ -259,7 +259,7 @@ async def test_answers_recorded_before_0180_are_read_by_their_task_at_every_diff
     old.close()
     led = await Ledger.open(path)
     try:
-        tasks = dict(await led.conn.execute_fetchall("SELECT call_id, task FROM calls"))
+        tasks = {str(r[0]): r[1] for r in await led.conn.execute_fetchall("SELECT call_id, task FROM calls")}
         t = await learning.signals(led.quick, "s", "t", 50, 250, 1)
         # A new answer carries the label it was given, even one that ends like a difficulty.
         async with led.write() as conn:
