@@ -243,9 +243,9 @@ async def test_answers_recorded_before_0160_get_their_lengths_on_the_next_open(l
 
 
 async def test_answers_recorded_before_0180_are_read_by_their_task_at_every_difficulty(ledger_target: Path) -> None:
-    # A ledger of the previous release (up to 0170): answers of task t at three stated difficulties,
-    # and of a task whose own label ends in a difficulty. 0180 gives each its task; a task's answers
-    # are then one index range, however many difficulties and other tasks there are.
+    # A ledger of the previous release (up to 0170): answers of task t at three stated difficulties
+    # and of other tasks. 0180 gives each its task; a task's answers are then one index range,
+    # however many difficulties and other tasks there are.
     path = ledger_target
     old = _migrated_before(path, 180)
     families = {"c0": "t", "c1": "t@hard", "c2": "t@easy", "c3": "t@medium", "c4": "tx@hard"}
@@ -261,12 +261,12 @@ async def test_answers_recorded_before_0180_are_read_by_their_task_at_every_diff
     try:
         tasks = {str(r[0]): r[1] for r in await led.conn.execute_fetchall("SELECT call_id, task FROM calls")}
         t = await learning.signals(led.quick, "s", "t", 50, 250, 1)
-        # A new answer carries the label it was given, even one that ends like a difficulty.
+        # This release writes by the same rule, so a label that itself ends like a difficulty ("t@hard"
+        # given with none) is read as task t by every writer and by the reader alike.
         async with led.write() as conn:
-            record = learning.CallRecord("c9", "s", "odd@easy", "cheap", None, False, task="odd@easy")
-            await learning.insert_call(conn, record, [])
+            await learning.insert_call(conn, learning.CallRecord("c9", "s", "t@hard", "cheap", None, False), [])
         await led.conn.execute("UPDATE calls SET out_tokens = 5, ended = 1 WHERE call_id = 'c9'")
-        odd = await learning.signals(led.quick, "s", "odd@easy", 50, 250, 1)
+        as_label = await learning.signals(led.quick, "s", "t@hard", 50, 250, 1)
         steps = await led.conn.execute_fetchall("EXPLAIN QUERY PLAN " + learning._SIGNALS, ("s", "t", 50))
         plan = " ".join(str(r[-1]) for r in steps)
     finally:
@@ -274,7 +274,7 @@ async def test_answers_recorded_before_0180_are_read_by_their_task_at_every_diff
     # Difficulties are matched case-exactly, as engine.family_of writes them (SQLite's LIKE would not).
     assert tasks == {"c0": "t", "c1": "t", "c2": "t", "c3": "t", "c4": "tx", "c5": "v@eas", "c6": "U@EASY"}
     assert (t.answers, t.longest) == (4, 40)
-    assert (odd.answers, odd.longest) == (1, 5)
+    assert (as_label.answers, as_label.longest) == (5, 40)
     assert "calls_task (task=?)" in plan, plan
 
 

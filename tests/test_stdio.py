@@ -305,6 +305,28 @@ def test_a_host_that_closes_stdin_and_never_reads_again_does_not_keep_the_server
         assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()
 
 
+def test_a_host_that_reads_slowly_after_closing_stdin_gets_whole_lines(tmp_path: Path) -> None:
+    # The close waits while the host keeps reading (not a fixed time): an answer being written when
+    # stdin closed reaches a slow reader whole, never cut off mid-line. (Answers not yet begun are
+    # dropped at EOF, as the SDK's transport drops them.)
+    with _serve(tmp_path, subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in handshake("slow")))
+        proc.stdin.flush()
+        _read_messages(proc, want_id=1, deadline_s=60)
+        pings = [{"jsonrpc": "2.0", "id": f"{i}:" + "q" * 200_000, "method": "ping"} for i in range(4)]
+        proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in pings))
+        proc.stdin.close()
+        got = b""
+        while chunk := os.read(proc.stdout.fileno(), 8192):
+            got += chunk
+            time.sleep(0.05)  # about 160 KB/s: each answer takes over a second to read
+        assert proc.wait(timeout=60) == 0
+    assert got.endswith(b"\n"), f"cut off mid-line after {len(got)} bytes"
+    answered = [json.loads(line) for line in got.splitlines()]
+    assert answered and all(m.get("result") == {} for m in answered), [str(m)[:80] for m in answered]
+
+
 def test_a_file_on_stdin_is_served_by_the_sdks_blocking_transport(tmp_path: Path) -> None:
     # A regular file can't be driven by the loop (pipes_usable): the SDK's transport serves it.
     requests = tmp_path / "requests.jsonl"

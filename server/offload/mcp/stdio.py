@@ -20,6 +20,7 @@ import asyncio
 import os
 import signal
 import stat
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -29,9 +30,10 @@ import mcp_types as types
 from mcp.server import MCPServer
 from mcp.shared.message import SessionMessage
 
-# How long a closing server waits for the host to read what it has not yet read (within the 2 s
+# A closing server waits for the host to read what it has not read yet for as long as the host
+# keeps reading, and gives up once the host has taken nothing for this long (well within the 2 s
 # the SDK's client gives a server after closing stdin).
-FINAL_FLUSH_S = 0.5
+FINAL_FLUSH_IDLE_S = 0.5
 
 
 def pipes_usable() -> bool:
@@ -165,6 +167,19 @@ async def _stop_on_signal(
             wire[0].close()  # the reader sees EOF
 
 
+async def _flushed(transport: asyncio.WriteTransport) -> None:
+    """Wait while the host reads what is still buffered for it. A host that closed stdin and reads
+    no more must not keep this process (it waited for as long as it lived); one that reads slowly
+    but steadily must not have its last answer cut off mid-line."""
+    left, idle_since = transport.get_write_buffer_size(), time.monotonic()
+    while left and not transport.is_closing() and time.monotonic() - idle_since < FINAL_FLUSH_IDLE_S:
+        await asyncio.sleep(0.02)
+        now_left = transport.get_write_buffer_size()
+        if now_left < left:
+            idle_since = time.monotonic()
+        left = now_left
+
+
 async def serve(server: MCPServer[Any]) -> None:
     """Serve `server` over this process's stdin and stdout until the host closes stdin."""
     if not pipes_usable():
@@ -192,7 +207,7 @@ async def serve(server: MCPServer[Any]) -> None:
                 tg.cancel_scope.cancel()
         finally:
             read_transport.close()
-            # A host that closed stdin and never reads its last answers must not keep this process.
-            with suppress(ConnectionError), anyio.move_on_after(FINAL_FLUSH_S):
-                await writer.drain()
-            write_transport.close()
+            try:
+                await _flushed(write_transport)
+            finally:
+                write_transport.close()

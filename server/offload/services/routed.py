@@ -94,11 +94,6 @@ class _Job:
         return self.checks.response_schema is not None or self.checks.must_match is not None
 
     @property
-    def label(self) -> str:
-        """The task label learning reads a task's answers by, whatever the stated difficulty."""
-        return engine.family_of(self.task, None)
-
-    @property
     def size(self) -> int:
         texts = [self.prompt.prompt, self.prompt.system or "", self.prompt.prefix or ""]
         texts += [t for _, t in self.prompt.documents]
@@ -338,9 +333,8 @@ async def _signals(state: AppState, session: str, job: _Job) -> learning.Signals
     learn = state.policy.learning
     if not (learn.enabled or learn.judged_trials or learn.output_cap):
         return None
-    return await learning.signals(
-        state.ledger.quick, session, job.label, learn.window, learn.window * 5, learn.min_samples
-    )
+    label = engine.family_of(job.task, None)
+    return await learning.signals(state.ledger.quick, session, label, learn.window, learn.window * 5, learn.min_samples)
 
 
 def _output_cap(state: AppState, job: _Job, signals: learning.Signals | None) -> int | None:
@@ -523,7 +517,7 @@ def _finalizer(session: str, job: _Job, rungs: list[_Rung], answer: _Answer) -> 
         evidence = [*_evidence(job, rungs), (attempt.tier, learning.adequacy(job.checked, failed))]
         checked = job.checked and failed is None
         call = learning.CallRecord(
-            answer.call_id, session, job.family, attempt.tier, attempt.request_key, checked, answer.redo_of, job.label
+            answer.call_id, session, job.family, attempt.tier, attempt.request_key, checked, answer.redo_of
         )
 
         async def also(conn: WriteConn) -> None:
@@ -558,9 +552,7 @@ async def _finish(state: AppState, session: str, job: _Job, run: _Run) -> ToolOu
         # an earlier answer draws again, so a verdict never lands on another session's call.
         for _ in range(CALL_ID_DRAWS):
             call_id = new_call_id()
-            record = learning.CallRecord(
-                call_id, session, job.family, final.tier, final.request_key, checked, redo_of, job.label
-            )
+            record = learning.CallRecord(call_id, session, job.family, final.tier, final.request_key, checked, redo_of)
             if (
                 await _after_paid(learning.record_call(state.ledger, record, evidence), f"answer {call_id}")
                 is not False

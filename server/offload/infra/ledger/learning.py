@@ -33,9 +33,6 @@ class CallRecord:
     final_key: str | None
     checked: bool
     redo_of: str | None = None
-    # The task label alone (`engine.family_of(task, None)`): a task's answers are read across
-    # difficulties. None: the family's, with its difficulty cut off.
-    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,10 @@ def adequacy(checked: bool, failed: str | None) -> bool | None:
 
 
 def task_of(family: str) -> str:
-    """The task label of a family (`engine.family_of`): the family without its stated difficulty."""
+    """The task of a family (`engine.family_of`): the family without its stated difficulty. Every
+    writer (this release, a trigger for older ones, a copied ledger) and the reader apply the same
+    rule, so a label that itself ends like a difficulty ('x@hard') is read as task x, at every
+    difficulty, wherever its answers came from."""
     label, at, difficulty = family.rpartition("@")
     return label if at and difficulty in DIFFICULTIES else family
 
@@ -94,7 +94,7 @@ async def insert_call(
             ts,
             call.session_id,
             call.family,
-            task_of(call.family) if call.task is None else call.task,
+            task_of(call.family),
             call.tier,
             call.final_key,
             int(call.checked),
@@ -187,7 +187,7 @@ class Signals:
 async def signals(conn: Conn, session_id: str, label: str, window: int, any_window: int, min_samples: int) -> Signals:
     """`any_*` (every task's recent answers) is read only when the task has fewer than `min_samples`
     of its own: the one who needs them is a task with no record yet."""
-    judged, answers, longest = (await conn.execute_fetchall(_SIGNALS, (session_id, label, window)))[0]
+    judged, answers, longest = (await conn.execute_fetchall(_SIGNALS, (session_id, task_of(label), window)))[0]
     any_answers = any_longest = 0
     if answers < min_samples:
         any_answers, any_longest = (await conn.execute_fetchall(_ANY_TASK, (any_window,)))[0]

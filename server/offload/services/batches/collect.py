@@ -196,9 +196,7 @@ class _Ctx:
         evidence: tuple[tuple[str, bool | None], ...] = ()
         if ok and not escalate:
             checked = q.checked and not failed
-            call = learning.CallRecord(
-                new_call_id(), self.session, q.family, self.tier, attempt.request_key, checked, task=q.label
-            )
+            call = learning.CallRecord(new_call_id(), self.session, q.family, self.tier, attempt.request_key, checked)
             # Each earlier round's tier failed this item; this one passed, failed, or is unchecked.
             mine = (self.tier, learning.adequacy(q.checked, failed))
             evidence = (*((t, False) for t in self.earlier), mine)

@@ -42,10 +42,6 @@ class Quality:
     def family(self) -> str:
         return engine.family_of(self.task, self.difficulty)
 
-    @property
-    def label(self) -> str:
-        return engine.family_of(self.task, None)
-
     def failed(self, text: str | None, stop_reason: str | None) -> str | None:
         """The check an answer failed (None: it passed, or the batch has no check)."""
         if not self.checked:
