@@ -56,10 +56,9 @@ def adequacy(checked: bool, failed: str | None) -> bool | None:
 
 
 def task_of(family: str) -> str:
-    """The task of a family (`engine.family_of`): the family without its stated difficulty. Every
-    writer (this release, a trigger for older ones, a copied ledger) and the reader apply the same
-    rule, so a label that itself ends like a difficulty ('x@hard') is read as task x, at every
-    difficulty, wherever its answers came from."""
+    """The task of a family (`engine.family_of`): the family without its stated difficulty, by the
+    rule the ledger derives `calls.task` with (migration 0180), so the reader asks for what every
+    row holds: a label that itself ends like a difficulty ('x@hard') is task x, at every difficulty."""
     label, at, difficulty = family.rpartition("@")
     return label if at and difficulty in DIFFICULTIES else family
 
@@ -82,9 +81,8 @@ async def insert_call(
     # The answer's length rides on its call row (0160), read from its attempt, written first in
     # this same transaction; NULL while that attempt waits in the journal.
     cur = await conn.execute(
-        "INSERT INTO calls"
-        " (call_id, ts, session_id, family, task, tier, final_key, checked, redo_of, out_tokens, ended)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        "INSERT INTO calls (call_id, ts, session_id, family, tier, final_key, checked, redo_of, out_tokens, ended)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
         " (SELECT output_tokens FROM attempts WHERE request_key = ?),"
         " (SELECT CASE WHEN COALESCE(stop_reason, '') != 'max_tokens' THEN 1 ELSE 0 END"
         "  FROM attempts WHERE request_key = ?))"
@@ -94,7 +92,6 @@ async def insert_call(
             ts,
             call.session_id,
             call.family,
-            task_of(call.family),
             call.tier,
             call.final_key,
             int(call.checked),
