@@ -5,7 +5,8 @@ the real server, the real SDK and the emulator, once per host behaviour, each on
 emulator and ledger:
 
 - oracle: every task straight to its cheapest adequate tier (tier=...), nothing else;
-- lazy: task label only (no difficulty, no checks, never judges);
+- bare: the prompt and system prompt only (no task label, no difficulty, no checks, never judges);
+- lazy: a task label only (no difficulty, no checks, never judges);
 - checks: lazy plus the checks a host can state (a regex or schema where the answer is checkable);
 - hinting: checks plus a difficulty that is right ~80% of the time (else off by one);
 - judging: hinting, and the host reads each answer and sends `redo_of` when it sees it is wrong
@@ -16,7 +17,10 @@ Savings check: each host's exact request stream is also run on the baseline mode
 against a fresh emulator with the same caching; "measured" savings compare offload's ledger cost
 to that run's cost, "reported" is what budget_status tells the user.
 
-    python bench/bench_quality.py [--quick] [--variants=default,triage,learning]
+    python bench/bench_quality.py [--quick] [--variants=default,triage,learning] [--seed=12]
+
+`--seed` draws another workload from the same families (which tasks need which tier, the hints'
+errors, how below-tier answers fail): a check that a result is not one draw's luck.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from offload.mcp.server import build_server
 from offload_emulator import EmulatorConfig, serve_in_thread
 from quality_workload import RANK, TIERS, Task, script, workload
 
-HOSTS = ("lazy", "checks", "hinting", "judging")
+HOSTS = ("bare", "lazy", "checks", "hinting", "judging")
 DETECT_WRONG, FLAG_RIGHT = 0.95, 0.02
 
 
@@ -90,7 +94,7 @@ async def _replay(
 
         async def one(task: Task) -> None:
             nonlocal adequate, redos, errors
-            args = task.args(hint=hint, check=check)
+            args = task.args(hint=hint, check=check, label=host != "bare")
             if force is not None:
                 args["tier"] = force(task)
             async with limiter:
@@ -207,13 +211,15 @@ async def _run(
     return out, cost, by_task
 
 
-async def measure(quick: bool = False, variants: tuple[str, ...] = ("default",)) -> tuple[list[Row], list[str]]:
-    tasks = workload(scale=0.4 if quick else 1.0)
+async def measure(
+    quick: bool = False, variants: tuple[str, ...] = ("default",), seed: int = 12
+) -> tuple[list[Row], list[str]]:
+    tasks = workload(seed=seed, scale=0.4 if quick else 1.0)
     oracle, oracle_cost, _ = await _run(tasks, "lazy", "default", force=lambda t: t.needs)
     bound = await information_bound(tasks)
     rows: list[Row] = []
     lines = [
-        f"workload: {len(tasks)} tasks; needs cheap {sum(t.needs == 'cheap' for t in tasks)}, "
+        f"workload (seed {seed}): {len(tasks)} tasks; needs cheap {sum(t.needs == 'cheap' for t in tasks)}, "
         f"standard {sum(t.needs == 'standard' for t in tasks)}, premium {sum(t.needs == 'premium' for t in tasks)}; "
         f"oracle ${Decimal(oracle_cost) / 10**12:.4f} ({oracle.adequate}/{len(tasks)} adequate)",
         f"information bound for a hinting host (best start per task label + difficulty, perfect judge): "
@@ -226,9 +232,8 @@ async def measure(quick: bool = False, variants: tuple[str, ...] = ("default",))
         for host in HOSTS:
             out, cost, _ = await _run(tasks, host, variant)
             # The same request stream on the baseline model, with the same caching.
-            _, premium_cost, _ = await _run(
-                tasks, "checks" if host != "lazy" else "lazy", variant, force=lambda t: "premium"
-            )
+            stream = host if host in ("bare", "lazy") else "checks"
+            _, premium_cost, _ = await _run(tasks, stream, variant, force=lambda t: "premium")
             measured = Decimal(premium_cost - cost) * 100 / Decimal(premium_cost)
             gap = out.reported_saved_pct - measured
             ratio = Decimal(cost) / Decimal(oracle_cost)
@@ -261,10 +266,13 @@ def run(quick: bool = False) -> list[Row]:
 if __name__ == "__main__":
     quick = "--quick" in sys.argv
     variants: tuple[str, ...] = ("default",)
+    seed = 12
     for arg in sys.argv[1:]:
         if arg.startswith("--variants="):
             variants = tuple(arg.split("=", 1)[1].split(","))
-    rows, lines = anyio.run(measure, quick, variants)
+        if arg.startswith("--seed="):
+            seed = int(arg.split("=", 1)[1])
+    rows, lines = anyio.run(measure, quick, variants, seed)
     print("\n".join(lines))
     print()
     print(table(rows))

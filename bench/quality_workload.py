@@ -99,8 +99,10 @@ class Task:
     triaged: str  # what the cheap tier guesses when asked to rate it
     failures: dict[str, str] = field(default_factory=dict)  # model below the need -> failure mode
 
-    def args(self, *, hint: bool, check: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"prompt": self.prompt, "system": self.system, "task": self.family}
+    def args(self, *, hint: bool, check: bool, label: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"prompt": self.prompt, "system": self.system}
+        if label:
+            out["task"] = self.family
         if hint:
             out["difficulty"] = self.hinted
         if check and self.check:

@@ -63,7 +63,9 @@ def test_the_policy_snippet_is_a_valid_policy() -> None:
     assert policy.tiers["cheap"] == "claude-haiku-5-5"
 
 
-@pytest.mark.parametrize("key", ["prompt_matches", "input_tokens_under", "forced_tiers", "triage", "store_text"])
+@pytest.mark.parametrize(
+    "key", ["prompt_matches", "input_tokens_under", "forced_tiers", "triage", "store_text", "infer_task"]
+)
 def test_policy_keys_named_in_the_readme_exist(key: str) -> None:
     from offload.policy.models import Policy, When
 

@@ -9,7 +9,7 @@ from offload.config.pricing import load_prices
 from offload.config.settings import shipped
 from offload.core.errors import BudgetExceededError, InputError
 from offload.policy import Policy, RouteRequest, decide, should_escalate, worst_case_by_tier
-from offload.policy.engine import TierEvidence, judged_start, learned_start
+from offload.policy.engine import TierEvidence, inferred_task, judged_start, learned_start
 
 POLICY = """
 name: t
@@ -218,3 +218,33 @@ def test_judged_start_tries_lower_only_when_it_pays_counting_the_redo() -> None:
     assert judged_start(p, "premium", {"standard": TierEvidence(6, 8)}, worst)[0] == "standard"
     off = parse_policy(POLICY + "learning: {judged_trials: false}\n")
     assert judged_start(off, "standard", {}, worst)[0] == "standard"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "task"),
+    [
+        ("Classify this ticket: the refund never arrived.", "classify"),
+        ("Please extract the total and currency.", "extract"),
+        ("[T0042] classify: deploy cache invoice", "classify"),
+        ("  EXTRACT the fields below", "extract"),
+        ("Why does my classify() helper fail?", None),  # named, but not as the job
+        ("Summarize this log", None),  # no rule of this policy tests `summarize`
+        ("Write a test.\nThen classify the failures.", None),  # only the first line counts
+        ("", None),
+    ],
+)
+def test_a_prompt_whose_first_words_name_a_rule_label_is_treated_as_that_task(
+    policy: Policy, prompt: str, task: str | None
+) -> None:
+    assert inferred_task(policy, prompt) == task
+
+
+def test_task_inference_can_be_turned_off_and_needs_task_rules() -> None:
+    off = parse_policy(POLICY + "infer_task: false\n")
+    assert inferred_task(off, "Classify this ticket") is None
+    task_rule = "  - {name: mech, when: {task: [classify, extract]}, tier: cheap}\n"
+    no_task_rules = parse_policy(POLICY.replace(task_rule, ""))
+    assert no_task_rules.task_labels == frozenset()
+    assert inferred_task(no_task_rules, "Classify this ticket") is None
+    mixed_case = parse_policy(POLICY.replace("[classify, extract]", "[Classify, extract]"))
+    assert inferred_task(mixed_case, "classify this") == "Classify"  # the label as the rule spells it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -390,3 +391,35 @@ async def test_a_schema_call_reads_the_cached_system_prompt(
     assert first.body["system"][1] != second.body["system"][1]
     assert first.usage["cache_creation_input_tokens"] > 2048
     assert second.usage["cache_read_input_tokens"] == first.usage["cache_creation_input_tokens"]
+
+
+async def test_a_call_without_a_task_is_routed_and_learned_by_the_task_its_prompt_names(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # The shipped default sends classify/extract/summarize/trim work to the cheap tier and the
+    # rest to standard: a host that leaves out `task` but writes "Classify ..." gets the cheap tier.
+    async with client(make_settings(emulator.url)) as c:
+        named = await c.call_tool("routed_complete", {"prompt": "Classify this ticket: the refund never arrived."})
+        other = await c.call_tool("routed_complete", {"prompt": "Why does the refund job classify tickets twice?"})
+        stated = await c.call_tool("routed_complete", {"prompt": "Classify this ticket", "task": "code"})
+        templated = await c.call_tool(
+            "batch_submit", {"template": "Classify this ticket: {item}", "items": ["refund late", "login fails"]}
+        )
+    assert not templated.is_error, templated.content
+    tiers = [(r.structured_content or {}).get("tier") for r in (named, other, stated)]
+    assert tiers == ["cheap", "standard", "standard"]
+    assert (named.structured_content or {})["rule"].startswith("rules[0] mechanical")
+    db = make_settings(emulator.url).db_path
+    assert [r["family"] for r in query(db, "SELECT family FROM calls ORDER BY ts, rowid")] == ["classify", "*", "code"]
+    quality = query(db, "SELECT quality FROM batches")[0]["quality"]
+    assert json.loads(quality)["task"] == "classify"  # the batch's follow-up rounds and learning see it too
+
+
+async def test_task_inference_off_leaves_an_unlabelled_call_on_the_default_tier(
+    emulator: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(shipped("default.yaml").read_text() + "\ninfer_task: false\n")
+    async with client(make_settings(emulator.url, policy_path=policy)) as c:
+        result = await c.call_tool("routed_complete", {"prompt": "Classify this ticket: the refund never arrived."})
+    assert (result.structured_content or {})["tier"] == "standard"

@@ -17,7 +17,15 @@ from offload.core.errors import ConfigError
 from offload.core.money import fmt_usd
 from offload.core.tokens import request_upper_bound
 from offload.infra.ledger.learning import TierStats, read_learned, reset_learned
-from offload.policy.engine import RouteRequest, TierEvidence, decide, family_of, learned_start, rule_tier
+from offload.policy.engine import (
+    RouteRequest,
+    TierEvidence,
+    decide,
+    family_of,
+    inferred_task,
+    learned_start,
+    rule_tier,
+)
 
 if TYPE_CHECKING:
     from offload.core.pricing import PriceTable
@@ -83,6 +91,8 @@ def cmd_explain(
     table = _price_table()
     policy = load_policy(file, known_models=_known_models(table))
     tokens = request_upper_bound([prompt])
+    inferred = inferred_task(policy, prompt) if task is None else None
+    task = task if inferred is None else inferred
     request = RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt)
     learned = read_learned(db, policy.learning.window) if db is not None and policy.learning.enabled else {}
     family = family_of(task, difficulty)
@@ -99,6 +109,7 @@ def cmd_explain(
     out = [
         f"policy     {policy.name} ({file})",
         f"tier       {decision.tier} -> {decision.model}",
+        *([f"task       {inferred} (no --task given: the prompt's first words name it)"] if inferred else []),
         f"rule       {decision.rule}",
         f"reason     {decision.reason}",
         f"max_tokens {decision.max_tokens}",

@@ -7,6 +7,7 @@ ladder returned here is only the order to try, not a promise that each step is a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -235,6 +236,28 @@ def tier_above(policy: Policy, tier: str) -> str | None:
     if tier not in ladder or tier == ladder[-1]:
         return None
     return ladder[ladder.index(tier) + 1]
+
+
+# How many words at the start of a prompt may name its task ("Classify ...", "Please summarize
+# ...", "[T12] extract: ..."): further in, a label word is more often the subject than the job.
+LEAD_WORDS = 3
+_WORD = re.compile(r"[A-Za-z][\w-]*")
+
+
+def inferred_task(policy: Policy, prompt: str) -> str | None:
+    """The task label a call without one is treated as: the first of the prompt's first LEAD_WORDS
+    words (on its first line) that is a label some rule tests; None if none is, or if the policy
+    turns `infer_task` off."""
+    labels = policy.task_labels
+    if not policy.infer_task or not labels:
+        return None
+    first_line = prompt.lstrip()[:200].split("\n", 1)[0]
+    for word in _WORD.findall(first_line)[:LEAD_WORDS]:
+        if word.lower() in labels:
+            return next(
+                label for rule in policy.rules for label in (rule.when.task or ()) if label.lower() == word.lower()
+            )
+    return None
 
 
 def family_of(task: str | None, difficulty: str | None) -> str:

@@ -315,6 +315,10 @@ class Policy(_Section):
     learning: Learning = Learning()
     batch: BatchPrefs = BatchPrefs()
     store_text: StrictBool = False
+    # A call with no task label whose first words name a label the rules use is routed, and
+    # learned from, under that label (`engine.inferred_task`): "Classify this ticket: ..." is
+    # classification whether or not the host says so.
+    infer_task: StrictBool = True
 
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
@@ -358,6 +362,11 @@ class Policy(_Section):
         if requested is not None:
             return requested
         return self.max_tokens.get(tier, DEFAULT_MAX_TOKENS)
+
+    @property
+    def task_labels(self) -> frozenset[str]:
+        """Every task label a rule tests, lowercased."""
+        return frozenset(label.lower() for rule in self.rules for label in (rule.when.task or ()))
 
     def rule_label(self, index: int) -> str:
         rule = self.rules[index]

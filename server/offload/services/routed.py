@@ -169,16 +169,17 @@ async def routed_complete(
     upper = request_upper_bound(
         [args.prompt, prompt.system or "", prompt.instruction or "", *(t for _, t in documents)]
     )
+    task = args.task if args.task is not None else engine.inferred_task(state.policy, args.prompt)
     job = _Job(
         session=session,
         prompt=prompt,
         checks=checks,
         prompt_text=args.prompt,
         upper=upper,
-        task=args.task,
+        task=task,
         difficulty=args.difficulty,
         max_tokens=args.max_tokens,
-        family=engine.family_of(args.task, args.difficulty),
+        family=engine.family_of(task, args.difficulty),
     )
     run = await _route_and_run(state, session, job, _Answer(new_call_id()), forced_tier=args.tier, progress=progress)
     return await _finish(state, session, job, run)

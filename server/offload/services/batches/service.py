@@ -52,6 +52,9 @@ async def submit(state: AppState, session: str, args: SubmitArgs, *, progress: P
         shared, specs, retry_of = await _retry_specs(state, args.retry_failed)
         tier, quality = await _tier_of(state, args.retry_failed)
     else:
+        if args.task is None and args.template is not None:
+            # One template for every item: the words that name its task name every item's.
+            args = replace(args, task=engine.inferred_task(state.policy, args.template))
         # Building 10^5 requests takes seconds of CPU: in a worker thread, so other calls are served.
         shared, specs, tier = await anyio.to_thread.run_sync(_fresh, state, args, mode)
         retry_of, quality = None, quality_json(args)
