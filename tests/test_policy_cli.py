@@ -68,7 +68,7 @@ def test_explain_difficulty_routes_to_premium() -> None:
 def test_explain_says_when_the_prompt_names_the_task() -> None:
     res = run("policy", "explain", str(POLICIES / "default.yaml"), "Summarize this build log")
     assert res.returncode == 0, res.stderr
-    assert "task       summarize (no --task given: the prompt's first words name it)" in res.stdout
+    assert "task       summarize (no --task given: read from the prompt's first word)" in res.stdout
     assert "tier       cheap -> claude-haiku-5-5" in res.stdout
     given = run("policy", "explain", str(POLICIES / "default.yaml"), "Summarize this build log", "--task", "code")
     assert "task       " not in given.stdout and "tier       standard" in given.stdout

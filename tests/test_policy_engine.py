@@ -224,12 +224,16 @@ def test_judged_start_tries_lower_only_when_it_pays_counting_the_redo() -> None:
     ("prompt", "task"),
     [
         ("Classify this ticket: the refund never arrived.", "classify"),
-        ("Please extract the total and currency.", "extract"),
+        ("Please, extract the total and currency.", "extract"),
         ("[T0042] classify: deploy cache invoice", "classify"),
         ("  EXTRACT the fields below", "extract"),
         ("Why does my classify() helper fail?", None),  # named, but not as the job
+        ("Do not classify yet: find the root cause", None),
+        ("classify(ticket) raises KeyError", None),  # code, not an instruction
+        ("extract_rows(rows) is slow", None),
+        ("id,classify,score", None),  # a CSV header
         ("Summarize this log", None),  # no rule of this policy tests `summarize`
-        ("Write a test.\nThen classify the failures.", None),  # only the first line counts
+        ("Write a test.\nThen classify the failures.", None),
         ("", None),
     ],
 )
@@ -237,6 +241,27 @@ def test_a_prompt_whose_first_words_name_a_rule_label_is_treated_as_that_task(
     policy: Policy, prompt: str, task: str | None
 ) -> None:
     assert inferred_task(policy, prompt) == task
+
+
+def test_an_inferred_task_decides_only_where_no_rule_matches_without_it() -> None:
+    # The `sql` regex rule sits below the task rule: a stated `classify` takes the task rule, a
+    # `classify` read from the wording does not outrank what the prompt itself matches.
+    policy = parse_policy(POLICY)
+    prompt = "Classify the slow sql queries by cause"
+    stated = decide(policy, req(task="classify", prompt_text=prompt, prompt_tokens=50))
+    inferred = decide(policy, req(task="classify", task_inferred=True, prompt_text=prompt, prompt_tokens=50))
+    alone = decide(policy, req(task="classify", task_inferred=True, prompt_text="Classify it", prompt_tokens=50))
+    assert (stated.tier, inferred.tier, alone.tier) == ("cheap", "standard", "cheap")
+    assert alone.rule.startswith("rules[0] mech")
+    hard = decide(policy, req(task="classify", task_inferred=True, difficulty="hard", prompt_text="Classify it"))
+    assert hard.tier == "premium"  # a stated difficulty still comes first
+
+
+def test_triage_still_runs_for_a_call_whose_task_was_only_inferred() -> None:
+    policy = parse_policy(POLICY + "triage: {enabled: true, tier: cheap}\n")
+    given = decide(policy, req(task="classify", prompt_text="Classify it"))
+    inferred = decide(policy, req(task="classify", task_inferred=True, prompt_text="Classify it"))
+    assert (given.triage_needed, inferred.triage_needed) == (False, True)
 
 
 def test_task_inference_can_be_turned_off_and_needs_task_rules() -> None:

@@ -402,15 +402,17 @@ async def test_a_call_without_a_task_is_routed_and_learned_by_the_task_its_promp
         named = await c.call_tool("routed_complete", {"prompt": "Classify this ticket: the refund never arrived."})
         other = await c.call_tool("routed_complete", {"prompt": "Why does the refund job classify tickets twice?"})
         stated = await c.call_tool("routed_complete", {"prompt": "Classify this ticket", "task": "code"})
+        blank = await c.call_tool("routed_complete", {"prompt": "Classify this one", "task": ""})
         templated = await c.call_tool(
             "batch_submit", {"template": "Classify this ticket: {item}", "items": ["refund late", "login fails"]}
         )
     assert not templated.is_error, templated.content
-    tiers = [(r.structured_content or {}).get("tier") for r in (named, other, stated)]
-    assert tiers == ["cheap", "standard", "standard"]
+    tiers = [(r.structured_content or {}).get("tier") for r in (named, other, stated, blank)]
+    assert tiers == ["cheap", "standard", "standard", "cheap"]
     assert (named.structured_content or {})["rule"].startswith("rules[0] mechanical")
     db = make_settings(emulator.url).db_path
-    assert [r["family"] for r in query(db, "SELECT family FROM calls ORDER BY ts, rowid")] == ["classify", "*", "code"]
+    families = [r["family"] for r in query(db, "SELECT family FROM calls ORDER BY ts, rowid")]
+    assert families == ["classify", "*", "code", "classify"]
     quality = query(db, "SELECT quality FROM batches")[0]["quality"]
     assert json.loads(quality)["task"] == "classify"  # the batch's follow-up rounds and learning see it too
 

@@ -243,6 +243,7 @@ class Front:
             path=scope["path"],
             at=state.clock.now(),
             retry_count=int(retry) if retry.isdigit() else 0,
+            trace={k: v for k, v in headers.items() if k in ("traceparent", "tracestate")},
         )
         state.log(record)
         scope["offload.record"] = record

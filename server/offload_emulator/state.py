@@ -40,6 +40,8 @@ class RequestRecord:
     model: str | None = None
     usage: dict[str, Any] | None = None
     seq: int = 0  # arrival number, from 1 (caching.py: what a concurrent request can read)
+    # W3C trace context headers as sent (traceparent, tracestate): whether a caller's trace reaches the API.
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -91,9 +91,11 @@ def cmd_explain(
     table = _price_table()
     policy = load_policy(file, known_models=_known_models(table))
     tokens = request_upper_bound([prompt])
-    inferred = inferred_task(policy, prompt) if task is None else None
-    task = task if inferred is None else inferred
-    request = RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt)
+    inferred = None if (task or "").strip() else inferred_task(policy, prompt)
+    task = inferred or task
+    request = RouteRequest(
+        prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt, task_inferred=inferred is not None
+    )
     learned = read_learned(db, policy.learning.window) if db is not None and policy.learning.enabled else {}
     family = family_of(task, difficulty)
     if family in learned:
@@ -109,7 +111,7 @@ def cmd_explain(
     out = [
         f"policy     {policy.name} ({file})",
         f"tier       {decision.tier} -> {decision.model}",
-        *([f"task       {inferred} (no --task given: the prompt's first words name it)"] if inferred else []),
+        *([f"task       {inferred} (no --task given: read from the prompt's first word)"] if inferred else []),
         f"rule       {decision.rule}",
         f"reason     {decision.reason}",
         f"max_tokens {decision.max_tokens}",

@@ -6,7 +6,8 @@ Nothing else in offload imports `anthropic`. Requests are assembled by the pure
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +17,7 @@ import anthropic
 import anyio
 import httpx2
 from anthropic.types.messages import MessageBatch
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 from offload.config.settings import Settings
 from offload.core.errors import InputError, MissingApiKeyError, UpstreamError
@@ -131,14 +132,35 @@ class BatchItemResult:
 
 
 def tracing_installed(provider: trace.TracerProvider) -> bool:
-    """Whether a tracer provider is set up, so the SDK's spans of API calls go somewhere.
-
-    Without one the SDK still starts a span per call, with its attributes, and finds it records
-    nothing: 0.1-0.2 ms of every routed call here. So offload's client keeps the SDK's tracing (and
-    its ANTHROPIC_OPEN_TELEMETRY_* settings) only when a provider was installed before it, as
-    `opentelemetry-instrument` and an application's own setup do.
-    """
+    """Whether a tracer provider is set up, so the SDK's spans of API calls go somewhere."""
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def sdk_spans_wanted(environ: Mapping[str, str]) -> bool:
+    """Whether offload's client keeps the SDK's OpenTelemetry spans.
+
+    Without a tracer provider the SDK still starts a span per call, with its attributes, to find it
+    records nothing: 0.1-0.2 ms of every routed call. So the spans stay only when a provider was set
+    up before the client (`opentelemetry-instrument`, an application's own setup) or the user
+    configured them (ANTHROPIC_OPEN_TELEMETRY*). Without them the caller's trace context still goes
+    out with each request (`trace_headers`), as the SDK's own propagation sent it.
+    """
+    if any(key.startswith("ANTHROPIC_OPEN_TELEMETRY") for key in environ):
+        return True
+    try:
+        return tracing_installed(trace.get_tracer_provider())
+    except Exception:  # OTEL_PYTHON_TRACER_PROVIDER naming one that does not load: no spans, no crash
+        return False
+
+
+def trace_headers() -> dict[str, str] | None:
+    """The caller's trace context (e.g. a host's traceparent carried in an MCP request's _meta) as
+    request headers, or None when there is none: what the SDK's propagation would have sent."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier or None
 
 
 async def _answer_begun(response: httpx2.Response) -> None:
@@ -200,8 +222,12 @@ _RETRIED = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 class ClaudeClient:
     """Async client for the calls offload makes. Construct through `ClaudeClient.from_settings`."""
 
-    def __init__(self, client: anthropic.AsyncAnthropic, sync: anthropic.Anthropic | None = None) -> None:
+    def __init__(
+        self, client: anthropic.AsyncAnthropic, sync: anthropic.Anthropic | None = None, *, propagate: bool = False
+    ) -> None:
         self._client = client
+        # The SDK's spans are off (`sdk_spans_wanted`): the trace context is sent by hand instead.
+        self._propagate = propagate
         # Batch creates go through a sync client in a worker thread: the SDK transforms and
         # serializes the whole request list (tens of MB for 100k requests) where it is called,
         # and on the event loop that would stall every other tool call for seconds.
@@ -217,11 +243,19 @@ class ClaudeClient:
             "max_retries": max_retries,
             "timeout": timeout,
         }
-        if not tracing_installed(trace.get_tracer_provider()):
+        spans = sdk_spans_wanted(os.environ)
+        if not spans:
             options["open_telemetry"] = False
         # The SDK's own client with its defaults, plus a hook that sees each answer begin.
         answers = anthropic.DefaultAsyncHttpxClient(event_hooks={"response": [_answer_begun]})
-        return cls(anthropic.AsyncAnthropic(**options, http_client=answers), anthropic.Anthropic(**options))
+        return cls(
+            anthropic.AsyncAnthropic(**options, http_client=answers),
+            anthropic.Anthropic(**options),
+            propagate=not spans,
+        )
+
+    def _traced(self) -> dict[str, str] | None:
+        return trace_headers() if self._propagate else None
 
     async def close(self) -> None:
         await self._client.close()
@@ -257,7 +291,7 @@ class ClaudeClient:
         try:
             if int(params["max_tokens"]) > STREAM_ABOVE_MAX_TOKENS:
                 return await self._streamed(params)
-            raw = await self._client.messages.with_raw_response.create(**params)
+            raw = await self._client.messages.with_raw_response.create(**params, extra_headers=self._traced())
             # The JSON as is: only five fields are read, and the SDK's Message model of the whole
             # answer took longer to build than the rest of offload's bookkeeping of one call.
             message = await raw.json()
@@ -270,7 +304,7 @@ class ClaudeClient:
         return _completion_of(message, raw.headers.get("request-id"))
 
     async def _streamed(self, params: dict[str, Any]) -> Completion:
-        async with self._client.messages.stream(**params) as stream:
+        async with self._client.messages.stream(**params, extra_headers=self._traced()) as stream:
             request_id = stream.response.headers.get("request-id")
             snapshot: Any = None
             try:
@@ -297,7 +331,7 @@ class ClaudeClient:
         """The prompt tokens of `params` as the API counts them (the endpoint is free)."""
         fields = {k: params[k] for k in ("model", "system", "messages", "tools") if k in params}
         with _mapped_errors():
-            counted = await self._client.messages.count_tokens(**fields)
+            counted = await self._client.messages.count_tokens(**fields, extra_headers=self._traced())
         return int(counted.input_tokens)
 
     async def batch_create(self, requests: list[dict[str, Any]] | BatchBody) -> BatchInfo:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from offload.core.errors import BudgetExceededError, InputError
 from offload.core.money import fmt_usd
@@ -40,6 +40,7 @@ class RouteRequest:
     learned_tier: str | None = None  # where learning says this family should start (see `learned_start`)
     learned_reason: str = ""
     difficulty_stated: bool = True  # False: `difficulty` is triage's guess, not the caller's word
+    task_inferred: bool = False  # True: `task` was read from the prompt's first word (`inferred_task`)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,16 @@ def _match(
     A stated difficulty beats a task-type rule: when the caller gives one, the rules that test
     difficulty are tried first (in file order), so `task: summarize, difficulty: hard` is not
     sent to the cheap tier by a `task: [summarize]` rule listed above the `hard` one. A difficulty
-    guessed by triage is weaker evidence than a task label: it keeps file order.
+    guessed by triage is weaker evidence than a task label: it keeps file order. A task label read
+    from the prompt's wording is weaker than any rule: it decides only where no rule would match
+    without it, so a `prompt_matches` rule or a triaged difficulty still routes such a call.
     """
+    if req.task_inferred:
+        unlabelled = replace(req, task=None, task_inferred=False)
+        found = _match(policy, unlabelled, difficulty, stated=stated)
+        if found[2] is not None:
+            return found
+        return _match(policy, replace(req, task_inferred=False), difficulty, stated=stated)
     order = list(range(len(policy.rules)))
     if difficulty is not None and stated and req.difficulty_stated:
         order.sort(key=lambda i: policy.rules[i].when.difficulty is None)
@@ -238,26 +247,27 @@ def tier_above(policy: Policy, tier: str) -> str | None:
     return ladder[ladder.index(tier) + 1]
 
 
-# How many words at the start of a prompt may name its task ("Classify ...", "Please summarize
-# ...", "[T12] extract: ..."): further in, a label word is more often the subject than the job.
-LEAD_WORDS = 3
-_WORD = re.compile(r"[A-Za-z][\w-]*")
+# The job a prompt names is its first word, in the imperative ("Classify this ticket: ...",
+# "Please summarize ...", "[T12] extract: ..."). A label word further in, or one followed by "(" or
+# "_" (code), is more often the subject than the job: "Why does trim() panic", "Do not summarize".
+_FIRST_WORD = re.compile(
+    r"\s*(?:\[[^\]\n]{0,40}\]\s*)*(?:please\b[\s,:]*)?([A-Za-z][A-Za-z-]*)(?![\w(])", re.IGNORECASE
+)
+LEAD_CHARS = 400  # where that first word is looked for: never a scan of a whole large prompt
 
 
 def inferred_task(policy: Policy, prompt: str) -> str | None:
-    """The task label a call without one is treated as: the first of the prompt's first LEAD_WORDS
-    words (on its first line) that is a label some rule tests; None if none is, or if the policy
-    turns `infer_task` off."""
+    """The task label a call without one is treated as: the prompt's first word (after a `[tag]` or
+    "please"), if it is a label some rule tests, as that rule spells it; None if it is not, or if
+    the policy turns `infer_task` off. Labels of letters and hyphens only can be named this way."""
     labels = policy.task_labels
     if not policy.infer_task or not labels:
         return None
-    first_line = prompt.lstrip()[:200].split("\n", 1)[0]
-    for word in _WORD.findall(first_line)[:LEAD_WORDS]:
-        if word.lower() in labels:
-            return next(
-                label for rule in policy.rules for label in (rule.when.task or ()) if label.lower() == word.lower()
-            )
-    return None
+    found = _FIRST_WORD.match(prompt[:LEAD_CHARS])
+    if found is None or found.group(1).lower() not in labels:
+        return None
+    word = found.group(1).lower()
+    return next(label for rule in policy.rules for label in (rule.when.task or ()) if label.lower() == word)
 
 
 def family_of(task: str | None, difficulty: str | None) -> str:

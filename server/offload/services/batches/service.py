@@ -52,11 +52,13 @@ async def submit(state: AppState, session: str, args: SubmitArgs, *, progress: P
         shared, specs, retry_of = await _retry_specs(state, args.retry_failed)
         tier, quality = await _tier_of(state, args.retry_failed)
     else:
-        if args.task is None and args.template is not None:
-            # One template for every item: the words that name its task name every item's.
-            args = replace(args, task=engine.inferred_task(state.policy, args.template))
+        # One template for every item: the word that names its task names every item's.
+        inferred = None
+        if not (args.task or "").strip() and args.template is not None:
+            inferred = engine.inferred_task(state.policy, args.template)
+            args = replace(args, task=inferred or args.task)
         # Building 10^5 requests takes seconds of CPU: in a worker thread, so other calls are served.
-        shared, specs, tier = await anyio.to_thread.run_sync(_fresh, state, args, mode)
+        shared, specs, tier = await anyio.to_thread.run_sync(_fresh, state, args, mode, inferred is not None)
         retry_of, quality = None, quality_json(args)
     if not specs:
         raise InputError("there is nothing to submit: the list of requests, items or files is empty")
@@ -72,7 +74,7 @@ def quality_json(args: SubmitArgs) -> str:
     return json.dumps({k: getattr(args, k) for k in keys if getattr(args, k) is not None}, sort_keys=True)
 
 
-def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[Spec], str]:
+def _fresh(state: AppState, args: SubmitArgs, mode: str, task_inferred: bool) -> tuple[Shared, list[Spec], str]:
     # A bad regex or schema is refused before anything is priced or sent.
     checks = Checks.build(args.response_schema, args.must_match)
     prefix: str | None = None
@@ -104,6 +106,7 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
             forced_tier=args.tier,
             prompt_text=sample,
             max_tokens=args.max_tokens,
+            task_inferred=task_inferred,
         ),
     )
     if decision.rule == "default_tier" and policy.batch.default_tier is not None:
