@@ -9,7 +9,7 @@ from offload.config.pricing import load_prices
 from offload.config.settings import shipped
 from offload.core.errors import BudgetExceededError, InputError
 from offload.policy import Policy, RouteRequest, decide, should_escalate, worst_case_by_tier
-from offload.policy.engine import TierEvidence, inferred_task, judged_start, learned_start
+from offload.policy.engine import TierEvidence, capped_max_tokens, inferred_task, judged_start, learned_start
 
 POLICY = """
 name: t
@@ -231,45 +231,52 @@ def test_judged_start_tries_lower_only_when_it_pays_counting_the_redo() -> None:
         ("Do not classify yet: find the root cause", None),
         ("classify(ticket) raises KeyError", None),  # code, not an instruction
         ("extract_rows(rows) is slow", None),
+        ("classify-ticket(x) panics", None),  # a compound name is not the label
         ("id,classify,score", None),  # a CSV header
         ("Summarize this log", None),  # no rule of this policy tests `summarize`
         ("Write a test.\nThen classify the failures.", None),
         ("", None),
     ],
 )
-def test_a_prompt_whose_first_words_name_a_rule_label_is_treated_as_that_task(
+def test_a_prompt_whose_first_word_names_a_rule_label_is_treated_as_that_task(
     policy: Policy, prompt: str, task: str | None
 ) -> None:
-    assert inferred_task(policy, prompt) == task
+    assert inferred_task(policy, prompt, prompt_tokens=10, difficulty=None) == task
 
 
-def test_an_inferred_task_decides_only_where_no_rule_matches_without_it() -> None:
-    # The `sql` regex rule sits below the task rule: a stated `classify` takes the task rule, a
-    # `classify` read from the wording does not outrank what the prompt itself matches.
-    policy = parse_policy(POLICY)
-    prompt = "Classify the slow sql queries by cause"
-    stated = decide(policy, req(task="classify", prompt_text=prompt, prompt_tokens=50))
-    inferred = decide(policy, req(task="classify", task_inferred=True, prompt_text=prompt, prompt_tokens=50))
-    alone = decide(policy, req(task="classify", task_inferred=True, prompt_text="Classify it", prompt_tokens=50))
-    assert (stated.tier, inferred.tier, alone.tier) == ("cheap", "standard", "cheap")
-    assert alone.rule.startswith("rules[0] mech")
-    hard = decide(policy, req(task="classify", task_inferred=True, difficulty="hard", prompt_text="Classify it"))
-    assert hard.tier == "premium"  # a stated difficulty still comes first
+def test_an_inferred_label_is_kept_only_where_no_rule_routes_the_call_without_it(policy: Policy) -> None:
+    # The label is dropped, not just outranked: the call then learns and is capped as unlabelled.
+    assert inferred_task(policy, "Classify the slow sql queries", prompt_tokens=10, difficulty=None) is None
+    assert inferred_task(policy, "Classify it", prompt_tokens=5000, difficulty=None) is None  # input_tokens_over
+    assert inferred_task(policy, "Classify it", prompt_tokens=10, difficulty="hard") is None  # difficulty first
+    assert inferred_task(policy, "Classify it", prompt_tokens=10, difficulty="easy") == "classify"  # no easy rule
+    sample = "Classify it; the sql is below"  # a batch: the template names the task, its first request is routed
+    assert inferred_task(policy, "Classify it", prompt_tokens=10, difficulty=None, prompt_text=sample) is None
 
 
-def test_triage_still_runs_for_a_call_whose_task_was_only_inferred() -> None:
-    policy = parse_policy(POLICY + "triage: {enabled: true, tier: cheap}\n")
-    given = decide(policy, req(task="classify", prompt_text="Classify it"))
-    inferred = decide(policy, req(task="classify", task_inferred=True, prompt_text="Classify it"))
-    assert (given.triage_needed, inferred.triage_needed) == (False, True)
+def test_no_label_is_inferred_where_triage_would_guess_the_difficulty() -> None:
+    triaged = parse_policy(POLICY + "triage: {enabled: true, tier: cheap}\n")
+    assert inferred_task(triaged, "Classify it", prompt_tokens=10, difficulty=None) is None
+    assert inferred_task(triaged, "Classify it", prompt_tokens=10, difficulty="easy") == "classify"
 
 
 def test_task_inference_can_be_turned_off_and_needs_task_rules() -> None:
-    off = parse_policy(POLICY + "infer_task: false\n")
-    assert inferred_task(off, "Classify this ticket") is None
+    def infer(policy: Policy, prompt: str) -> str | None:
+        return inferred_task(policy, prompt, prompt_tokens=10, difficulty=None)
+
+    assert infer(parse_policy(POLICY + "infer_task: false\n"), "Classify this ticket") is None
     task_rule = "  - {name: mech, when: {task: [classify, extract]}, tier: cheap}\n"
     no_task_rules = parse_policy(POLICY.replace(task_rule, ""))
     assert no_task_rules.task_labels == frozenset()
-    assert inferred_task(no_task_rules, "Classify this ticket") is None
+    assert infer(no_task_rules, "Classify this ticket") is None
     mixed_case = parse_policy(POLICY.replace("[classify, extract]", "[Classify, extract]"))
-    assert inferred_task(mixed_case, "classify this") == "Classify"  # the label as the rule spells it
+    assert infer(mixed_case, "classify this") == "Classify"  # the label as the rule spells it
+
+
+def test_a_learned_output_cap_cuts_only_a_first_try_that_can_climb() -> None:
+    policy = parse_policy(POLICY)
+    assert capped_max_tokens(policy, "cheap", None, 7) == 7
+    assert capped_max_tokens(policy, "premium", None, 7) == 300  # the top rung: a cut answer would be final
+    no_trigger = parse_policy(POLICY.replace("on: [max_tokens, refusal]", "on: [refusal]"))
+    assert capped_max_tokens(no_trigger, "cheap", None, 7) == 100
+    assert worst_case_by_tier(policy, 10, lambda model, i, o: o, cap=7) == {"cheap": 7, "standard": 7, "premium": 300}

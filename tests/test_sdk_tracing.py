@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from opentelemetry import context, trace
@@ -126,3 +127,32 @@ async def test_without_sdk_spans_the_callers_trace_context_still_reaches_the_api
     sent = [r.trace.get("traceparent") for r in emulator.state.calls() if r.method == "POST"]
     host = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     assert sent == [None, host, host]  # none outside a trace; the create and the count inside it
+
+
+def test_a_propagator_that_does_not_load_costs_the_header_not_the_client(emulator: EmulatorHandle) -> None:
+    # OTEL_PROPAGATORS=...,xray is set shell-wide on AWS hosts without the xray package: importing
+    # opentelemetry.propagate raises then. offload (and `offload doctor`) must still run.
+    env = {**os.environ, "OTEL_PROPAGATORS": "tracecontext,xray"}
+    assert _spans(emulator.url, "none", env) == []
+
+
+@pytest.mark.anyio
+async def test_batch_calls_carry_the_callers_trace_context_too(
+    emulator: EmulatorHandle, make_settings: Callable[..., Settings]
+) -> None:
+    client = ClaudeClient.from_settings(make_settings(emulator.url))
+    message = {"role": "user", "content": "hi"}
+    request: dict[str, Any] = {
+        "custom_id": "a",
+        "params": {"model": "claude-haiku-5-5", "max_tokens": 5, "messages": [message]},
+    }
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(HOST)))
+    try:
+        batch = await client.batch_create([request])
+        await client.batch_retrieve(batch.id)
+    finally:
+        context.detach(token)
+        await client.close()
+    sent = [(r.method, r.path.count("/"), r.trace.get("traceparent")) for r in emulator.state.calls()]
+    host = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert sent == [("POST", 3, host), ("GET", 4, host)]

@@ -91,11 +91,11 @@ def cmd_explain(
     table = _price_table()
     policy = load_policy(file, known_models=_known_models(table))
     tokens = request_upper_bound([prompt])
-    inferred = None if (task or "").strip() else inferred_task(policy, prompt)
-    task = inferred or task
-    request = RouteRequest(
-        prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt, task_inferred=inferred is not None
+    inferred = (
+        None if (task or "").strip() else inferred_task(policy, prompt, prompt_tokens=tokens, difficulty=difficulty)
     )
+    task = inferred or task
+    request = RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt)
     learned = read_learned(db, policy.learning.window) if db is not None and policy.learning.enabled else {}
     family = family_of(task, difficulty)
     if family in learned:

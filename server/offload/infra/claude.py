@@ -6,6 +6,8 @@ Nothing else in offload imports `anthropic`. Requests are assembled by the pure
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,7 +19,7 @@ import anthropic
 import anyio
 import httpx2
 from anthropic.types.messages import MessageBatch
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
 from offload.config.settings import Settings
 from offload.core.errors import InputError, MissingApiKeyError, UpstreamError
@@ -141,9 +143,10 @@ def sdk_spans_wanted(environ: Mapping[str, str]) -> bool:
 
     Without a tracer provider the SDK still starts a span per call, with its attributes, to find it
     records nothing: 0.1-0.2 ms of every routed call. So the spans stay only when a provider was set
-    up before the client (`opentelemetry-instrument`, an application's own setup) or the user
-    configured them (ANTHROPIC_OPEN_TELEMETRY*). Without them the caller's trace context still goes
-    out with each request (`trace_headers`), as the SDK's own propagation sent it.
+    up before the client (`opentelemetry-instrument`, an application's own setup) or an
+    ANTHROPIC_OPEN_TELEMETRY* variable is set (the SDK then follows it, `false` included). Without
+    them the caller's trace context still goes out with each request (`trace_headers`), as the
+    SDK's own propagation sent it.
     """
     if any(key.startswith("ANTHROPIC_OPEN_TELEMETRY") for key in environ):
         return True
@@ -158,9 +161,22 @@ def trace_headers() -> dict[str, str] | None:
     request headers, or None when there is none: what the SDK's propagation would have sent."""
     if not trace.get_current_span().get_span_context().is_valid:
         return None
+    inject = _injector()
+    if inject is None:
+        return None
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    inject(carrier)
     return carrier or None
+
+
+@functools.cache
+def _injector() -> Callable[[dict[str, str]], None] | None:
+    # Importing opentelemetry.propagate loads the OTEL_PROPAGATORS it names and raises for one not
+    # installed (e.g. xray): that may cost the header, never the client (nor `offload doctor`).
+    try:
+        return importlib.import_module("opentelemetry.propagate").inject  # type: ignore[no-any-return]
+    except Exception:
+        return None
 
 
 async def _answer_begun(response: httpx2.Response) -> None:
@@ -267,15 +283,19 @@ class ClaudeClient:
             return await self._post_batch_body(requests, retries=retries)
         if self._sync is None:
             client = self._client if retries else self._client.with_options(max_retries=0)
-            return await client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            return await client.messages.batches.create(
+                requests=requests,  # type: ignore[arg-type]
+                extra_headers=self._traced(),
+            )
         sync = self._sync if retries else self._sync.with_options(max_retries=0)
+        traced = self._traced()
         return await anyio.to_thread.run_sync(
-            lambda: sync.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            lambda: sync.messages.batches.create(requests=requests, extra_headers=traced)  # type: ignore[arg-type]
         )
 
     async def _post_batch_body(self, body: BatchBody, *, retries: bool) -> Any:
         """The create call with a body streamed from `body` (see `BatchBody`), in a worker thread."""
-        headers = {"Content-Type": "application/json", "Content-Length": str(body.size)}
+        headers = {"Content-Type": "application/json", "Content-Length": str(body.size), **(self._traced() or {})}
         if self._sync is None:
             client = self._client if retries else self._client.with_options(max_retries=0)
             return await client.post(
@@ -358,12 +378,12 @@ class ClaudeClient:
 
     async def batch_retrieve(self, batch_id: str) -> BatchInfo:
         with _mapped_errors():
-            batch = await self._client.messages.batches.retrieve(batch_id)
+            batch = await self._client.messages.batches.retrieve(batch_id, extra_headers=self._traced())
         return _batch_info(batch)
 
     async def batch_results(self, batch_id: str) -> AsyncIterator[BatchItemResult]:
         with _mapped_errors():
-            decoder = await self._client.messages.batches.results(batch_id)
+            decoder = await self._client.messages.batches.results(batch_id, extra_headers=self._traced())
             async for line in decoder:
                 yield _item_result(line)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from offload.core.errors import BudgetExceededError, InputError
 from offload.core.money import fmt_usd
@@ -40,7 +40,6 @@ class RouteRequest:
     learned_tier: str | None = None  # where learning says this family should start (see `learned_start`)
     learned_reason: str = ""
     difficulty_stated: bool = True  # False: `difficulty` is triage's guess, not the caller's word
-    task_inferred: bool = False  # True: `task` was read from the prompt's first word (`inferred_task`)
 
 
 @dataclass(frozen=True)
@@ -64,16 +63,8 @@ def _match(
     A stated difficulty beats a task-type rule: when the caller gives one, the rules that test
     difficulty are tried first (in file order), so `task: summarize, difficulty: hard` is not
     sent to the cheap tier by a `task: [summarize]` rule listed above the `hard` one. A difficulty
-    guessed by triage is weaker evidence than a task label: it keeps file order. A task label read
-    from the prompt's wording is weaker than any rule: it decides only where no rule would match
-    without it, so a `prompt_matches` rule or a triaged difficulty still routes such a call.
+    guessed by triage is weaker evidence than a task label: it keeps file order.
     """
-    if req.task_inferred:
-        unlabelled = replace(req, task=None, task_inferred=False)
-        found = _match(policy, unlabelled, difficulty, stated=stated)
-        if found[2] is not None:
-            return found
-        return _match(policy, replace(req, task_inferred=False), difficulty, stated=stated)
     order = list(range(len(policy.rules)))
     if difficulty is not None and stated and req.difficulty_stated:
         order.sort(key=lambda i: policy.rules[i].when.difficulty is None)
@@ -235,8 +226,13 @@ def worst_case_by_tier(
 
 
 def capped_max_tokens(policy: Policy, tier: str, max_tokens: int | None, cap: int | None) -> int:
+    """A first try's max_tokens, cut to a learned output cap only where an answer cut there climbs to
+    a rung that gets the full length: on the top rung (or with max_tokens not an escalation trigger)
+    a cut answer would be the host's answer, and its redo would be refused."""
     limit = policy.max_tokens_for(tier, max_tokens)
-    return limit if cap is None else min(limit, cap)
+    if cap is None or not (_ladder_after(policy, tier) and should_escalate(policy, "max_tokens")):
+        return limit
+    return min(limit, cap)
 
 
 def tier_above(policy: Policy, tier: str) -> str | None:
@@ -248,23 +244,37 @@ def tier_above(policy: Policy, tier: str) -> str | None:
 
 
 # The job a prompt names is its first word, in the imperative ("Classify this ticket: ...",
-# "Please summarize ...", "[T12] extract: ..."). A label word further in, or one followed by "(" or
-# "_" (code), is more often the subject than the job: "Why does trim() panic", "Do not summarize".
+# "Please summarize ...", "[T12] extract: ..."). A label word further in, or one followed by "(",
+# "_" or "-" (code, a compound), is more often the subject than the job: "Why does trim() panic".
 _FIRST_WORD = re.compile(
-    r"\s*(?:\[[^\]\n]{0,40}\]\s*)*(?:please\b[\s,:]*)?([A-Za-z][A-Za-z-]*)(?![\w(])", re.IGNORECASE
+    r"\s*(?:\[[^\]\n]{0,40}\]\s*)*(?:please\b[\s,:]*)?([A-Za-z][A-Za-z-]*)(?![\w(-])", re.IGNORECASE
 )
 LEAD_CHARS = 400  # where that first word is looked for: never a scan of a whole large prompt
 
 
-def inferred_task(policy: Policy, prompt: str) -> str | None:
-    """The task label a call without one is treated as: the prompt's first word (after a `[tag]` or
-    "please"), if it is a label some rule tests, as that rule spells it; None if it is not, or if
-    the policy turns `infer_task` off. Labels of letters and hyphens only can be named this way."""
+def inferred_task(
+    policy: Policy, prompt: str, *, prompt_tokens: int, difficulty: str | None, prompt_text: str | None = None
+) -> str | None:
+    """The task label a call sent without one is treated as, or None.
+
+    Its prompt's first word (after a `[tag]` or "please") must be a label some rule tests (returned
+    as that rule spells it), and the label must be what routes the call: no rule may match without
+    it (a `prompt_matches` rule, a stated difficulty), and triage must not be about to guess the
+    difficulty. Otherwise the call stays unlabelled, so neither its learning record nor its output
+    cap is another task's. Off with `infer_task: false`. Labels of letters and hyphens only.
+    `prompt_text`: what rules match against, when not `prompt` (a batch: its first request).
+    """
     labels = policy.task_labels
     if not policy.infer_task or not labels:
         return None
+    if difficulty is None and policy.triage is not None and policy.triage.enabled:
+        return None
     found = _FIRST_WORD.match(prompt[:LEAD_CHARS])
     if found is None or found.group(1).lower() not in labels:
+        return None
+    text = prompt if prompt_text is None else prompt_text
+    unlabelled = RouteRequest(prompt_tokens=prompt_tokens, difficulty=difficulty, prompt_text=text)
+    if _match(policy, unlabelled, difficulty)[2] is not None:
         return None
     word = found.group(1).lower()
     return next(label for rule in policy.rules for label in (rule.when.task or ()) if label.lower() == word)

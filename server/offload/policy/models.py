@@ -287,8 +287,9 @@ class Learning(_Section):
     # family's record there makes that cheaper on average, counting the redo. Works with
     # `enabled: false` too.
     judged_trials: StrictBool = True
-    # Cut an answer at this many times the longest one the family had accepted lately (after
-    # min_samples of them), unless the caller set max_tokens; 0 turns it off.
+    # Cut a first try at this many times the longest answer the family had accepted lately (after
+    # min_samples of them), unless the caller set max_tokens, and only where a cut answer climbs a
+    # rung (never on the top one); 0 turns it off.
     output_cap: Annotated[Decimal, Field(ge=0)] = Decimal("2")
 
 
@@ -315,9 +316,9 @@ class Policy(_Section):
     learning: Learning = Learning()
     batch: BatchPrefs = BatchPrefs()
     store_text: StrictBool = False
-    # A call with no task label whose first words name a label the rules use is routed, and
-    # learned from, under that label (`engine.inferred_task`): "Classify this ticket: ..." is
-    # classification whether or not the host says so.
+    # A call with no task label whose first word is a label the rules test is routed and learned
+    # from under it, where that label is what routes it (`engine.inferred_task`): "Classify this
+    # ticket: ..." is classification whether or not the host says so.
     infer_task: StrictBool = True
 
     @model_validator(mode="after")

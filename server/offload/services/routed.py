@@ -88,7 +88,6 @@ class _Job:
     # The call_id of the redo that replaced this answer (REDO_RUNNING while it runs): one host
     # question gets one better answer, and only that one stands for the host's own call.
     redone_as: str | None = None
-    task_inferred: bool = False  # `task` was read from the prompt's wording (engine.inferred_task)
 
     @property
     def checked(self) -> bool:
@@ -171,7 +170,11 @@ async def routed_complete(
         [args.prompt, prompt.system or "", prompt.instruction or "", *(t for _, t in documents)]
     )
     # A blank task is no task (hosts fill optional arguments with ""): the prompt may name one.
-    inferred = None if (args.task or "").strip() else engine.inferred_task(state.policy, args.prompt)
+    inferred = (
+        None
+        if (args.task or "").strip()
+        else engine.inferred_task(state.policy, args.prompt, prompt_tokens=upper, difficulty=args.difficulty)
+    )
     task = inferred or args.task
     job = _Job(
         session=session,
@@ -183,7 +186,6 @@ async def routed_complete(
         difficulty=args.difficulty,
         max_tokens=args.max_tokens,
         family=engine.family_of(task, args.difficulty),
-        task_inferred=inferred is not None,
     )
     run = await _route_and_run(state, session, job, _Answer(new_call_id()), forced_tier=args.tier, progress=progress)
     return await _finish(state, session, job, run)
@@ -406,7 +408,6 @@ async def _decide(
         headroom_detail=headroom_detail,
         max_tokens=job.max_tokens,
         redo_tier=redo_tier,
-        task_inferred=job.task_inferred,
     )
     if forced_tier is None and redo_tier is None:
         request = await _learned(state, job, request, signals)

@@ -52,14 +52,9 @@ async def submit(state: AppState, session: str, args: SubmitArgs, *, progress: P
         shared, specs, retry_of = await _retry_specs(state, args.retry_failed)
         tier, quality = await _tier_of(state, args.retry_failed)
     else:
-        # One template for every item: the word that names its task names every item's.
-        inferred = None
-        if not (args.task or "").strip() and args.template is not None:
-            inferred = engine.inferred_task(state.policy, args.template)
-            args = replace(args, task=inferred or args.task)
         # Building 10^5 requests takes seconds of CPU: in a worker thread, so other calls are served.
-        shared, specs, tier = await anyio.to_thread.run_sync(_fresh, state, args, mode, inferred is not None)
-        retry_of, quality = None, quality_json(args)
+        shared, specs, tier, task = await anyio.to_thread.run_sync(_fresh, state, args, mode)
+        retry_of, quality = None, quality_json(replace(args, task=task))
     if not specs:
         raise InputError("there is nothing to submit: the list of requests, items or files is empty")
     await progress(0, 3, f"pricing {len(specs):,} requests")
@@ -74,7 +69,9 @@ def quality_json(args: SubmitArgs) -> str:
     return json.dumps({k: getattr(args, k) for k in keys if getattr(args, k) is not None}, sort_keys=True)
 
 
-def _fresh(state: AppState, args: SubmitArgs, mode: str, task_inferred: bool) -> tuple[Shared, list[Spec], str]:
+def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[Spec], str, str | None]:
+    """The batch's shared part, its requests, its tier and its task (the one given, or the one its
+    template's first word names: one template for every item)."""
     # A bad regex or schema is refused before anything is priced or sent.
     checks = Checks.build(args.response_schema, args.must_match)
     prefix: str | None = None
@@ -95,18 +92,23 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str, task_inferred: bool) ->
         ),
         default=0,
     )
+    task = args.task
+    if not (task or "").strip() and args.template is not None:
+        found = engine.inferred_task(
+            policy, args.template, prompt_tokens=upper, difficulty=args.difficulty, prompt_text=sample
+        )
+        task = found or task
     # Batches are budgeted as a whole when reserving; the per-call downgrade of routed_complete
     # does not apply, so the decision is taken without headroom.
     decision = engine.decide(
         policy,
         engine.RouteRequest(
             prompt_tokens=upper,
-            task=args.task,
+            task=task,
             difficulty=args.difficulty,
             forced_tier=args.tier,
             prompt_text=sample,
             max_tokens=args.max_tokens,
-            task_inferred=task_inferred,
         ),
     )
     if decision.rule == "default_tier" and policy.batch.default_tier is not None:
@@ -123,7 +125,7 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str, task_inferred: bool) ->
         min_cacheable=state.prices.min_cacheable(model),
         instruction=checks.instruction(),
     )
-    return shared, specs, decision.tier
+    return shared, specs, decision.tier, task
 
 
 def _read_files(state: AppState, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
