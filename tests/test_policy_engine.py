@@ -280,3 +280,8 @@ def test_a_learned_output_cap_cuts_only_a_first_try_that_can_climb() -> None:
     no_trigger = parse_policy(POLICY.replace("on: [max_tokens, refusal]", "on: [refusal]"))
     assert capped_max_tokens(no_trigger, "cheap", None, 7) == 100
     assert worst_case_by_tier(policy, 10, lambda model, i, o: o, cap=7) == {"cheap": 7, "standard": 7, "premium": 300}
+    # Comparing two tiers' prices (judged_start) needs the same answer length on both: pricing the
+    # uncut top rung at its full max_tokens made every lower tier look cheap (bench: judging host
+    # 1.125x -> 1.205x the oracle, more redos).
+    same_length = worst_case_by_tier(policy, 10, lambda model, i, o: o, cap=7, as_sent=False)
+    assert same_length == {"cheap": 7, "standard": 7, "premium": 7}

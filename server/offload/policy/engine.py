@@ -215,14 +215,23 @@ def worst_case_by_tier(
     worst_case: Callable[[str, int, int], int],
     max_tokens: int | None = None,
     cap: int | None = None,
+    *,
+    as_sent: bool = True,
 ) -> dict[str, int]:
     """Each tier's worst-case cost, via `worst_case(model, input_tokens, max_tokens)`
     (e.g. `PriceTable.worst_case`), with the max_tokens `decide` would pick for that tier,
-    cut to `cap` (a learned output cap on a family's first try) when given."""
-    return {
-        tier: worst_case(model, prompt_tokens, capped_max_tokens(policy, tier, max_tokens, cap))
-        for tier, model in policy.tiers.items()
-    }
+    cut to `cap` (a learned output cap on a family's first try) where a first try there is cut.
+    `as_sent=False` cuts every tier to `cap`: the price of an answer of the family's usual length
+    on each tier, which is what comparing two tiers' costs needs (`judged_start`)."""
+    out: dict[str, int] = {}
+    for tier, model in policy.tiers.items():
+        limit = policy.max_tokens_for(tier, max_tokens)
+        if as_sent:
+            limit = capped_max_tokens(policy, tier, max_tokens, cap)
+        elif cap is not None:
+            limit = min(limit, cap)
+        out[tier] = worst_case(model, prompt_tokens, limit)
+    return out
 
 
 def capped_max_tokens(policy: Policy, tier: str, max_tokens: int | None, cap: int | None) -> int:

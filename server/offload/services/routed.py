@@ -274,7 +274,11 @@ async def _after_paid(write: Awaitable[T], what: str) -> T | None:
 
 
 async def _learned(
-    state: AppState, job: _Job, request: engine.RouteRequest, signals: learning.Signals | None
+    state: AppState,
+    job: _Job,
+    request: engine.RouteRequest,
+    signals: learning.Signals | None,
+    answer_cost: dict[str, int],
 ) -> engine.RouteRequest:
     policy = state.policy
     learn = policy.learning
@@ -291,7 +295,7 @@ async def _learned(
         can_explore = job.checked or judges
         tier, reason = engine.learned_start(policy, tier, evidence, draw=state.rng().random(), can_explore=can_explore)
     if judges and not reason.startswith("exploring"):
-        lower, why = engine.judged_start(policy, tier, evidence, request.worst_case_pusd)
+        lower, why = engine.judged_start(policy, tier, evidence, answer_cost)
         if why:
             tier, reason = lower, why
     if not reason:
@@ -410,7 +414,11 @@ async def _decide(
         redo_tier=redo_tier,
     )
     if forced_tier is None and redo_tier is None:
-        request = await _learned(state, job, request, signals)
+        # Two tiers' costs compare at the same answer length, whether or not the top one is cut.
+        answer_cost = engine.worst_case_by_tier(
+            policy, job.upper, state.prices.worst_case, job.max_tokens, cap, as_sent=False
+        )
+        request = await _learned(state, job, request, signals, answer_cost)
     decision = engine.decide(policy, request)
     triaged: str | None = None
     triage_cost = 0
