@@ -258,6 +258,10 @@ def test_no_label_is_inferred_where_triage_would_guess_the_difficulty() -> None:
     triaged = parse_policy(POLICY + "triage: {enabled: true, tier: cheap}\n")
     assert inferred_task(triaged, "Classify it", prompt_tokens=10, difficulty=None) is None
     assert inferred_task(triaged, "Classify it", prompt_tokens=10, difficulty="easy") == "classify"
+    # Triage on, but no rule tests a difficulty: it would not run, so the label routes.
+    no_difficulty_rules = "\n".join(line for line in POLICY.splitlines() if "difficulty" not in line)
+    pointless = parse_policy(no_difficulty_rules + "\ntriage: {enabled: true, tier: cheap}\n")
+    assert inferred_task(pointless, "Classify it", prompt_tokens=10, difficulty=None) == "classify"
 
 
 def test_task_inference_can_be_turned_off_and_needs_task_rules() -> None:

@@ -125,3 +125,75 @@ async def test_the_top_rung_is_never_cut_at_a_learned_output_cap(
     assert next(a["failed"] for a in low["attempts"]) == "max_tokens"  # cut on cheap, then climbed
     assert LONG in low["text"]
     assert LONG in top["text"] and [a["tier"] for a in top["attempts"]] == ["premium"]
+
+
+async def test_a_large_prompt_is_judged_at_its_counted_size(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # ~250 KB of log: ~250k tokens by the byte bound (the long-input rule, > 150k, would match
+    # without the label), ~92k counted (it does not). The rules see the counted size, so must this.
+    log = "".join(
+        f"2026-11-29 12:00:{i % 60:02d} INFO worker-{i % 7} request {i} served in 12 ms\n" for i in range(4000)
+    )
+    (tmp_path / "app.log").write_text(log)
+    with running() as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            got = await _call(c, {"prompt": "Summarize this log", "context_files": ["app.log"]})
+    assert got["tier"] == "cheap" and got["rule"].startswith("rules[0] mechanical")
+    assert _last_call(settings.db_path) == ("summarize", "cheap")
+
+
+async def test_a_forced_tier_takes_no_label(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # Nothing routes by the label then, and classify's one-word cap would cut the answer and climb
+    # to a tier the caller did not ask for.
+    with running(script=SCRIPT) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            await _short_answers(c, "Classify")
+            got = await _call(
+                c, {"prompt": "Classify the failures in this outage log, explain each", "tier": "standard"}
+            )
+    assert [a["tier"] for a in got["attempts"]] == ["standard"] and LONG in got["text"]
+    assert _last_call(settings.db_path) == ("*", "standard")
+
+
+async def test_a_first_try_downgraded_to_fit_the_budget_is_not_cut(
+    running: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # session_usd 0.10: the hard call's premium worst case does not fit, so it runs on standard;
+    # premium is then out of reach, and a standard answer cut at the output cap could not climb.
+    policy = tmp_path / "p.yaml"
+    policy.write_text(shipped("default.yaml").read_text().replace("session_usd: 2", "session_usd: 0.10"))
+    with running(script=SCRIPT) as emu:
+        settings = make_settings(emu.url, policy_path=policy)
+        async with Client(build_server(settings)) as c:
+            for i in range(5):
+                await _call(c, {"prompt": f"Classify this ticket #{i}: card charged twice"})
+            got = await _call(c, {"prompt": "Explain the outage, with reasoning", "difficulty": "hard"})
+    assert got["tier"] == "standard" and "downgraded" in got["text"]
+    assert [a["failed"] for a in got["attempts"]] == [None] and LONG in got["text"]
+
+
+async def test_a_judging_host_stops_getting_the_lower_tier_first_once_it_redoes_it(
+    running: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # judged_start tries standard before premium while that pays on average. It must price both at
+    # the same answer length: priced uncut on premium, standard always looked worth a try.
+    with running(script=SCRIPT) as emu:
+        settings = make_settings(emu.url)
+        async with Client(build_server(settings)) as c:
+            first = await _call(c, {"prompt": "Classify this ticket #0: card charged twice"})
+            for i in range(1, 5):
+                await _call(c, {"prompt": f"Classify this ticket #{i}: card charged twice"})
+            await c.call_tool("routed_complete", {"redo_of": first["call_id"]})  # the host judges
+            starts = []
+            for i in range(8):
+                got = await _call(c, {"prompt": f"Explain outage {i} and prove the fix", "difficulty": "hard"})
+                starts.append(got["attempts"][0]["tier"])
+                if got["tier"] == "standard":
+                    redo = await c.call_tool("routed_complete", {"redo_of": got["call_id"]})
+                    assert not redo.is_error, redo.content
+    assert starts.count("standard") <= 2, starts

@@ -276,14 +276,13 @@ def inferred_task(
     labels = policy.task_labels
     if not policy.infer_task or not labels:
         return None
-    if difficulty is None and policy.triage is not None and policy.triage.enabled:
-        return None
     found = _FIRST_WORD.match(prompt[:LEAD_CHARS])
     if found is None or found.group(1).lower() not in labels:
         return None
     text = prompt if prompt_text is None else prompt_text
     unlabelled = RouteRequest(prompt_tokens=prompt_tokens, difficulty=difficulty, prompt_text=text)
-    if _match(policy, unlabelled, difficulty)[2] is not None:
+    tier, _, matched = _match(policy, unlabelled, difficulty)
+    if matched is not None or _needs_triage(policy, unlabelled, tier):
         return None
     word = found.group(1).lower()
     return next(label for rule in policy.rules for label in (rule.when.task or ()) if label.lower() == word)

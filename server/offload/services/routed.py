@@ -169,13 +169,13 @@ async def routed_complete(
     upper = request_upper_bound(
         [args.prompt, prompt.system or "", prompt.instruction or "", *(t for _, t in documents)]
     )
-    # A blank task is no task (hosts fill optional arguments with ""): the prompt may name one.
-    inferred = (
-        None
-        if (args.task or "").strip()
-        else engine.inferred_task(state.policy, args.prompt, prompt_tokens=upper, difficulty=args.difficulty)
-    )
-    task = inferred or args.task
+    task = args.task
+    # A blank task is no task (hosts fill optional arguments with ""): the prompt may name one,
+    # unless the caller forced the tier (then nothing routes by it, and it must not cap the answer).
+    if not (task or "").strip() and args.tier is None:
+        # Judged at the size the rules will see: a large prompt's counted size, not its byte bound.
+        size = await _counted(state, prompt, upper) or upper
+        task = engine.inferred_task(state.policy, args.prompt, prompt_tokens=size, difficulty=args.difficulty) or task
     job = _Job(
         session=session,
         prompt=prompt,
@@ -307,17 +307,17 @@ COUNT_OVER_TOKENS = 20_000  # below this the byte bound is close enough and no c
 COUNT_MARGIN = 64  # tokens: a rung's request differs from the counted one only in its model name
 
 
-async def _counted(state: AppState, job: _Job) -> int | None:
+async def _counted(state: AppState, prompt: Prompt, upper: int) -> int | None:
     """The real prompt size of a large request, from the API's free count_tokens, cached by content.
 
     The byte bound counts a token per byte: an 83k-token log reads as 214k tokens, crosses
     `input_tokens_over` thresholds it is nowhere near and makes a budget reserve 2-3x too much.
     """
-    if job.upper < COUNT_OVER_TOKENS:
+    if upper < COUNT_OVER_TOKENS:
         return None
     policy = state.policy
     model = policy.tiers[policy.default_tier]
-    params = build_params(model, job.prompt, max_tokens=1, ttl=policy.caching.ttl)
+    params = build_params(model, prompt, max_tokens=1, ttl=policy.caching.ttl)
     key = request_hash({k: params[k] for k in ("system", "messages") if k in params})
     known = state.token_counts.get(key)
     if known is None:
@@ -328,7 +328,7 @@ async def _counted(state: AppState, job: _Job) -> int | None:
         state.token_counts[key] = known
         while len(state.token_counts) > 1024:
             del state.token_counts[next(iter(state.token_counts))]
-    return min(job.upper, known + COUNT_MARGIN)
+    return min(upper, known + COUNT_MARGIN)
 
 
 async def _reads(state: AppState, session: str, job: _Job) -> tuple[learning.Signals | None, budgets.Headroom | None]:
@@ -376,10 +376,12 @@ async def _route_and_run(
 ) -> _Run:
     signals, room = await _reads(state, session, job)
     cap = _output_cap(state, job, signals)
-    counted = await _counted(state, job)
+    counted = await _counted(state, job.prompt, job.upper)
     if counted is not None:
         job = replace(job, upper=counted)
-    decision, triaged, triage_cost = await _decide(state, session, job, cap, (forced_tier, redo_tier), signals, room)
+    decision, triaged, triage_cost, cap = await _decide(
+        state, session, job, cap, (forced_tier, redo_tier), signals, room
+    )
     rungs, tried, budget_stop, spent = await _climb(state, session, job, decision, (cap, counted), answer, progress)
     return _Run(decision, rungs, triaged, triage_cost, budget_stop, tried, answer, spent)
 
@@ -392,8 +394,9 @@ async def _decide(
     tiers: tuple[str | None, str | None],  # the forced tier, the redo's tier
     signals: learning.Signals | None,
     room: budgets.Headroom | None,
-) -> tuple[engine.RouteDecision, str | None, int]:
-    """The route: rules, budget headroom, what was learned, and triage when it could change it."""
+) -> tuple[engine.RouteDecision, str | None, int, int | None]:
+    """The route: rules, budget headroom, what was learned, and triage when it could change it;
+    and the output cap its first try gets (see `_uncut_if_it_fits`)."""
     policy = state.policy
     worst_by_tier = engine.worst_case_by_tier(policy, job.upper, state.prices.worst_case, job.max_tokens, cap)
     forced_tier, redo_tier = tiers
@@ -425,8 +428,27 @@ async def _decide(
     if decision.triage_needed:
         triaged, triage_cost = await _triage(state, session, job.prompt_text)
         if triaged is not None:
-            decision = engine.decide(policy, replace(request, difficulty=triaged, difficulty_stated=False))
-    return decision, triaged, triage_cost
+            request = replace(request, difficulty=triaged, difficulty_stated=False)
+            decision = engine.decide(policy, request)
+    decision, cap = _uncut_if_it_fits(state, job, request, decision, cap)
+    return decision, triaged, triage_cost, cap
+
+
+def _uncut_if_it_fits(
+    state: AppState, job: _Job, request: engine.RouteRequest, decision: engine.RouteDecision, cap: int | None
+) -> tuple[engine.RouteDecision, int | None]:
+    """A route downgraded to fit the budget leaves no room for the rung above: a first try cut at the
+    output cap could not climb, and the cut answer would be the host's. So it goes uncut when that
+    still fits on the same tier."""
+    if cap is None or decision.downgraded_from is None:
+        return decision, cap
+    policy = state.policy
+    uncut = engine.worst_case_by_tier(policy, request.prompt_tokens, state.prices.worst_case, job.max_tokens)
+    try:
+        again = engine.decide(policy, replace(request, worst_case_pusd=uncut))
+    except BudgetExceededError:
+        return decision, cap
+    return (again, None) if again.tier == decision.tier else (decision, cap)
 
 
 async def _climb(

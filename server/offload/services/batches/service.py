@@ -93,7 +93,7 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
         default=0,
     )
     task = args.task
-    if not (task or "").strip() and args.template is not None:
+    if not (task or "").strip() and args.template is not None and args.tier is None:
         found = engine.inferred_task(
             policy, args.template, prompt_tokens=upper, difficulty=args.difficulty, prompt_text=sample
         )
