@@ -44,6 +44,17 @@ async def _short_answers(c: Client, label: str) -> None:
         await _call(c, {"prompt": f"Explain item {i} of the design"})
 
 
+async def _asked_after_short_answers(
+    running: Callable[..., Any], settings: Callable[[str], Settings], label: str, args: dict[str, Any]
+) -> tuple[dict[str, Any], Path]:
+    """`args` sent after `_short_answers(label)`, on a fresh emulator and ledger: (answer, ledger path)."""
+    with running(script=SCRIPT) as emu:
+        made = settings(emu.url)
+        async with Client(build_server(made)) as c:
+            await _short_answers(c, label)
+            return await _call(c, args), made.db_path
+
+
 def _last_call(db: Path) -> tuple[str, str]:
     row = query(db, "SELECT family, tier FROM calls ORDER BY ts DESC, rowid DESC LIMIT 1")[0]
     return str(row["family"]), str(row["tier"])
@@ -53,28 +64,23 @@ async def test_a_stated_difficulty_routes_and_the_label_is_not_taken(
     running: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     # default.yaml: the `hard` rule routes it; the summarize family's short answers must not cut it.
-    with running(script=SCRIPT) as emu:
-        settings = make_settings(emu.url)
-        async with Client(build_server(settings)) as c:
-            await _short_answers(c, "Summarize")
-            got = await _call(
-                c, {"prompt": "Summarize the root cause of the outage, with reasoning", "difficulty": "hard"}
-            )
+    args = {"prompt": "Summarize the root cause of the outage, with reasoning", "difficulty": "hard"}
+    got, db = await _asked_after_short_answers(running, make_settings, "Summarize", args)
     assert got["tier"] == "premium" and LONG in got["text"]
-    assert _last_call(settings.db_path) == ("*@hard", "premium")
+    assert _last_call(db) == ("*@hard", "premium")
 
 
 async def test_a_prompt_matches_rule_routes_and_the_label_is_not_taken(
     running: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     # quality.yaml sends reasoning work to premium by a prompt_matches rule below its task rule.
-    with running(script=SCRIPT) as emu:
-        settings = make_settings(emu.url, policy_path=shipped("quality.yaml"))
-        async with Client(build_server(settings)) as c:
-            await _short_answers(c, "Classify")
-            got = await _call(c, {"prompt": "Classify the root cause of this production outage from these logs: ..."})
+    def quality(url: str) -> Settings:
+        return make_settings(url, policy_path=shipped("quality.yaml"))
+
+    args = {"prompt": "Classify the root cause of this production outage from these logs: ..."}
+    got, db = await _asked_after_short_answers(running, quality, "Classify", args)
     assert got["tier"] == "premium" and LONG in got["text"]
-    assert _last_call(settings.db_path)[0] == "*"
+    assert _last_call(db)[0] == "*"
 
 
 async def test_learning_does_not_pull_an_unlabelled_call_down_by_a_label_it_only_starts_with(
@@ -101,11 +107,10 @@ async def test_where_triage_guesses_the_difficulty_no_label_is_taken(
     policy.write_text(
         shipped("default.yaml").read_text().replace("triage:\n  enabled: false", "triage:\n  enabled: true")
     )
-    with running(script=SCRIPT) as emu:
-        settings = make_settings(emu.url, policy_path=policy)
-        async with Client(build_server(settings)) as c:
-            await _short_answers(c, "Classify")
-            got = await _call(c, {"prompt": "Classify the failures in this outage log and explain each one: ..."})
+    args = {"prompt": "Classify the failures in this outage log and explain each one: ..."}
+    got, _ = await _asked_after_short_answers(
+        running, lambda url: make_settings(url, policy_path=policy), "Classify", args
+    )
     assert (got["triaged_difficulty"], got["tier"]) == ("hard", "premium")
     assert LONG in got["text"]
 
@@ -149,15 +154,10 @@ async def test_a_forced_tier_takes_no_label(
 ) -> None:
     # Nothing routes by the label then, and classify's one-word cap would cut the answer and climb
     # to a tier the caller did not ask for.
-    with running(script=SCRIPT) as emu:
-        settings = make_settings(emu.url)
-        async with Client(build_server(settings)) as c:
-            await _short_answers(c, "Classify")
-            got = await _call(
-                c, {"prompt": "Classify the failures in this outage log, explain each", "tier": "standard"}
-            )
+    args = {"prompt": "Classify the failures in this outage log, explain each", "tier": "standard"}
+    got, db = await _asked_after_short_answers(running, make_settings, "Classify", args)
     assert [a["tier"] for a in got["attempts"]] == ["standard"] and LONG in got["text"]
-    assert _last_call(settings.db_path) == ("*", "standard")
+    assert _last_call(db) == ("*", "standard")
 
 
 async def test_a_first_try_downgraded_to_fit_the_budget_is_not_cut(
