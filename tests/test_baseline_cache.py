@@ -77,3 +77,30 @@ def test_tokens_cached_past_the_system_prompt_are_not_taken_for_its_size() -> No
     cache = BaselineCache(clock=Clock())
     cache.cost(T, OPUS, params(marked=True, document=True), Usage(input_tokens=20, cache_write_5m=5000))
     assert cache.cost(T, OPUS, params(marked=False), UNCACHED) == T.baseline_cost(OPUS, UNCACHED)
+
+
+def test_a_send_that_left_before_the_write_finished_is_not_credited() -> None:
+    clock = Clock()
+    cache = BaselineCache(clock=clock)
+    sent = cache.now()  # both requests leave together: a single cache would have missed twice
+    clock.now += 5
+    cache.cost(T, OPUS, params(marked=True), WRITE, sent_at=sent)
+    assert cache.cost(T, OPUS, params(marked=False), UNCACHED, sent_at=sent) == T.baseline_cost(OPUS, UNCACHED)
+
+
+def test_another_baseline_model_does_not_inherit_the_cache() -> None:
+    cache = BaselineCache(clock=Clock())
+    cache.cost(T, OPUS, params(marked=True), WRITE)
+    other = "claude-sonnet-5-5"
+    assert cache.cost(T, other, params(marked=False), UNCACHED) == T.baseline_cost(other, UNCACHED)
+
+
+def test_reads_of_uncached_sends_keep_the_system_prompt_held_for_a_later_write() -> None:
+    clock = Clock()
+    cache = BaselineCache(clock=clock)
+    cache.cost(T, OPUS, params(marked=True), WRITE)
+    for _ in range(3):
+        clock.now += 200
+        cache.cost(T, OPUS, params(marked=False), UNCACHED)
+    clock.now += 200  # 800 s after the first write: only the reads kept it alive
+    assert cache.cost(T, OPUS, params(marked=True), WRITE) == T.baseline_cost(OPUS, AS_READ)

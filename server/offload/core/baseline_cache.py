@@ -46,8 +46,8 @@ def _prefix_key(params: dict[str, Any]) -> tuple[str, float] | None:
 
 
 def _system_key(params: dict[str, Any]) -> tuple[str, bool] | None:
-    """(digest of the system prompt's text, whether the request's only breakpoint is on it), or None
-    without a system prompt. The text alone, not its cache marker: the same prompt whether a tier
+    """(digest of the system prompt's text, whether no breakpoint but one on it is in the request),
+    or None without a system prompt. The text alone, not its cache marker: the same prompt whether a tier
     placed a breakpoint on it or not."""
     system = params.get("system")
     if not isinstance(system, list) or not system or not isinstance(system[0], dict):
@@ -77,46 +77,62 @@ class BaselineCache:
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = 4096) -> None:
         self._clock = clock
         self._max = max_entries
-        self._expiry: dict[str, float] = {}
-        self._systems: dict[str, tuple[int, float, float]] = {}  # digest -> (tokens, ttl s, expiry)
+        self._expiry: dict[str, tuple[float, float]] = {}  # digest -> (ready, expiry)
+        self._systems: dict[str, tuple[int, float, float, float]] = {}  # -> (tokens, ttl s, expiry, ready)
         self._lock = threading.Lock()
 
-    def cost(self, prices: PriceTable, model: str, params: dict[str, Any], usage: Usage) -> int:
-        """`model`'s price for `usage` as the baseline would have paid it: writes of a prefix it
-        already holds, and a system prompt it holds sent uncached, priced as reads."""
+    def now(self) -> float:
+        """This cache's clock: take it when a request leaves and pass it to `cost` as `sent_at`."""
+        return self._clock()
+
+    def cost(
+        self, prices: PriceTable, model: str, params: dict[str, Any], usage: Usage, *, sent_at: float | None = None
+    ) -> int:
+        """`model`'s price for `usage` as the baseline would have paid it. `sent_at` (this cache's
+        clock when the request left): a prefix written by a call that finished after it was not there yet."""
         key = _prefix_key(params)
         now = self._clock()
+        sent = now if sent_at is None else sent_at
         if key is not None:
             digest, ttl = key
+            digest = f"{model}:{digest}"
             with self._lock:
-                held = self._expiry.get(digest, 0.0) > now
-                self._expiry[digest] = now + ttl
+                ready, expiry = self._expiry.get(digest, (now, 0.0))
+                held = ready <= sent < expiry
+                self._expiry[digest] = (ready if expiry > now else now, now + ttl)
                 _trim(self._expiry, now, self._max)
             written = usage.cache_write_5m + usage.cache_write_1h
             if held and written:
                 usage = replace(usage, cache_write_5m=0, cache_write_1h=0, cache_read=usage.cache_read + written)
         system = _system_key(params)
         if system is not None:
-            usage = self._system_prompt(system, key, usage, now)
+            usage = self._system_prompt((f"{model}:{system[0]}", system[1]), key, usage, now, sent)
         return prices.baseline_cost(model, usage)
 
     def _system_prompt(
-        self, system: tuple[str, bool], key: tuple[str, float] | None, usage: Usage, now: float
+        self, system: tuple[str, bool], key: tuple[str, float] | None, usage: Usage, now: float, sent: float
     ) -> Usage:
         digest, only_system = system
         if not only_system:  # a breakpoint further on: its cached tokens are not the system prompt's
             return usage
+        # The size is the recording tier's count of the prompt: exact where the tiers count alike (one
+        # generation's tokenizer); across tokenizers the credit is off by their difference.
         cached = usage.cache_read + usage.cache_write_5m + usage.cache_write_1h
         with self._lock:
-            if cached and key is not None:
-                self._systems[digest] = (cached, key[1], now + key[1])
-                _trim(self._systems, now, self._max)
-                return usage
             known = self._systems.get(digest)
-            if cached or known is None or known[2] <= now or usage.input_tokens < known[0]:
+            live = known is not None and known[3] <= sent < known[2]
+            if cached and key is not None:
+                ready = known[3] if known is not None and known[2] > now else now
+                self._systems[digest] = (cached, key[1], now + key[1], ready)
+                _trim(self._systems, now, self._max)
+                written = usage.cache_write_5m + usage.cache_write_1h
+                if live and written:  # the baseline held it (kept alive by reads of uncached sends)
+                    return replace(usage, cache_write_5m=0, cache_write_1h=0, cache_read=cached)
                 return usage
-            tokens, ttl, _ = known
-            self._systems[digest] = (tokens, ttl, now + ttl)  # a read refreshes the entry
+            if cached or known is None or not live or usage.input_tokens < known[0]:
+                return usage
+            tokens, ttl, _, ready = known
+            self._systems[digest] = (tokens, ttl, now + ttl, ready)  # a read refreshes the entry
         return replace(usage, input_tokens=usage.input_tokens - tokens, cache_read=tokens)
 
 
@@ -124,7 +140,7 @@ def _trim(entries: dict[str, Any], now: float, most: int) -> None:
     """Past `most` entries: drop the expired ones, then the oldest."""
     if len(entries) <= most:
         return
-    for stale in [k for k, v in entries.items() if (v[2] if isinstance(v, tuple) else v) <= now]:
+    for stale in [k for k, v in entries.items() if (v[2] if len(v) == 4 else v[1]) <= now]:
         del entries[stale]
     while len(entries) > most:
         del entries[next(iter(entries))]

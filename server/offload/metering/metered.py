@@ -179,6 +179,7 @@ async def _call_and_record(
     judge_in_thread: bool,
     finalize: Finalize | None,
 ) -> Metered:
+    sent_at = state.baseline_cache.now()
     try:
         completion = await state.claude().create(params)
     except StreamDropped as exc:
@@ -187,7 +188,7 @@ async def _call_and_record(
             if exc.partial is None:
                 await budgets.release(state.ledger, reservation)
             else:
-                dropped = _attempt(state, where, params, exc.partial, Verdict("dropped", False), prompt_text)
+                dropped = _attempt(state, where, params, exc.partial, Verdict("dropped", False), prompt_text, sent_at)
                 await record_paid(state, dropped, reservation)
         raise
     except BaseException:
@@ -199,7 +200,7 @@ async def _call_and_record(
     # The answer is paid for: a cancellation arriving now must not skip its checks or lose its row.
     with anyio.CancelScope(shield=True):
         verdict = await _judged(judge, completion) if judge_in_thread else _judged_here(judge, completion)
-        attempt = _attempt(state, where, params, completion, verdict, prompt_text)
+        attempt = _attempt(state, where, params, completion, verdict, prompt_text, sent_at)
         also = finalize(verdict, attempt) if finalize is not None else None
         recorded = await record_paid(state, attempt, reservation, also=also)
     spent = _spent_after(reservation, attempt.cost_pusd)
@@ -221,12 +222,13 @@ def _attempt(
     completion: Completion,
     verdict: Verdict,
     prompt_text: str | None,
+    sent_at: float,
 ) -> records.Attempt:
     policy, session, tool, tier, step = where
     model = str(params["model"])
     # Only the answer the host uses stands for its own call to the baseline model (and warms its cache).
     baseline = (
-        state.baseline_cache.cost(state.prices, policy.baseline, params, completion.usage)
+        state.baseline_cache.cost(state.prices, policy.baseline, params, completion.usage, sent_at=sent_at)
         if verdict.counts_toward_baseline
         else 0
     )
