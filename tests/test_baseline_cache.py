@@ -70,6 +70,8 @@ def test_an_uncached_use_keeps_the_baseline_s_entry_alive_as_a_read_would() -> N
     for _ in range(3):
         clock.now += 200  # each use inside the lifetime of the one before
         assert cache.cost(T, OPUS, params(marked=False), UNCACHED) == T.baseline_cost(OPUS, AS_READ)
+    clock.now += 200  # 800 s after the write: only those reads kept it, so a tier's write is a read there
+    assert cache.cost(T, OPUS, params(marked=True), WRITE) == T.baseline_cost(OPUS, AS_READ)
 
 
 def test_tokens_cached_past_the_system_prompt_are_not_taken_for_its_size() -> None:
@@ -93,14 +95,3 @@ def test_another_baseline_model_does_not_inherit_the_cache() -> None:
     cache.cost(T, OPUS, params(marked=True), WRITE)
     other = "claude-sonnet-5-5"
     assert cache.cost(T, other, params(marked=False), UNCACHED) == T.baseline_cost(other, UNCACHED)
-
-
-def test_reads_of_uncached_sends_keep_the_system_prompt_held_for_a_later_write() -> None:
-    clock = Clock()
-    cache = BaselineCache(clock=clock)
-    cache.cost(T, OPUS, params(marked=True), WRITE)
-    for _ in range(3):
-        clock.now += 200
-        cache.cost(T, OPUS, params(marked=False), UNCACHED)
-    clock.now += 200  # 800 s after the first write: only the reads kept it alive
-    assert cache.cost(T, OPUS, params(marked=True), WRITE) == T.baseline_cost(OPUS, AS_READ)
