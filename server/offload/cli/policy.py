@@ -20,9 +20,9 @@ from offload.infra.ledger.learning import TierStats, read_learned, reset_learned
 from offload.policy.engine import (
     RouteRequest,
     TierEvidence,
+    call_task,
     decide,
     family_of,
-    inferred_task,
     learned_start,
     rule_tier,
 )
@@ -91,10 +91,9 @@ def cmd_explain(
     table = _price_table()
     policy = load_policy(file, known_models=_known_models(table))
     tokens = request_upper_bound([prompt])
-    inferred = (
-        None if (task or "").strip() else inferred_task(policy, prompt, prompt_tokens=tokens, difficulty=difficulty)
-    )
-    task = inferred or task
+    given = task
+    task = call_task(policy, given, prompt, prompt_tokens=tokens, difficulty=difficulty)
+    inferred = task if task != given else None
     request = RouteRequest(prompt_tokens=tokens, task=task, difficulty=difficulty, prompt_text=prompt)
     learned = read_learned(db, policy.learning.window) if db is not None and policy.learning.enabled else {}
     family = family_of(task, difficulty)

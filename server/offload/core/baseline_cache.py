@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from offload.core.pricing import PriceTable, Usage
 
@@ -65,6 +65,15 @@ def _system_key(params: dict[str, Any]) -> tuple[str, bool] | None:
     return hashlib.sha256(text.encode("utf-8")).hexdigest(), marked == [first] or not marked
 
 
+class _Held(NamedTuple):
+    """One entry of the baseline's cache: readable by requests sent in [ready, expiry)."""
+
+    ready: float
+    expiry: float
+    tokens: int = 0  # a system prompt's cached size
+    ttl: float = 0.0  # a system prompt's cache lifetime, renewed by each read
+
+
 class BaselineCache:
     """The prefixes the baseline model's cache would hold, with when they would expire.
 
@@ -77,8 +86,8 @@ class BaselineCache:
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = 4096) -> None:
         self._clock = clock
         self._max = max_entries
-        self._expiry: dict[str, tuple[float, float]] = {}  # digest -> (ready, expiry)
-        self._systems: dict[str, tuple[int, float, float, float]] = {}  # -> (tokens, ttl s, expiry, ready)
+        self._prefixes: dict[str, _Held] = {}
+        self._systems: dict[str, _Held] = {}
         self._lock = threading.Lock()
 
     def now(self) -> float:
@@ -97,10 +106,10 @@ class BaselineCache:
             digest, ttl = key
             digest = f"{model}:{digest}"
             with self._lock:
-                ready, expiry = self._expiry.get(digest, (now, 0.0))
-                held = ready <= sent < expiry
-                self._expiry[digest] = (ready if expiry > now else now, now + ttl)
-                _trim(self._expiry, now, self._max)
+                was = self._prefixes.get(digest, _Held(now, 0.0))
+                held = was.ready <= sent < was.expiry
+                self._prefixes[digest] = _Held(was.ready if was.expiry > now else now, now + ttl)
+                _trim(self._prefixes, now, self._max)
             written = usage.cache_write_5m + usage.cache_write_1h
             if held and written:
                 usage = replace(usage, cache_write_5m=0, cache_write_1h=0, cache_read=usage.cache_read + written)
@@ -120,27 +129,26 @@ class BaselineCache:
         cached = usage.cache_read + usage.cache_write_5m + usage.cache_write_1h
         with self._lock:
             known = self._systems.get(digest)
-            live = known is not None and known[3] <= sent < known[2]
+            live = known is not None and known.ready <= sent < known.expiry
             if cached and key is not None:
-                ready = known[3] if known is not None and known[2] > now else now
-                self._systems[digest] = (cached, key[1], now + key[1], ready)
+                ready = known.ready if known is not None and known.expiry > now else now
+                self._systems[digest] = _Held(ready, now + key[1], cached, key[1])
                 _trim(self._systems, now, self._max)
                 written = usage.cache_write_5m + usage.cache_write_1h
                 if live and written:  # the baseline held it (kept alive by reads of uncached sends)
                     return replace(usage, cache_write_5m=0, cache_write_1h=0, cache_read=cached)
                 return usage
-            if cached or known is None or not live or usage.input_tokens < known[0]:
+            if cached or known is None or not live or usage.input_tokens < known.tokens:
                 return usage
-            tokens, ttl, _, ready = known
-            self._systems[digest] = (tokens, ttl, now + ttl, ready)  # a read refreshes the entry
-        return replace(usage, input_tokens=usage.input_tokens - tokens, cache_read=tokens)
+            self._systems[digest] = known._replace(expiry=now + known.ttl)  # a read refreshes the entry
+        return replace(usage, input_tokens=usage.input_tokens - known.tokens, cache_read=known.tokens)
 
 
-def _trim(entries: dict[str, Any], now: float, most: int) -> None:
+def _trim(entries: dict[str, _Held], now: float, most: int) -> None:
     """Past `most` entries: drop the expired ones, then the oldest."""
     if len(entries) <= most:
         return
-    for stale in [k for k, v in entries.items() if (v[2] if len(v) == 4 else v[1]) <= now]:
+    for stale in [k for k, v in entries.items() if v.expiry <= now]:
         del entries[stale]
     while len(entries) > most:
         del entries[next(iter(entries))]

@@ -223,25 +223,21 @@ def worst_case_by_tier(
     cut to `cap` (a learned output cap on a family's first try) where a first try there is cut.
     `as_sent=False` cuts every tier to `cap`: the price of an answer of the family's usual length
     on each tier, which is what comparing two tiers' costs needs (`judged_start`)."""
-    out: dict[str, int] = {}
-    for tier, model in policy.tiers.items():
-        limit = policy.max_tokens_for(tier, max_tokens)
-        if as_sent:
-            limit = capped_max_tokens(policy, tier, max_tokens, cap)
-        elif cap is not None:
-            limit = min(limit, cap)
-        out[tier] = worst_case(model, prompt_tokens, limit)
-    return out
+    return {
+        tier: worst_case(model, prompt_tokens, capped_max_tokens(policy, tier, max_tokens, cap, anywhere=not as_sent))
+        for tier, model in policy.tiers.items()
+    }
 
 
-def capped_max_tokens(policy: Policy, tier: str, max_tokens: int | None, cap: int | None) -> int:
+def capped_max_tokens(
+    policy: Policy, tier: str, max_tokens: int | None, cap: int | None, *, anywhere: bool = False
+) -> int:
     """A first try's max_tokens, cut to a learned output cap only where an answer cut there climbs to
     a rung that gets the full length: on the top rung (or with max_tokens not an escalation trigger)
-    a cut answer would be the host's answer, and its redo would be refused."""
+    a cut answer would be the host's answer, and its redo would be refused. `anywhere`: on every tier."""
     limit = policy.max_tokens_for(tier, max_tokens)
-    if cap is None or not (_ladder_after(policy, tier) and should_escalate(policy, "max_tokens")):
-        return limit
-    return min(limit, cap)
+    climbs = anywhere or (_ladder_after(policy, tier) and should_escalate(policy, "max_tokens"))
+    return limit if cap is None or not climbs else min(limit, cap)
 
 
 def tier_above(policy: Policy, tier: str) -> str | None:
@@ -273,19 +269,37 @@ def inferred_task(
     cap is another task's. Off with `infer_task: false`. Labels of letters and hyphens only.
     `prompt_text`: what rules match against, when not `prompt` (a batch: its first request).
     """
-    labels = policy.task_labels
-    if not policy.infer_task or not labels:
+    if not policy.infer_task:
         return None
     found = _FIRST_WORD.match(prompt[:LEAD_CHARS])
-    if found is None or found.group(1).lower() not in labels:
+    label = None if found is None else policy.task_label(found.group(1))
+    if label is None:
         return None
     text = prompt if prompt_text is None else prompt_text
     unlabelled = RouteRequest(prompt_tokens=prompt_tokens, difficulty=difficulty, prompt_text=text)
     tier, _, matched = _match(policy, unlabelled, difficulty)
     if matched is not None or _needs_triage(policy, unlabelled, tier):
         return None
-    word = found.group(1).lower()
-    return next(label for rule in policy.rules for label in (rule.when.task or ()) if label.lower() == word)
+    return label
+
+
+def call_task(
+    policy: Policy,
+    given: str | None,
+    prompt: str,
+    *,
+    prompt_tokens: int,
+    difficulty: str | None,
+    forced_tier: str | None = None,
+    prompt_text: str | None = None,
+) -> str | None:
+    """The task a call is routed and learned under: the one it was given, else (a blank one counts as
+    none: hosts fill optional arguments with "") the one its prompt names (`inferred_task`), unless
+    the caller forced the tier, when nothing routes by it and it must not cap the answer."""
+    if (given or "").strip() or forced_tier is not None:
+        return given
+    found = inferred_task(policy, prompt, prompt_tokens=prompt_tokens, difficulty=difficulty, prompt_text=prompt_text)
+    return found or given
 
 
 def family_of(task: str | None, difficulty: str | None) -> str:

@@ -321,6 +321,17 @@ class Policy(_Section):
     # ticket: ..." is classification whether or not the host says so.
     infer_task: StrictBool = True
 
+    # Every task label a rule tests, lowercased, to the first spelling a rule gives it (read on every
+    # call without a task, so worked out once per loaded policy).
+    _labels: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _index_labels(self) -> Policy:
+        for rule in self.rules:
+            for label in rule.when.task or ():
+                self._labels.setdefault(label.lower(), label)
+        return self
+
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
         if not self.tiers:
@@ -367,7 +378,11 @@ class Policy(_Section):
     @property
     def task_labels(self) -> frozenset[str]:
         """Every task label a rule tests, lowercased."""
-        return frozenset(label.lower() for rule in self.rules for label in (rule.when.task or ()))
+        return frozenset(self._labels)
+
+    def task_label(self, word: str) -> str | None:
+        """The label a rule tests that `word` names (any case), as the first such rule spells it."""
+        return self._labels.get(word.lower())
 
     def rule_label(self, index: int) -> str:
         rule = self.rules[index]

@@ -88,6 +88,7 @@ class _Job:
     # The call_id of the redo that replaced this answer (REDO_RUNNING while it runs): one host
     # question gets one better answer, and only that one stands for the host's own call.
     redone_as: str | None = None
+    counted: int | None = None  # the API's count of a large prompt (`_counted`), when it was taken
 
     @property
     def checked(self) -> bool:
@@ -169,13 +170,16 @@ async def routed_complete(
     upper = request_upper_bound(
         [args.prompt, prompt.system or "", prompt.instruction or "", *(t for _, t in documents)]
     )
-    task = args.task
-    # A blank task is no task (hosts fill optional arguments with ""): the prompt may name one,
-    # unless the caller forced the tier (then nothing routes by it, and it must not cap the answer).
-    if not (task or "").strip() and args.tier is None:
-        # Judged at the size the rules will see: a large prompt's counted size, not its byte bound.
-        size = await _counted(state, prompt, upper) or upper
-        task = engine.inferred_task(state.policy, args.prompt, prompt_tokens=size, difficulty=args.difficulty) or task
+    # Counted once, here: the task the prompt names is judged at the size the rules will see.
+    counted = await _counted(state, prompt, upper)
+    task = engine.call_task(
+        state.policy,
+        args.task,
+        args.prompt,
+        prompt_tokens=counted or upper,
+        difficulty=args.difficulty,
+        forced_tier=args.tier,
+    )
     job = _Job(
         session=session,
         prompt=prompt,
@@ -186,6 +190,7 @@ async def routed_complete(
         difficulty=args.difficulty,
         max_tokens=args.max_tokens,
         family=engine.family_of(task, args.difficulty),
+        counted=counted,
     )
     run = await _route_and_run(state, session, job, _Answer(new_call_id()), forced_tier=args.tier, progress=progress)
     return await _finish(state, session, job, run)
@@ -376,7 +381,7 @@ async def _route_and_run(
 ) -> _Run:
     signals, room = await _reads(state, session, job)
     cap = _output_cap(state, job, signals)
-    counted = await _counted(state, job.prompt, job.upper)
+    counted = job.counted if job.counted is not None else await _counted(state, job.prompt, job.upper)
     if counted is not None:
         job = replace(job, upper=counted)
     decision, triaged, triage_cost, cap = await _decide(

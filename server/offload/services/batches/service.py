@@ -92,12 +92,18 @@ def _fresh(state: AppState, args: SubmitArgs, mode: str) -> tuple[Shared, list[S
         ),
         default=0,
     )
+    # One template for every item: the task its first word names is every item's.
     task = args.task
-    if not (task or "").strip() and args.template is not None and args.tier is None:
-        found = engine.inferred_task(
-            policy, args.template, prompt_tokens=upper, difficulty=args.difficulty, prompt_text=sample
+    if args.template is not None:
+        task = engine.call_task(
+            policy,
+            args.task,
+            args.template,
+            prompt_tokens=upper,
+            difficulty=args.difficulty,
+            forced_tier=args.tier,
+            prompt_text=sample,
         )
-        task = found or task
     # Batches are budgeted as a whole when reserving; the per-call downgrade of routed_complete
     # does not apply, so the decision is taken without headroom.
     decision = engine.decide(
