@@ -241,6 +241,35 @@ async def test_past_the_grace_a_call_the_api_is_answering_is_let_finish_the_rest
     assert (finished, stopped) == (["answered"], ["waiting"])
 
 
+async def test_a_cancel_around_the_server_still_lets_a_call_being_answered_be_recorded() -> None:
+    # SIGTERM while the session is still open cancels the server from outside: a call the API is
+    # answering (billed) is reached only by the close's stop, which lets it finish; before, the
+    # outer cancel cut it off first and its paid answer was never recorded.
+    detached = Detached()
+    finished: list[str] = []
+    stopped: list[str] = []
+
+    async def being_answered() -> str:
+        mark_answered()
+        await anyio.sleep(0.15)
+        finished.append("answered")
+        return "answered"
+
+    async def call(work: Callable[[], Any]) -> None:
+        with contextlib.suppress(UpstreamError):
+            await detached.run(work)
+
+    with anyio.CancelScope() as outer:
+        async with detached.open(grace_s=20), anyio.create_task_group() as tg:
+            tg.start_soon(call, being_answered)
+            tg.start_soon(call, _until_stopped(stopped, "waiting"))
+            await anyio.sleep(0.01)
+            outer.cancel()
+            await anyio.sleep(5)
+    assert (finished, stopped) == (["answered"], ["waiting"])
+    assert detached.running == 0
+
+
 async def test_the_api_client_marks_a_call_answered_when_its_answer_begins(
     running: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:

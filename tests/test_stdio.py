@@ -307,8 +307,7 @@ def test_a_host_that_closes_stdin_and_never_reads_again_does_not_keep_the_server
 
 def test_a_host_that_reads_slowly_after_closing_stdin_gets_whole_lines(tmp_path: Path) -> None:
     # The close waits while the host keeps reading (not a fixed time): an answer being written when
-    # stdin closed reaches a slow reader whole, never cut off mid-line. (Answers not yet begun are
-    # dropped at EOF, as the SDK's transport drops them.)
+    # stdin closed reaches a slow reader whole, never cut off mid-line.
     with _serve(tmp_path, subprocess.PIPE) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in handshake("slow")))
@@ -327,17 +326,31 @@ def test_a_host_that_reads_slowly_after_closing_stdin_gets_whole_lines(tmp_path:
     assert answered and all(m.get("result") == {} for m in answered), [str(m)[:80] for m in answered]
 
 
-def test_a_file_on_stdin_is_served_by_the_sdks_blocking_transport(tmp_path: Path) -> None:
-    # A regular file can't be driven by the loop (pipes_usable): the SDK's transport serves it.
-    requests = tmp_path / "requests.jsonl"
-    lines = [*handshake("file"), {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}]
-    requests.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in lines))
-    with requests.open("rb") as stdin, _serve(tmp_path, stdin) as proc:
-        out, err = proc.communicate(timeout=60)
+def test_a_request_written_just_before_eof_is_answered(tmp_path: Path) -> None:
+    # A host (or a script) that writes its last requests and closes stdin at once: the SDK's
+    # dispatcher cancels whatever is still running at EOF, so the answers raced the close. EOF now
+    # waits for them (the file case below is the one that lost them reliably).
+    lines = [*handshake("eof"), *({"jsonrpc": "2.0", "id": 2 + i, "method": "tools/list"} for i in range(3))]
+    with _serve(tmp_path, subprocess.PIPE) as proc:
+        out, err = proc.communicate(b"".join(json.dumps(r).encode() + b"\n" for r in lines), timeout=60)
     assert proc.returncode == 0, err.decode()
-    messages = [json.loads(line) for line in out.splitlines()]
-    listed = next(m for m in messages if m.get("id") == 2)
-    assert {t["name"] for t in listed["result"]["tools"]} >= TOOLS
+    answered = {m.get("id") for m in map(json.loads, out.splitlines())}
+    assert answered >= {1, 2, 3, 4}, (answered, err.decode()[-2000:])
+
+
+def test_a_file_on_stdin_is_served_by_the_sdks_blocking_transport(tmp_path: Path) -> None:
+    # A regular file can't be driven by the loop (pipes_usable): the SDK's transport serves it. Its
+    # EOF comes at once, so every request in it is answered only because EOF waits for them.
+    requests = tmp_path / "requests.jsonl"
+    lines = [*handshake("file"), *({"jsonrpc": "2.0", "id": 2 + i, "method": "tools/list"} for i in range(3))]
+    requests.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in lines))
+    for _ in range(3):
+        with requests.open("rb") as stdin, _serve(tmp_path, stdin) as proc:
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+        messages = {m.get("id"): m for m in map(json.loads, out.splitlines())}
+        assert set(messages) >= {1, 2, 3, 4}, (set(messages), err.decode()[-2000:])
+        assert {t["name"] for t in messages[4]["result"]["tools"]} >= TOOLS
 
 
 def test_while_serving_fds_0_and_1_point_away_from_the_wire(tmp_path: Path) -> None:

@@ -101,6 +101,8 @@ class Detached:
                 flight.scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(ANSWERED_GRACE_S):
             await self._settled()
+        for flight in list(self._flights):
+            flight.scope.cancel()
         tg.cancel_scope.cancel()
 
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
@@ -110,7 +112,9 @@ class Detached:
             return await work()
         outcome: list[tuple[bool, object]] = []
         done = anyio.Event()
-        flight = _Flight(anyio.CancelScope())
+        # Shielded: a cancel of the server around it (SIGTERM) reaches a call only through `_stop`,
+        # which lets one the API is answering be recorded first.
+        flight = _Flight(anyio.CancelScope(shield=True))
 
         async def task() -> None:
             _flight.set(flight)

@@ -12,28 +12,39 @@ corrupt the protocol; the wire uses private duplicates.
 
 Where stdin or stdout is not a pipe or socket (a file, a terminal), the SDK's transport serves
 instead (see `pipes_usable`).
+
+Either way, EOF on stdin is held back from the dispatcher while requests already read are still
+being answered (`_Unanswered`), for up to EOF_ANSWER_WAIT_S: the SDK's dispatcher cancels every
+handler still running at EOF, so a host that writes its last request and closes stdin at once
+(`offload serve < requests.jsonl`) lost that answer whenever EOF was read first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import signal
 import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import mcp_types as types
 from mcp.server import MCPServer
+from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
 # A closing server waits for the host to read what it has not read yet for as long as the host
 # keeps reading, and gives up once the host has taken nothing for this long (well within the 2 s
 # the SDK's client gives a server after closing stdin).
 FINAL_FLUSH_IDLE_S = 0.5
+# How long EOF waits for requests already read to be answered. A paid call still running past it
+# is finished and recorded in the close's grace (infra/detached.py), unanswered: this wait, that
+# grace and the final flush together stay within the 2 s a host gives its server after EOF.
+EOF_ANSWER_WAIT_S = 0.5
 
 
 def pipes_usable() -> bool:
@@ -52,6 +63,122 @@ def pipes_usable() -> bool:
     if os.path.samestat(wire_out, err) or os.path.samestat(wire_in, wire_out):
         return False
     return all(stat.S_ISFIFO(f.st_mode) or stat.S_ISSOCK(f.st_mode) for f in (wire_in, wire_out))
+
+
+class _Source(Protocol):
+    # What the dispatcher reads (the SDK's ReadStream protocol, private to it): the part used here.
+    async def __anext__(self) -> SessionMessage | Exception: ...
+    async def aclose(self) -> None: ...
+
+
+class _Sink(Protocol):
+    async def send(self, item: SessionMessage, /) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class _Unanswered:
+    """Requests read from the host and not yet answered (or cancelled by it)."""
+
+    def __init__(self) -> None:
+        self._ids: set[types.RequestId] = set()
+        self._changed = anyio.Event()
+
+    def read(self, item: SessionMessage | Exception) -> None:
+        if isinstance(item, Exception):
+            return
+        message = item.message
+        if isinstance(message, types.JSONRPCRequest):
+            self._ids.add(message.id)
+        elif isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled":
+            # A cancelled request is never answered (the spec forbids it): nothing to wait for.
+            self._settle((message.params or {}).get("requestId"))
+
+    def sent(self, item: SessionMessage) -> None:
+        message = item.message
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            self._settle(message.id)
+
+    def _settle(self, request_id: object) -> None:
+        if request_id in self._ids:
+            self._ids.discard(request_id)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def answered(self, limit_s: float = EOF_ANSWER_WAIT_S) -> None:
+        with anyio.move_on_after(limit_s):
+            while self._ids:
+                await self._changed.wait()
+
+
+class _HeldAtEOF:
+    """A read stream whose end waits for the requests read from it to be answered."""
+
+    def __init__(self, inner: _Source, unanswered: _Unanswered) -> None:
+        self._inner = inner
+        self._unanswered = unanswered
+
+    @property
+    def last_context(self) -> contextvars.Context | None:
+        # The dispatcher reads each message's sender context here (the SDK's context streams).
+        return getattr(self._inner, "last_context", None)
+
+    def __aiter__(self) -> _HeldAtEOF:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            item = await self._inner.__anext__()
+        except StopAsyncIteration:
+            await self._unanswered.answered()
+            raise
+        self._unanswered.read(item)
+        return item
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise anyio.EndOfStream from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _HeldAtEOF:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+class _Noted:
+    """A write stream that marks each answer it sends as answered."""
+
+    def __init__(self, inner: _Sink, unanswered: _Unanswered) -> None:
+        self._inner = inner
+        self._unanswered = unanswered
+
+    async def send(self, item: SessionMessage, /) -> None:
+        await self._inner.send(item)
+        self._unanswered.sent(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _Noted:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+async def _run(server: MCPServer[Any], read: _Source, write: _Sink) -> None:
+    # The SDK's own stdio runner does exactly this; the low-level server is not public yet (its
+    # in-memory client reaches it the same way).
+    lowlevel = server._lowlevel_server
+    unanswered = _Unanswered()
+    await lowlevel.run(
+        _HeldAtEOF(read, unanswered), _Noted(write, unanswered), lowlevel.create_initialization_options()
+    )
 
 
 class _Inbound:
@@ -185,7 +312,8 @@ async def serve(server: MCPServer[Any]) -> None:
     if not pipes_usable():
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
-            await server.run_stdio_async()
+            async with stdio_server() as (read, write):
+                await _run(server, read, write)
             tg.cancel_scope.cancel()
         return
     loop = asyncio.get_running_loop()
@@ -200,10 +328,7 @@ async def serve(server: MCPServer[Any]) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_stop_on_signal, tg.cancel_scope, (read_transport, reader))
-                # The SDK's own stdio runner does exactly this with its threaded streams; the
-                # low-level server is not public yet (its in-memory client reaches it the same way).
-                lowlevel = server._lowlevel_server
-                await lowlevel.run(_Inbound(reader), _Outbound(writer), lowlevel.create_initialization_options())
+                await _run(server, _Inbound(reader), _Outbound(writer))
                 tg.cancel_scope.cancel()
         finally:
             read_transport.close()
