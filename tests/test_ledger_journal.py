@@ -7,8 +7,11 @@ SQLITE_FULL, produced by capping the server's write connection with `PRAGMA max_
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,10 @@ from offload.infra.ledger import batches as store
 from offload.infra.ledger import learning
 from offload.infra.ledger.budgets import BudgetLimits, release, reserve
 from offload.infra.ledger.db import Ledger
+from offload.infra.ledger.instances import Instance, heartbeat
 from offload.infra.ledger.journal import journal_path, pending, replay, spool
 from offload.infra.ledger.records import Attempt
+from offload.infra.processes import host_id
 from offload.metering.metered import collecting_notes
 from offload.services import routed
 from offload.services.routed import RoutedArgs
@@ -170,6 +175,32 @@ async def test_replay_frees_the_spooled_hold_not_another_call_that_reused_its_id
     rows = query(ledger.path, "SELECT id, session_id FROM reservations")
     assert [(r["id"], r["session_id"]) for r in rows] == [(live.id, "another-call")]
     assert query(ledger.path, "SELECT cost_pusd FROM attempts")[0]["cost_pusd"] == 7
+
+
+async def test_the_replay_also_frees_holds_of_servers_that_died_on_the_full_disk(tmp_path: Path) -> None:
+    # A server on a full disk spools its paid answers, but the release of a call it failed before
+    # sending is refused too: that hold outlived the server until some later reserve swept it, so a
+    # ledger reopened for a report still showed it held. The reopen's replay sweeps it.
+    db = tmp_path / "ledger.db"
+    limits = BudgetLimits.from_usd(daily="5")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    led = await Ledger.open(db)
+    try:
+        for instance in (Instance("i_dead", host_id(), gone.pid, 30), Instance("i_live", host_id(), os.getpid(), 30)):
+            await heartbeat(led, instance)
+        led.instance = Instance("i_live", host_id(), os.getpid(), 30)
+        await reserve(led, "still-running", 10**9, limits)
+        led.instance = Instance("i_dead", host_id(), gone.pid, 30)  # as it was while it lived
+        paid = await reserve(led, "paid", 10**9, limits)
+        await reserve(led, "refused", 10**9, limits)  # its release never landed
+        spool(db, Attempt("routed_complete:paid", "paid", "routed_complete", "claude-haiku-5-5", Usage(), 7), paid)
+    finally:
+        await led.close()
+    led = await Ledger.open(db)
+    await led.close()
+    assert [r["session_id"] for r in query(db, "SELECT session_id FROM reservations")] == ["still-running"]
+    assert [r["cost_pusd"] for r in query(db, "SELECT cost_pusd FROM attempts")] == [7]
 
 
 async def test_a_replayed_answer_gives_its_calls_row_the_length_learning_reads(ledger: Ledger) -> None:

@@ -152,8 +152,9 @@ def _money(pusd: int) -> str:
     return fmt_usd(pusd, places=2) if pusd % 10**10 == 0 else fmt_usd(pusd)
 
 
-async def _purge(conn: WriteConn, now: datetime, ledger: Ledger, dead: Sequence[int] = ()) -> None:
-    """Drop expired holds, dead instances with their holds, and holds of dead local processes."""
+async def purge_stale(conn: WriteConn, now: datetime, ledger: Ledger, dead: Sequence[int] = ()) -> None:
+    """Drop expired holds, dead instances with their holds, and holds of dead local processes
+    (inside the caller's write transaction)."""
     await conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (w.iso(now),))
     await instances.purge_dead(conn, now, ledger.instance)
     if dead:
@@ -313,7 +314,7 @@ async def reserve(
         seen = await _totals(conn, session_id, limits, now, who, pids=instances.host_of(ledger.instance))
         dead = [pid for pid in seen.other_pids if not pid_alive(pid)]
         if seen.stale or dead:
-            await _purge(conn, now, ledger, dead)
+            await purge_stale(conn, now, ledger, dead)
             seen = await _totals(conn, session_id, limits, now, who)
         states = seen.states
         for state in states:
@@ -376,7 +377,7 @@ async def live_states(
     if not seen.stale and not dead:
         return seen.states
     async with ledger.write(inline=True) as conn:
-        await _purge(conn, now, ledger, dead)
+        await purge_stale(conn, now, ledger, dead)
     return await scope_states(ledger.quick, session_id, limits, now, who)
 
 

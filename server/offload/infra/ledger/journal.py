@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from offload.core.pricing import Usage
 from offload.infra.ledger import windows as w
-from offload.infra.ledger.budgets import HOLD
+from offload.infra.ledger.budgets import HOLD, purge_stale
 from offload.infra.ledger.records import Attempt, _insert
 
 if TYPE_CHECKING:
@@ -160,6 +160,10 @@ async def _record_all(ledger: Ledger, fh: IO[str]) -> tuple[int, int]:
                 await conn.execute("DELETE FROM reservations WHERE id = ?", (rid,))
             else:
                 await conn.execute("DELETE FROM reservations WHERE " + HOLD, (rid, session, expires))
+        # The full disk that sent these answers here also refused the releases of calls it failed
+        # before they were sent: their servers are gone or their lease tells, so they go now, not
+        # at the next reserve (a ledger reopened to read its report showed them held).
+        await purge_stale(conn, now, ledger)
     fh.seek(0)
     fh.truncate()
     fh.flush()
