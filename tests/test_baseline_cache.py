@@ -25,6 +25,7 @@ class Clock:
         self.now = 1000.0
 
     def __call__(self) -> float:
+        self.now += 0.001  # a monotonic clock: each request leaves a little after the one before
         return self.now
 
 
@@ -81,13 +82,17 @@ def test_tokens_cached_past_the_system_prompt_are_not_taken_for_its_size() -> No
     assert cache.cost(T, OPUS, params(marked=False), UNCACHED) == T.baseline_cost(OPUS, UNCACHED)
 
 
-def test_a_send_that_left_before_the_write_finished_is_not_credited() -> None:
+def test_a_send_that_left_before_the_writer_s_answer_began_is_not_credited() -> None:
+    # Both leave together: the baseline model would have missed on the second too, and written
+    # the prompt again (its placement had seen it sent), not read it.
     clock = Clock()
-    cache = BaselineCache(clock=clock)
-    sent = cache.now()  # both requests leave together: a single cache would have missed twice
+    cache = BaselineCache(clock=lambda: clock.now)
+    writer = cache.sending(OPUS, params(marked=True), object())
+    reader = cache.sending(OPUS, params(marked=False), object())  # both leave together
     clock.now += 5
-    cache.cost(T, OPUS, params(marked=True), WRITE, sent_at=sent)
-    assert cache.cost(T, OPUS, params(marked=False), UNCACHED, sent_at=sent) == T.baseline_cost(OPUS, UNCACHED)
+    writer.begun.now()
+    cache.cost(T, OPUS, params(marked=True), WRITE, sent=writer)
+    assert cache.cost(T, OPUS, params(marked=False), UNCACHED, sent=reader) == T.baseline_cost(OPUS, WRITE)
 
 
 def test_another_baseline_model_does_not_inherit_the_cache() -> None:
@@ -95,3 +100,79 @@ def test_another_baseline_model_does_not_inherit_the_cache() -> None:
     cache.cost(T, OPUS, params(marked=True), WRITE)
     other = "claude-sonnet-5-5"
     assert cache.cost(T, other, params(marked=False), UNCACHED) == T.baseline_cost(other, UNCACHED)
+
+
+def test_a_call_sent_while_the_writer_was_still_answering_reads_the_baseline_s_prefix() -> None:
+    # The API serves a prefix to requests arriving once the response writing it has begun
+    # (prompt-caching docs: "A cache entry only becomes available after the first response
+    # begins"), not once it has finished: B, sent while A's answer streams, and answered first,
+    # would have read A's prefix on the baseline model. It was priced as a second write.
+    cache = BaselineCache(clock=Clock())
+    a = cache.sending(OPUS, params(marked=True), object())
+    a.begun.now()  # A's answer begins to stream
+    b = cache.sending(OPUS, params(marked=True), object())
+    b.begun.now()
+    assert cache.cost(T, OPUS, params(marked=True), WRITE, sent=b) == T.baseline_cost(OPUS, AS_READ)
+    assert cache.cost(T, OPUS, params(marked=True), WRITE, sent=a) == T.baseline_cost(OPUS, WRITE)
+
+
+def test_a_call_sent_before_the_writer_s_answer_began_writes_too() -> None:
+    # A plain (unstreamed) call shows its start only with its whole answer: a call sent while it
+    # was still waiting would have missed on the baseline model too (as in the emulator, which
+    # begins a response after its latency).
+    cache = BaselineCache(clock=Clock())
+    a = cache.sending(OPUS, params(marked=True), object())
+    b = cache.sending(OPUS, params(marked=True), object())
+    a.begun.now()
+    assert cache.cost(T, OPUS, params(marked=True), WRITE, sent=a) == T.baseline_cost(OPUS, WRITE)
+    b.begun.now()
+    assert cache.cost(T, OPUS, params(marked=True), WRITE, sent=b) == T.baseline_cost(OPUS, WRITE)
+
+
+def test_a_request_that_was_never_answered_gives_the_baseline_nothing() -> None:
+    cache = BaselineCache(clock=Clock())
+    cache.sending(OPUS, params(marked=True), object())  # refused by the API: no answer began
+    b = cache.sending(OPUS, params(marked=True), object())
+    b.begun.now()
+    assert cache.cost(T, OPUS, params(marked=True), WRITE, sent=b) == T.baseline_cost(OPUS, WRITE)
+    c = cache.sending(OPUS, params(marked=True), object())  # B's write is what the baseline holds
+    assert cache.cost(T, OPUS, params(marked=True), WRITE, sent=c) == T.baseline_cost(OPUS, AS_READ)
+
+
+def test_an_escalation_is_the_same_baseline_request_as_its_first_try() -> None:
+    # The host sent one request; its first try (not the answer it used) and the rung above it are
+    # that one request to the baseline model, which would have written the prefix once, not read it.
+    cache = BaselineCache(clock=Clock())
+    host_request = object()
+    cache.sending(OPUS, params(marked=True), host_request).begun.now()  # the first try
+    second = cache.sending(OPUS, params(marked=True), host_request)
+    assert cache.cost(T, OPUS, params(marked=True), WRITE, sent=second) == T.baseline_cost(OPUS, WRITE)
+    later = cache.sending(OPUS, params(marked=True), object())  # the host's next request reads it
+    assert cache.cost(T, OPUS, params(marked=True), WRITE, sent=later) == T.baseline_cost(OPUS, AS_READ)
+
+
+def test_a_short_stream_across_tiers_is_priced_as_the_baseline_model_would_have_cached_it() -> None:
+    # Each tier sends a family's system prompt uncached until its own second call; the baseline
+    # model, which would have had every call, writes it at the second and reads it from the third.
+    # Three tiers in turn: the first three calls go uncached, the next three each write.
+    cache = BaselineCache(clock=Clock())
+    sends = [UNCACHED, UNCACHED, UNCACHED, WRITE, WRITE, WRITE]
+    total = 0
+    for usage in sends:
+        sent = cache.sending(OPUS, params(marked=usage is WRITE), object())
+        sent.begun.now()
+        total += cache.cost(T, OPUS, params(marked=usage is WRITE), usage, sent=sent)
+    baseline_model = [UNCACHED, WRITE, AS_READ, AS_READ, AS_READ, AS_READ]
+    assert total == sum(T.baseline_cost(OPUS, u) for u in baseline_model)
+
+
+def test_uncached_sends_before_the_baseline_s_write_began_each_write() -> None:
+    # A family's calls fanned out at once: the baseline model would have missed on every one after
+    # the first (sent before any answer began) and written it each time.
+    cache = BaselineCache(clock=Clock())
+    sends = [cache.sending(OPUS, params(marked=False), object()) for _ in range(4)]
+    total = 0
+    for i, sent in enumerate(sends):
+        sent.begun.now()
+        total += cache.cost(T, OPUS, params(marked=i == 3), WRITE if i == 3 else UNCACHED, sent=sent)
+    assert total == sum(T.baseline_cost(OPUS, u) for u in [UNCACHED, WRITE, WRITE, WRITE])

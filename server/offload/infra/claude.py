@@ -22,6 +22,7 @@ from anthropic.types.messages import MessageBatch
 from opentelemetry import trace
 
 from offload.config.settings import Settings
+from offload.core import baseline_cache
 from offload.core.errors import InputError, MissingApiKeyError, UpstreamError
 from offload.core.pricing import Usage
 from offload.infra import detached
@@ -184,6 +185,7 @@ async def _answer_begun(response: httpx2.Response) -> None:
     lets it be read and recorded rather than cut it off (infra/detached.py)."""
     if response.is_success and response.request.method == "POST" and response.request.url.path.endswith("/messages"):
         detached.mark_answered()
+        baseline_cache.answer_began()  # from now on the baseline model would serve its prefix
 
 
 def _text_of(content: Sequence[Any]) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from offload.core.baseline_cache import Sent, request_owner
 from offload.core.errors import LedgerUnavailableError, OffloadError
 from offload.core.money import fmt_usd
 from offload.core.request import request_hash
@@ -149,11 +150,13 @@ async def metered_call(
     prompt_tokens: int | None = None,
     judge_in_thread: bool = True,
     finalize: Finalize | None = None,
+    warms_baseline: bool = True,
 ) -> Metered:
     """Reserve the worst case, call, judge, price and record (releasing the hold) in one transaction.
 
     `judge_in_thread=False` for a judge that runs no regex or schema: it then costs no thread hop.
     `finalize` adds writes to the answer's record transaction (see `Finalize`).
+    `warms_baseline=False`: a call the host would not have made to the baseline model (a pre-warm).
     """
     model = str(params["model"])
     policy = state.policy
@@ -165,7 +168,9 @@ async def metered_call(
     # From here the hold is this call's: the call and its record run where a host's cancel can't
     # cut them off between the API's answer (billed) and its row (see `detached`).
     return await state.detached.run(
-        lambda: _call_and_record(state, where, params, reservation, judge, prompt_text, judge_in_thread, finalize)
+        lambda: _call_and_record(
+            state, where, params, reservation, judge, prompt_text, (judge_in_thread, warms_baseline), finalize
+        )
     )
 
 
@@ -176,10 +181,13 @@ async def _call_and_record(
     reservation: Reservation,
     judge: Judge,
     prompt_text: str | None,
-    judge_in_thread: bool,
+    flags: tuple[bool, bool],  # judge in a thread; warms the baseline's cache
     finalize: Finalize | None,
 ) -> Metered:
-    sent_at = state.baseline_cache.now()
+    judge_in_thread, warms_baseline = flags
+    # The baseline model's request for this one leaves now too (a pre-warm has none).
+    cache = state.baseline_cache
+    sent = cache.sending(where[0].baseline, params, request_owner()) if warms_baseline else None
     try:
         completion = await state.claude().create(params)
     except StreamDropped as exc:
@@ -188,7 +196,7 @@ async def _call_and_record(
             if exc.partial is None:
                 await budgets.release(state.ledger, reservation)
             else:
-                dropped = _attempt(state, where, params, exc.partial, Verdict("dropped", False), prompt_text, sent_at)
+                dropped = _attempt(state, where, params, exc.partial, Verdict("dropped", False), prompt_text, sent)
                 await record_paid(state, dropped, reservation)
         raise
     except BaseException:
@@ -200,7 +208,7 @@ async def _call_and_record(
     # The answer is paid for: a cancellation arriving now must not skip its checks or lose its row.
     with anyio.CancelScope(shield=True):
         verdict = await _judged(judge, completion) if judge_in_thread else _judged_here(judge, completion)
-        attempt = _attempt(state, where, params, completion, verdict, prompt_text, sent_at)
+        attempt = _attempt(state, where, params, completion, verdict, prompt_text, sent)
         also = finalize(verdict, attempt) if finalize is not None else None
         recorded = await record_paid(state, attempt, reservation, also=also)
     spent = _spent_after(reservation, attempt.cost_pusd)
@@ -222,13 +230,13 @@ def _attempt(
     completion: Completion,
     verdict: Verdict,
     prompt_text: str | None,
-    sent_at: float,
+    sent: Sent | None,
 ) -> records.Attempt:
     policy, session, tool, tier, step = where
     model = str(params["model"])
     # Only the answer the host uses stands for its own call to the baseline model (and warms its cache).
     baseline = (
-        state.baseline_cache.cost(state.prices, policy.baseline, params, completion.usage, sent_at=sent_at)
+        state.baseline_cache.cost(state.prices, policy.baseline, params, completion.usage, sent=sent)
         if verdict.counts_toward_baseline
         else 0
     )

@@ -111,7 +111,10 @@ async def prewarm(
     if not _cacheable(params):
         return []
     params["messages"] = [{"role": "user", "content": [{"type": "text", "text": WARM_PROMPT}]}]
-    return [await metered_call(state, session, tool=tool, tier=tier.name, params=params, judge=_warmup)]
+    warm = await metered_call(
+        state, session, tool=tool, tier=tier.name, params=params, judge=_warmup, warms_baseline=False
+    )
+    return [warm]
 
 
 async def run_calls(

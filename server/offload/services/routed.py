@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from offload.core.baseline_cache import one_request
 from offload.core.checks import Checks, failed_check
 from offload.core.errors import BudgetExceededError, InputError, LedgerUnavailableError, UpstreamError
 from offload.core.money import fmt_usd, usd_json
@@ -156,6 +157,11 @@ async def _batch_job(state: AppState, session: str, call_id: str) -> _Job | None
 async def routed_complete(
     state: AppState, session: str, args: RoutedArgs, *, progress: Progress = no_progress
 ) -> ToolOutput:
+    with one_request():  # every rung and triage call of it is one request to the baseline model
+        return await _routed_complete(state, session, args, progress)
+
+
+async def _routed_complete(state: AppState, session: str, args: RoutedArgs, progress: Progress) -> ToolOutput:
     if args.redo_of is not None:
         return await _redo(state, session, args, progress)
     if not args.prompt.strip():
