@@ -83,8 +83,8 @@ def test_tokens_cached_past_the_system_prompt_are_not_taken_for_its_size() -> No
 
 
 def test_a_send_that_left_before_the_writer_s_answer_began_is_not_credited() -> None:
-    # Both leave together: the baseline model would have missed on the second too, and written
-    # the prompt again (its placement had seen it sent), not read it.
+    # Both leave at once: on the baseline model neither would have found the other's prompt (nor
+    # its placement the other's send), so the reader sends it uncached, as it did.
     clock = Clock()
     cache = BaselineCache(clock=lambda: clock.now)
     writer = cache.sending(OPUS, params(marked=True), object())
@@ -92,7 +92,7 @@ def test_a_send_that_left_before_the_writer_s_answer_began_is_not_credited() -> 
     clock.now += 5
     writer.begun.now()
     cache.cost(T, OPUS, params(marked=True), WRITE, sent=writer)
-    assert cache.cost(T, OPUS, params(marked=False), UNCACHED, sent=reader) == T.baseline_cost(OPUS, WRITE)
+    assert cache.cost(T, OPUS, params(marked=False), UNCACHED, sent=reader) == T.baseline_cost(OPUS, UNCACHED)
 
 
 def test_another_baseline_model_does_not_inherit_the_cache() -> None:

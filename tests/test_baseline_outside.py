@@ -70,3 +70,38 @@ async def test_the_reported_baseline_is_what_the_baseline_model_is_charged_for_t
     # (the fan-out) of the measured one; now within 0.4%: the user turn's few tokens, which stand
     # in for the system prompt's size until a call caches exactly it.
     assert abs(reported - measured) <= measured // 100, (reported, measured, cost)
+
+
+async def _streamed_then_short(settings: Settings, tiers: tuple[str, str]) -> tuple[int, int]:
+    """A family's first call; then a long streamed answer, and a short call sent while it streams
+    (after its answer began) that is answered before it ends. (cost, reported baseline), pusd."""
+    base = {"system": SYSTEM, "max_tokens": 50}
+    async with Client(build_server(settings)) as client:
+        first = await client.call_tool("routed_complete", {**base, "prompt": "code question 0", "tier": tiers[0]})
+        assert not first.is_error, first.content
+        async with anyio.create_task_group() as tg:
+            # Over the SDK's non-streaming limit: offload streams it (infra/claude.py).
+            long = {**base, "prompt": "code question 1", "tier": tiers[0], "max_tokens": 30_000}
+            tg.start_soon(client.call_tool, "routed_complete", long)
+            await anyio.sleep(1.0)  # its headers are in: the answer has begun
+            short = await client.call_tool("routed_complete", {**base, "prompt": "code question 2", "tier": tiers[1]})
+            assert not short.is_error, short.content
+    rows = query(settings.db_path, "SELECT cost_pusd, baseline_pusd FROM attempts ORDER BY id")
+    assert len(rows) == 3
+    return sum(int(r["cost_pusd"]) for r in rows), sum(int(r["baseline_pusd"]) for r in rows)
+
+
+async def test_a_call_sent_while_another_streams_reads_what_that_one_began_to_write(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # The API serves a prefix once the response writing it has begun: the short call reads what
+    # the streamed one writes (on the baseline model), though it is priced before that one ends.
+    with running(stream_delay_s=0.6) as emu:
+        cost, reported = await _streamed_then_short(
+            make_settings(emu.url, db_path=tmp_path / "m.db"), ("cheap", "standard")
+        )
+    with running(stream_delay_s=0.6) as emu:
+        measured, _ = await _streamed_then_short(
+            make_settings(emu.url, db_path=tmp_path / "p.db"), ("premium", "premium")
+        )
+    assert abs(reported - measured) <= measured // 100, (reported, measured, cost)

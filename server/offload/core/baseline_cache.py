@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from offload.core.pricing import PriceTable, Usage
@@ -142,49 +142,89 @@ class _Held(NamedTuple):
         return self.expiry > now and self.begun.before(sent.begun)
 
 
-class _System(NamedTuple):
-    """What the baseline model would hold of one system prompt (an entry of `_Held`'s kind)."""
+class _Send(NamedTuple):
+    """One host request's send of a system prompt (its first, for a request that climbed)."""
 
-    begun: Begun
-    expiry: float
+    at: float
     owner: object
-    sent_at: float  # when the request that put it here left (placement counts sends)
-    ttl: float
+    begun: Begun
+    marked: bool  # it carried a breakpoint on the prompt itself
+
+
+@dataclass(eq=False)
+class _Family:
+    """One system prompt as the baseline model would have cached it: every recent send of it, by
+    any tier, and what is known of its size."""
+
+    sends: list[_Send] = field(default_factory=list)
     tokens: int = 0  # its cached size; 0: not known yet (no call has cached exactly it)
-    held: bool = True  # False: seen once, sent uncached (the baseline's placement writes at the second)
-    # While its size is unknown, uncached sends are priced with `bound` (the fewest input tokens of
-    # one: the prompt is no larger) standing in for it; the difference is settled once it is known.
+    # Until then uncached sends are priced with `bound` (the fewest input tokens of one: the prompt
+    # is no larger) standing in for it, and settled once it is known.
     bound: int = 0
-    wrote_as: int = 0  # the sizes the baseline's writes at uncached sends were priced at, summed
-    writes: int = 0  # how many
-    read_as: int = 0  # the sizes its reads at uncached sends were priced at, summed
-    reads: int = 0  # how many
-    due: int = 0  # pusd of corrections not yet applied (a credit larger than a call's baseline)
+    wrote_as: int = 0  # the bounds written, summed
+    writes: int = 0
+    read_as: int = 0  # the bounds read, summed
+    reads: int = 0
+    due: int = 0  # pusd of settlements not yet applied (a credit larger than a call's baseline)
+    expiry: float = 0.0  # when it is forgotten (`_trim`)
 
-    @classmethod
-    def seen(cls, sent: Sent, now: float, bound: int, *, held: bool) -> _System:
-        """An uncached send of it (placement's horizon: the default lifetime)."""
-        ttl = _TTL_S["5m"]
-        return cls(sent.begun, now + ttl, sent.owner, sent.at, ttl, held=held, bound=bound)
+    def send_of(self, owner: object) -> _Send | None:
+        return next((s for s in self.sends if s.owner is owner), None)
 
-    def readable(self, sent: Sent) -> bool:
-        return _Held(self.begun, self.expiry, self.owner).readable(sent)
+    def kind(self, mine: _Send, horizon: float) -> str:
+        """How the baseline model would have sent the prompt in `mine`: its placement puts a
+        breakpoint on a prompt another request sent before (within `horizon`; at once, where this
+        tier did), which reads it when such a send's answer had begun before this one left."""
+        earlier = [s for s in self.sends if s.owner is not mine.owner and mine.at - horizon <= s.at < mine.at]
+        if not earlier and not mine.marked:
+            return "input"
+        for s in earlier:
+            began = s.begun.at
+            if began is not None and began < mine.at and self._marked(s, horizon):
+                return "read"
+        return "write"
+
+    def _marked(self, send: _Send, horizon: float) -> bool:
+        return send.marked or any(s.owner is not send.owner and send.at - horizon <= s.at < send.at for s in self.sends)
+
+    def settle(self, prices: PriceTable, model: str, size: int) -> None:
+        """The size is known: what the sends priced at a bound owe goes into `due`."""
+        cacheable = size >= prices.price(model).min_cacheable_tokens
+        rates = prices.price(model).rates_for(size, batch=False)
+
+        def gap(tokens: int, as_cached: Callable[[int], Usage]) -> int:
+            # `tokens` (signed) more priced as cached rather than as input.
+            diff = rates.charge(as_cached(abs(tokens))) - rates.charge(Usage(input_tokens=abs(tokens)))
+            return diff if tokens >= 0 else -diff
+
+        if self.writes:  # each write priced at its bound where `size` was written (none below the minimum)
+            self.due += gap(self.writes * size * cacheable - self.wrote_as, lambda n: Usage(cache_write_5m=n))
+        if self.reads:
+            self.due += gap(self.reads * size * cacheable - self.read_as, lambda n: Usage(cache_read=n))
+        self.tokens, self.wrote_as, self.writes, self.read_as, self.reads = size, 0, 0, 0, 0
+
+    def apply_due(self, cost: int) -> int:
+        """`cost` with what is due applied, as far as it goes (never below 0)."""
+        settled = max(0, cost + self.due)
+        self.due -= settled - cost
+        return settled
 
 
 class BaselineCache:
-    """The prefixes the baseline model's cache would hold, with when they would expire.
+    """What the baseline model's cache would hold, as requests are sent and priced.
 
     Two records: every cached prefix (up to a request's last breakpoint), and each system prompt
-    with its cached size. The second covers a call that sent its system prompt uncached because its
-    own tier had not seen it yet (placement keeps history per model): the baseline model, which had
-    every earlier call, would have read it.
+    with the recent sends of it by every tier. The second prices a system prompt as the baseline
+    model would have sent it, having had every call: placement keeps history per model, so each
+    tier sends a family's system prompt uncached until its own second call, and the baseline
+    model would have written it at the family's second call and read it from then on.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = 4096) -> None:
         self._clock = clock
         self._max = max_entries
         self._prefixes: dict[str, _Held] = {}
-        self._systems: dict[str, _System] = {}
+        self._systems: dict[str, _Family] = {}
         self._lock = threading.Lock()
 
     def now(self) -> float:
@@ -200,14 +240,29 @@ class BaselineCache:
         _answering.set(begun)
         sent = Sent(now, owner, begun)
         key = _prefix_key(params)
-        if key is not None:
-            digest = f"{model}:{key[0]}"
-            with self._lock:
+        system = _system_key(params)
+        with self._lock:
+            if key is not None:
+                digest = f"{model}:{key[0]}"
                 was = self._prefixes.get(digest)
                 if was is None or not was.kept_by(sent, now):
                     self._prefixes[digest] = _Held(begun, now + key[1], owner)
                     _trim(self._prefixes, now, self._max)
+            if system is not None and system[1]:
+                self._note_send(f"{model}:{system[0]}", sent, marked=key is not None, now=now)
         return sent
+
+    def _note_send(self, digest: str, sent: Sent, *, marked: bool, now: float) -> _Family:
+        family = self._systems.get(digest)
+        if family is None or family.expiry <= now:
+            family = self._systems[digest] = _Family()
+            _trim(self._systems, now, self._max)
+        if family.send_of(sent.owner) is None:
+            longest = _TTL_S["1h"]  # no send older than the longest cache lifetime matters
+            family.sends = [s for s in family.sends[-255:] if s.at > now - longest]
+            family.sends.append(_Send(sent.at, sent.owner, sent.begun, marked))
+        family.expiry = now + _TTL_S["1h"]
+        return family
 
     def cost(
         self, prices: PriceTable, model: str, params: dict[str, Any], usage: Usage, *, sent: Sent | None = None
@@ -219,6 +274,12 @@ class BaselineCache:
         if sent is None:
             sent = Sent(now, object(), Begun(self._clock, now))
         sent.begun.now()  # answered by now, if the client never said when it began
+        system = _system_key(params)
+        if system is not None and system[1]:  # no breakpoint but one on the system prompt
+            with self._lock:
+                family = self._note_send(f"{model}:{system[0]}", sent, marked=key is not None, now=now)
+                horizon = key[1] if key is not None else _TTL_S["5m"]
+                return self._system_prompt(prices, model, family, usage, (sent, horizon))
         if key is not None:
             digest, ttl = key
             digest = f"{model}:{digest}"
@@ -233,111 +294,40 @@ class BaselineCache:
             written = usage.cache_write_5m + usage.cache_write_1h
             if held and written:
                 usage = replace(usage, cache_write_5m=0, cache_write_1h=0, cache_read=usage.cache_read + written)
-        system = _system_key(params)
-        cost = prices.baseline_cost(model, usage)
-        if system is None or not system[1]:  # none, or a breakpoint further on: its cached size is not the prompt's
-            return cost
-        with self._lock:
-            return self._system_prompt(prices, model, (f"{model}:{system[0]}", key), usage, cost, (now, sent))
+        return prices.baseline_cost(model, usage)
 
     def _system_prompt(
-        self,
-        prices: PriceTable,
-        model: str,
-        keys: tuple[str, tuple[str, float] | None],
-        usage: Usage,
-        cost: int,
-        when: tuple[float, Sent],
+        self, prices: PriceTable, model: str, family: _Family, usage: Usage, request: tuple[Sent, float]
     ) -> int:
-        """`cost`, as the baseline would have paid the system prompt (under the lock).
-
-        The baseline model sees every call of a family, so its placement writes a system prompt at
-        the family's second send, where each tier sends it uncached until its own second; and it
-        reads it from then on, where a tier that has not cached it yet sends it uncached. Until a
-        call caches exactly the prompt, its size is bounded by the fewest input tokens of a send;
-        calls priced with that bound are settled with the first call that tells the size."""
-        digest, key = keys
-        now, sent = when
-        # The size is the recording tier's count of the prompt: exact where the tiers count alike (one
-        # generation's tokenizer); across tokenizers the credit is off by their difference.
+        """The price of `usage` with its system prompt sent as the baseline model would have (under
+        the lock). The size is the recording tier's count of the prompt: exact where the tiers count
+        alike (one generation's tokenizer); across tokenizers off by their difference."""
+        sent, horizon = request
+        mine = family.send_of(sent.owner)
+        assert mine is not None  # noted by the caller
+        kind = family.kind(mine, horizon)
         cached = usage.cache_read + usage.cache_write_5m + usage.cache_write_1h
-        known = self._systems.get(digest)
-        if known is not None and known.expiry <= now:
-            known = None
-        readable = known is not None and known.held and known.readable(sent)
         if cached:
-            if key is None:
-                return cost
-            if readable and (usage.cache_write_5m or usage.cache_write_1h):  # the baseline held it
-                as_read = replace(usage, cache_write_5m=0, cache_write_1h=0, cache_read=cached)
-                cost = prices.baseline_cost(model, as_read)
-            first = known if known is not None and known.held and known.begun.before(sent.begun) else None
-            entry = first or _System(sent.begun, now, sent.owner, sent.at, key[1])
-            due = entry.due + _settlement(prices, model, entry, cached)
-            entry = entry._replace(expiry=now + key[1], tokens=cached, ttl=key[1])
-            entry = entry._replace(wrote_as=0, writes=0, read_as=0, reads=0)  # settled
-            return self._settle(digest, entry, cost, due, now)
-        if known is None:  # a first send: the baseline sends it uncached too
-            self._systems[digest] = _System.seen(sent, now, usage.input_tokens, held=False)
-            _trim(self._systems, now, self._max)
-            return cost
-        size = known.tokens or None
-        bound = min(usage.input_tokens, known.bound or usage.input_tokens)
-        if known.owner is sent.owner or (not known.held and known.sent_at >= sent.at):
-            return cost
-        if not known.held:  # its second send: the baseline's placement writes it here
-            entry = _System.seen(sent, now, bound, held=True)
-            self._systems[digest] = entry._replace(wrote_as=bound, writes=1)
-            return cost + _write_premium(prices, model, bound)
-        if not readable:  # sent before the write's answer began: the baseline writes it again
-            if size is None:
-                self._systems[digest] = known._replace(
-                    bound=bound, wrote_as=known.wrote_as + bound, writes=known.writes + 1
-                )
-            return cost + _write_premium(prices, model, size or bound)
-        entry = known._replace(expiry=now + known.ttl, bound=bound)  # a read refreshes the entry
-        as_size = size or bound
-        if usage.input_tokens < as_size or as_size < prices.price(model).min_cacheable_tokens:
-            self._systems[digest] = entry
-            return cost
-        if size is None:
-            entry = entry._replace(read_as=known.read_as + bound, reads=known.reads + 1)
-        as_read = replace(usage, input_tokens=usage.input_tokens - as_size, cache_read=as_size)
-        return self._settle(digest, entry, prices.baseline_cost(model, as_read), entry.due, now)
-
-    def _settle(self, digest: str, entry: _System, cost: int, due: int, now: float) -> int:
-        """`cost` with the corrections `due` applied, as far as it goes (never below 0)."""
-        settled = max(0, cost + due)
-        self._systems[digest] = entry._replace(due=due - (settled - cost))
-        _trim(self._systems, now, self._max)
-        return settled
-
-
-def _write_premium(prices: PriceTable, model: str, tokens: int) -> int:
-    """What writing `tokens` to the cache costs `model` over sending them as input (0 below its
-    minimum cacheable length: it would not have cached them)."""
-    if tokens < prices.price(model).min_cacheable_tokens:
-        return 0
-    rates = prices.price(model).rates_for(tokens, batch=False)
-    return rates.charge(Usage(cache_write_5m=tokens)) - rates.charge(Usage(input_tokens=tokens))
-
-
-def _settlement(prices: PriceTable, model: str, entry: _System, size: int) -> int:
-    """What the calls priced with a bound for the prompt's size owe, now that it is `size`: each
-    write and read at an uncached send was priced at its bound where `size` was written or read
-    (nothing, below the model's minimum: then it was all input)."""
-    cacheable = size >= prices.price(model).min_cacheable_tokens
-    rates = prices.price(model).rates_for(size, batch=False)
-
-    def gap(tokens: int, *, write: bool) -> int:
-        # `tokens` (signed) more priced as written (or read) rather than as input.
-        n = abs(tokens)
-        as_cached = Usage(cache_write_5m=n) if write else Usage(cache_read=n)
-        diff = rates.charge(as_cached) - rates.charge(Usage(input_tokens=n))
-        return diff if tokens >= 0 else -diff
-
-    due = gap(entry.writes * size * cacheable - entry.wrote_as, write=True) if entry.writes else 0
-    return due + (gap(entry.reads * size * cacheable - entry.read_as, write=False) if entry.reads else 0)
+            family.settle(prices, model, cached)
+            size = cached
+        else:
+            family.bound = min(usage.input_tokens, family.bound or usage.input_tokens)
+            size = family.tokens or family.bound
+        if usage.input_tokens + cached < size or size < prices.price(model).min_cacheable_tokens:
+            return family.apply_due(prices.baseline_cost(model, usage))
+        rest = usage.input_tokens + cached - size
+        long = horizon >= _TTL_S["1h"]
+        as_sent = {
+            "input": Usage(input_tokens=size),
+            "write": Usage(cache_write_1h=size) if long else Usage(cache_write_5m=size),
+            "read": Usage(cache_read=size),
+        }[kind]
+        if not family.tokens and kind == "write":
+            family.wrote_as, family.writes = family.wrote_as + size, family.writes + 1
+        elif not family.tokens and kind == "read":
+            family.read_as, family.reads = family.read_as + size, family.reads + 1
+        baseline = replace(as_sent, input_tokens=as_sent.input_tokens + rest, output_tokens=usage.output_tokens)
+        return family.apply_due(prices.baseline_cost(model, baseline))
 
 
 def _trim(entries: dict[str, Any], now: float, most: int) -> None:
