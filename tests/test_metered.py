@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 from mcp import Client
 
 from helpers import query
@@ -217,35 +218,9 @@ async def test_a_cancelled_redo_is_still_the_redo_a_repeat_of_it_is_told_not_pai
     assert (redos, verdict) == (1, "redone")
 
 
-async def test_past_the_grace_a_call_the_api_is_answering_is_let_finish_the_rest_stop() -> None:
-    # At the cut, a call whose answer has begun to arrive is billed: it gets a moment more to be
-    # read and recorded. A call still waiting for the API is stopped (its hold is released).
-    detached = Detached()
-    finished: list[str] = []
-    stopped: list[str] = []
-
-    async def being_answered() -> str:
-        mark_answered()
-        await anyio.sleep(0.15)  # reading the answer, inside ANSWERED_GRACE_S
-        finished.append("answered")
-        return "answered"
-
-    async def call(work: Callable[[], Any]) -> None:
-        with contextlib.suppress(UpstreamError):
-            await detached.run(work)
-
-    async with anyio.create_task_group() as tg, detached.open(grace_s=0.05):
-        tg.start_soon(call, being_answered)
-        tg.start_soon(call, _until_stopped(stopped, "waiting"))
-        await anyio.sleep(0.01)
-    assert (finished, stopped) == (["answered"], ["waiting"])
-
-
-async def test_a_cancel_around_the_server_still_lets_a_call_being_answered_be_recorded() -> None:
-    # SIGTERM while the session is still open cancels the server from outside: a call the API is
-    # answering (billed) is reached only by the close's stop, which lets it finish; before, the
-    # outer cancel cut it off first and its paid answer was never recorded.
-    detached = Detached()
+def _answered_and_waiting(detached: Detached) -> tuple[list[str], list[str], Callable[[TaskGroup], None]]:
+    """(finished, stopped, start): `start(tg)` runs two calls through `detached`: one the API is
+    answering (0.15 s to read, inside ANSWERED_GRACE_S) and one still waiting for it."""
     finished: list[str] = []
     stopped: list[str] = []
 
@@ -259,10 +234,33 @@ async def test_a_cancel_around_the_server_still_lets_a_call_being_answered_be_re
         with contextlib.suppress(UpstreamError):
             await detached.run(work)
 
+    def start(tg: TaskGroup) -> None:
+        tg.start_soon(call, being_answered)
+        tg.start_soon(call, _until_stopped(stopped, "waiting"))
+
+    return finished, stopped, start
+
+
+async def test_past_the_grace_a_call_the_api_is_answering_is_let_finish_the_rest_stop() -> None:
+    # At the cut, a call whose answer has begun to arrive is billed: it gets a moment more to be
+    # read and recorded. A call still waiting for the API is stopped (its hold is released).
+    detached = Detached()
+    finished, stopped, start = _answered_and_waiting(detached)
+    async with anyio.create_task_group() as tg, detached.open(grace_s=0.05):
+        start(tg)
+        await anyio.sleep(0.01)
+    assert (finished, stopped) == (["answered"], ["waiting"])
+
+
+async def test_a_cancel_around_the_server_still_lets_a_call_being_answered_be_recorded() -> None:
+    # SIGTERM while the session is still open cancels the server from outside: a call the API is
+    # answering (billed) is reached only by the close's stop, which lets it finish; before, the
+    # outer cancel cut it off first and its paid answer was never recorded.
+    detached = Detached()
+    finished, stopped, start = _answered_and_waiting(detached)
     with anyio.CancelScope() as outer:
         async with detached.open(grace_s=20), anyio.create_task_group() as tg:
-            tg.start_soon(call, being_answered)
-            tg.start_soon(call, _until_stopped(stopped, "waiting"))
+            start(tg)
             await anyio.sleep(0.01)
             outer.cancel()
             await anyio.sleep(5)

@@ -29,7 +29,7 @@ import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import anyio
 import mcp_types as types
@@ -110,7 +110,37 @@ class _Unanswered:
                 await self._changed.wait()
 
 
-class _HeldAtEOF:
+class _Stream:
+    """What the SDK's dispatcher needs of either stream besides reading or sending (its ReadStream
+    and WriteStream protocols): closing, and use as a context manager."""
+
+    async def aclose(self) -> None:
+        return None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+class _Reading(_Stream):
+    """The read side: a subclass gives `__anext__`."""
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        raise NotImplementedError
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise anyio.EndOfStream from None
+
+
+class _HeldAtEOF(_Reading):
     """A read stream whose end waits for the requests read from it to be answered."""
 
     def __init__(self, inner: _Source, unanswered: _Unanswered) -> None:
@@ -122,9 +152,6 @@ class _HeldAtEOF:
         # The dispatcher reads each message's sender context here (the SDK's context streams).
         return getattr(self._inner, "last_context", None)
 
-    def __aiter__(self) -> _HeldAtEOF:
-        return self
-
     async def __anext__(self) -> SessionMessage | Exception:
         try:
             item = await self._inner.__anext__()
@@ -134,23 +161,11 @@ class _HeldAtEOF:
         self._unanswered.read(item)
         return item
 
-    async def receive(self) -> SessionMessage | Exception:
-        try:
-            return await self.__anext__()
-        except StopAsyncIteration:
-            raise anyio.EndOfStream from None
-
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-    async def __aenter__(self) -> _HeldAtEOF:
-        return self
 
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
-
-class _Noted:
+class _Noted(_Stream):
     """A write stream that marks each answer it sends as answered."""
 
     def __init__(self, inner: _Sink, unanswered: _Unanswered) -> None:
@@ -164,12 +179,6 @@ class _Noted:
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-    async def __aenter__(self) -> _Noted:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
 
 async def _run(server: MCPServer[Any], read: _Source, write: _Sink) -> None:
     # The SDK's own stdio runner does exactly this; the low-level server is not public yet (its
@@ -181,7 +190,7 @@ async def _run(server: MCPServer[Any], read: _Source, write: _Sink) -> None:
     )
 
 
-class _Inbound:
+class _Inbound(_Reading):
     """The read side the SDK's dispatcher iterates: each newline-terminated message, parsed as the
     SDK's own stdio reader does, straight from the pipe (a line that does not parse is handed on as
     the exception, which the dispatcher reports). No reader task and no memory stream between the
@@ -189,9 +198,6 @@ class _Inbound:
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
-
-    def __aiter__(self) -> _Inbound:
-        return self
 
     async def __anext__(self) -> SessionMessage | Exception:
         try:
@@ -206,23 +212,8 @@ class _Inbound:
         except Exception as exc:  # the SDK's own reader hands every parse failure on alike
             return exc
 
-    async def receive(self) -> SessionMessage | Exception:
-        try:
-            return await self.__anext__()
-        except StopAsyncIteration:
-            raise anyio.EndOfStream from None
 
-    async def aclose(self) -> None:
-        return None
-
-    async def __aenter__(self) -> _Inbound:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-
-class _Outbound:
+class _Outbound(_Stream):
     """The write side: each message serialized as the SDK's stdio writer does and written to the
     non-blocking pipe by the task that sends it, with no writer task in between. One sender at a
     time writes and waits for the host to take it: while the host is not reading, the others wait
@@ -244,15 +235,6 @@ class _Outbound:
                 await self._writer.drain()
             except ConnectionError as exc:  # the host closed its end: the dispatcher drops what it sends
                 raise anyio.BrokenResourceError from exc
-
-    async def aclose(self) -> None:
-        return None
-
-    async def __aenter__(self) -> _Outbound:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
 
 
 @asynccontextmanager
