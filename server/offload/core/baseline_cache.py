@@ -122,6 +122,9 @@ class Sent(NamedTuple):
     at: float
     owner: object
     begun: Begun
+    # The request's prefix and system prompt keys, taken once as it left (hashing a large prompt
+    # twice per call is work on every call's path); None where `cost` takes them itself.
+    keys: tuple[tuple[str, float] | None, tuple[str, bool] | None] | None = None
 
 
 class _Held(NamedTuple):
@@ -238,9 +241,8 @@ class BaselineCache:
         now = self._clock()
         begun = Begun(self._clock)
         _answering.set(begun)
-        sent = Sent(now, owner, begun)
-        key = _prefix_key(params)
-        system = _system_key(params)
+        key, system = _prefix_key(params), _system_key(params)
+        sent = Sent(now, owner, begun, (key, system))
         with self._lock:
             if key is not None:
                 digest = f"{model}:{key[0]}"
@@ -269,12 +271,11 @@ class BaselineCache:
     ) -> int:
         """`model`'s price for `usage` as the baseline would have paid it, for the request `sent`
         (from `sending`; None: a request of its own, sent and answered now)."""
-        key = _prefix_key(params)
         now = self._clock()
         if sent is None:
             sent = Sent(now, object(), Begun(self._clock, now))
         sent.begun.now()  # answered by now, if the client never said when it began
-        system = _system_key(params)
+        key, system = sent.keys if sent.keys is not None else (_prefix_key(params), _system_key(params))
         if system is not None and system[1]:  # no breakpoint but one on the system prompt
             with self._lock:
                 family = self._note_send(f"{model}:{system[0]}", sent, marked=key is not None, now=now)
