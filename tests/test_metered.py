@@ -20,7 +20,7 @@ from offload.config.settings import Settings
 from offload.core.errors import UpstreamError
 from offload.core.pricing import Usage
 from offload.core.request import Prompt, build_params
-from offload.infra.detached import Detached, answered, mark_answered
+from offload.infra.detached import Detached, answered, host_closing, mark_answered
 from offload.mcp.server import build_server
 from offload.metering.metered import metered_call
 from offload.state import open_state
@@ -281,3 +281,23 @@ async def test_the_api_client_marks_a_call_answered_when_its_answer_begins(
                 return before, answered()
 
             assert await state.detached.run(call) == (False, True)
+
+
+async def test_the_close_s_grace_counts_from_when_the_host_began_closing() -> None:
+    # The stdio transport waits up to 0.5 s at EOF for answers to what was asked: that wait is
+    # part of the grace, not added to it, or a close ran past the 2 s a host gives (2.1-2.6 s).
+    detached = Detached()
+    stopped: list[str] = []
+
+    async def call() -> None:
+        with contextlib.suppress(UpstreamError):
+            await detached.run(_until_stopped(stopped, "slow"))
+
+    async with anyio.create_task_group() as tg, detached.open(grace_s=1.0):
+        tg.start_soon(call)
+        await anyio.sleep(0.01)
+        host_closing()
+        await anyio.sleep(0.8)  # the transport's wait, then the server's close begins
+        began = time.monotonic()
+    assert stopped == ["slow"]
+    assert time.monotonic() - began < 0.8  # what was left of the grace (0.2 s), not all of it

@@ -338,6 +338,18 @@ def test_a_request_written_just_before_eof_is_answered(tmp_path: Path) -> None:
     assert answered >= {1, 2, 3, 4}, (answered, err.decode()[-2000:])
 
 
+def test_a_cancel_naming_no_valid_request_is_passed_over(tmp_path: Path) -> None:
+    # The SDK ignores a cancel whose requestId is not a string or an integer; the wait at EOF
+    # once took it for an id, and an unhashable one ({"id": 2}) ended the session.
+    odd = [{"id": 2}, [1], True, None]
+    cancels = [{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": r}} for r in odd]
+    lines = [*handshake("odd"), *cancels, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}]
+    with _serve(tmp_path, subprocess.PIPE) as proc:
+        out, err = proc.communicate(b"".join(json.dumps(r).encode() + b"\n" for r in lines), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert 2 in {m.get("id") for m in map(json.loads, out.splitlines())}, err.decode()[-2000:]
+
+
 def test_a_file_on_stdin_is_served_by_the_sdks_blocking_transport(tmp_path: Path) -> None:
     # A regular file can't be driven by the loop (pipes_usable): the SDK's transport serves it. Its
     # EOF comes at once, so every request in it is answered only because EOF waits for them.

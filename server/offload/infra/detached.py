@@ -10,6 +10,7 @@ cost is recorded and its hold released. A cancel stops the wait, not the bill.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -42,6 +43,25 @@ class _Flight:
 
 
 _flight: ContextVar[_Flight | None] = ContextVar("offload_flight", default=None)
+
+# When the host began closing this process's session (EOF on stdin), if it has: the close's grace
+# counts from then, so time the transport spends answering what was already asked comes out of
+# it rather than on top of it. One stdio session per process.
+_host_closing_since: float | None = None
+
+
+def host_closing() -> None:
+    """The host has begun closing the session (the stdio transport saw EOF)."""
+    global _host_closing_since
+    if _host_closing_since is None:
+        _host_closing_since = time.monotonic()
+
+
+def _grace_left(grace: float) -> float:
+    """What is left of `grace` since the host began closing (taken once: the close it was for)."""
+    global _host_closing_since
+    since, _host_closing_since = _host_closing_since, None
+    return grace if since is None else max(0.0, grace - (time.monotonic() - since))
 
 
 def mark_answered() -> None:
@@ -82,7 +102,7 @@ class Detached:
                 try:
                     # Calls in flight get `grace` to be answered and recorded (none when the close
                     # itself is cancelled: SIGTERM after EOF).
-                    with anyio.move_on_after(grace):
+                    with anyio.move_on_after(_grace_left(grace)):
                         await self._settled()
                 finally:
                     await self._stop(tg)

@@ -35,15 +35,20 @@ import anyio
 import mcp_types as types
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
+from mcp.shared.dispatcher import as_request_id, coerce_request_id
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
 from mcp.shared.message import SessionMessage
+from mcp_types import RequestId
+
+from offload.infra import detached
 
 # A closing server waits for the host to read what it has not read yet for as long as the host
 # keeps reading, and gives up once the host has taken nothing for this long (well within the 2 s
 # the SDK's client gives a server after closing stdin).
 FINAL_FLUSH_IDLE_S = 0.5
-# How long EOF waits for requests already read to be answered. A paid call still running past it
-# is finished and recorded in the close's grace (infra/detached.py), unanswered: this wait, that
-# grace and the final flush together stay within the 2 s a host gives its server after EOF.
+# How long EOF waits for requests already read to be answered. It is part of the close's grace
+# for paid calls (infra/detached.py, counted from EOF): a call still running past it is finished
+# and recorded there, unanswered, and the close stays within the 2 s a host gives its server.
 EOF_ANSWER_WAIT_S = 0.5
 
 
@@ -77,10 +82,12 @@ class _Sink(Protocol):
 
 
 class _Unanswered:
-    """Requests read from the host and not yet answered (or cancelled by it)."""
+    """Requests read from the host and not yet answered (or cancelled by it). Ids are matched as
+    the SDK's dispatcher matches them ("7" and 7 are one id; a cancel naming no valid id names
+    none), so a cancel it honours is never waited for, and one it ignores never ends a wait."""
 
     def __init__(self) -> None:
-        self._ids: set[types.RequestId] = set()
+        self._ids: set[RequestId] = set()
         self._changed = anyio.Event()
 
     def read(self, item: SessionMessage | Exception) -> None:
@@ -88,23 +95,27 @@ class _Unanswered:
             return
         message = item.message
         if isinstance(message, types.JSONRPCRequest):
-            self._ids.add(message.id)
+            self._ids.add(coerce_request_id(message.id))
         elif isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled":
             # A cancelled request is never answered (the spec forbids it): nothing to wait for.
-            self._settle((message.params or {}).get("requestId"))
+            self._settle(cancelled_request_id_from_params(message.params))
 
     def sent(self, item: SessionMessage) -> None:
         message = item.message
         if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
-            self._settle(message.id)
+            self._settle(as_request_id(message.id))
 
-    def _settle(self, request_id: object) -> None:
-        if request_id in self._ids:
-            self._ids.discard(request_id)
+    def _settle(self, request_id: RequestId | None) -> None:
+        if request_id is None:
+            return
+        key = coerce_request_id(request_id)
+        if key in self._ids:
+            self._ids.discard(key)
             self._changed.set()
             self._changed = anyio.Event()
 
     async def answered(self, limit_s: float = EOF_ANSWER_WAIT_S) -> None:
+        detached.host_closing()  # the close's grace for paid calls counts from here
         with anyio.move_on_after(limit_s):
             while self._ids:
                 await self._changed.wait()
