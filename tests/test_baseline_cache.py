@@ -51,7 +51,7 @@ def test_a_system_prompt_the_baseline_holds_sent_uncached_is_priced_as_a_read() 
     assert T.baseline_cost(OPUS, AS_READ) < T.baseline_cost(OPUS, UNCACHED)
 
 
-def test_another_system_prompt_an_expired_one_or_a_shorter_prompt_stays_uncached() -> None:
+def test_another_system_prompt_an_expired_one_or_a_shorter_prompt_is_not_read() -> None:
     clock = Clock()
     cache = BaselineCache(clock=clock)
     cache.cost(T, OPUS, params(marked=True), WRITE)
@@ -60,8 +60,10 @@ def test_another_system_prompt_an_expired_one_or_a_shorter_prompt_stays_uncached
     )
     short = Usage(input_tokens=2000, output_tokens=10)  # fewer input tokens than the cached prompt
     assert cache.cost(T, OPUS, params(marked=False), short) == T.baseline_cost(OPUS, short)
-    clock.now += 301  # past the 5-minute lifetime
-    assert cache.cost(T, OPUS, params(marked=False), UNCACHED) == T.baseline_cost(OPUS, UNCACHED)
+    clock.now += 301  # past the 5-minute lifetime: no read; the baseline's placement (offload's own
+    # rule on that history: two sends, the last 301 s ago) would write it again, for an hour
+    again = Usage(input_tokens=20, cache_write_1h=3000, output_tokens=10)
+    assert cache.cost(T, OPUS, params(marked=False), UNCACHED) == T.baseline_cost(OPUS, again)
 
 
 def test_an_uncached_use_keeps_the_baseline_s_entry_alive_as_a_read_would() -> None:

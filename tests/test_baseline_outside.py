@@ -10,6 +10,7 @@ either every call is answered before the next leaves, or all leave before any an
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,12 @@ from mcp import Client
 
 from emulator_fixtures import running
 from helpers import query
-from offload.config.settings import Settings
+from offload.config.settings import Settings, shipped
+from offload.core.baseline_cache import BaselineCache
 from offload.mcp.server import build_server
+from offload.services import routed
+from offload.state import open_state
+from offload_emulator.clock import Clock
 
 pytestmark = pytest.mark.anyio
 
@@ -105,3 +110,101 @@ async def test_a_call_sent_while_another_streams_reads_what_that_one_began_to_wr
             make_settings(emu.url, db_path=tmp_path / "p.db"), ("premium", "premium")
         )
     assert abs(reported - measured) <= measured // 100, (reported, measured, cost)
+
+
+# Streams on the emulator's clock, one call after another (its clock frozen, moved between calls):
+# gaps of minutes to an hour without waiting for them.
+T0 = 1_800_000_000.0
+
+
+async def _clocked(
+    tmp: Path, calls: list[tuple[float, dict[str, Any]]], *, placement: str = "", faults: str = ""
+) -> Any:
+    """(cost, reported baseline) of `calls` ((seconds from the start, routed_complete arguments))."""
+    policy = tmp / "policy.yaml"
+    text = shipped("default.yaml").read_text()
+    if placement:
+        text = text.replace("caching:\n  ttl: 5m\n", f"caching:\n  placement: {placement}\n  ttl: 5m\n")
+    policy.write_text(text)
+    clock = Clock(start=T0, frozen=not faults)
+    with running(clock=clock, faults=faults or None) as emu:
+        settings = Settings(
+            policy_path=policy, db_path=tmp / "ledger.db", session_id="s", roots=(tmp,), api_key="k", base_url=emu.url
+        )
+        async with open_state(settings) as state:
+            # The server's own clocks on the emulator's timeline (what a bench does to skip the waits).
+            state.clock = lambda: datetime.fromtimestamp(clock.now(), UTC)
+            state.baseline_cache = BaselineCache(clock=clock.now)
+
+            async def one(at: float, args: dict[str, Any]) -> None:
+                if faults:
+                    await anyio.sleep(at)
+                else:
+                    clock.advance(max(0.0, T0 + at - clock.now()))
+                await routed.routed_complete(state, "s", routed.RoutedArgs(**args))
+
+            if faults:
+                async with anyio.create_task_group() as tg:
+                    for at, args in calls:
+                        tg.start_soon(one, at, args)
+            else:
+                for at, args in calls:
+                    await one(at, args)
+    row = query(tmp / "ledger.db", "SELECT SUM(cost_pusd) AS cost, SUM(baseline_pusd) AS base FROM attempts")[0]
+    return int(row["cost"]), int(row["base"])
+
+
+def _calls(tiers: str, gap_s: float, system: str = SYSTEM, prompt: Callable[[int], str] = str) -> list[Any]:
+    names = {"c": "cheap", "s": "standard", "p": "premium"}
+    return [
+        (i * gap_s, {"prompt": f"question {prompt(i)}", "system": system, "tier": names[t], "max_tokens": 50})
+        for i, t in enumerate(tiers)
+    ]
+
+
+@pytest.mark.parametrize("gap_s", [100.0, 400.0, 1000.0])
+async def test_a_stream_on_the_baseline_model_itself_reports_its_own_cost(tmp_path: Path, gap_s: float) -> None:
+    # Here offload's cost is the baseline. Calls more than five minutes apart were priced as
+    # reads of a cache the baseline model would not have kept (0.57x at 400 s): the baseline's
+    # placement is now offload's own rule on the sends of every tier.
+    cost, reported = await _clocked(tmp_path, _calls("pppppp", gap_s))
+    assert reported == cost
+
+
+async def test_a_stream_with_gaps_of_minutes_across_tiers(tmp_path: Path) -> None:
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "premium").mkdir()
+    _, reported = await _clocked(tmp_path / "mixed", _calls("cspcspcspc", 400.0))
+    measured, _ = await _clocked(tmp_path / "premium", _calls("pppppppppp", 400.0))
+    assert abs(reported - measured) <= measured // 100, (reported, measured)  # 1.40x before
+
+
+SHORT_SYSTEM = "You summarise diffs.\n" + "".join(f"- Rule {i}: keep it short and exact.\n" for i in range(10))
+
+
+def _diff(i: int) -> str:
+    return f"{i}:\n" + "".join(f"+ line {i}-{j}: changed value {j * i} in module m{j}\n" for j in range(150))
+
+
+@pytest.mark.parametrize("placement", ["", "never"])
+async def test_a_short_system_prompt_with_long_prompts_is_not_taken_for_a_cached_one(
+    tmp_path: Path, placement: str
+) -> None:
+    # A system prompt below every model's minimum cacheable length, each prompt long and new: the
+    # baseline caches nothing. Sizes were bounded by a whole prompt, priced as written and read
+    # (0.36x); with `placement: never` the baseline was cached though nothing is (0.34x).
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "premium").mkdir()
+    calls = _calls("cscscscs", 20.0, system=SHORT_SYSTEM, prompt=_diff)
+    _, reported = await _clocked(tmp_path / "mixed", calls, placement=placement)
+    premium = _calls("pppppppp", 20.0, system=SHORT_SYSTEM, prompt=_diff)
+    measured, _ = await _clocked(tmp_path / "premium", premium, placement=placement)
+    assert abs(reported - measured) <= measured // 100, (reported, measured)
+
+
+async def test_a_retried_request_is_the_baseline_s_request_when_it_left_again(tmp_path: Path) -> None:
+    # The SDK retries an overloaded request: the try that is answered left later than the first,
+    # and a call it overlapped was priced as a write where the baseline's retried request would
+    # have read (1.20x on the baseline model itself). Each try now moves the send.
+    cost, reported = await _clocked(tmp_path, _calls("p" * 16, 0.1), faults="latency=300ms,529=0.1")
+    assert reported == cost

@@ -20,9 +20,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from offload.core.pricing import PriceTable, Usage
-
-_TTL_S = {"5m": 300.0, "1h": 3600.0}
+from offload.core.cache_placement import TTL_S, Ttl, choose_ttl, reuse_from_history
+from offload.core.pricing import PriceTable, Rates, Usage
 
 # The host request a call belongs to: its rungs (a first try, the escalation after it) are one
 # request to the baseline model, so a prefix its own first try sent is not "already held" for it.
@@ -63,13 +62,13 @@ def _prefix_key(params: dict[str, Any]) -> tuple[str, float] | None:
     if cut == 0:
         return None
     canonical = json.dumps(blocks[:cut], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest(), _TTL_S.get(ttl, 300.0)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest(), TTL_S["1h"] if ttl == "1h" else TTL_S["5m"]
 
 
-def _system_key(params: dict[str, Any]) -> tuple[str, bool] | None:
-    """(digest of the system prompt's text, whether no breakpoint but one on it is in the request),
-    or None without a system prompt. The text alone, not its cache marker: the same prompt whether a tier
-    placed a breakpoint on it or not."""
+def _system_key(params: dict[str, Any]) -> tuple[str, bool, int] | None:
+    """(digest of the system prompt's text, whether no breakpoint but one on it is in the request,
+    its length in characters), or None without a system prompt. The text alone, not its cache
+    marker: the same prompt whether a tier placed a breakpoint on it or not."""
     system = params.get("system")
     if not isinstance(system, list) or not system or not isinstance(system[0], dict):
         return None
@@ -83,19 +82,21 @@ def _system_key(params: dict[str, Any]) -> tuple[str, bool] | None:
         marked += (
             [b for b in content if isinstance(b, dict) and b.get("cache_control")] if isinstance(content, list) else []
         )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest(), marked == [first] or not marked
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), marked == [first] or not marked, len(text)
 
 
 class Begun:
-    """When the API began answering a request, once a client can see it: its success's response
-    headers (a stream's first event; a plain call's whole answer). The API serves a prefix to
-    requests that arrive once the response writing it has begun (prompt-caching docs: "A cache
-    entry only becomes available after the first response begins"), not once it has finished."""
+    """A request in flight: when it left (its latest try: the SDK retries a failed one) and when
+    the API began answering it, once a client can see it: its success's response headers (a
+    stream's first event; a plain call's whole answer). The API serves a prefix to requests that
+    arrive once the response writing it has begun (prompt-caching docs: "A cache entry only
+    becomes available after the first response begins"), not once it has finished."""
 
-    __slots__ = ("_clock", "at")
+    __slots__ = ("_clock", "at", "left")
 
-    def __init__(self, clock: Callable[[], float], at: float | None = None) -> None:
+    def __init__(self, clock: Callable[[], float], left: float, at: float | None = None) -> None:
         self._clock = clock
+        self.left = left
         self.at = at
 
     def now(self) -> None:
@@ -107,6 +108,13 @@ class Begun:
 
 
 _answering: ContextVar[Begun | None] = ContextVar("offload_baseline_answering", default=None)
+
+
+def request_left() -> None:
+    """The API client is sending (again) the request this task is making."""
+    begun = _answering.get()
+    if begun is not None and begun.at is None:
+        begun.left = begun._clock()
 
 
 def answer_began() -> None:
@@ -124,7 +132,7 @@ class Sent(NamedTuple):
     begun: Begun
     # The request's prefix and system prompt keys, taken once as it left (hashing a large prompt
     # twice per call is work on every call's path); None where `cost` takes them itself.
-    keys: tuple[tuple[str, float] | None, tuple[str, bool] | None] | None = None
+    keys: tuple[tuple[str, float] | None, tuple[str, bool, int] | None] | None = None
 
 
 class _Held(NamedTuple):
@@ -137,7 +145,7 @@ class _Held(NamedTuple):
 
     def readable(self, sent: Sent) -> bool:
         at = self.begun.at
-        return at is not None and at < sent.at < self.expiry and self.owner is not sent.owner
+        return at is not None and at < sent.begun.left < self.expiry and self.owner is not sent.owner
 
     def kept_by(self, sent: Sent, now: float) -> bool:
         """Whether this entry, rather than one `sent` writes, is what the baseline holds after it:
@@ -145,13 +153,15 @@ class _Held(NamedTuple):
         return self.expiry > now and self.begun.before(sent.begun)
 
 
-class _Send(NamedTuple):
+@dataclass(eq=False)
+class _Send:
     """One host request's send of a system prompt (its first, for a request that climbed)."""
 
-    at: float
     owner: object
     begun: Begun
-    marked: bool  # it carried a breakpoint on the prompt itself
+    ttl: Ttl | None  # the breakpoint its own tier put on the prompt (None: sent uncached)
+    decided: bool = False
+    placed: Ttl | None = None  # the breakpoint the baseline model's placement would have put there
 
 
 @dataclass(eq=False)
@@ -161,8 +171,8 @@ class _Family:
 
     sends: list[_Send] = field(default_factory=list)
     tokens: int = 0  # its cached size; 0: not known yet (no call has cached exactly it)
-    # Until then uncached sends are priced with `bound` (the fewest input tokens of one: the prompt
-    # is no larger) standing in for it, and settled once it is known.
+    # Until then uncached sends are priced at an upper bound of it (`_system_prompt`), settled once
+    # a call caches exactly the prompt.
     bound: int = 0
     wrote_as: int = 0  # the bounds written, summed
     writes: int = 0
@@ -174,24 +184,39 @@ class _Family:
     def send_of(self, owner: object) -> _Send | None:
         return next((s for s in self.sends if s.owner is owner), None)
 
-    def kind(self, mine: _Send, horizon: float) -> str:
-        """How the baseline model would have sent the prompt in `mine`: its placement puts a
-        breakpoint on a prompt another request sent before (within `horizon`; at once, where this
-        tier did), which reads it when such a send's answer had begun before this one left."""
-        earlier = [s for s in self.sends if s.owner is not mine.owner and mine.at - horizon <= s.at < mine.at]
-        if not earlier and not mine.marked:
-            return "input"
-        for s in earlier:
-            began = s.begun.at
-            if began is not None and began < mine.at and self._marked(s, horizon):
-                return "read"
-        return "write"
+    def placed(self, mine: _Send, rates: Rates) -> Ttl | None:
+        """The breakpoint the baseline model's placement would have put on the prompt in `mine`:
+        offload's own rule (core/cache_placement.py) on the sends of every tier before it. (A
+        tier's `always` placement marks every send: the baseline's would too.)"""
+        for send in sorted(self.sends, key=lambda x: x.begun.left):
+            if send.decided:
+                continue
+            earlier = [s for s in self.sends if s.decided and s.begun.left < send.begun.left]
+            earlier.sort(key=lambda x: x.begun.left)
+            reuse = reuse_from_history([s.begun.left for s in earlier], send.begun.left, [s.placed for s in earlier])
+            send.placed = choose_ttl(rates, reuse) or send.ttl
+            send.decided = True
+            if send is mine:
+                break
+        return mine.placed
 
-    def _marked(self, send: _Send, horizon: float) -> bool:
-        return send.marked or any(s.owner is not send.owner and send.at - horizon <= s.at < send.at for s in self.sends)
+    def kind(self, mine: _Send, rates: Rates) -> tuple[str, Ttl | None]:
+        """How the baseline model would have sent the prompt in `mine` ("input", "write" or
+        "read"), and under which TTL: a read where an earlier send's breakpoint holds it, its
+        answer begun before this one left and within its lifetime."""
+        ttl = self.placed(mine, rates)
+        if ttl is None:
+            return "input", None
+        for s in self.sends:
+            began = s.begun.at
+            if s is mine or s.placed is None or began is None:
+                continue
+            if began < mine.begun.left < began + TTL_S[s.placed]:
+                return "read", ttl
+        return "write", ttl
 
     def settle(self, prices: PriceTable, model: str, size: int) -> None:
-        """The size is known: what the sends priced at a bound owe goes into `due`."""
+        """The size is known: what the sends priced at an upper bound of it owe goes into `due`."""
         cacheable = size >= prices.price(model).min_cacheable_tokens
         rates = prices.price(model).rates_for(size, batch=False)
 
@@ -239,7 +264,7 @@ class BaselineCache:
         requests sent once its answer has begun (`answer_began`, in this task), also before it
         has finished and been priced."""
         now = self._clock()
-        begun = Begun(self._clock)
+        begun = Begun(self._clock, now)
         _answering.set(begun)
         key, system = _prefix_key(params), _system_key(params)
         sent = Sent(now, owner, begun, (key, system))
@@ -251,19 +276,19 @@ class BaselineCache:
                     self._prefixes[digest] = _Held(begun, now + key[1], owner)
                     _trim(self._prefixes, now, self._max)
             if system is not None and system[1]:
-                self._note_send(f"{model}:{system[0]}", sent, marked=key is not None, now=now)
+                self._note_send(f"{model}:{system[0]}", sent, _ttl_of(key), now)
         return sent
 
-    def _note_send(self, digest: str, sent: Sent, *, marked: bool, now: float) -> _Family:
+    def _note_send(self, digest: str, sent: Sent, ttl: Ttl | None, now: float) -> _Family:
         family = self._systems.get(digest)
         if family is None or family.expiry <= now:
             family = self._systems[digest] = _Family()
             _trim(self._systems, now, self._max)
         if family.send_of(sent.owner) is None:
-            longest = _TTL_S["1h"]  # no send older than the longest cache lifetime matters
-            family.sends = [s for s in family.sends[-255:] if s.at > now - longest]
-            family.sends.append(_Send(sent.at, sent.owner, sent.begun, marked))
-        family.expiry = now + _TTL_S["1h"]
+            # No send older than the longest cache lifetime matters.
+            family.sends = [s for s in family.sends[-255:] if s.begun.left > now - TTL_S["1h"]]
+            family.sends.append(_Send(sent.owner, sent.begun, ttl))
+        family.expiry = now + TTL_S["1h"]
         return family
 
     def cost(
@@ -273,14 +298,13 @@ class BaselineCache:
         (from `sending`; None: a request of its own, sent and answered now)."""
         now = self._clock()
         if sent is None:
-            sent = Sent(now, object(), Begun(self._clock, now))
+            sent = Sent(now, object(), Begun(self._clock, now, now))
         sent.begun.now()  # answered by now, if the client never said when it began
         key, system = sent.keys if sent.keys is not None else (_prefix_key(params), _system_key(params))
         if system is not None and system[1]:  # no breakpoint but one on the system prompt
             with self._lock:
-                family = self._note_send(f"{model}:{system[0]}", sent, marked=key is not None, now=now)
-                horizon = key[1] if key is not None else _TTL_S["5m"]
-                return self._system_prompt(prices, model, family, usage, (sent, horizon))
+                family = self._note_send(f"{model}:{system[0]}", sent, _ttl_of(key), now)
+                return self._system_prompt(prices, model, family, usage, (sent, system[2]))
         if key is not None:
             digest, ttl = key
             digest = f"{model}:{digest}"
@@ -298,37 +322,55 @@ class BaselineCache:
         return prices.baseline_cost(model, usage)
 
     def _system_prompt(
-        self, prices: PriceTable, model: str, family: _Family, usage: Usage, request: tuple[Sent, float]
+        self, prices: PriceTable, model: str, family: _Family, usage: Usage, request: tuple[Sent, int]
     ) -> int:
         """The price of `usage` with its system prompt sent as the baseline model would have (under
         the lock). The size is the recording tier's count of the prompt: exact where the tiers count
         alike (one generation's tokenizer); across tokenizers off by their difference."""
-        sent, horizon = request
+        sent, chars = request
         mine = family.send_of(sent.owner)
         assert mine is not None  # noted by the caller
-        kind = family.kind(mine, horizon)
         cached = usage.cache_read + usage.cache_write_5m + usage.cache_write_1h
         if cached:
             family.settle(prices, model, cached)
-            size = cached
+            size = likely = cached
         else:
             family.bound = min(usage.input_tokens, family.bound or usage.input_tokens)
-            size = family.tokens or family.bound
-        if usage.input_tokens + cached < size or size < prices.price(model).min_cacheable_tokens:
+            # Not known yet: priced at an upper bound (no more tokens than an uncached send's input
+            # nor than its characters), so settling it adds to later baselines rather than taking
+            # away more than they hold; whether the baseline caches it at all is judged on the
+            # likely size (about four characters a token): a prompt never cached by any tier is
+            # never settled.
+            size = family.tokens or min(family.bound, chars)
+            likely = family.tokens or min(family.bound, approx_tokens_of(chars))
+        price = prices.price(model)
+        if usage.input_tokens + cached < size or likely < price.min_cacheable_tokens:
+            mine.decided, mine.placed = True, None  # the baseline would not have cached it either
             return family.apply_due(prices.baseline_cost(model, usage))
-        rest = usage.input_tokens + cached - size
-        long = horizon >= _TTL_S["1h"]
+        kind, ttl = family.kind(mine, price.rates_for(size, batch=False))
         as_sent = {
             "input": Usage(input_tokens=size),
-            "write": Usage(cache_write_1h=size) if long else Usage(cache_write_5m=size),
+            "write": Usage(cache_write_1h=size) if ttl == "1h" else Usage(cache_write_5m=size),
             "read": Usage(cache_read=size),
         }[kind]
         if not family.tokens and kind == "write":
             family.wrote_as, family.writes = family.wrote_as + size, family.writes + 1
         elif not family.tokens and kind == "read":
             family.read_as, family.reads = family.read_as + size, family.reads + 1
+        rest = usage.input_tokens + cached - size
         baseline = replace(as_sent, input_tokens=as_sent.input_tokens + rest, output_tokens=usage.output_tokens)
         return family.apply_due(prices.baseline_cost(model, baseline))
+
+
+def _ttl_of(key: tuple[str, float] | None) -> Ttl | None:
+    if key is None:
+        return None
+    return "1h" if key[1] >= TTL_S["1h"] else "5m"
+
+
+def approx_tokens_of(chars: int) -> int:
+    # About four characters a token (core/tokens.py approx_tokens): whether a prompt is likely cacheable.
+    return (chars + 3) // 4
 
 
 def _trim(entries: dict[str, Any], now: float, most: int) -> None:

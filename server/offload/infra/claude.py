@@ -180,6 +180,12 @@ def _injector() -> Callable[[dict[str, str]], None] | None:
         return None
 
 
+async def _request_leaves(request: httpx2.Request) -> None:
+    """A Messages request leaves (the SDK retries a failed one: each try comes here)."""
+    if request.method == "POST" and request.url.path.endswith("/messages"):
+        baseline_cache.request_left()  # the baseline's request would have left now too
+
+
 async def _answer_begun(response: httpx2.Response) -> None:
     """A Messages call's success has begun to arrive: from here it is billed, so a closing server
     lets it be read and recorded rather than cut it off (infra/detached.py)."""
@@ -264,8 +270,9 @@ class ClaudeClient:
         spans = sdk_spans_wanted(os.environ)
         if not spans:
             options["open_telemetry"] = False
-        # The SDK's own client with its defaults, plus a hook that sees each answer begin.
-        answers = anthropic.DefaultAsyncHttpxClient(event_hooks={"response": [_answer_begun]})
+        # The SDK's own client with its defaults, plus hooks that see each try leave and each answer begin.
+        hooks: dict[str, list[Callable[..., Any]]] = {"request": [_request_leaves], "response": [_answer_begun]}
+        answers = anthropic.DefaultAsyncHttpxClient(event_hooks=hooks)
         return cls(
             anthropic.AsyncAnthropic(**options, http_client=answers),
             anthropic.Anthropic(**options),

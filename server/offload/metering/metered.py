@@ -235,11 +235,12 @@ def _attempt(
     policy, session, tool, tier, step = where
     model = str(params["model"])
     # Only the answer the host uses stands for its own call to the baseline model (and warms its cache).
-    baseline = (
-        state.baseline_cache.cost(state.prices, policy.baseline, params, completion.usage, sent=sent)
-        if verdict.counts_toward_baseline
-        else 0
-    )
+    if not verdict.counts_toward_baseline:
+        baseline = 0
+    elif policy.caching.placement == "never":  # nothing cached: the baseline would cache nothing either
+        baseline = state.prices.baseline_cost(policy.baseline, completion.usage)
+    else:
+        baseline = state.baseline_cache.cost(state.prices, policy.baseline, params, completion.usage, sent=sent)
     return records.Attempt(
         request_key=f"{tool}:{uuid.uuid4().hex}",
         session_id=session,
