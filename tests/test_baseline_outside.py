@@ -208,3 +208,40 @@ async def test_a_retried_request_is_the_baseline_s_request_when_it_left_again(tm
     # have read (1.20x on the baseline model itself). Each try now moves the send.
     cost, reported = await _clocked(tmp_path, _calls("p" * 16, 0.1), faults="latency=300ms,529=0.1")
     assert reported == cost
+
+
+MID_SYSTEM = "You are a careful summariser of engineering documents.\n" + "".join(
+    f"- Rule {i}: quote the section number, keep each bullet under twenty words, never guess about item {i}.\n"
+    for i in range(40)
+)  # about 1,300 tokens: the baseline model caches it (512 and up), the cheap tier never does (2,048)
+
+
+def _document(i: int) -> str:
+    return f"Document {i}:\n" + "".join(
+        f"Section {i}.{j}: the service handled {j * i} requests with latency {j + i} ms.\n" for j in range(100)
+    )
+
+
+@pytest.mark.parametrize(("tiers", "gap_s"), [("cccccccc", 20.0), ("cscscscs", 400.0)])
+async def test_a_system_prompt_no_tier_caches_yet_is_counted_not_guessed(
+    tmp_path: Path, tiers: str, gap_s: float
+) -> None:
+    # Its size was bounded by a whole request (system prompt and document) and never settled, as
+    # no call cached it: 0.38x on the cheap tier alone. The API's free count_tokens now tells it
+    # once. Across tiers, 400 s apart: hour-long writes were settled at the 5-minute rate (1.09x).
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "premium").mkdir()
+    calls = _calls(tiers, gap_s, system=MID_SYSTEM, prompt=_document)
+    _, reported = await _clocked(tmp_path / "mixed", calls)
+    measured, _ = await _clocked(tmp_path / "premium", _calls("p" * len(tiers), gap_s, MID_SYSTEM, _document))
+    assert abs(reported - measured) <= measured // 100, (reported, measured)
+
+
+async def test_placement_always_is_the_baseline_s_placement_too(tmp_path: Path) -> None:
+    # `caching.placement: always` writes every send for five minutes: 400 s apart, each a new
+    # write. The baseline had applied the adaptive rule instead (an hour's write, then reads: 0.49x).
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "premium").mkdir()
+    _, reported = await _clocked(tmp_path / "mixed", _calls("cscscs", 400.0), placement="always")
+    measured, _ = await _clocked(tmp_path / "premium", _calls("pppppp", 400.0), placement="always")
+    assert abs(reported - measured) <= measured // 100, (reported, measured)

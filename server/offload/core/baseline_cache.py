@@ -160,6 +160,7 @@ class _Send:
     owner: object
     begun: Begun
     ttl: Ttl | None  # the breakpoint its own tier put on the prompt (None: sent uncached)
+    always: bool = False  # placed by `caching.placement: always`: the baseline's would place the same
     decided: bool = False
     placed: Ttl | None = None  # the breakpoint the baseline model's placement would have put there
 
@@ -174,12 +175,15 @@ class _Family:
     # Until then uncached sends are priced at an upper bound of it (`_system_prompt`), settled once
     # a call caches exactly the prompt.
     bound: int = 0
-    wrote_as: int = 0  # the bounds written, summed
+    wrote_as: int = 0  # the bounds written for five minutes, summed
     writes: int = 0
+    wrote_1h_as: int = 0  # the bounds written for an hour, summed
+    writes_1h: int = 0
     read_as: int = 0  # the bounds read, summed
     reads: int = 0
     due: int = 0  # pusd of settlements not yet applied (a credit larger than a call's baseline)
     expiry: float = 0.0  # when it is forgotten (`_trim`)
+    counting: bool = False  # its size has been asked of the API (`to_count`)
 
     def send_of(self, owner: object) -> _Send | None:
         return next((s for s in self.sends if s.owner is owner), None)
@@ -194,7 +198,7 @@ class _Family:
             earlier = [s for s in self.sends if s.decided and s.begun.left < send.begun.left]
             earlier.sort(key=lambda x: x.begun.left)
             reuse = reuse_from_history([s.begun.left for s in earlier], send.begun.left, [s.placed for s in earlier])
-            send.placed = choose_ttl(rates, reuse) or send.ttl
+            send.placed = send.ttl if send.always else choose_ttl(rates, reuse) or send.ttl
             send.decided = True
             if send is mine:
                 break
@@ -225,11 +229,15 @@ class _Family:
             diff = rates.charge(as_cached(abs(tokens))) - rates.charge(Usage(input_tokens=abs(tokens)))
             return diff if tokens >= 0 else -diff
 
-        if self.writes:  # each write priced at its bound where `size` was written (none below the minimum)
+        # Each write priced at its bound where `size` was written (none below the minimum), at its TTL's rate.
+        if self.writes:
             self.due += gap(self.writes * size * cacheable - self.wrote_as, lambda n: Usage(cache_write_5m=n))
+        if self.writes_1h:
+            self.due += gap(self.writes_1h * size * cacheable - self.wrote_1h_as, lambda n: Usage(cache_write_1h=n))
         if self.reads:
             self.due += gap(self.reads * size * cacheable - self.read_as, lambda n: Usage(cache_read=n))
         self.tokens, self.wrote_as, self.writes, self.read_as, self.reads = size, 0, 0, 0, 0
+        self.wrote_1h_as, self.writes_1h = 0, 0
 
     def apply_due(self, cost: int) -> int:
         """`cost` with what is due applied, as far as it goes (never below 0)."""
@@ -259,10 +267,10 @@ class BaselineCache:
         """This cache's clock."""
         return self._clock()
 
-    def sending(self, model: str, params: dict[str, Any], owner: object) -> Sent:
+    def sending(self, model: str, params: dict[str, Any], owner: object, *, always: bool = False) -> Sent:
         """A request of host request `owner` leaves now, from this task: its prefix is held for
         requests sent once its answer has begun (`answer_began`, in this task), also before it
-        has finished and been priced."""
+        has finished and been priced. `always`: the policy places breakpoints whatever the history."""
         now = self._clock()
         begun = Begun(self._clock, now)
         _answering.set(begun)
@@ -276,10 +284,10 @@ class BaselineCache:
                     self._prefixes[digest] = _Held(begun, now + key[1], owner)
                     _trim(self._prefixes, now, self._max)
             if system is not None and system[1]:
-                self._note_send(f"{model}:{system[0]}", sent, _ttl_of(key), now)
+                self._note_send(f"{model}:{system[0]}", sent, _ttl_of(key), now, always=always)
         return sent
 
-    def _note_send(self, digest: str, sent: Sent, ttl: Ttl | None, now: float) -> _Family:
+    def _note_send(self, digest: str, sent: Sent, ttl: Ttl | None, now: float, *, always: bool = False) -> _Family:
         family = self._systems.get(digest)
         if family is None or family.expiry <= now:
             family = self._systems[digest] = _Family()
@@ -287,9 +295,32 @@ class BaselineCache:
         if family.send_of(sent.owner) is None:
             # No send older than the longest cache lifetime matters.
             family.sends = [s for s in family.sends[-255:] if s.begun.left > now - TTL_S["1h"]]
-            family.sends.append(_Send(sent.owner, sent.begun, ttl))
+            family.sends.append(_Send(sent.owner, sent.begun, ttl, always))
         family.expiry = now + TTL_S["1h"]
         return family
+
+    def to_count(self, model: str, sent: Sent) -> str | None:
+        """The family whose system prompt `sent` carries, when its size is worth asking the API's
+        free count_tokens once: not known yet, sent uncached, and sent before by another request
+        (from its second send on the baseline may hold it). Asked once per prompt."""
+        key, system = sent.keys or (None, None)
+        if system is None or not system[1] or key is not None:
+            return None
+        digest = f"{model}:{system[0]}"
+        with self._lock:
+            family = self._systems.get(digest)
+            if family is None or family.tokens or family.counting or len(family.sends) < 2:
+                return None
+            family.counting = True
+        return digest
+
+    def counted(self, prices: PriceTable, model: str, digest: str, tokens: int) -> None:
+        """The API counted the family's system prompt at `tokens`: what was priced at a bound of
+        it is settled (with the next call that prices it)."""
+        with self._lock:
+            family = self._systems.get(digest)
+            if family is not None and not family.tokens and tokens > 0:
+                family.settle(prices, model, tokens)
 
     def cost(
         self, prices: PriceTable, model: str, params: dict[str, Any], usage: Usage, *, sent: Sent | None = None
@@ -354,7 +385,10 @@ class BaselineCache:
             "read": Usage(cache_read=size),
         }[kind]
         if not family.tokens and kind == "write":
-            family.wrote_as, family.writes = family.wrote_as + size, family.writes + 1
+            if ttl == "1h":
+                family.wrote_1h_as, family.writes_1h = family.wrote_1h_as + size, family.writes_1h + 1
+            else:
+                family.wrote_as, family.writes = family.wrote_as + size, family.writes + 1
         elif not family.tokens and kind == "read":
             family.read_as, family.reads = family.read_as + size, family.reads + 1
         rest = usage.input_tokens + cached - size

@@ -187,7 +187,8 @@ async def _call_and_record(
     judge_in_thread, warms_baseline = flags
     # The baseline model's request for this one leaves now too (a pre-warm has none).
     cache = state.baseline_cache
-    sent = cache.sending(where[0].baseline, params, request_owner()) if warms_baseline else None
+    always = where[0].caching.placement == "always"
+    sent = cache.sending(where[0].baseline, params, request_owner(), always=always) if warms_baseline else None
     try:
         completion = await state.claude().create(params)
     except StreamDropped as exc:
@@ -207,12 +208,28 @@ async def _call_and_record(
         raise
     # The answer is paid for: a cancellation arriving now must not skip its checks or lose its row.
     with anyio.CancelScope(shield=True):
+        if sent is not None and (family := cache.to_count(where[0].baseline, sent)) is not None:
+            await _count_system_prompt(state, params, where[0].baseline, family)
         verdict = await _judged(judge, completion) if judge_in_thread else _judged_here(judge, completion)
         attempt = _attempt(state, where, params, completion, verdict, prompt_text, sent)
         also = finalize(verdict, attempt) if finalize is not None else None
         recorded = await record_paid(state, attempt, reservation, also=also)
     spent = _spent_after(reservation, attempt.cost_pusd)
     return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, verdict, spent, recorded)
+
+
+async def _count_system_prompt(state: AppState, params: dict[str, Any], baseline: str, family: str) -> None:
+    """Tell the baseline cache the system prompt's size, from the API's free count_tokens (the
+    difference a system prompt makes to one short message): once per prompt, for a prompt no tier
+    has cached yet, whose size the baseline otherwise only bounds."""
+    blocks = [{k: v for k, v in b.items() if k != "cache_control"} for b in params["system"]]
+    bare: dict[str, Any] = {"model": params["model"], "messages": [{"role": "user", "content": "."}]}
+    try:
+        tokens = await state.claude().count_tokens({**bare, "system": blocks}) - await state.claude().count_tokens(bare)
+    except OffloadError as exc:  # the bound stands
+        log.info("system prompt not counted for the baseline: %s", exc)
+        return
+    state.baseline_cache.counted(state.prices, baseline, family, tokens)
 
 
 def _spent_after(reservation: Reservation, cost_pusd: int) -> budgets.Spent | None:
