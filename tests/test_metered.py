@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -172,16 +172,22 @@ def _until_stopped(stopped: list[str], name: str) -> Callable[[], Awaitable[str]
     return work
 
 
-async def test_a_cancelled_close_stops_calls_in_flight_at_once() -> None:
-    # SIGTERM after EOF: the host has lost patience, and a server killed while waiting would
-    # leave its holds behind for its lease. The close stops waiting and stops the calls.
-    detached = Detached()
-    stopped: list[str] = []
+def _stuck(detached: Detached, stopped: list[str]) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A call through `detached` that waits on the API until it is stopped ("slow" in `stopped`)."""
 
     async def call() -> None:
         with contextlib.suppress(UpstreamError):
             await detached.run(_until_stopped(stopped, "slow"))
 
+    return call
+
+
+async def test_a_cancelled_close_stops_calls_in_flight_at_once() -> None:
+    # SIGTERM after EOF: the host has lost patience, and a server killed while waiting would
+    # leave its holds behind for its lease. The close stops waiting and stops the calls.
+    detached = Detached()
+    stopped: list[str] = []
+    call = _stuck(detached, stopped)
     started = time.monotonic()
     with anyio.CancelScope() as outer:
         async with anyio.create_task_group() as tg, detached.open(grace_s=20):
@@ -288,11 +294,7 @@ async def test_the_close_s_grace_counts_from_when_the_host_began_closing() -> No
     # part of the grace, not added to it, or a close ran past the 2 s a host gives (2.1-2.6 s).
     detached = Detached()
     stopped: list[str] = []
-
-    async def call() -> None:
-        with contextlib.suppress(UpstreamError):
-            await detached.run(_until_stopped(stopped, "slow"))
-
+    call = _stuck(detached, stopped)
     async with anyio.create_task_group() as tg, detached.open(grace_s=1.0):
         tg.start_soon(call)
         await anyio.sleep(0.01)
