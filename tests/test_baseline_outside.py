@@ -202,12 +202,27 @@ async def test_a_short_system_prompt_with_long_prompts_is_not_taken_for_a_cached
     assert abs(reported - measured) <= measured // 100, (reported, measured)
 
 
-async def test_a_retried_request_is_the_baseline_s_request_when_it_left_again(tmp_path: Path) -> None:
-    # The SDK retries an overloaded request: the try that is answered left later than the first,
-    # and a call it overlapped was priced as a write where the baseline's retried request would
-    # have read (1.20x on the baseline model itself). Each try now moves the send.
-    cost, reported = await _clocked(tmp_path, _calls("p" * 16, 0.1), faults="latency=300ms,529=0.1")
-    assert reported == cost
+async def test_a_retried_request_is_the_baseline_s_request_when_it_left_again(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # On the baseline model itself (so its cost is the baseline): A writes the system prompt; B
+    # leaves before A's answer begins, is refused (529) and retried by the SDK after it began, so
+    # B's retry reads. B was priced from its first try's time, as a write (1.2-2.2x under load).
+    base = {"system": SYSTEM, "tier": "premium", "max_tokens": 50}
+    with running(faults="latency=300ms") as emu:
+        async with Client(build_server(make_settings(emu.url))) as client:
+            assert not (await client.call_tool("routed_complete", {**base, "prompt": "question 0"})).is_error
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.call_tool, "routed_complete", {**base, "prompt": "question 1"})
+                await anyio.sleep(0.05)  # A is with the API (its 0.3 s latency has begun)
+                emu.state.faults.force(529)  # the next request, B's first try, is refused
+                late = await client.call_tool("routed_complete", {**base, "prompt": "question 2"})
+                assert not late.is_error, late.content
+        statuses = [r.status for r in emu.state.calls("/v1/messages", "POST")]
+    assert statuses.count(529) == 1 and statuses.count(200) == 3, statuses
+    rows = query(tmp_path / "ledger.db", "SELECT cost_pusd, baseline_pusd, cache_read FROM attempts ORDER BY id")
+    assert rows[-1]["cache_read"] > 0  # B's retry read what A wrote
+    assert [r["baseline_pusd"] for r in rows] == [r["cost_pusd"] for r in rows]
 
 
 MID_SYSTEM = "You are a careful summariser of engineering documents.\n" + "".join(
