@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from offload.core.cache_placement import TTL_S, Ttl, choose_ttl, reuse_from_history
 from offload.core.pricing import PriceTable, Rates, Usage
+from offload.core.tokens import approx_tokens, upper_bound_tokens
 
 # The host request a call belongs to: its rungs (a first try, the escalation after it) are one
 # request to the baseline model, so a prefix its own first try sent is not "already held" for it.
@@ -65,10 +66,10 @@ def _prefix_key(params: dict[str, Any]) -> tuple[str, float] | None:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest(), TTL_S["1h"] if ttl == "1h" else TTL_S["5m"]
 
 
-def _system_key(params: dict[str, Any]) -> tuple[str, bool, int] | None:
+def _system_key(params: dict[str, Any]) -> tuple[str, bool, int, int] | None:
     """(digest of the system prompt's text, whether no breakpoint but one on it is in the request,
-    its length in characters), or None without a system prompt. The text alone, not its cache
-    marker: the same prompt whether a tier placed a breakpoint on it or not."""
+    an upper bound of its tokens, their likely number), or None without a system prompt. The text
+    alone, not its cache marker: the same prompt whether a tier placed a breakpoint on it or not."""
     system = params.get("system")
     if not isinstance(system, list) or not system or not isinstance(system[0], dict):
         return None
@@ -82,7 +83,8 @@ def _system_key(params: dict[str, Any]) -> tuple[str, bool, int] | None:
         marked += (
             [b for b in content if isinstance(b, dict) and b.get("cache_control")] if isinstance(content, list) else []
         )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest(), marked == [first] or not marked, len(text)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return digest, marked == [first] or not marked, upper_bound_tokens(text), approx_tokens(text)
 
 
 class Begun:
@@ -125,14 +127,13 @@ def answer_began() -> None:
 
 
 class Sent(NamedTuple):
-    """A request as it left: when, for which host request, and when its answer began."""
+    """A request as it left: for which host request, and when it left and its answer began."""
 
-    at: float
     owner: object
     begun: Begun
     # The request's prefix and system prompt keys, taken once as it left (hashing a large prompt
     # twice per call is work on every call's path); None where `cost` takes them itself.
-    keys: tuple[tuple[str, float] | None, tuple[str, bool, int] | None] | None = None
+    keys: tuple[tuple[str, float] | None, tuple[str, bool, int, int] | None] | None = None
 
 
 class _Held(NamedTuple):
@@ -175,12 +176,9 @@ class _Family:
     # Until then uncached sends are priced at an upper bound of it (`_system_prompt`), settled once
     # a call caches exactly the prompt.
     bound: int = 0
-    wrote_as: int = 0  # the bounds written for five minutes, summed
-    writes: int = 0
-    wrote_1h_as: int = 0  # the bounds written for an hour, summed
-    writes_1h: int = 0
-    read_as: int = 0  # the bounds read, summed
-    reads: int = 0
+    # Per way it was priced at a bound (a `Usage` field: cache_write_5m, cache_write_1h, cache_read):
+    # (the bounds summed, how many sends).
+    at_bound: dict[str, tuple[int, int]] = field(default_factory=dict)
     due: int = 0  # pusd of settlements not yet applied (a credit larger than a call's baseline)
     expiry: float = 0.0  # when it is forgotten (`_trim`)
     counting: bool = False  # its size has been asked of the API (`to_count`)
@@ -220,24 +218,16 @@ class _Family:
         return "write", ttl
 
     def settle(self, prices: PriceTable, model: str, size: int) -> None:
-        """The size is known: what the sends priced at an upper bound of it owe goes into `due`."""
+        """The size is known: what the sends priced at an upper bound of it owe goes into `due`:
+        each was written or read at its bound where `size` was (nothing, below the minimum), and
+        the rest of the bound was input."""
         cacheable = size >= prices.price(model).min_cacheable_tokens
         rates = prices.price(model).rates_for(size, batch=False)
-
-        def gap(tokens: int, as_cached: Callable[[int], Usage]) -> int:
-            # `tokens` (signed) more priced as cached rather than as input.
-            diff = rates.charge(as_cached(abs(tokens))) - rates.charge(Usage(input_tokens=abs(tokens)))
-            return diff if tokens >= 0 else -diff
-
-        # Each write priced at its bound where `size` was written (none below the minimum), at its TTL's rate.
-        if self.writes:
-            self.due += gap(self.writes * size * cacheable - self.wrote_as, lambda n: Usage(cache_write_5m=n))
-        if self.writes_1h:
-            self.due += gap(self.writes_1h * size * cacheable - self.wrote_1h_as, lambda n: Usage(cache_write_1h=n))
-        if self.reads:
-            self.due += gap(self.reads * size * cacheable - self.read_as, lambda n: Usage(cache_read=n))
-        self.tokens, self.wrote_as, self.writes, self.read_as, self.reads = size, 0, 0, 0, 0
-        self.wrote_1h_as, self.writes_1h = 0, 0
+        for kind, (bounds, sends) in self.at_bound.items():
+            more = sends * size * cacheable - bounds  # signed: tokens priced as `kind`, not input
+            gap = rates.charge(Usage(**{kind: abs(more)})) - rates.charge(Usage(input_tokens=abs(more)))
+            self.due += gap if more >= 0 else -gap
+        self.tokens, self.at_bound = size, {}
 
     def apply_due(self, cost: int) -> int:
         """`cost` with what is due applied, as far as it goes (never below 0)."""
@@ -263,10 +253,6 @@ class BaselineCache:
         self._systems: dict[str, _Family] = {}
         self._lock = threading.Lock()
 
-    def now(self) -> float:
-        """This cache's clock."""
-        return self._clock()
-
     def sending(self, model: str, params: dict[str, Any], owner: object, *, always: bool = False) -> Sent:
         """A request of host request `owner` leaves now, from this task: its prefix is held for
         requests sent once its answer has begun (`answer_began`, in this task), also before it
@@ -275,7 +261,7 @@ class BaselineCache:
         begun = Begun(self._clock, now)
         _answering.set(begun)
         key, system = _prefix_key(params), _system_key(params)
-        sent = Sent(now, owner, begun, (key, system))
+        sent = Sent(owner, begun, (key, system))
         with self._lock:
             if key is not None:
                 digest = f"{model}:{key[0]}"
@@ -329,13 +315,13 @@ class BaselineCache:
         (from `sending`; None: a request of its own, sent and answered now)."""
         now = self._clock()
         if sent is None:
-            sent = Sent(now, object(), Begun(self._clock, now, now))
+            sent = Sent(object(), Begun(self._clock, now, now))
         sent.begun.now()  # answered by now, if the client never said when it began
         key, system = sent.keys if sent.keys is not None else (_prefix_key(params), _system_key(params))
         if system is not None and system[1]:  # no breakpoint but one on the system prompt
             with self._lock:
                 family = self._note_send(f"{model}:{system[0]}", sent, _ttl_of(key), now)
-                return self._system_prompt(prices, model, family, usage, (sent, system[2]))
+                return self._system_prompt(prices, model, family, usage, (sent, system[2], system[3]))
         if key is not None:
             digest, ttl = key
             digest = f"{model}:{digest}"
@@ -353,12 +339,12 @@ class BaselineCache:
         return prices.baseline_cost(model, usage)
 
     def _system_prompt(
-        self, prices: PriceTable, model: str, family: _Family, usage: Usage, request: tuple[Sent, int]
+        self, prices: PriceTable, model: str, family: _Family, usage: Usage, request: tuple[Sent, int, int]
     ) -> int:
         """The price of `usage` with its system prompt sent as the baseline model would have (under
         the lock). The size is the recording tier's count of the prompt: exact where the tiers count
         alike (one generation's tokenizer); across tokenizers off by their difference."""
-        sent, chars = request
+        sent, upper, approx = request
         mine = family.send_of(sent.owner)
         assert mine is not None  # noted by the caller
         cached = usage.cache_read + usage.cache_write_5m + usage.cache_write_1h
@@ -368,29 +354,21 @@ class BaselineCache:
         else:
             family.bound = min(usage.input_tokens, family.bound or usage.input_tokens)
             # Not known yet: priced at an upper bound (no more tokens than an uncached send's input
-            # nor than its characters), so settling it adds to later baselines rather than taking
-            # away more than they hold; whether the baseline caches it at all is judged on the
-            # likely size (about four characters a token): a prompt never cached by any tier is
-            # never settled.
-            size = family.tokens or min(family.bound, chars)
-            likely = family.tokens or min(family.bound, approx_tokens_of(chars))
+            # nor than its bytes), so settling it adds to later baselines rather than taking away
+            # more than they hold; whether the baseline caches it at all is judged on the likely
+            # size (about four characters a token): a prompt never cached by any tier is never settled.
+            size = family.tokens or min(family.bound, upper)
+            likely = family.tokens or min(family.bound, approx)
         price = prices.price(model)
         if usage.input_tokens + cached < size or likely < price.min_cacheable_tokens:
             mine.decided, mine.placed = True, None  # the baseline would not have cached it either
             return family.apply_due(prices.baseline_cost(model, usage))
         kind, ttl = family.kind(mine, price.rates_for(size, batch=False))
-        as_sent = {
-            "input": Usage(input_tokens=size),
-            "write": Usage(cache_write_1h=size) if ttl == "1h" else Usage(cache_write_5m=size),
-            "read": Usage(cache_read=size),
-        }[kind]
-        if not family.tokens and kind == "write":
-            if ttl == "1h":
-                family.wrote_1h_as, family.writes_1h = family.wrote_1h_as + size, family.writes_1h + 1
-            else:
-                family.wrote_as, family.writes = family.wrote_as + size, family.writes + 1
-        elif not family.tokens and kind == "read":
-            family.read_as, family.reads = family.read_as + size, family.reads + 1
+        field_ = {"input": "input_tokens", "read": "cache_read"}.get(kind) or f"cache_write_{ttl}"
+        as_sent = Usage(**{field_: size})
+        if not family.tokens and kind != "input":
+            bounds, sends = family.at_bound.get(field_, (0, 0))
+            family.at_bound[field_] = (bounds + size, sends + 1)
         rest = usage.input_tokens + cached - size
         baseline = replace(as_sent, input_tokens=as_sent.input_tokens + rest, output_tokens=usage.output_tokens)
         return family.apply_due(prices.baseline_cost(model, baseline))
@@ -400,11 +378,6 @@ def _ttl_of(key: tuple[str, float] | None) -> Ttl | None:
     if key is None:
         return None
     return "1h" if key[1] >= TTL_S["1h"] else "5m"
-
-
-def approx_tokens_of(chars: int) -> int:
-    # About four characters a token (core/tokens.py approx_tokens): whether a prompt is likely cacheable.
-    return (chars + 3) // 4
 
 
 def _trim(entries: dict[str, Any], now: float, most: int) -> None:

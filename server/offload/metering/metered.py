@@ -169,7 +169,7 @@ async def metered_call(
     # cut them off between the API's answer (billed) and its row (see `detached`).
     return await state.detached.run(
         lambda: _call_and_record(
-            state, where, params, reservation, judge, prompt_text, (judge_in_thread, warms_baseline), finalize
+            state, where, params, reservation, judge, prompt_text, judge_in_thread, warms_baseline, finalize
         )
     )
 
@@ -181,10 +181,10 @@ async def _call_and_record(
     reservation: Reservation,
     judge: Judge,
     prompt_text: str | None,
-    flags: tuple[bool, bool],  # judge in a thread; warms the baseline's cache
+    judge_in_thread: bool,
+    warms_baseline: bool,
     finalize: Finalize | None,
 ) -> Metered:
-    judge_in_thread, warms_baseline = flags
     # The baseline model's request for this one leaves now too (a pre-warm has none).
     cache = state.baseline_cache
     always = where[0].caching.placement == "always"
@@ -208,20 +208,26 @@ async def _call_and_record(
         raise
     # The answer is paid for: a cancellation arriving now must not skip its checks or lose its row.
     with anyio.CancelScope(shield=True):
-        if sent is not None and (family := cache.to_count(where[0].baseline, sent)) is not None:
-            await _count_system_prompt(state, params, where[0].baseline, family)
         verdict = await _judged(judge, completion) if judge_in_thread else _judged_here(judge, completion)
         attempt = _attempt(state, where, params, completion, verdict, prompt_text, sent)
         also = finalize(verdict, attempt) if finalize is not None else None
         recorded = await record_paid(state, attempt, reservation, also=also)
+    # Once the paid answer is recorded (not inside the shield: a slow count must not hold a close).
+    if sent is not None and (family := cache.to_count(where[0].baseline, sent)) is not None:
+        with anyio.move_on_after(COUNT_WAIT_S):
+            await _count_system_prompt(state, params, where[0].baseline, family)
     spent = _spent_after(reservation, attempt.cost_pusd)
     return Metered(completion, attempt.cost_pusd, attempt.baseline_pusd, attempt.request_key, verdict, spent, recorded)
+
+
+# The most a call's answer waits for its system prompt to be counted for the baseline (once per prompt).
+COUNT_WAIT_S = 1.0
 
 
 async def _count_system_prompt(state: AppState, params: dict[str, Any], baseline: str, family: str) -> None:
     """Tell the baseline cache the system prompt's size, from the API's free count_tokens (the
     difference a system prompt makes to one short message): once per prompt, for a prompt no tier
-    has cached yet, whose size the baseline otherwise only bounds."""
+    has cached yet, whose size the baseline otherwise only bounds. It settles the calls after."""
     blocks = [{k: v for k, v in b.items() if k != "cache_control"} for b in params["system"]]
     bare: dict[str, Any] = {"model": params["model"], "messages": [{"role": "user", "content": "."}]}
     try:
